@@ -1,0 +1,244 @@
+//! The command line: `serve`, `migrate`, `send-event`. Every option also reads an environment
+//! variable (see README). The embedded default lives here: with no database URL, commands run on
+//! a private PostgreSQL cluster in `--data-dir`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing::{error, info};
+
+use crate::config::{Config, DatabaseConfig, Redacted, default_data_dir};
+use crate::ingest::verify::WebhookSecrets;
+use crate::pg::{Cluster, ClusterOptions};
+use crate::{Application, db, send_event, telemetry};
+
+/// The database the embedded cluster serves the mirror from.
+pub const EMBEDDED_DATABASE: &str = "clerk_mirror";
+
+#[derive(Parser, Debug)]
+#[command(name = "clerk-mirror", version, about = "A live, queryable mirror of a Clerk instance, served over gRPC")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve webhooks (HTTP), the gRPC API and the admin port.
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Sign a Clerk event body exactly as Svix does and post it to a running server.
+    SendEvent(SendEventArgs),
+}
+
+/// Where the database is: a URL, or the embedded cluster in a data directory.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. Without it, an embedded cluster in --data-dir is used.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where the embedded cluster lives (created on first start, kept across restarts).
+    #[arg(long, env = "CLERK_MIRROR_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The public webhook address (`POST /webhooks/clerk`, `/healthz`, `/readyz`).
+    #[arg(long, env = "CLERK_MIRROR_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// The gRPC address.
+    #[arg(long, env = "CLERK_MIRROR_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: SocketAddr,
+    /// The operator address (metrics); keep it private.
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    admin_addr: SocketAddr,
+    /// The webhook endpoint's signing secret(s), `whsec_…`, comma-separated; any may verify.
+    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true, value_delimiter = ',', required = true)]
+    webhook_secret: Vec<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "CLERK_MIRROR_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SendEventArgs {
+    /// The signing secret, `whsec_…` (the first one when several are given).
+    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Where to post.
+    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/clerk")]
+    url: String,
+    /// The delivery id (`svix-id`); a fresh one when absent. Reuse one to try a redelivery.
+    #[arg(long)]
+    id: Option<String>,
+    /// The event body (JSON), or `-` for standard input.
+    file: PathBuf,
+}
+
+/// Runs the command line; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = matches!(&cli.command, Command::Serve(a) if a.log_json);
+    telemetry::init(json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate(args) => migrate(args).await.map(|()| ExitCode::SUCCESS),
+        Command::SendEvent(args) => send(args).await,
+    }
+}
+
+/// The database a command uses, and the embedded cluster behind it when there is one.
+pub struct OpenDatabase {
+    pub config: DatabaseConfig,
+    pub cluster: Option<Cluster>,
+}
+
+impl OpenDatabase {
+    /// Stops the embedded cluster if this process is the one that runs it.
+    pub async fn close(mut self) {
+        if let Some(cluster) = self.cluster.as_mut()
+            && let Err(e) = cluster.stop().await
+        {
+            error!("cannot stop the embedded PostgreSQL: {e}");
+        }
+    }
+}
+
+/// Opens the database `args` name: the URL, or the embedded cluster (started, or attached to
+/// when a `serve` already runs it).
+pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<OpenDatabase> {
+    if let Some(url) = &args.database_url {
+        return Ok(OpenDatabase { config: DatabaseConfig::Url(Redacted(url.clone())), cluster: None });
+    }
+    let cluster = Cluster::start(ClusterOptions {
+        data_dir: args.data_dir.clone(),
+        durable: true,
+        die_with_parent: false,
+    })
+    .await
+    .context("cannot start the embedded PostgreSQL")?;
+    info!(data_dir = %args.data_dir.display(), "using the embedded PostgreSQL");
+    let open = OpenDatabase { config: DatabaseConfig::Options(cluster.connect_options(EMBEDDED_DATABASE)), cluster: Some(cluster) };
+    if let Err(e) = ensure_database(open.cluster.as_ref().expect("just set")).await {
+        open.close().await;
+        return Err(e);
+    }
+    Ok(open)
+}
+
+/// Creates the mirror's database in the embedded cluster on first use.
+async fn ensure_database(cluster: &Cluster) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .context("cannot connect to the embedded PostgreSQL")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(EMBEDDED_DATABASE)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {EMBEDDED_DATABASE}")))
+            .execute(&mut conn)
+            .await;
+        // Another process may have created it meanwhile (42P04 duplicate_database).
+        if let Err(e) = created
+            && e.as_database_error().and_then(|d| d.code()).as_deref() != Some("42P04")
+        {
+            return Err(e.into());
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let secrets = WebhookSecrets::parse(&args.webhook_secret)?;
+    let database = open_database(&args.database).await?;
+    let mut config = Config::new(database.config.clone(), secrets);
+    config.http_addr = args.http_addr;
+    config.grpc_addr = args.grpc_addr;
+    config.admin_addr = args.admin_addr;
+    let result = async {
+        let app = Application::build(config).await?;
+        app.run_until_stopped(shutdown_signal()).await
+    }
+    .await;
+    // The database stops last, after in-flight webhooks have committed.
+    database.close().await;
+    result
+}
+
+async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
+    let database = open_database(&args).await?;
+    let result = async {
+        let pool = sqlx::PgPool::connect_with(db::connect_options(&database.config)?).await?;
+        db::migrate(&pool).await?;
+        pool.close().await;
+        anyhow::Ok(())
+    }
+    .await;
+    database.close().await;
+    result?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn send(args: SendEventArgs) -> anyhow::Result<ExitCode> {
+    let body = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read standard input")?;
+        buf
+    } else {
+        tokio::fs::read(&args.file).await.with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let secrets = WebhookSecrets::parse(&[args.secret.as_str()])?;
+    let id = args.id.unwrap_or_else(send_event::new_message_id);
+    let response = send_event::send(&args.url, &secrets, &id, &body).await?;
+    println!("{} {}", response.status.as_u16(), response.status.canonical_reason().unwrap_or(""));
+    println!("{}", response.body);
+    Ok(if response.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received, shutting down"),
+        () = term => info!("SIGTERM received, shutting down"),
+    }
+}

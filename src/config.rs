@@ -1,0 +1,71 @@
+//! The server's configuration: where the database is, which addresses to bind, which webhook
+//! secrets to accept. Built from the command line (see `cli`) or directly by tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ingest::verify::WebhookSecrets;
+
+/// Where the database is.
+#[derive(Clone, Debug)]
+pub enum DatabaseConfig {
+    /// An external PostgreSQL, by URL (kept out of `Debug` output: it may carry a password).
+    Url(Redacted<String>),
+    /// Connect options prepared by the caller (tests, the embedded cluster).
+    Options(sqlx::postgres::PgConnectOptions),
+}
+
+/// Everything `Application::build` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    /// The public webhook port: only `/webhooks/clerk`, `/healthz`, `/readyz`.
+    pub http_addr: SocketAddr,
+    /// The gRPC port.
+    pub grpc_addr: SocketAddr,
+    /// The operator port (metrics, reports): loopback by default.
+    pub admin_addr: SocketAddr,
+    /// The Svix signing secrets any of which may verify a webhook (several during rotation).
+    pub webhook_secrets: WebhookSecrets,
+    /// Largest webhook body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Most rows written by one group-commit transaction.
+    pub ingest_batch_size: usize,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but the database and the secrets; addresses on loopback.
+    pub fn new(database: DatabaseConfig, webhook_secrets: WebhookSecrets) -> Self {
+        Config {
+            database,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            webhook_secrets,
+            max_body_bytes: 1024 * 1024,
+            ingest_batch_size: 500,
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Where the embedded default keeps its cluster when no `--data-dir` is given.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from(".clerk-mirror")
+}
+
+/// A value whose `Debug` output never shows it (URLs with passwords, secrets).
+#[derive(Clone)]
+pub struct Redacted<T>(pub T);
+
+impl<T> std::fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}

@@ -1,0 +1,51 @@
+//! The connection pool and the embedded migrations.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::{Config, DatabaseConfig};
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// The connect options a configuration names.
+pub fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
+    match database {
+        DatabaseConfig::Url(url) => url.0.parse(),
+        DatabaseConfig::Options(options) => Ok(options.clone()),
+    }
+}
+
+/// A pool for `config`, connected once so a wrong URL fails at start, not on the first webhook.
+pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options = connect_options(&config.database)?.application_name("clerk-mirror");
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_with(options)
+        .await
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Ready means: the database answers within two seconds and every embedded migration is applied.
+pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
+    let query = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
+    )
+    .bind(MIGRATOR.iter().map(|m| m.version).collect::<Vec<_>>())
+    .fetch_one(pool);
+    match tokio::time::timeout(Duration::from_secs(2), query).await {
+        Err(_) => Err("the database did not answer within 2 s".into()),
+        Ok(Err(e)) => Err(format!("database error: {e}")),
+        Ok(Ok(n)) if n as usize == MIGRATOR.iter().count() => Ok(()),
+        Ok(Ok(n)) => Err(format!("{n} of {} migrations applied", MIGRATOR.iter().count())),
+    }
+}

@@ -1,0 +1,195 @@
+//! The group-commit inbox writer: webhook handlers hand it their row and wait; it writes every
+//! row that is waiting in one transaction and answers each handler once that transaction has
+//! committed. One bad row never fails the rest of its batch.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, error, warn};
+
+/// The channel every inbox write goes through (see `docs` in README: "inbox").
+pub const INBOX_CHANNEL: &str = "clerk_mirror_inbox";
+
+/// One row for the inbox.
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    /// `webhook`, later `backfill`, `reconcile`, `replay`.
+    pub source: String,
+    /// The idempotency key within the source: the `svix-id` for webhooks.
+    pub event_key: String,
+    pub event_type: Option<String>,
+    pub event_time: Option<DateTime<Utc>>,
+    pub instance_id: Option<String>,
+    /// The raw body; `None` when redacted.
+    pub body: Option<Bytes>,
+}
+
+/// What became of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Newly stored.
+    New,
+    /// A row with the same source and key was already stored (a redelivery).
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The database could not be reached or the transaction failed for reasons not specific to
+    /// this row: the sender should retry.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database refused this row itself.
+    #[error("the database refused the row: {0}")]
+    Refused(#[source] sqlx::Error),
+    /// The writer has stopped (shutdown).
+    #[error("the inbox writer has stopped")]
+    Stopped,
+}
+
+struct Request {
+    row: InboxRow,
+    done: oneshot::Sender<Result<Stored, WriteError>>,
+    span: tracing::Span,
+}
+
+/// A handle to the writer task; cheap to clone. The task ends once every handle is dropped and
+/// the rows already handed over are written.
+#[derive(Clone)]
+pub struct InboxWriter {
+    tx: mpsc::Sender<Request>,
+}
+
+impl InboxWriter {
+    /// Starts the writer task on `pool`, writing at most `max_batch` rows per transaction.
+    pub fn spawn(pool: PgPool, max_batch: usize) -> (InboxWriter, tokio::task::JoinHandle<()>) {
+        let max_batch = max_batch.max(1);
+        let (tx, rx) = mpsc::channel(max_batch * 4);
+        let task = tokio::spawn(run(pool, rx, max_batch));
+        (InboxWriter { tx }, task)
+    }
+
+    /// Stores `row`; returns once the transaction holding it has committed.
+    pub async fn write(&self, row: InboxRow) -> Result<Stored, WriteError> {
+        let (done, wait) = oneshot::channel();
+        let request = Request { row, done, span: tracing::Span::current() };
+        self.tx.send(request).await.map_err(|_| WriteError::Stopped)?;
+        wait.await.map_err(|_| WriteError::Stopped)?
+    }
+}
+
+async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        let span = tracing::debug_span!("inbox_commit", rows = batch.len());
+        write_batch(&pool, std::mem::take(&mut batch)).instrument(span).await;
+    }
+}
+
+async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
+    let rows: Vec<&InboxRow> = batch.iter().map(|r| &r.row).collect();
+    match insert(pool, &rows).await {
+        Ok(inserted) => {
+            debug!(rows = rows.len(), inserted = inserted.len(), "inbox batch committed");
+            let mut fresh = inserted;
+            for request in batch {
+                let key = (request.row.source.as_str(), request.row.event_key.as_str());
+                // A key stored by this batch is new for its first request only.
+                let outcome = match fresh.iter().position(|(s, k)| (s.as_str(), k.as_str()) == key) {
+                    Some(i) => {
+                        fresh.swap_remove(i);
+                        Stored::New
+                    }
+                    None => Stored::Duplicate,
+                };
+                let _ = request.done.send(Ok(outcome));
+            }
+        }
+        Err(e) if is_unavailable(&e) || batch.len() == 1 => {
+            let row_error = !is_unavailable(&e);
+            for request in batch {
+                let _entered = request.span.enter();
+                let err = if row_error {
+                    error!(error = %e, "the database refused an inbox row");
+                    WriteError::Refused(clone_error(&e))
+                } else {
+                    warn!(error = %e, "inbox write failed: database unavailable");
+                    WriteError::Unavailable(clone_error(&e))
+                };
+                let _ = request.done.send(Err(err));
+            }
+        }
+        Err(e) => {
+            // Something in the batch was refused: write each row alone, so only that one fails.
+            warn!(error = %e, rows = batch.len(), "inbox batch refused; retrying its rows one by one");
+            for request in batch {
+                Box::pin(write_batch(pool, vec![request])).await;
+            }
+        }
+    }
+}
+
+/// Inserts `rows` in one transaction and notifies the applier; returns the keys newly stored.
+async fn insert(pool: &PgPool, rows: &[&InboxRow]) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let mut source = Vec::with_capacity(rows.len());
+    let mut key = Vec::with_capacity(rows.len());
+    let mut event_type = Vec::with_capacity(rows.len());
+    let mut event_time = Vec::with_capacity(rows.len());
+    let mut instance = Vec::with_capacity(rows.len());
+    let mut body = Vec::with_capacity(rows.len());
+    for row in rows {
+        source.push(row.source.clone());
+        key.push(row.event_key.clone());
+        event_type.push(row.event_type.as_deref().map(text));
+        event_time.push(row.event_time);
+        instance.push(row.instance_id.as_deref().map(text));
+        body.push(row.body.as_ref().map(|b| b.to_vec()));
+    }
+    let mut tx = pool.begin().await?;
+    let inserted: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO inbox (source, event_key, event_type, event_time, instance_id, body, body_redacted)
+         SELECT source, event_key, event_type, event_time, instance_id, body, body IS NULL
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[])
+             AS r(source, event_key, event_type, event_time, instance_id, body)
+         ON CONFLICT (source, event_key) DO NOTHING
+         RETURNING source, event_key",
+    )
+    .bind(&source)
+    .bind(&key)
+    .bind(&event_type)
+    .bind(&event_time)
+    .bind(&instance)
+    .bind(&body)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !inserted.is_empty() {
+        sqlx::query("SELECT pg_notify($1, '')").bind(INBOX_CHANNEL).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// PostgreSQL text cannot hold NUL: such characters in indexed fields are dropped (the raw body
+/// keeps them).
+fn text(s: &str) -> String {
+    s.replace('\0', "")
+}
+
+/// Whether an error says the database is unreachable rather than that it refused something.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            // Class 08 (connection exception), 53 (insufficient resources), 57P (operator
+            // intervention: shutdown, crash recovery), 40001/40P01 would be retryable too.
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code.starts_with("40")
+        }
+        _ => true,
+    }
+}
+
+/// sqlx errors are not `Clone`; keep the message for every waiter.
+fn clone_error(e: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(e.to_string())
+}

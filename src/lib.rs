@@ -1,0 +1,20 @@
+//! clerk-mirror: a live, queryable copy of a Clerk instance's users, organizations and
+//! organization memberships, kept in PostgreSQL and served over gRPC.
+//!
+//! Data flows one way: `ingest` (webhooks) → `inbox` → applier → projections and the change log
+//! → gRPC. The binary in `main.rs` is a thin shell over [`cli`].
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod ingest;
+pub mod pb;
+pub mod pg;
+pub mod send_event;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::Application;

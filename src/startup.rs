@@ -1,0 +1,126 @@
+//! `Application::build` connects, migrates and binds every port; `run_until_stopped` serves
+//! until the shutdown signal it is given, then drains in-flight webhooks before returning.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::config::Config;
+use crate::ingest::http::IngestCounters;
+use crate::ingest::{IngestState, InboxWriter};
+use crate::{admin, db, grpc, ingest};
+
+/// A built, bound, not yet serving server.
+pub struct Application {
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    http: TcpListener,
+    grpc: TcpListener,
+    admin: TcpListener,
+    pool: sqlx::PgPool,
+    config: Config,
+}
+
+impl Application {
+    /// Connects to the database, applies migrations and binds the three ports.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        anyhow::ensure!(
+            !config.webhook_secrets.is_empty(),
+            "no webhook secret configured: pass --webhook-secret (or CLERK_WEBHOOK_SECRET) with the \
+             endpoint's `whsec_…` signing secret from Clerk's dashboard"
+        );
+        let pool = db::connect(&config).await.context("cannot connect to the database")?;
+        db::migrate(&pool).await.context("cannot apply the database migrations")?;
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr).await.with_context(|| format!("cannot bind the {what} address {addr}"))
+        };
+        let http = bind(config.http_addr, "HTTP").await?;
+        let grpc = bind(config.grpc_addr, "gRPC").await?;
+        let admin = bind(config.admin_addr, "admin").await?;
+        Ok(Application {
+            http_addr: http.local_addr()?,
+            grpc_addr: grpc.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            http,
+            grpc,
+            admin,
+            pool,
+            config,
+        })
+    }
+
+    /// The bound public webhook address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The application's pool.
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, lets in-flight requests finish
+    /// (every acknowledged webhook is committed) and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+
+        let counters = Arc::new(IngestCounters::default());
+        let (writer, writer_task) = InboxWriter::spawn(self.pool.clone(), self.config.ingest_batch_size);
+        let state = IngestState {
+            secrets: self.config.webhook_secrets.clone(),
+            writer,
+            pool: self.pool.clone(),
+            max_body_bytes: self.config.max_body_bytes,
+            counters: counters.clone(),
+        };
+        let http_router = ingest::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+        let http = axum::serve(self.http, http_router).with_graceful_shutdown(stopped());
+        let admin = axum::serve(self.admin, admin::router(counters)).with_graceful_shutdown(stopped());
+
+        let (routes, health) = grpc::routes().await.context("cannot build the gRPC services")?;
+        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let grpc = tonic::transport::Server::builder()
+            .layer(tower_http::trace::TraceLayer::new_for_grpc())
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
+
+        info!(http = %self.http_addr, grpc = %self.grpc_addr, admin = %self.admin_addr, "serving");
+        let (http, admin, grpc) = tokio::join!(
+            async { http.await.context("the HTTP server failed") },
+            async { admin.await.context("the admin server failed") },
+            async { grpc.await.context("the gRPC server failed") },
+        );
+        // Every handler is done: the writer's last handle drops with the router; wait for it.
+        writer_task.await.context("the inbox writer failed")?;
+        self.pool.close().await;
+        info!("stopped");
+        http.and(admin).and(grpc)
+    }
+}

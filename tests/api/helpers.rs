@@ -1,0 +1,244 @@
+//! Test support: the binary's shared PostgreSQL cluster, a fresh database per test, and
+//! `spawn_app()`, which runs a real server on 127.0.0.1:0.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use clerk_mirror::config::{Config, DatabaseConfig};
+use clerk_mirror::ingest::verify::{Clock, WebhookSecrets};
+use clerk_mirror::pg::{Cluster, ClusterOptions};
+use clerk_mirror::send_event::{self, Response};
+use clerk_mirror::{Application, db};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{OnceCell, oneshot};
+
+/// The secret test apps accept (first) …
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// … and a second one, for rotation.
+pub const SECOND_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+const TEMPLATE: &str = "clerk_mirror_template";
+
+static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+static TEMPLATE_READY: OnceCell<()> = OnceCell::const_new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory of its own under the temp dir, unique in this run.
+pub fn temp_dir(what: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("cm-test-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// Starts a throwaway (non-durable) cluster that dies with this process.
+pub async fn start_cluster(what: &str) -> Cluster {
+    Cluster::start(ClusterOptions { data_dir: temp_dir(what), durable: false, die_with_parent: true })
+        .await
+        .expect("start a test PostgreSQL cluster")
+}
+
+extern "C" fn remove_shared_cluster_dir() {
+    if let Some(cluster) = CLUSTER.get() {
+        let _ = std::fs::remove_dir_all(cluster.data_dir());
+    }
+}
+
+/// The binary's shared cluster.
+pub async fn shared_cluster() -> &'static Cluster {
+    CLUSTER
+        .get_or_init(|| async {
+            let cluster = start_cluster("shared").await;
+            // SAFETY: registering a plain extern "C" function with no captured state.
+            unsafe { libc::atexit(remove_shared_cluster_dir) };
+            cluster
+        })
+        .await
+}
+
+/// A fresh, migrated database on `cluster` (made from a template on the shared cluster).
+pub async fn fresh_database(cluster: &Cluster) -> String {
+    let name = format!("t_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
+    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.expect("connect");
+    db::migrate(&pool).await.expect("migrate");
+    pool.close().await;
+    name
+}
+
+/// A fresh database on the shared cluster, copied from the migrated template.
+pub async fn shared_database() -> (&'static Cluster, String) {
+    let cluster = shared_cluster().await;
+    TEMPLATE_READY
+        .get_or_init(|| async {
+            let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}"))).execute(&mut conn).await.expect("create template");
+            let pool = PgPool::connect_with(cluster.connect_options(TEMPLATE)).await.expect("connect");
+            db::migrate(&pool).await.expect("migrate the template");
+            pool.close().await;
+        })
+        .await;
+    let name = format!("t_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    (cluster, name)
+}
+
+/// A running server and what tests need to talk to it.
+pub struct TestApp {
+    pub http_addr: std::net::SocketAddr,
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    /// A pool of the test's own on the app's database.
+    pub pool: PgPool,
+    pub secrets: WebhookSecrets,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Options for `spawn_app_with`.
+pub struct AppOptions {
+    pub secrets: Vec<&'static str>,
+    pub clock: Option<Clock>,
+    pub max_body_bytes: Option<usize>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions { secrets: vec![SECRET], clock: None, max_body_bytes: None }
+    }
+}
+
+/// A server on a fresh database of the shared cluster.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let (cluster, name) = shared_database().await;
+    spawn_app_on(cluster, &name, options).await
+}
+
+/// A server on database `name` of `cluster`.
+pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) -> TestApp {
+    clerk_mirror::telemetry::init(false);
+    let mut secrets = WebhookSecrets::parse(&options.secrets).expect("test secrets");
+    if let Some(clock) = options.clock {
+        secrets = secrets.with_clock(clock);
+    }
+    let mut config = Config::new(DatabaseConfig::Options(cluster.connect_options(name)), secrets.clone());
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.http_addr = loopback;
+    config.grpc_addr = loopback;
+    config.admin_addr = loopback;
+    config.acquire_timeout = std::time::Duration::from_secs(1);
+    if let Some(max) = options.max_body_bytes {
+        config.max_body_bytes = max;
+    }
+    let app = Application::build(config).await.expect("build the app");
+    let (tx, rx) = oneshot::channel::<()>();
+    let test_app = TestApp {
+        http_addr: app.http_addr(),
+        grpc_addr: app.grpc_addr(),
+        admin_addr: app.admin_addr(),
+        pool: PgPool::connect_with(cluster.connect_options(name)).await.expect("connect"),
+        secrets,
+        shutdown: Some(tx),
+        server: None,
+    };
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp { server: Some(server), ..test_app }
+}
+
+impl TestApp {
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhooks/clerk", self.http_addr)
+    }
+
+    /// Posts `body` signed with the first secret under a fresh id; returns the id too.
+    pub async fn send(&self, body: &str) -> (String, Response) {
+        let id = send_event::new_message_id();
+        let response = self.send_as(&id, body).await;
+        (id, response)
+    }
+
+    /// Posts `body` signed with the first secret under `id`.
+    pub async fn send_as(&self, id: &str, body: &str) -> Response {
+        send_event::send(&self.webhook_url(), &self.secrets, id, body.as_bytes()).await.expect("post")
+    }
+
+    /// Posts raw bytes with exactly these headers.
+    pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
+        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        send_event::post(&self.webhook_url(), &headers, body.into()).await.expect("post")
+    }
+
+    /// GET on the public HTTP port.
+    pub async fn get(&self, path: &str) -> Response {
+        get(&format!("http://{}{path}", self.http_addr)).await
+    }
+
+    pub async fn inbox_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM inbox").fetch_one(&self.pool).await.expect("count")
+    }
+
+    /// The stored raw body of a webhook delivery, if stored (outer None: no row).
+    pub async fn stored_body(&self, id: &str) -> Option<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT body FROM inbox WHERE source = 'webhook' AND event_key = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .expect("select")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("join").expect("the server stopped cleanly");
+        }
+    }
+}
+
+/// A GET with the tests' client.
+pub async fn get(url: &str) -> Response {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = client.get(url.parse().expect("url")).await.expect("get");
+    let status = response.status();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    Response { status, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// A clock fixed at `ts` seconds.
+pub fn fixed_clock(ts: i64) -> Clock {
+    Arc::new(move || ts)
+}
+
+/// An invented `user.created` event for user `id`.
+pub fn user_created(id: &str) -> String {
+    serde_json::json!({
+        "data": {
+            "id": id, "object": "user", "first_name": "Ada", "last_name": "Lovelace",
+            "email_addresses": [{"id": "idn_1", "object": "email_address", "email_address": "ada@example.com"}],
+            "primary_email_address_id": "idn_1", "public_metadata": {}, "private_metadata": null,
+            "created_at": 1767225600000i64, "updated_at": 1767225600000i64
+        },
+        "event_attributes": {"http_request": {"client_ip": "", "user_agent": ""}},
+        "instance_id": "ins_test", "object": "event", "timestamp": 1767225600000i64, "type": "user.created"
+    })
+    .to_string()
+}
