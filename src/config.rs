@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::applier::ApplierConfig;
 use crate::ingest::verify::WebhookSecrets;
 
 /// Where the database is.
@@ -36,6 +37,8 @@ pub struct Config {
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// The applier (`None`: this process never applies; tests use it to hold events back).
+    pub applier: Option<ApplierConfig>,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
             ingest_batch_size: 500,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            applier: Some(ApplierConfig::default()),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! → gRPC. The binary in `main.rs` is a thin shell over [`cli`].
 
 pub mod admin;
+pub mod applier;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -14,6 +15,7 @@ pub mod pb;
 pub mod pg;
 pub mod send_event;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 
 pub use config::Config;

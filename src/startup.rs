@@ -14,7 +14,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::ingest::http::IngestCounters;
 use crate::ingest::{IngestState, InboxWriter};
-use crate::{admin, db, grpc, ingest};
+use crate::{admin, applier, db, grpc, ingest};
 
 /// A built, bound, not yet serving server.
 pub struct Application {
@@ -84,6 +84,7 @@ impl Application {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        let stop_rx_for_applier = stop_rx.clone();
         let stopped = move || {
             let mut rx = stop_rx.clone();
             async move {
@@ -111,6 +112,18 @@ impl Application {
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
 
+        let applier = self.config.applier.clone().map(|applier_config| {
+            let options = db::connect_options(&self.config.database);
+            let pool = self.pool.clone();
+            let stop = stop_rx_for_applier.clone();
+            tokio::spawn(async move {
+                match options {
+                    Ok(options) => applier::run(options, pool, applier_config, stop).await,
+                    Err(e) => tracing::error!(error = %e, "the applier cannot connect"),
+                }
+            })
+        });
+
         info!(http = %self.http_addr, grpc = %self.grpc_addr, admin = %self.admin_addr, "serving");
         let (http, admin, grpc) = tokio::join!(
             async { http.await.context("the HTTP server failed") },
@@ -119,6 +132,10 @@ impl Application {
         );
         // Every handler is done: the writer's last handle drops with the router; wait for it.
         writer_task.await.context("the inbox writer failed")?;
+        // The applier finishes the batch it is in.
+        if let Some(applier) = applier {
+            applier.await.context("the applier failed")?;
+        }
         self.pool.close().await;
         info!("stopped");
         http.and(admin).and(grpc)

@@ -517,6 +517,7 @@ fn prepare(data_dir: &Path, durable: bool) -> Result<Prepared, ClusterError> {
             .map_err(|e| ClusterError::io("delete the incomplete", &pgdata, e))?;
     }
     make_private_dir(&pgdata, run_as.as_ref())?;
+    sweep_abandoned_socket_dirs(run_as.as_ref());
     let socket_dir = prepare_socket_dir(data_dir, run_as.as_ref())?;
     match init_pgdata(
         &bin_dir,
@@ -943,6 +944,53 @@ fn prepare_socket_dir(data_dir: &Path, run_as: Option<&RunAs>) -> Result<PathBuf
         Err(e) => return Err(ClusterError::io("inspect", &dir, e)),
     }
     Ok(dir)
+}
+
+/// Removes the socket directories of clusters that are gone for good: a postmaster that was
+/// SIGKILLed (e.g. with its test process) leaves its socket and socket lock file behind. A
+/// directory is removed only if it is ours (name, owner), its lock file names a dead pid, and the
+/// data directory recorded in that lock file no longer exists. Best effort.
+fn sweep_abandoned_socket_dirs(run_as: Option<&RunAs>) {
+    let want_uid = run_as.map(|u| u.uid).unwrap_or_else(sys::euid);
+    let mut parents = vec![std::env::temp_dir()];
+    if parents[0] != Path::new("/tmp") {
+        parents.push(PathBuf::from("/tmp"));
+    }
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(hash) = name.to_str().and_then(|n| n.strip_prefix("clerk-mirror-")) else {
+                continue;
+            };
+            if hash.len() != 12 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let dir = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                continue;
+            };
+            if !meta.is_dir() || meta.uid() != want_uid {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(dir.join(format!(".s.PGSQL.{PORT}.lock")))
+            else {
+                continue;
+            };
+            let mut lines = text.lines();
+            let pid: Option<i32> = lines.next().and_then(|l| l.trim().parse().ok());
+            let data_dir = lines.next().map(str::trim).filter(|l| !l.is_empty());
+            if let (Some(pid), Some(data_dir)) = (pid, data_dir)
+                && !sys::exists(pid)
+                && !Path::new(data_dir).exists()
+            {
+                debug!(dir = %dir.display(), "removing the socket directory of a deleted cluster");
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
 }
 
 /// 12 hex digits of FNV-1a over the path: stable across builds, unlike `DefaultHasher`.

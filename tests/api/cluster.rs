@@ -487,3 +487,114 @@ fn this_machine_has_postgresql_binaries() {
     let dir = pg::find_bin_dir(&BinDirSources::from_env()).expect("PostgreSQL is installed");
     assert!(pg::binaries::is_bin_dir(&dir));
 }
+
+/// The environment variables that turn
+/// [`the_helper_process_of_the_owner_death_tests_does_nothing_as_a_plain_test`] into a process
+/// that owns a cluster until it is SIGKILLed.
+const CHILD_DATA_DIR: &str = "CLERK_MIRROR_TEST_OWNER_DATA_DIR";
+const CHILD_DIE_WITH_PARENT: &str = "CLERK_MIRROR_TEST_OWNER_DIE_WITH_PARENT";
+const CHILD_TEST: &str =
+    "cluster::the_helper_process_of_the_owner_death_tests_does_nothing_as_a_plain_test";
+
+#[tokio::test]
+async fn the_helper_process_of_the_owner_death_tests_does_nothing_as_a_plain_test() {
+    let Some(data_dir) = std::env::var_os(CHILD_DATA_DIR) else {
+        return;
+    };
+    let cluster = Cluster::start(ClusterOptions {
+        data_dir: data_dir.into(),
+        durable: false,
+        die_with_parent: std::env::var_os(CHILD_DIE_WITH_PARENT).is_some_and(|v| v == "1"),
+    })
+    .await
+    .expect("start the cluster in the helper process");
+    println!("READY {}", cluster.pid().expect("pid"));
+    // Wait to be SIGKILLed.
+    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    panic!("the helper process was not killed");
+}
+
+/// Runs the helper process on `data_dir`, waits until its cluster is ready, SIGKILLs it, and
+/// returns its postmaster's pid.
+async fn start_in_a_process_then_sigkill_it(data_dir: &Path, die_with_parent: bool) -> i32 {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut child = tokio::process::Command::new(exe)
+        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DATA_DIR, data_dir)
+        .env(
+            CHILD_DIE_WITH_PARENT,
+            if die_with_parent { "1" } else { "0" },
+        )
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the helper process");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let pid = tokio::time::timeout(std::time::Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.expect("read the helper's output") {
+            // libtest prints "test <name> ... " without a newline first.
+            if let Some((_, pid)) = line.split_once("READY ") {
+                return pid.trim().parse::<i32>().expect("a pid");
+            }
+        }
+        panic!("the helper process ended without starting its cluster");
+    })
+    .await
+    .expect("the helper process started its cluster in time");
+    child.start_kill().expect("SIGKILL the helper process");
+    child.wait().await.expect("reap the helper process");
+    pid
+}
+
+#[tokio::test]
+async fn a_test_cluster_dies_with_its_process_even_when_the_process_is_sigkilled() {
+    let tmp = TempDir::new("pdeathsig");
+    let pid = start_in_a_process_then_sigkill_it(&tmp.join("cluster"), true).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while is_running(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !is_running(pid),
+        "postmaster {pid} outlived its SIGKILLed parent"
+    );
+}
+
+/// If the test fails half-way, SIGKILLs the orphaned postmaster that nothing else would stop
+/// (only if that pid is still a postgres process on this data dir).
+struct KillPostmasterOnDrop(i32, PathBuf);
+
+impl Drop for KillPostmasterOnDrop {
+    fn drop(&mut self) {
+        let ours = std::fs::read(format!("/proc/{}/cmdline", self.0)).is_ok_and(|cmdline| {
+            String::from_utf8_lossy(&cmdline).contains(&*self.1.to_string_lossy())
+        });
+        if ours && is_running(self.0) {
+            // SAFETY: kill has no memory-safety preconditions; the pid is positive.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_served_cluster_survives_a_sigkilled_owner_and_the_next_start_adopts_it() {
+    let tmp = TempDir::new("survive");
+    let pid = start_in_a_process_then_sigkill_it(&tmp.join("cluster"), false).await;
+    let _guard = KillPostmasterOnDrop(pid, tmp.join("cluster"));
+    assert!(is_running(pid), "postmaster {pid} died with its parent");
+
+    let mut adopter = start(tmp.join("cluster")).await;
+    assert!(adopter.owns_postmaster());
+    assert_eq!(adopter.pid(), Some(pid));
+    let mut conn = connect(&adopter).await;
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut conn)
+        .await
+        .expect("the orphan answers");
+    assert_eq!(one, 1);
+    conn.close().await.expect("close");
+    adopter.stop().await.expect("stop the orphan");
+    assert!(!is_running(pid), "postmaster {pid} still runs after stop");
+}

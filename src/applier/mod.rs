@@ -1,0 +1,155 @@
+//! The applier: the single writer of projections and the change log. One runs per database, held
+//! by a PostgreSQL advisory lock on a connection of its own, and every batch runs on that same
+//! connection, so losing the connection means losing the right to write (fencing).
+
+pub mod batch;
+pub mod event;
+pub mod rules;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, error, info, warn};
+
+pub use batch::{BatchOutcome, CHANGES_CHANNEL, apply_batch};
+
+use crate::ingest::writer::{INBOX_CHANNEL, is_unavailable};
+
+/// The advisory lock key of the applier (`clkm` in ASCII).
+pub const APPLIER_LOCK_KEY: i64 = 0x636c_6b6d;
+
+/// How the applier runs.
+#[derive(Debug, Clone)]
+pub struct ApplierConfig {
+    /// Most inbox rows per transaction.
+    pub batch_size: i64,
+    /// How often it looks for work when no notification came (a missed NOTIFY costs this much).
+    pub idle_poll: Duration,
+    /// How long it waits before reconnecting after losing its connection.
+    pub retry_delay: Duration,
+}
+
+impl Default for ApplierConfig {
+    fn default() -> Self {
+        ApplierConfig { batch_size: 500, idle_poll: Duration::from_secs(5), retry_delay: Duration::from_secs(1) }
+    }
+}
+
+/// Runs the applier until `stop` turns true: waits for the lock, then applies pending inbox rows
+/// as they arrive. Any replica may run it; only the lock holder writes.
+pub async fn run(options: PgConnectOptions, pool: PgPool, config: ApplierConfig, mut stop: watch::Receiver<bool>) {
+    loop {
+        let span = tracing::info_span!("applier");
+        match lead(&options, &pool, &config, &mut stop).instrument(span).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e, "the applier lost its database connection; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(config.retry_delay) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Takes the lock, then applies until stopped. Returns Err when the connection fails.
+async fn lead(
+    options: &PgConnectOptions,
+    pool: &PgPool,
+    config: &ApplierConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), sqlx::Error> {
+    let name = format!("clerk-mirror applier {}", std::process::id());
+    let mut conn = options.clone().application_name(&name).connect().await?;
+    // Server-side keepalives: a partitioned leader's session (and lock) ends within seconds.
+    // Ignored on unix sockets.
+    sqlx::query("SET tcp_keepalives_idle = 5").execute(&mut conn).await?;
+    sqlx::query("SET tcp_keepalives_interval = 2").execute(&mut conn).await?;
+    sqlx::query("SET tcp_keepalives_count = 3").execute(&mut conn).await?;
+    debug!("waiting for the applier lock");
+    let lock = sqlx::query("SELECT pg_advisory_lock($1)").bind(APPLIER_LOCK_KEY).execute(&mut conn);
+    tokio::select! {
+        r = lock => { r?; }
+        // Dropping the connection abandons the wait.
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    }
+    info!("holding the applier lock");
+
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(INBOX_CHANNEL).await?;
+    loop {
+        if *stop.borrow() {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        // Catch up before waiting: rows may have arrived while no applier ran.
+        let outcome = apply_once(&mut conn, config.batch_size).await?;
+        if outcome.events as i64 >= config.batch_size {
+            continue;
+        }
+        tokio::select! {
+            n = listener.try_recv() => { n?; }
+            () = tokio::time::sleep(config.idle_poll) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Applies one batch; a batch that fails for a reason other than the connection is retried one
+/// row at a time, and a row that cannot commit alone becomes a dead letter, so one bad event
+/// never blocks the others.
+pub async fn apply_once(conn: &mut PgConnection, batch_size: i64) -> Result<BatchOutcome, sqlx::Error> {
+    match apply_batch(conn, batch_size).await {
+        Ok(outcome) => {
+            if outcome.events > 0 {
+                debug!(?outcome, "batch applied");
+            }
+            Ok(outcome)
+        }
+        Err(e) if is_unavailable(&e) => Err(e),
+        Err(e) => {
+            warn!(error = %e, "batch failed; applying its rows one at a time");
+            let mut total = BatchOutcome::default();
+            for _ in 0..batch_size {
+                match apply_batch(conn, 1).await {
+                    Ok(o) if o.events == 0 => break,
+                    Ok(o) => {
+                        total.events += o.events;
+                        total.applied += o.applied;
+                        total.skipped += o.skipped;
+                        total.failed += o.failed;
+                        total.changes += o.changes;
+                    }
+                    Err(e) if is_unavailable(&e) => return Err(e),
+                    Err(e) => {
+                        let id = batch::dead_letter_first_pending(conn, &format!("cannot be applied: {e}")).await?;
+                        error!(inbox_id = ?id, error = %e, "dead letter: the event could not be applied");
+                        total.events += 1;
+                        total.failed += 1;
+                    }
+                }
+            }
+            Ok(total)
+        }
+    }
+}
+
+/// Applies every pending row now, on `conn`, without the lock (tests and one-off tools whose
+/// caller guarantees no applier runs).
+pub async fn drain(conn: &mut PgConnection, batch_size: i64) -> Result<BatchOutcome, sqlx::Error> {
+    let mut total = BatchOutcome::default();
+    loop {
+        let o = apply_once(conn, batch_size).await?;
+        if o.events == 0 {
+            return Ok(total);
+        }
+        total.events += o.events;
+        total.applied += o.applied;
+        total.skipped += o.skipped;
+        total.failed += o.failed;
+        total.changes += o.changes;
+    }
+}
