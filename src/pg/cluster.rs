@@ -110,7 +110,9 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// initdb on first use, then start the postmaster — or adopt one whose owner vanished, or
-    /// attach to one that another live process owns on this data dir.
+    /// attach to one that another live process owns on this data dir (waiting up to 60 s for it
+    /// to be ready). `durable` and `die_with_parent` only apply to a postmaster spawned here; an
+    /// adopted or attached one keeps the settings it was started with.
     pub async fn start(opts: ClusterOptions) -> Result<Cluster, ClusterError> {
         let started = Instant::now();
         let requested = opts.data_dir.clone();
@@ -140,7 +142,7 @@ impl Cluster {
             // Another process owns the cluster: use its postmaster once it is ready.
             if let Some(pf) = pidfile::read(&pgdata)
                 && pf.is_ready()
-                && sys::exists(pf.pid)
+                && sys::may_be_live_postmaster(pf.pid, &pgdata)
                 && let Some(socket_dir) = pf.socket_dir.clone()
             {
                 info!(
@@ -425,15 +427,12 @@ async fn start_as_owner(
                 source,
             })?;
         drop(log);
-        let pid = i32::try_from(child.id())
-            .map_err(|_| ClusterError::Internal(format!("pid {} out of range", child.id())))?;
+        let pid = i32::try_from(child.id()).unwrap_or(0);
         debug!(pid, attempt, "postgres spawned");
-        let outcome = wait_ready(&pgdata, pid, || match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            Ok(None) => None,
-            Err(e) => Some(format!("could not be waited for: {e}")),
-        })
-        .await;
+        // If this future is dropped while waiting (e.g. Ctrl-C during startup), shut it down.
+        let mut starting = StartingChild(Some(child));
+        let outcome = wait_ready(&pgdata, pid, || starting.exited()).await;
+        let child = starting.release();
         match outcome {
             Ok(_) => {
                 return Ok(Cluster {
@@ -457,10 +456,16 @@ async fn start_as_owner(
                     .lines()
                     .find(|l| l.contains("lock file") && l.contains("already exists"))
                 {
+                    let what = if line.contains(".s.PGSQL.") {
+                        prepared.socket_dir
+                    } else {
+                        pgdata
+                    };
+                    // Drop the log line prefix (time, pid) up to the severity.
+                    let detail = line.find("FATAL:").map_or(line, |at| &line[at..]);
                     return Err(ClusterError::AnotherPostmaster {
-                        pgdata,
-                        socket_dir: prepared.socket_dir,
-                        detail: line.trim().to_owned(),
+                        what,
+                        detail: detail.trim().to_owned(),
                     });
                 }
                 return Err(ClusterError::StartFailed {
@@ -477,6 +482,43 @@ async fn start_as_owner(
                     log: log_path,
                 });
             }
+        }
+    }
+}
+
+/// A freshly spawned postmaster that is not yet ready: fast shutdown if dropped before
+/// [`release`](Self::release).
+struct StartingChild(Option<Child>);
+
+impl StartingChild {
+    fn exited(&mut self) -> Option<String> {
+        let child = self.0.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("could not be waited for: {e}")),
+        }
+    }
+
+    fn release(mut self) -> Child {
+        match self.0.take() {
+            Some(child) => child,
+            None => unreachable!("released twice"),
+        }
+    }
+}
+
+impl Drop for StartingChild {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && matches!(child.try_wait(), Ok(None))
+            && let Ok(pid) = i32::try_from(child.id())
+        {
+            warn!(
+                pid,
+                "start abandoned: stopping the PostgreSQL being started"
+            );
+            let _ = sys::send_signal(pid, libc::SIGINT);
         }
     }
 }

@@ -108,17 +108,11 @@ pub enum ClusterError {
     },
 
     #[error(
-        "another PostgreSQL server is already running on {} or its socket directory {} (PostgreSQL \
-         said: {detail}); stop that server (e.g. `pg_ctl stop -D {}`), or pass a different --data-dir",
-        pgdata.display(),
-        socket_dir.display(),
-        pgdata.display()
+        "another PostgreSQL server already holds {} (PostgreSQL said: {detail}); stop that server \
+         (e.g. `pg_ctl stop -D <its data directory>`), or pass a different --data-dir",
+        what.display()
     )]
-    AnotherPostmaster {
-        pgdata: PathBuf,
-        socket_dir: PathBuf,
-        detail: String,
-    },
+    AnotherPostmaster { what: PathBuf, detail: String },
 
     #[error(
         "PostgreSQL exited during startup ({status}); the end of {}:\n{tail}\nfix the cause above and \

@@ -119,22 +119,29 @@ fn is_zombie(pid: i32) -> bool {
 /// which is where a postmaster always chdirs to. Guards against a stale postmaster.pid whose pid
 /// has been reused by an unrelated process.
 pub(crate) fn is_live_postmaster(pid: i32, pgdata: &Path) -> bool {
-    if !is_running(pid) {
-        return false;
-    }
+    is_running(pid) && looks_like_postmaster(pid, pgdata, false)
+}
+
+/// [`is_live_postmaster`] for a server that may belong to another user: one we may not signal or
+/// inspect counts as live.
+pub(crate) fn may_be_live_postmaster(pid: i32, pgdata: &Path) -> bool {
+    exists(pid) && looks_like_postmaster(pid, pgdata, true)
+}
+
+fn looks_like_postmaster(pid: i32, pgdata: &Path, trust_hidden: bool) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
+        return trust_hidden && exists(pid);
     };
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
     let program = Path::new(OsStr::from_bytes(argv0))
         .file_name()
         .map(|n| n.as_bytes().to_vec())
         .unwrap_or_default();
-    let looks_like_postgres = program == b"postgres"
+    let named_postgres = program == b"postgres"
         || program == b"postmaster"
         || argv0.starts_with(b"postgres:")
         || argv0.starts_with(b"postmaster");
-    if !looks_like_postgres {
+    if !named_postgres {
         return false;
     }
     match std::fs::read_link(format!("/proc/{pid}/cwd")) {

@@ -598,3 +598,47 @@ async fn a_served_cluster_survives_a_sigkilled_owner_and_the_next_start_adopts_i
     adopter.stop().await.expect("stop the orphan");
     assert!(!is_running(pid), "postmaster {pid} still runs after stop");
 }
+
+#[tokio::test]
+async fn a_socket_held_by_another_server_is_reported_as_such() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = TempDir::new("socket-taken");
+    let mut cluster = start(tmp.join("cluster")).await;
+    let socket_dir = cluster.socket_dir().to_path_buf();
+    let server_user = std::fs::metadata(cluster.pgdata()).expect("stat pgdata");
+    cluster.stop().await.expect("stop");
+    drop(cluster);
+
+    // Another server claims the socket: its lock file names a live process of the server's
+    // user (PostgreSQL takes processes it may not signal for dead ones).
+    let mut other = std::process::Command::new("sleep");
+    other.arg("60");
+    if is_root() {
+        use std::os::unix::process::CommandExt;
+        other.uid(server_user.uid()).gid(server_user.gid());
+    }
+    let mut other = other.spawn().expect("spawn a stand-in for another server");
+    std::fs::create_dir_all(&socket_dir).expect("create the socket dir");
+    let lock = socket_dir.join(".s.PGSQL.5432.lock");
+    std::fs::write(&lock, format!("{}\n/elsewhere\n0\n5432\n", other.id()))
+        .expect("write a foreign socket lock");
+    for path in [&socket_dir, &lock] {
+        std::os::unix::fs::chown(path, Some(server_user.uid()), Some(server_user.gid()))
+            .expect("chown");
+    }
+    std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+
+    let result = Cluster::start(test_options(tmp.join("cluster"))).await;
+    let _ = other.kill();
+    let _ = other.wait();
+    let _ = std::fs::remove_dir_all(&socket_dir);
+    let err = result.expect_err("PostgreSQL refuses a socket another server holds");
+    assert!(
+        matches!(err, ClusterError::AnotherPostmaster { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("another PostgreSQL server already holds"), "{message}");
+    assert!(message.contains(".s.PGSQL.5432.lock"), "{message}");
+    assert!(message.contains("--data-dir"), "{message}");
+}

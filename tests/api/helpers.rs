@@ -108,11 +108,13 @@ pub struct AppOptions {
     pub secrets: Vec<&'static str>,
     pub clock: Option<Clock>,
     pub max_body_bytes: Option<usize>,
+    /// Whether the app runs an applier.
+    pub applier: bool,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { secrets: vec![SECRET], clock: None, max_body_bytes: None }
+        AppOptions { secrets: vec![SECRET], clock: None, max_body_bytes: None, applier: true }
     }
 }
 
@@ -128,7 +130,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 
 /// A server on database `name` of `cluster`.
 pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) -> TestApp {
-    clerk_mirror::telemetry::init(false);
+    clerk_mirror::telemetry::init_for_tests();
     let mut secrets = WebhookSecrets::parse(&options.secrets).expect("test secrets");
     if let Some(clock) = options.clock {
         secrets = secrets.with_clock(clock);
@@ -139,6 +141,13 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     config.grpc_addr = loopback;
     config.admin_addr = loopback;
     config.acquire_timeout = std::time::Duration::from_secs(1);
+    if options.applier {
+        if let Some(applier) = config.applier.as_mut() {
+            applier.idle_poll = std::time::Duration::from_millis(200);
+        }
+    } else {
+        config.applier = None;
+    }
     if let Some(max) = options.max_body_bytes {
         config.max_body_bytes = max;
     }
@@ -241,4 +250,39 @@ pub fn user_created(id: &str) -> String {
         "instance_id": "ins_test", "object": "event", "timestamp": 1767225600000i64, "type": "user.created"
     })
     .to_string()
+}
+
+impl TestApp {
+    /// Waits until the applier has taken every inbox row (polling the database, bounded).
+    pub async fn wait_until_applied(&self) {
+        wait_until_applied(&self.pool).await
+    }
+
+    /// Sends each body (fresh ids), asserting 200, then waits for the applier.
+    pub async fn send_all_and_apply(&self, bodies: &[String]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for body in bodies {
+            let (id, response) = self.send(body).await;
+            assert_eq!(response.status, hyper::StatusCode::OK, "{}", response.body);
+            ids.push(id);
+        }
+        self.wait_until_applied().await;
+        ids
+    }
+}
+
+/// Waits until no inbox row is pending on `pool` (polling, at most 30 s).
+pub async fn wait_until_applied(pool: &PgPool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'pending'")
+            .fetch_one(pool)
+            .await
+            .expect("count pending");
+        if pending == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pending} inbox rows still pending after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

@@ -2,6 +2,8 @@
 //! binary; each test gets a fresh database made from a migrated template (see `helpers`).
 
 mod cluster;
+mod applier;
 mod embedded;
+mod events;
 mod helpers;
 mod ingest;

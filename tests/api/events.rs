@@ -1,0 +1,72 @@
+//! Invented Clerk events for tests: envelopes around users, organizations and memberships, with
+//! the timestamps each test needs.
+
+use serde_json::{Value, json};
+
+/// 2026-01-01T00:00:00Z in milliseconds.
+pub const T: i64 = 1_767_225_600_000;
+
+pub fn envelope(event_type: &str, timestamp_ms: i64, data: Value) -> String {
+    json!({
+        "data": data,
+        "event_attributes": {"http_request": {"client_ip": "203.0.113.1", "user_agent": "test"}},
+        "instance_id": "ins_test", "object": "event", "timestamp": timestamp_ms, "type": event_type
+    })
+    .to_string()
+}
+
+pub fn user(id: &str, updated_ms: i64, first_name: &str) -> Value {
+    json!({
+        "id": id, "object": "user", "external_id": format!("ext-{id}"), "username": format!("name-{id}"),
+        "first_name": first_name, "last_name": "Tester", "image_url": "https://img.example.com/x.png",
+        "primary_email_address_id": format!("idn_e1_{id}"),
+        "email_addresses": [
+            {"id": format!("idn_e1_{id}"), "object": "email_address", "email_address": format!("{id}@Example.com"),
+             "verification": {"status": "verified", "strategy": "email_code"}},
+            {"id": format!("idn_e2_{id}"), "object": "email_address", "email_address": format!("second.{id}@example.org"),
+             "verification": null}
+        ],
+        "phone_numbers": [{"id": format!("idn_p_{id}"), "object": "phone_number", "phone_number": "+15555550100"}],
+        "public_metadata": {"plan": "free"}, "private_metadata": null, "unsafe_metadata": {},
+        "banned": false, "locked": false, "created_at": T, "updated_at": updated_ms, "last_sign_in_at": null
+    })
+}
+
+pub fn user_event(kind: &str, id: &str, updated_ms: i64, event_ms: i64, first_name: &str) -> String {
+    envelope(&format!("user.{kind}"), event_ms, user(id, updated_ms, first_name))
+}
+
+pub fn user_deleted(id: &str, event_ms: i64) -> String {
+    envelope("user.deleted", event_ms, json!({"object": "user", "id": id, "deleted": true, "external_id": format!("ext-{id}")}))
+}
+
+pub fn org(id: &str, updated_ms: i64, name: &str) -> Value {
+    json!({
+        "object": "organization", "id": id, "name": name, "slug": format!("slug-{id}"),
+        "image_url": "https://img.example.com/o.png", "has_image": true, "members_count": 2,
+        "max_allowed_memberships": 0, "admin_delete_enabled": true,
+        "public_metadata": {"tier": "team"}, "private_metadata": {}, "created_at": T, "updated_at": updated_ms
+    })
+}
+
+pub fn org_event(kind: &str, id: &str, updated_ms: i64, event_ms: i64, name: &str) -> String {
+    envelope(&format!("organization.{kind}"), event_ms, org(id, updated_ms, name))
+}
+
+pub fn org_deleted(id: &str, event_ms: i64) -> String {
+    envelope("organization.deleted", event_ms, json!({"object": "organization", "id": id, "deleted": true, "slug": format!("slug-{id}")}))
+}
+
+pub fn membership(id: &str, org_id: &str, user_id: &str, updated_ms: i64, role: &str) -> Value {
+    json!({
+        "object": "organization_membership", "id": id, "role": role, "role_name": role.trim_start_matches("org:"),
+        "permissions": ["org:sys_memberships:read"], "public_metadata": {}, "private_metadata": null,
+        "organization": org(org_id, T, "Snapshot name"),
+        "public_user_data": {"user_id": user_id, "first_name": "Snap", "last_name": "Shot", "identifier": format!("{user_id}@example.com")},
+        "created_at": T, "updated_at": updated_ms
+    })
+}
+
+pub fn membership_event(kind: &str, id: &str, org_id: &str, user_id: &str, updated_ms: i64, event_ms: i64, role: &str) -> String {
+    envelope(&format!("organizationMembership.{kind}"), event_ms, membership(id, org_id, user_id, updated_ms, role))
+}
