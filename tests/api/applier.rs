@@ -470,3 +470,79 @@ async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_on
     assert_eq!(failed, 0);
     pool.close().await;
 }
+
+// ---- one writer, and another takes over when it dies ---------------------------------------
+
+/// The OS pid of the process holding the applier lock, if any.
+async fn lock_holder(pool: &PgPool) -> Option<u32> {
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1",
+    )
+    .bind(applier::APPLIER_LOCK_KEY as i32)
+    .fetch_optional(pool)
+    .await
+    .unwrap();
+    name?.rsplit(' ').next()?.parse().ok()
+}
+
+async fn wait_for_lock_holder(pool: &PgPool, not: Option<u32>) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(pid) = lock_holder(pool).await
+            && Some(pid) != not
+        {
+            return pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no replica took the applier lock");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_lost_or_applied_twice() {
+    use crate::process::Served;
+    let (cluster, name) = shared_database().await;
+    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
+    let args: Vec<std::ffi::OsString> =
+        vec!["--database-url".into(), cluster.url(&name).into(), "--webhook-secret".into(), SECRET.into()];
+    let a = Served::start(&args).await;
+    let b = Served::start(&args).await;
+    let holder = wait_for_lock_holder(&pool, None).await;
+    let (leader, follower) = if a.child.id() == Some(holder) { (a, b) } else { (b, a) };
+    assert_eq!(leader.child.id(), Some(holder));
+
+    let mut acked = 0;
+    for i in 0..60 {
+        let target = if i % 2 == 0 { &leader } else { &follower };
+        let body = user_event("created", &format!("user_t{i}"), T, T, "Tee");
+        if target.send_as(&format!("msg_t{i}"), &body).await.status == hyper::StatusCode::OK {
+            acked += 1;
+        }
+    }
+    // The leader dies without any cleanup, possibly in the middle of a batch.
+    leader.kill().await;
+    wait_for_lock_holder(&pool, Some(holder)).await;
+    for i in 60..120 {
+        let body = user_event("created", &format!("user_t{i}"), T, T, "Tee");
+        assert_eq!(follower.send_as(&format!("msg_t{i}"), &body).await.status, hyper::StatusCode::OK);
+        acked += 1;
+    }
+    wait_until_applied(&pool).await;
+    follower.terminate().await;
+
+    let (stored, applied): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'applied') FROM inbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(stored, applied);
+    assert!(stored >= acked, "an acknowledged webhook was lost");
+    let (changes, users, min, max, head): (i64, i64, Option<i64>, Option<i64>, i64) = sqlx::query_as(
+        "SELECT count(*), (SELECT count(*) FROM users), min(seq), max(seq), (SELECT head_seq FROM log_head) FROM changes",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Each event made exactly one user and one change: nothing applied twice, seq gap-free.
+    assert_eq!((changes, users), (stored, stored));
+    assert_eq!((min, max, head), (Some(1), Some(changes), changes));
+    pool.close().await;
+}

@@ -2,90 +2,18 @@
 //! own PostgreSQL in the data dir, keeps the data across restarts, and survives a SIGKILL.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use hyper::StatusCode;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::helpers::*;
+use crate::process::{Served, binary};
 
-/// A running `clerk-mirror serve` child process.
-struct Served {
-    child: Child,
-    http_addr: String,
-    log: tokio::task::JoinHandle<Vec<String>>,
-}
-
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_clerk-mirror")
-}
-
-/// Starts `serve` on `data_dir` with ports chosen by the OS; returns once it reports them.
+/// `serve` on the embedded default in `data_dir`.
 async fn serve(data_dir: &Path) -> Served {
-    let mut child = Command::new(binary())
-        .args(["serve", "--log-json", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-        .args(["--admin-addr", "127.0.0.1:0", "--webhook-secret", SECRET, "--data-dir"])
-        .arg(data_dir)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn clerk-mirror serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let http_addr = loop {
-        let Some(line) = lines.next_line().await.expect("read the server's log") else {
-            panic!("serve exited before serving; its log:\n{}", seen.join("\n"));
-        };
-        seen.push(line.clone());
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && v["fields"]["message"] == "serving"
-        {
-            break v["fields"]["http"].as_str().expect("http address").to_string();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    let log = tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            seen.push(line);
-        }
-        seen
-    });
-    Served { child, http_addr, log }
-}
-
-impl Served {
-    async fn send_as(&self, id: &str, body: &str) -> clerk_mirror::send_event::Response {
-        let secrets = clerk_mirror::ingest::verify::WebhookSecrets::parse(&[SECRET]).unwrap();
-        clerk_mirror::send_event::send(&format!("http://{}/webhooks/clerk", self.http_addr), &secrets, id, body.as_bytes())
-            .await
-            .expect("post")
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.id().expect("running") as libc::pid_t;
-        // SAFETY: plain kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    async fn terminate(mut self) -> Vec<String> {
-        self.signal(libc::SIGTERM);
-        let status = self.child.wait().await.expect("wait");
-        let log = self.log.await.unwrap();
-        assert!(status.success(), "serve exited with {status}; log:\n{}", log.join("\n"));
-        log
-    }
-
-    /// SIGKILL: no cleanup at all.
-    async fn kill(mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait().await;
-        let _ = self.log.await;
-    }
+    let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), data_dir.into()];
+    args.extend(["--webhook-secret".into(), SECRET.into()]);
+    Served::start(&args).await
 }
 
 fn postmaster_pid(data_dir: &Path) -> Option<libc::pid_t> {

@@ -7,3 +7,4 @@ mod embedded;
 mod events;
 mod helpers;
 mod ingest;
+mod process;
