@@ -37,6 +37,8 @@ pub struct Config {
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// How often gRPC health re-checks the database.
+    pub health_interval: Duration,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
     pub applier: Option<ApplierConfig>,
 }
@@ -54,6 +56,7 @@ impl Config {
             ingest_batch_size: 500,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            health_interval: Duration::from_secs(2),
             applier: Some(ApplierConfig::default()),
         }
     }

@@ -14,7 +14,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::ingest::http::IngestCounters;
 use crate::ingest::{IngestState, InboxWriter};
-use crate::{admin, applier, db, grpc, ingest};
+use crate::{admin, applier, db, grpc, ingest, store};
 
 /// A built, bound, not yet serving server.
 pub struct Application {
@@ -25,6 +25,8 @@ pub struct Application {
     grpc: TcpListener,
     admin: TcpListener,
     pool: sqlx::PgPool,
+    /// Reads have a pool of their own: they never wait behind ingest or the applier.
+    read_pool: sqlx::PgPool,
     config: Config,
 }
 
@@ -38,6 +40,7 @@ impl Application {
         );
         let pool = db::connect(&config).await.context("cannot connect to the database")?;
         db::migrate(&pool).await.context("cannot apply the database migrations")?;
+        let read_pool = db::connect(&config).await.context("cannot connect to the database")?;
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot bind the {what} address {addr}"))
         };
@@ -52,6 +55,7 @@ impl Application {
             grpc,
             admin,
             pool,
+            read_pool,
             config,
         })
     }
@@ -105,8 +109,15 @@ impl Application {
         let http = axum::serve(self.http, http_router).with_graceful_shutdown(stopped());
         let admin = axum::serve(self.admin, admin::router(counters)).with_graceful_shutdown(stopped());
 
-        let (routes, health) = grpc::routes().await.context("cannot build the gRPC services")?;
-        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let log_id = store::read::log_id(&self.read_pool).await.context("cannot read the change log's id")?;
+        let directory = grpc::directory::Directory::new(self.read_pool.clone(), log_id);
+        let (routes, health) = grpc::routes(directory).await.context("cannot build the gRPC services")?;
+        let health_task = tokio::spawn(grpc::report_health(
+            health,
+            self.read_pool.clone(),
+            self.config.health_interval,
+            stop_rx_for_applier.clone(),
+        ));
         let grpc = tonic::transport::Server::builder()
             .layer(tower_http::trace::TraceLayer::new_for_grpc())
             .add_routes(routes)
@@ -132,11 +143,13 @@ impl Application {
         );
         // Every handler is done: the writer's last handle drops with the router; wait for it.
         writer_task.await.context("the inbox writer failed")?;
+        let _ = health_task.await;
         // The applier finishes the batch it is in.
         if let Some(applier) = applier {
             applier.await.context("the applier failed")?;
         }
         self.pool.close().await;
+        self.read_pool.close().await;
         info!("stopped");
         http.and(admin).and(grpc)
     }

@@ -69,6 +69,7 @@ async fn lead(
     sqlx::query("SET tcp_keepalives_idle = 5").execute(&mut conn).await?;
     sqlx::query("SET tcp_keepalives_interval = 2").execute(&mut conn).await?;
     sqlx::query("SET tcp_keepalives_count = 3").execute(&mut conn).await?;
+    sqlx::query("SET tcp_user_timeout = 10000").execute(&mut conn).await?;
     debug!("waiting for the applier lock");
     let lock = sqlx::query("SELECT pg_advisory_lock($1)").bind(APPLIER_LOCK_KEY).execute(&mut conn);
     tokio::select! {

@@ -1,13 +1,25 @@
-//! The gRPC server: the standard health service and server reflection (v1 and v1alpha, with
-//! every transitive import), so grpcurl, `buf curl` and Kubernetes probes work out of the box.
+//! The gRPC server: `DirectoryService`, the standard health service and server reflection (v1
+//! and v1alpha, with every transitive import), so grpcurl, `buf curl` and Kubernetes probes work
+//! out of the box.
+
+pub mod convert;
+pub mod cursor;
+pub mod directory;
+pub mod error;
+pub mod names;
+
+use std::time::Duration;
 
 use tonic::service::Routes;
+use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tokio::sync::watch;
 
 use crate::pb;
+use crate::pb::directory_service_server::DirectoryServiceServer;
 
 /// Builds the gRPC routes; the returned reporter sets the health status.
-pub async fn routes() -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+pub async fn routes(directory: directory::Directory) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -15,7 +27,34 @@ pub async fn routes() -> Result<(Routes, HealthReporter), tonic_reflection::serv
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let routes = Routes::new(health)
+        .add_service(DirectoryServiceServer::new(directory))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
     Ok((routes, reporter))
+}
+
+/// Keeps the health status current: SERVING while the database answers and every migration is
+/// applied, NOT_SERVING otherwise (checked every `every`).
+pub async fn report_health(reporter: HealthReporter, pool: sqlx::PgPool, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut last = None;
+    loop {
+        let status = match crate::db::check_ready(&pool).await {
+            Ok(()) => ServingStatus::Serving,
+            Err(reason) => {
+                if last != Some(ServingStatus::NotServing) {
+                    tracing::warn!(%reason, "gRPC health: NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status("clerkmirror.v1.DirectoryService", status).await;
+            last = Some(status);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }

@@ -316,6 +316,17 @@ async fn spawn_app_with_applier(cluster: &clerk_mirror::pg::Cluster, name: &str,
 }
 
 #[tokio::test]
+async fn the_applier_wakes_on_insert_not_by_polling() {
+    // With the fallback poll an hour away, only the inbox notification can wake it in time.
+    let app = spawn_app_with(AppOptions { idle_poll: std::time::Duration::from_secs(3600), ..Default::default() }).await;
+    // Let it catch up and go idle first.
+    wait_for_lock_holder(&app.pool, None).await;
+    app.send_all_and_apply(&[user_event("created", "user_w", T, T, "Wake")]).await;
+    assert!(user_row(&app.pool, "user_w").await.is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn changes_are_announced_on_the_changes_channel() {
     let app = spawn_app().await;
     let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool).await.unwrap();

@@ -110,11 +110,13 @@ pub struct AppOptions {
     pub max_body_bytes: Option<usize>,
     /// Whether the app runs an applier.
     pub applier: bool,
+    /// The applier's fallback poll interval (how long a missed wake-up could delay it).
+    pub idle_poll: std::time::Duration,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { secrets: vec![SECRET], clock: None, max_body_bytes: None, applier: true }
+        AppOptions { secrets: vec![SECRET], clock: None, max_body_bytes: None, applier: true, idle_poll: std::time::Duration::from_millis(200) }
     }
 }
 
@@ -143,7 +145,7 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     config.acquire_timeout = std::time::Duration::from_secs(1);
     if options.applier {
         if let Some(applier) = config.applier.as_mut() {
-            applier.idle_poll = std::time::Duration::from_millis(200);
+            applier.idle_poll = options.idle_poll;
         }
     } else {
         config.applier = None;

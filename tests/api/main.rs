@@ -3,6 +3,7 @@
 
 mod cluster;
 mod applier;
+mod directory;
 mod embedded;
 mod events;
 mod helpers;

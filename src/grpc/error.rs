@@ -1,0 +1,70 @@
+//! The read API's errors, mapped to `tonic::Status` here and nowhere else. Every status carries a
+//! `google.rpc.ErrorInfo` (domain `clerkmirror`, an UPPER_SNAKE_CASE reason, lowerCamelCase
+//! metadata); internal causes are logged, never returned.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo` domain of every error.
+pub const DOMAIN: &str = "clerkmirror";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Nothing by that name (or only a tombstone, without `show_deleted`).
+    #[error("{what} `{name}` not found")]
+    NotFound { what: &'static str, name: String },
+    /// A request field is wrong.
+    #[error("invalid `{field}`: {description}")]
+    InvalidArgument { field: String, reason: &'static str, description: String },
+    /// The database cannot be reached; retry.
+    #[error("the database is unavailable; retry later")]
+    Unavailable(#[source] sqlx::Error),
+    /// A bug or an unexpected database error.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, reason: &'static str, description: impl Into<String>) -> Self {
+        ApiError::InvalidArgument { field: field.into(), reason, description: description.into() }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::ingest::writer::is_unavailable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(e.into()) }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let message = e.to_string();
+        let metadata = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        match &e {
+            ApiError::NotFound { name, .. } => Status::with_error_details(
+                Code::NotFound,
+                message,
+                ErrorDetails::with_error_info("RESOURCE_NOT_FOUND", DOMAIN, metadata(&[("resourceName", name)])),
+            ),
+            ApiError::InvalidArgument { field, reason, description } => {
+                let mut details = ErrorDetails::with_error_info(*reason, DOMAIN, metadata(&[("field", field)]));
+                details.add_bad_request_violation(field.clone(), description.clone());
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                let mut details = ErrorDetails::with_error_info("DATABASE_UNAVAILABLE", DOMAIN, HashMap::new());
+                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+                Status::with_error_details(Code::Unavailable, message, details)
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Status::with_error_details(Code::Internal, message, ErrorDetails::with_error_info("INTERNAL", DOMAIN, HashMap::new()))
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The read queries of the API. Each read is one SQL statement that also reads the log head, so
+//! the data and the cursor it reflects come from one snapshot, in one round trip.
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Row};
+
+use super::{MembershipRecord, OrganizationRecord, UserRecord};
+
+/// A record and the seq of the change that last touched it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    pub record: T,
+    pub update_cursor: i64,
+}
+
+/// What a read found, and the head of the log at that snapshot.
+#[derive(Debug, Clone)]
+pub struct Snapshot<T> {
+    pub items: Vec<Option<Stored<T>>>,
+    pub head: i64,
+}
+
+fn decode<T: for<'r> FromRow<'r, PgRow>>(row: &PgRow) -> Result<Option<Stored<T>>, sqlx::Error> {
+    // A LEFT JOIN that found nothing has a NULL id.
+    if row.try_get::<Option<String>, _>("id")?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Stored { record: T::from_row(row)?, update_cursor: row.try_get("update_cursor")? }))
+}
+
+/// Runs `sql` (which selects `head` and the entity's columns) and decodes every row.
+async fn snapshot<T: for<'r> FromRow<'r, PgRow>>(
+    pool: &PgPool,
+    sql: &'static str,
+    bind: impl FnOnce(sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Snapshot<T>, sqlx::Error> {
+    let rows = bind(sqlx::query(sql)).fetch_all(pool).await?;
+    let head = match rows.first() {
+        Some(row) => row.try_get("head")?,
+        None => head(pool).await?,
+    };
+    let items = rows.iter().map(decode).collect::<Result<_, _>>()?;
+    Ok(Snapshot { items, head })
+}
+
+/// The log's head seq.
+pub async fn head(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(pool).await
+}
+
+/// The log's id (made once, at the first migration).
+pub async fn log_id(pool: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT log_id FROM log_head").fetch_one(pool).await
+}
+
+/// Users by id, in the order asked (one row per id, `None` where unknown).
+pub async fn users_by_id(pool: &PgPool, ids: &[&str]) -> Result<Snapshot<UserRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, u.* FROM log_head h
+           CROSS JOIN unnest($1::text[]) WITH ORDINALITY AS n(want, ord)
+           LEFT JOIN users u ON u.id = n.want ORDER BY n.ord",
+        |q| q.bind(ids.to_vec()),
+    )
+    .await
+}
+
+pub async fn organizations_by_id(pool: &PgPool, ids: &[&str]) -> Result<Snapshot<OrganizationRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, o.* FROM log_head h
+           CROSS JOIN unnest($1::text[]) WITH ORDINALITY AS n(want, ord)
+           LEFT JOIN organizations o ON o.id = n.want ORDER BY n.ord",
+        |q| q.bind(ids.to_vec()),
+    )
+    .await
+}
+
+/// A membership by id within an organization.
+pub async fn membership(pool: &PgPool, organization_id: &str, id: &str) -> Result<Snapshot<MembershipRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, m.* FROM log_head h
+           LEFT JOIN memberships m ON m.id = $1 AND m.organization_id = $2",
+        |q| q.bind(id.to_string()).bind(organization_id.to_string()),
+    )
+    .await
+}
+
+/// What a user can be looked up by.
+#[derive(Debug, Clone)]
+pub enum UserKey {
+    Email(String),
+    ExternalId(String),
+    Username(String),
+    PhoneNumber(String),
+}
+
+/// The live user with `key` (tombstones keep no emails, usernames or numbers).
+pub async fn user_by_key(pool: &PgPool, key: &UserKey) -> Result<Snapshot<UserRecord>, sqlx::Error> {
+    let (sql, value) = match key {
+        UserKey::Email(v) => (
+            "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
+                SELECT u.* FROM user_email_addresses e JOIN users u ON u.id = e.user_id
+                 WHERE lower(e.email_address) = lower($1) AND u.deleted_at IS NULL ORDER BY u.id LIMIT 1) u ON true",
+            v,
+        ),
+        UserKey::ExternalId(v) => (
+            "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
+                SELECT * FROM users WHERE external_id = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1) u ON true",
+            v,
+        ),
+        UserKey::Username(v) => (
+            "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
+                SELECT * FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL ORDER BY id LIMIT 1) u ON true",
+            v,
+        ),
+        UserKey::PhoneNumber(v) => (
+            "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
+                SELECT u.* FROM user_phone_numbers p JOIN users u ON u.id = p.user_id
+                 WHERE p.phone_number = $1 AND u.deleted_at IS NULL ORDER BY u.id LIMIT 1) u ON true",
+            v,
+        ),
+    };
+    snapshot(pool, sql, |q| q.bind(value.clone())).await
+}
+
+/// The live organization with `slug`.
+pub async fn organization_by_slug(pool: &PgPool, slug: &str) -> Result<Snapshot<OrganizationRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, o.* FROM log_head h LEFT JOIN LATERAL (
+            SELECT * FROM organizations WHERE slug = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1) o ON true",
+        |q| q.bind(slug.to_string()),
+    )
+    .await
+}
+
+/// The user's current membership of the organization.
+pub async fn membership_of(pool: &PgPool, organization_id: &str, user_id: &str) -> Result<Snapshot<MembershipRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, m.* FROM log_head h LEFT JOIN LATERAL (
+            SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2 AND deleted_at IS NULL
+             ORDER BY updated_at DESC NULLS LAST, id LIMIT 1) m ON true",
+        |q| q.bind(organization_id.to_string()).bind(user_id.to_string()),
+    )
+    .await
+}
