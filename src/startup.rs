@@ -112,6 +112,8 @@ impl Application {
         let log_id = store::read::log_id(&self.read_pool).await.context("cannot read the change log's id")?;
         let directory = grpc::directory::Directory::new(self.read_pool.clone(), log_id);
         let (routes, health) = grpc::routes(directory).await.context("cannot build the gRPC services")?;
+        // The first status is set before the port serves, so no probe sees "unknown".
+        grpc::check_health(&health, &self.read_pool, None).await;
         let health_task = tokio::spawn(grpc::report_health(
             health,
             self.read_pool.clone(),

@@ -33,28 +33,33 @@ pub async fn routes(directory: directory::Directory) -> Result<(Routes, HealthRe
     Ok((routes, reporter))
 }
 
+/// Sets the health status from one readiness check; returns the status set.
+pub async fn check_health(reporter: &HealthReporter, pool: &sqlx::PgPool, last: Option<ServingStatus>) -> ServingStatus {
+    let status = match crate::db::check_ready(pool).await {
+        Ok(()) => ServingStatus::Serving,
+        Err(reason) => {
+            if last != Some(ServingStatus::NotServing) {
+                tracing::warn!(%reason, "gRPC health: NOT_SERVING");
+            }
+            ServingStatus::NotServing
+        }
+    };
+    if last != Some(status) {
+        reporter.set_service_status("", status).await;
+        reporter.set_service_status("clerkmirror.v1.DirectoryService", status).await;
+    }
+    status
+}
+
 /// Keeps the health status current: SERVING while the database answers and every migration is
 /// applied, NOT_SERVING otherwise (checked every `every`).
 pub async fn report_health(reporter: HealthReporter, pool: sqlx::PgPool, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut last = None;
+    let mut last = Some(check_health(&reporter, &pool, None).await);
     loop {
-        let status = match crate::db::check_ready(&pool).await {
-            Ok(()) => ServingStatus::Serving,
-            Err(reason) => {
-                if last != Some(ServingStatus::NotServing) {
-                    tracing::warn!(%reason, "gRPC health: NOT_SERVING");
-                }
-                ServingStatus::NotServing
-            }
-        };
-        if last != Some(status) {
-            reporter.set_service_status("", status).await;
-            reporter.set_service_status("clerkmirror.v1.DirectoryService", status).await;
-            last = Some(status);
-        }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        last = Some(check_health(&reporter, &pool, last).await);
     }
 }

@@ -9,3 +9,4 @@ mod events;
 mod helpers;
 mod ingest;
 mod process;
+mod reflection;
