@@ -30,14 +30,43 @@ impl Directory {
     fn cursor(&self, head: i64) -> String {
         Cursor::new(&self.log_id, head).encode()
     }
-}
 
-/// The one item of a single-item snapshot, or NOT_FOUND (a tombstone too, unless `show_deleted`).
-fn found<T>(snapshot: Snapshot<T>, what: &'static str, name: &str, show_deleted: bool, deleted: impl Fn(&T) -> bool) -> Result<(Stored<T>, i64), ApiError> {
+    /// The one item of a single-item snapshot, or NOT_FOUND (a tombstone too, unless `show_deleted`).
+fn found<T>(
+    &self,
+    snapshot: Snapshot<T>,
+    what: &'static str,
+    name: &str,
+    show_deleted: bool,
+    deleted: impl Fn(&T) -> bool,
+) -> Result<(Stored<T>, i64), ApiError> {
     let head = snapshot.head;
     match snapshot.items.into_iter().next().flatten() {
         Some(item) if show_deleted || !deleted(&item.record) => Ok((item, head)),
-        _ => Err(ApiError::NotFound { what, name: name.to_string() }),
+        _ => Err(ApiError::NotFound { what, name: name.to_string(), cursor: self.cursor(head) }),
+    }
+}
+
+
+/// Every item of a batch snapshot, or NOT_FOUND naming the first missing one.
+    fn all_found<T>(
+        &self,
+        snapshot: Snapshot<T>,
+        names: &[String],
+        what: &'static str,
+        show_deleted: bool,
+        deleted: impl Fn(&T) -> bool,
+    ) -> Result<Vec<Stored<T>>, ApiError> {
+        let cursor = self.cursor(snapshot.head);
+        snapshot
+            .items
+            .into_iter()
+            .zip(names)
+            .map(|(item, name)| match item {
+                Some(item) if show_deleted || !deleted(&item.record) => Ok(item),
+                _ => Err(ApiError::NotFound { what, name: name.clone(), cursor: cursor.clone() }),
+            })
+            .collect()
     }
 }
 
@@ -46,19 +75,6 @@ fn check_batch(names: &[String]) -> Result<(), ApiError> {
         return Err(ApiError::invalid("names", "TOO_MANY_NAMES", format!("at most {MAX_BATCH} names, got {}", names.len())));
     }
     Ok(())
-}
-
-/// Every item of a batch snapshot, or NOT_FOUND naming the first missing one.
-fn all_found<T>(snapshot: Snapshot<T>, names: &[String], what: &'static str, show_deleted: bool, deleted: impl Fn(&T) -> bool) -> Result<Vec<Stored<T>>, ApiError> {
-    snapshot
-        .items
-        .into_iter()
-        .zip(names)
-        .map(|(item, name)| match item {
-            Some(item) if show_deleted || !deleted(&item.record) => Ok(item),
-            _ => Err(ApiError::NotFound { what, name: name.clone() }),
-        })
-        .collect()
 }
 
 async fn traced<T>(rpc: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<Response<T>, Status> {
@@ -72,7 +88,7 @@ impl DirectoryService for Directory {
         traced("GetUser", async {
             let id = names::user_id("name", &r.name)?;
             let snapshot = read::users_by_id(&self.pool, &[id]).await?;
-            let (u, head) = found(snapshot, "user", &r.name, r.show_deleted, |u| u.deleted_at.is_some())?;
+            let (u, head) = self.found(snapshot, "user", &r.name, r.show_deleted, |u| u.deleted_at.is_some())?;
             Ok(pb::GetUserResponse { user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)), cursor: self.cursor(head) })
         })
         .await
@@ -86,7 +102,7 @@ impl DirectoryService for Directory {
         traced("GetOrganization", async {
             let id = names::organization_id("name", &r.name)?;
             let snapshot = read::organizations_by_id(&self.pool, &[id]).await?;
-            let (o, head) = found(snapshot, "organization", &r.name, r.show_deleted, |o| o.deleted_at.is_some())?;
+            let (o, head) = self.found(snapshot, "organization", &r.name, r.show_deleted, |o| o.deleted_at.is_some())?;
             Ok(pb::GetOrganizationResponse {
                 organization: Some(convert::organization(&o.record, o.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
@@ -103,7 +119,7 @@ impl DirectoryService for Directory {
         traced("GetMembership", async {
             let (org, id) = names::membership_ids("name", &r.name)?;
             let snapshot = read::membership(&self.pool, org, id).await?;
-            let (m, head) = found(snapshot, "membership", &r.name, r.show_deleted, |m| m.deleted_at.is_some())?;
+            let (m, head) = self.found(snapshot, "membership", &r.name, r.show_deleted, |m| m.deleted_at.is_some())?;
             Ok(pb::GetMembershipResponse {
                 membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
@@ -127,7 +143,7 @@ impl DirectoryService for Directory {
                 .collect::<Result<Vec<_>, _>>()?;
             let snapshot = read::users_by_id(&self.pool, &ids).await?;
             let head = snapshot.head;
-            let users = all_found(snapshot, &r.names, "user", r.show_deleted, |u| u.deleted_at.is_some())?;
+            let users = self.all_found(snapshot, &r.names, "user", r.show_deleted, |u| u.deleted_at.is_some())?;
             Ok(pb::BatchGetUsersResponse {
                 users: users.iter().map(|u| convert::user(&u.record, u.update_cursor, &self.log_id)).collect(),
                 cursor: self.cursor(head),
@@ -151,7 +167,7 @@ impl DirectoryService for Directory {
                 .collect::<Result<Vec<_>, _>>()?;
             let snapshot = read::organizations_by_id(&self.pool, &ids).await?;
             let head = snapshot.head;
-            let orgs = all_found(snapshot, &r.names, "organization", r.show_deleted, |o| o.deleted_at.is_some())?;
+            let orgs = self.all_found(snapshot, &r.names, "organization", r.show_deleted, |o| o.deleted_at.is_some())?;
             Ok(pb::BatchGetOrganizationsResponse {
                 organizations: orgs.iter().map(|o| convert::organization(&o.record, o.update_cursor, &self.log_id)).collect(),
                 cursor: self.cursor(head),
@@ -181,7 +197,7 @@ impl DirectoryService for Directory {
                 return Err(ApiError::invalid(field, "INVALID_KEY", "must be 1 to 512 bytes"));
             }
             let snapshot = read::user_by_key(&self.pool, &key).await?;
-            let (u, head) = found(snapshot, "user", &format!("{field}={shown}"), false, |_| false)?;
+            let (u, head) = self.found(snapshot, "user", &format!("{field}={shown}"), false, |_| false)?;
             Ok(pb::LookupUserResponse { user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)), cursor: self.cursor(head) })
         })
         .await
@@ -197,7 +213,7 @@ impl DirectoryService for Directory {
                 return Err(ApiError::invalid("slug", "INVALID_KEY", "must be 1 to 512 bytes"));
             }
             let snapshot = read::organization_by_slug(&self.pool, &r.slug).await?;
-            let (o, head) = found(snapshot, "organization", &format!("slug={}", r.slug), false, |_| false)?;
+            let (o, head) = self.found(snapshot, "organization", &format!("slug={}", r.slug), false, |_| false)?;
             Ok(pb::LookupOrganizationResponse {
                 organization: Some(convert::organization(&o.record, o.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
@@ -215,7 +231,7 @@ impl DirectoryService for Directory {
             let org = names::organization_id("organization", &r.organization)?;
             let user = names::user_id("user", &r.user)?;
             let snapshot = read::membership_of(&self.pool, org, user).await?;
-            let (m, head) = found(snapshot, "membership", &format!("{} in {}", r.user, r.organization), false, |_| false)?;
+            let (m, head) = self.found(snapshot, "membership", &format!("{} in {}", r.user, r.organization), false, |_| false)?;
             Ok(pb::LookupMembershipResponse {
                 membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),

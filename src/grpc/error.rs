@@ -13,8 +13,10 @@ pub const DOMAIN: &str = "clerkmirror";
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Nothing by that name (or only a tombstone, without `show_deleted`).
+    /// `cursor` is the change-log position the read reflected: watching from it shows the
+    /// entity arriving.
     #[error("{what} `{name}` not found")]
-    NotFound { what: &'static str, name: String },
+    NotFound { what: &'static str, name: String, cursor: String },
     /// A request field is wrong.
     #[error("invalid `{field}`: {description}")]
     InvalidArgument { field: String, reason: &'static str, description: String },
@@ -45,10 +47,14 @@ impl From<ApiError> for Status {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
         match &e {
-            ApiError::NotFound { name, .. } => Status::with_error_details(
+            ApiError::NotFound { name, cursor, .. } => Status::with_error_details(
                 Code::NotFound,
                 message,
-                ErrorDetails::with_error_info("RESOURCE_NOT_FOUND", DOMAIN, metadata(&[("resourceName", name)])),
+                ErrorDetails::with_error_info(
+                    "RESOURCE_NOT_FOUND",
+                    DOMAIN,
+                    metadata(&[("resourceName", name), ("cursor", cursor)]),
+                ),
             ),
             ApiError::InvalidArgument { field, reason, description } => {
                 let mut details = ErrorDetails::with_error_info(*reason, DOMAIN, metadata(&[("field", field)]));

@@ -69,7 +69,11 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
     let mut c = client(&app).await;
     let e = c.get_user(pb::GetUserRequest { name: "users/user_nobody".into(), show_deleted: false }).await.unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
-    assert_eq!(e.get_details_error_info().unwrap().metadata["resourceName"], "users/user_nobody");
+    let info = e.get_details_error_info().unwrap();
+    assert_eq!(info.metadata["resourceName"], "users/user_nobody");
+    // The miss says which snapshot it read, so a caller can watch from there for the user.
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(Cursor::decode(&info.metadata["cursor"]).unwrap().seq, head);
     let e = c.get_user(pb::GetUserRequest { name: "users/user_z2".into(), show_deleted: false }).await.unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
     let tomb = c.get_user(pb::GetUserRequest { name: "users/user_z2".into(), show_deleted: true }).await.unwrap().into_inner();
