@@ -2,7 +2,10 @@
 use protox::prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/clerkmirror/v1/resources.proto", "proto/clerkmirror/v1/directory.proto"];
+    let files = [
+        "proto/clerkmirror/v1/resources.proto",
+        "proto/clerkmirror/v1/directory.proto",
+    ];
     let fds = protox::compile(files, ["proto"])?;
     // compile_fds() does not write the descriptor set: reflection needs it, so write it here.
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

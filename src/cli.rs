@@ -19,7 +19,11 @@ use crate::{Application, db, send_event, telemetry};
 pub const EMBEDDED_DATABASE: &str = "clerk_mirror";
 
 #[derive(Parser, Debug)]
-#[command(name = "clerk-mirror", version, about = "A live, queryable mirror of a Clerk instance, served over gRPC")]
+#[command(
+    name = "clerk-mirror",
+    version,
+    about = "A live, queryable mirror of a Clerk instance, served over gRPC"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,13 @@ struct ServeArgs {
     #[arg(long, env = "CLERK_MIRROR_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     admin_addr: SocketAddr,
     /// The webhook endpoint's signing secret(s), `whsec_…`, comma-separated; any may verify.
-    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "CLERK_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true
+    )]
     webhook_secret: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CLERK_MIRROR_LOG_JSON")]
@@ -133,7 +143,10 @@ impl OpenDatabase {
 /// when a `serve` already runs it).
 pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<OpenDatabase> {
     if let Some(url) = &args.database_url {
-        return Ok(OpenDatabase { config: DatabaseConfig::Url(Redacted(url.clone())), cluster: None });
+        return Ok(OpenDatabase {
+            config: DatabaseConfig::Url(Redacted(url.clone())),
+            cluster: None,
+        });
     }
     let cluster = Cluster::start(ClusterOptions {
         data_dir: args.data_dir.clone(),
@@ -143,7 +156,10 @@ pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<OpenDatabase> 
     .await
     .context("cannot start the embedded PostgreSQL")?;
     info!(data_dir = %args.data_dir.display(), "using the embedded PostgreSQL");
-    let open = OpenDatabase { config: DatabaseConfig::Options(cluster.connect_options(EMBEDDED_DATABASE)), cluster: Some(cluster) };
+    let open = OpenDatabase {
+        config: DatabaseConfig::Options(Box::new(cluster.connect_options(EMBEDDED_DATABASE))),
+        cluster: Some(cluster),
+    };
     if let Err(e) = ensure_database(open.cluster.as_ref().expect("just set")).await {
         open.close().await;
         return Err(e);
@@ -214,14 +230,24 @@ async fn send(args: SendEventArgs) -> anyhow::Result<ExitCode> {
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read standard input")?;
         buf
     } else {
-        tokio::fs::read(&args.file).await.with_context(|| format!("cannot read {}", args.file.display()))?
+        tokio::fs::read(&args.file)
+            .await
+            .with_context(|| format!("cannot read {}", args.file.display()))?
     };
     let secrets = WebhookSecrets::parse(&[args.secret.as_str()])?;
     let id = args.id.unwrap_or_else(send_event::new_message_id);
     let response = send_event::send(&args.url, &secrets, &id, &body).await?;
-    println!("{} {}", response.status.as_u16(), response.status.canonical_reason().unwrap_or(""));
+    println!(
+        "{} {}",
+        response.status.as_u16(),
+        response.status.canonical_reason().unwrap_or("")
+    );
     println!("{}", response.body);
-    Ok(if response.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if response.status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

@@ -14,7 +14,7 @@ pub enum DatabaseConfig {
     /// An external PostgreSQL, by URL (kept out of `Debug` output: it may carry a password).
     Url(Redacted<String>),
     /// Connect options prepared by the caller (tests, the embedded cluster).
-    Options(sqlx::postgres::PgConnectOptions),
+    Options(Box<sqlx::postgres::PgConnectOptions>),
 }
 
 /// Everything `Application::build` needs.

@@ -15,7 +15,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 pub fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
     match database {
         DatabaseConfig::Url(url) => url.0.parse(),
-        DatabaseConfig::Options(options) => Ok(options.clone()),
+        DatabaseConfig::Options(options) => Ok((**options).clone()),
     }
 }
 
@@ -37,11 +37,10 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 
 /// Ready means: the database answers within two seconds and every embedded migration is applied.
 pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
-    let query = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
-    )
-    .bind(MIGRATOR.iter().map(|m| m.version).collect::<Vec<_>>())
-    .fetch_one(pool);
+    let query =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)")
+            .bind(MIGRATOR.iter().map(|m| m.version).collect::<Vec<_>>())
+            .fetch_one(pool);
     match tokio::time::timeout(Duration::from_secs(2), query).await {
         Err(_) => Err("the database did not answer within 2 s".into()),
         Ok(Err(e)) => Err(format!("database error: {e}")),

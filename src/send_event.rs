@@ -22,12 +22,19 @@ pub struct Response {
 pub fn new_message_id() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    let tail: String = (0..27).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let tail: String = (0..27)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("msg_{tail}")
 }
 
 /// The three Svix headers for `body` signed with the first secret at `timestamp`.
-pub fn svix_headers(secrets: &WebhookSecrets, id: &str, timestamp: i64, body: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
+pub fn svix_headers(
+    secrets: &WebhookSecrets,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> anyhow::Result<Vec<(String, String)>> {
     let signature = secrets
         .sign(id, timestamp, body)
         .context("cannot sign: no secret, or the body is not UTF-8")?;
@@ -51,9 +58,22 @@ pub async fn post(url: &str, headers: &[(String, String)], body: Bytes) -> anyho
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    let request = request.body(Full::new(body)).with_context(|| format!("invalid request to {url}"))?;
-    let response = client.request(request).await.with_context(|| format!("cannot post to {url}"))?;
+    let request = request
+        .body(Full::new(body))
+        .with_context(|| format!("invalid request to {url}"))?;
+    let response = client
+        .request(request)
+        .await
+        .with_context(|| format!("cannot post to {url}"))?;
     let status = response.status();
-    let body = response.into_body().collect().await.context("cannot read the response")?.to_bytes();
-    Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("cannot read the response")?
+        .to_bytes();
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::ingest::http::IngestCounters;
-use crate::ingest::{IngestState, InboxWriter};
+use crate::ingest::{InboxWriter, IngestState};
 use crate::{admin, applier, db, grpc, ingest, store};
 
 /// A built, bound, not yet serving server.
@@ -39,10 +39,14 @@ impl Application {
              endpoint's `whsec_…` signing secret from Clerk's dashboard"
         );
         let pool = db::connect(&config).await.context("cannot connect to the database")?;
-        db::migrate(&pool).await.context("cannot apply the database migrations")?;
+        db::migrate(&pool)
+            .await
+            .context("cannot apply the database migrations")?;
         let read_pool = db::connect(&config).await.context("cannot connect to the database")?;
         let bind = |addr: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(addr).await.with_context(|| format!("cannot bind the {what} address {addr}"))
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the {what} address {addr}"))
         };
         let http = bind(config.http_addr, "HTTP").await?;
         let grpc = bind(config.grpc_addr, "gRPC").await?;
@@ -109,9 +113,13 @@ impl Application {
         let http = axum::serve(self.http, http_router).with_graceful_shutdown(stopped());
         let admin = axum::serve(self.admin, admin::router(counters)).with_graceful_shutdown(stopped());
 
-        let log_id = store::read::log_id(&self.read_pool).await.context("cannot read the change log's id")?;
+        let log_id = store::read::log_id(&self.read_pool)
+            .await
+            .context("cannot read the change log's id")?;
         let directory = grpc::directory::Directory::new(self.read_pool.clone(), log_id);
-        let (routes, health) = grpc::routes(directory).await.context("cannot build the gRPC services")?;
+        let (routes, health) = grpc::routes(directory)
+            .await
+            .context("cannot build the gRPC services")?;
         // The first status is set before the port serves, so no probe sees "unknown".
         grpc::check_health(&health, &self.read_pool, None).await;
         let health_task = tokio::spawn(grpc::report_health(

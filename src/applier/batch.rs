@@ -59,7 +59,11 @@ impl<T> Loaded<T> {
     fn into_slot(self) -> Slot<T> {
         let version = self.version.version();
         Slot {
-            current: Some(Versioned { record: self.record, version, update_cursor: self.version.update_cursor }),
+            current: Some(Versioned {
+                record: self.record,
+                version,
+                update_cursor: self.version.update_cursor,
+            }),
             dirty: false,
         }
     }
@@ -68,7 +72,9 @@ impl<T> Loaded<T> {
 /// Applies up to `limit` pending inbox rows in one transaction on `conn`.
 pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOutcome, sqlx::Error> {
     let mut tx = sqlx::Connection::begin(conn).await?;
-    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head FOR UPDATE").fetch_one(&mut *tx).await?;
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
     let rows: Vec<InboxEvent> = sqlx::query_as(
         "SELECT id, source, event_key, event_type, event_time, received_at, body
            FROM inbox WHERE status = 'pending' ORDER BY id LIMIT $1 FOR UPDATE",
@@ -89,7 +95,10 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         .collect();
 
     let mut ws = load(&mut tx, &parsed, head).await?;
-    let mut outcome = BatchOutcome { events: parsed.len(), ..Default::default() };
+    let mut outcome = BatchOutcome {
+        events: parsed.len(),
+        ..Default::default()
+    };
     let mut statuses = Vec::with_capacity(parsed.len());
     for (row, action) in parsed {
         let (status, error) = match action {
@@ -98,7 +107,13 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
                 ("skipped", None)
             }
             Ok(action) => {
-                ws.apply(action, &Origin { source: row.change_source(), inbox_id: Some(row.id) });
+                ws.apply(
+                    action,
+                    &Origin {
+                        source: row.change_source(),
+                        inbox_id: Some(row.id),
+                    },
+                );
                 outcome.applied += 1;
                 ("applied", None)
             }
@@ -122,8 +137,14 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
     .execute(&mut *tx)
     .await?;
     if ws.head != head {
-        sqlx::query("UPDATE log_head SET head_seq = $1").bind(ws.head).execute(&mut *tx).await?;
-        sqlx::query("SELECT pg_notify($1, '')").bind(CHANGES_CHANNEL).execute(&mut *tx).await?;
+        sqlx::query("UPDATE log_head SET head_seq = $1")
+            .bind(ws.head)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANGES_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(outcome)
@@ -162,7 +183,12 @@ async fn load(
                 orgs.insert(m.organization_id.clone());
                 users.insert(m.user_id.clone());
             }
-            Ok(Action::DeleteMembership { id, organization_id, user_id, .. }) => {
+            Ok(Action::DeleteMembership {
+                id,
+                organization_id,
+                user_id,
+                ..
+            }) => {
                 memberships.insert(id.clone());
                 orgs.insert(organization_id.clone());
                 users.insert(user_id.clone());
@@ -176,12 +202,18 @@ async fn load(
         .bind(vec(users))
         .fetch_all(&mut *tx)
         .await?;
-    ws.users = loaded.into_iter().map(|l| (l.record.id.clone(), l.into_slot())).collect();
+    ws.users = loaded
+        .into_iter()
+        .map(|l| (l.record.id.clone(), l.into_slot()))
+        .collect();
     let loaded: Vec<Loaded<OrganizationRecord>> = sqlx::query_as("SELECT * FROM organizations WHERE id = ANY($1)")
         .bind(vec(orgs))
         .fetch_all(&mut *tx)
         .await?;
-    ws.organizations = loaded.into_iter().map(|l| (l.record.id.clone(), l.into_slot())).collect();
+    ws.organizations = loaded
+        .into_iter()
+        .map(|l| (l.record.id.clone(), l.into_slot()))
+        .collect();
     let loaded: Vec<Loaded<MembershipRecord>> = sqlx::query_as(
         "SELECT * FROM memberships WHERE id = ANY($1) OR organization_id = ANY($2) OR user_id = ANY($3)",
     )
@@ -190,7 +222,10 @@ async fn load(
     .bind(vec(deleted_users))
     .fetch_all(&mut *tx)
     .await?;
-    ws.memberships = loaded.into_iter().map(|l| (l.record.id.clone(), l.into_slot())).collect();
+    ws.memberships = loaded
+        .into_iter()
+        .map(|l| (l.record.id.clone(), l.into_slot()))
+        .collect();
     Ok(ws)
 }
 
@@ -198,7 +233,10 @@ async fn load(
 fn row_of<T: serde::Serialize>(v: &Versioned<T>) -> Value {
     let mut row = serde_json::to_value(&v.record).expect("records serialise");
     let map = row.as_object_mut().expect("records are objects");
-    map.insert("version_updated_ms".into(), json!(v.version.as_ref().map(|x| x.updated_ms)));
+    map.insert(
+        "version_updated_ms".into(),
+        json!(v.version.as_ref().map(|x| x.updated_ms)),
+    );
     map.insert("version_event_ms".into(), json!(v.version.as_ref().map(|x| x.event_ms)));
     map.insert("version_key".into(), json!(v.version.as_ref().map(|x| x.key.clone())));
     map.insert("update_cursor".into(), json!(v.update_cursor));
@@ -206,10 +244,15 @@ fn row_of<T: serde::Serialize>(v: &Versioned<T>) -> Value {
 }
 
 fn dirty<T: serde::Serialize>(slots: &std::collections::BTreeMap<String, Slot<T>>) -> Vec<Value> {
-    slots.values().filter(|s| s.dirty).filter_map(|s| s.current.as_ref().map(row_of)).collect()
+    slots
+        .values()
+        .filter(|s| s.dirty)
+        .filter_map(|s| s.current.as_ref().map(row_of))
+        .collect()
 }
 
-const VERSION_COLUMNS: &str = "version_updated_ms bigint, version_event_ms bigint, version_key text, update_cursor bigint";
+const VERSION_COLUMNS: &str =
+    "version_updated_ms bigint, version_event_ms bigint, version_key text, update_cursor bigint";
 
 /// Writes the dirty entities and the changes.
 async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error> {
@@ -225,8 +268,13 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error
         )
         .await?;
         // The lookup rows of every written user are rebuilt from its new state.
-        let written: Vec<&UserRecord> =
-            ws.users.values().filter(|s| s.dirty).filter_map(|s| s.current.as_ref()).map(|v| &v.record).collect();
+        let written: Vec<&UserRecord> = ws
+            .users
+            .values()
+            .filter(|s| s.dirty)
+            .filter_map(|s| s.current.as_ref())
+            .map(|v| &v.record)
+            .collect();
         let ids: Vec<&str> = written.iter().map(|u| u.id.as_str()).collect();
         let emails: Vec<Value> = written
             .iter()
@@ -240,10 +288,12 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error
             ("user_email_addresses", "email_id", "email_address", emails),
             ("user_phone_numbers", "phone_id", "phone_number", phones),
         ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = ANY($1)")))
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE user_id = ANY($1)"
+            )))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
             if !rows.is_empty() {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO {table} (user_id, {key}, {value})
@@ -307,15 +357,25 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error
 /// `columns` (name and type, as for `jsonb_to_recordset`).
 async fn upsert(tx: &mut PgConnection, table: &str, columns: &str, rows: Vec<Value>) -> Result<(), sqlx::Error> {
     let definition = format!("{columns}, {VERSION_COLUMNS}");
-    let names: Vec<&str> = definition.split(',').map(|c| c.split_whitespace().next().unwrap_or_default()).collect();
+    let names: Vec<&str> = definition
+        .split(',')
+        .map(|c| c.split_whitespace().next().unwrap_or_default())
+        .collect();
     let list = names.join(", ");
-    let updates: Vec<String> = names.iter().filter(|n| **n != "id").map(|n| format!("{n} = EXCLUDED.{n}")).collect();
+    let updates: Vec<String> = names
+        .iter()
+        .filter(|n| **n != "id")
+        .map(|n| format!("{n} = EXCLUDED.{n}"))
+        .collect();
     let sql = format!(
         "INSERT INTO {table} ({list}) SELECT {list} FROM jsonb_to_recordset($1) AS r({definition})
          ON CONFLICT (id) DO UPDATE SET {}",
         updates.join(", ")
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Json(Value::Array(rows))).execute(&mut *tx).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(Json(Value::Array(rows)))
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

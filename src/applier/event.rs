@@ -31,11 +31,23 @@ impl InboxEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     UpsertUser(UserRecord, Version),
-    DeleteUser { id: String, external_id: Option<String>, at: DateTime<Utc> },
+    DeleteUser {
+        id: String,
+        external_id: Option<String>,
+        at: DateTime<Utc>,
+    },
     UpsertOrganization(OrganizationRecord, Version),
-    DeleteOrganization { id: String, at: DateTime<Utc> },
+    DeleteOrganization {
+        id: String,
+        at: DateTime<Utc>,
+    },
     UpsertMembership(MembershipRecord, Version),
-    DeleteMembership { id: String, organization_id: String, user_id: String, at: DateTime<Utc> },
+    DeleteMembership {
+        id: String,
+        organization_id: String,
+        user_id: String,
+        at: DateTime<Utc>,
+    },
     /// Stored, not applied (session.*, billing, unknown types, …).
     Skip,
 }
@@ -110,7 +122,10 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
             let v = version(&data);
             Action::UpsertOrganization(OrganizationRecord::from_clerk(data)?, v)
         }
-        "organization.deleted" => Action::DeleteOrganization { id: id()?, at: event_time },
+        "organization.deleted" => Action::DeleteOrganization {
+            id: id()?,
+            at: event_time,
+        },
         "organizationMembership.created" | "organizationMembership.updated" => {
             let v = version(&data);
             Action::UpsertMembership(MembershipRecord::from_clerk(data)?, v)
@@ -119,7 +134,12 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
         // type decides, and the envelope timestamp is when it ended.
         "organizationMembership.deleted" => {
             let m = MembershipRecord::from_clerk(data)?;
-            Action::DeleteMembership { id: m.id, organization_id: m.organization_id, user_id: m.user_id, at: event_time }
+            Action::DeleteMembership {
+                id: m.id,
+                organization_id: m.organization_id,
+                user_id: m.user_id,
+                at: event_time,
+            }
         }
         _ => Action::Skip,
     })
@@ -144,7 +164,10 @@ mod tests {
 
     #[test]
     fn a_session_event_with_an_embedded_user_is_skipped() {
-        let r = row("session.created", json!({"type": "session.created", "data": {"user": {"id": "user_1"}}}));
+        let r = row(
+            "session.created",
+            json!({"type": "session.created", "data": {"user": {"id": "user_1"}}}),
+        );
         assert_eq!(parse(&r), Ok(Action::Skip));
     }
 
@@ -156,14 +179,21 @@ mod tests {
                 "id": "orgmem_1", "organization": {"id": "org_1"}, "public_user_data": {"user_id": "user_1"},
                 "updated_at": 1767225600000i64}}),
         );
-        let Ok(Action::DeleteMembership { at, .. }) = parse(&r) else { panic!() };
+        let Ok(Action::DeleteMembership { at, .. }) = parse(&r) else {
+            panic!()
+        };
         assert_eq!(at.timestamp_millis(), 1767225900000);
     }
 
     #[test]
     fn null_metadata_and_missing_optional_fields_do_not_fail_an_event() {
-        let r = row("user.created", json!({"type": "user.created", "data": {"id": "user_1", "private_metadata": null}}));
-        let Ok(Action::UpsertUser(u, v)) = parse(&r) else { panic!() };
+        let r = row(
+            "user.created",
+            json!({"type": "user.created", "data": {"id": "user_1", "private_metadata": null}}),
+        );
+        let Ok(Action::UpsertUser(u, v)) = parse(&r) else {
+            panic!()
+        };
         assert_eq!(u.data.unwrap()["private_metadata"], json!({}));
         assert_eq!(v.updated_ms, 0);
     }
@@ -171,7 +201,19 @@ mod tests {
     #[test]
     fn an_applied_type_without_data_is_a_dead_letter() {
         assert!(parse(&row("user.updated", json!({"type": "user.updated"}))).is_err());
-        assert!(parse(&row("user.deleted", json!({"type": "user.deleted", "data": {"deleted": true}}))).is_err());
-        assert!(parse(&row("organizationMembership.created", json!({"data": {"id": "orgmem_1"}}))).is_err());
+        assert!(
+            parse(&row(
+                "user.deleted",
+                json!({"type": "user.deleted", "data": {"deleted": true}})
+            ))
+            .is_err()
+        );
+        assert!(
+            parse(&row(
+                "organizationMembership.created",
+                json!({"data": {"id": "orgmem_1"}})
+            ))
+            .is_err()
+        );
     }
 }

@@ -33,7 +33,11 @@ pub struct ApplierConfig {
 
 impl Default for ApplierConfig {
     fn default() -> Self {
-        ApplierConfig { batch_size: 500, idle_poll: Duration::from_secs(5), retry_delay: Duration::from_secs(1) }
+        ApplierConfig {
+            batch_size: 500,
+            idle_poll: Duration::from_secs(5),
+            retry_delay: Duration::from_secs(1),
+        }
     }
 }
 
@@ -67,11 +71,15 @@ async fn lead(
     // Server-side keepalives: a partitioned leader's session (and lock) ends within seconds.
     // Ignored on unix sockets.
     sqlx::query("SET tcp_keepalives_idle = 5").execute(&mut conn).await?;
-    sqlx::query("SET tcp_keepalives_interval = 2").execute(&mut conn).await?;
+    sqlx::query("SET tcp_keepalives_interval = 2")
+        .execute(&mut conn)
+        .await?;
     sqlx::query("SET tcp_keepalives_count = 3").execute(&mut conn).await?;
     sqlx::query("SET tcp_user_timeout = 10000").execute(&mut conn).await?;
     debug!("waiting for the applier lock");
-    let lock = sqlx::query("SELECT pg_advisory_lock($1)").bind(APPLIER_LOCK_KEY).execute(&mut conn);
+    let lock = sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(APPLIER_LOCK_KEY)
+        .execute(&mut conn);
     tokio::select! {
         r = lock => { r?; }
         // Dropping the connection abandons the wait.

@@ -62,7 +62,10 @@ pub struct Slot<T> {
 
 impl<T> Default for Slot<T> {
     fn default() -> Self {
-        Slot { current: None, dirty: false }
+        Slot {
+            current: None,
+            dirty: false,
+        }
     }
 }
 
@@ -157,7 +160,10 @@ fn state_of<T: serde::Serialize>(record: &T) -> Value {
 impl WorkingSet {
     /// A working set whose next change gets `head + 1`.
     pub fn new(head: i64) -> Self {
-        WorkingSet { head, ..Default::default() }
+        WorkingSet {
+            head,
+            ..Default::default()
+        }
     }
 
     /// Applies one event's action.
@@ -165,11 +171,25 @@ impl WorkingSet {
         match action {
             Action::UpsertUser(record, version) => {
                 let id = record.id.clone();
-                upsert(self.users.entry(id).or_default(), record, version, origin, &mut self.head, &mut self.changes);
+                upsert(
+                    self.users.entry(id).or_default(),
+                    record,
+                    version,
+                    origin,
+                    &mut self.head,
+                    &mut self.changes,
+                );
             }
             Action::UpsertOrganization(record, version) => {
                 let id = record.id.clone();
-                upsert(self.organizations.entry(id).or_default(), record, version, origin, &mut self.head, &mut self.changes);
+                upsert(
+                    self.organizations.entry(id).or_default(),
+                    record,
+                    version,
+                    origin,
+                    &mut self.head,
+                    &mut self.changes,
+                );
             }
             Action::UpsertMembership(record, version) => {
                 // A membership of an organization or user already deleted is stored as ended.
@@ -184,23 +204,52 @@ impl WorkingSet {
                     Some(at) => self.delete_membership(record.id, record.organization_id, record.user_id, at, origin),
                     None => {
                         let id = record.id.clone();
-                                upsert(self.memberships.entry(id).or_default(), record, version, origin, &mut self.head, &mut self.changes);
-                            }
+                        upsert(
+                            self.memberships.entry(id).or_default(),
+                            record,
+                            version,
+                            origin,
+                            &mut self.head,
+                            &mut self.changes,
+                        );
+                    }
                 }
             }
             Action::DeleteUser { id, external_id, at } => {
                 let slot = self.users.entry(id.clone()).or_default();
-                let external_id =
-                    slot.current.as_ref().and_then(|c| c.record.external_id.clone()).or(external_id);
-                delete(slot, || UserRecord::tombstone(id.clone(), external_id, at), at, origin, &mut self.head, &mut self.changes);
+                let external_id = slot
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.record.external_id.clone())
+                    .or(external_id);
+                delete(
+                    slot,
+                    || UserRecord::tombstone(id.clone(), external_id, at),
+                    at,
+                    origin,
+                    &mut self.head,
+                    &mut self.changes,
+                );
                 self.end_memberships(|m| m.user_id == id, at, origin);
             }
             Action::DeleteOrganization { id, at } => {
                 let slot = self.organizations.entry(id.clone()).or_default();
-                delete(slot, || OrganizationRecord::tombstone(id.clone(), at), at, origin, &mut self.head, &mut self.changes);
+                delete(
+                    slot,
+                    || OrganizationRecord::tombstone(id.clone(), at),
+                    at,
+                    origin,
+                    &mut self.head,
+                    &mut self.changes,
+                );
                 self.end_memberships(|m| m.organization_id == id, at, origin);
             }
-            Action::DeleteMembership { id, organization_id, user_id, at } => {
+            Action::DeleteMembership {
+                id,
+                organization_id,
+                user_id,
+                at,
+            } => {
                 // Ended no later than its organization or user, if those are gone.
                 let at = [
                     Some(at),
@@ -217,9 +266,23 @@ impl WorkingSet {
         }
     }
 
-    fn delete_membership(&mut self, id: String, organization_id: String, user_id: String, at: DateTime<Utc>, origin: &Origin) {
+    fn delete_membership(
+        &mut self,
+        id: String,
+        organization_id: String,
+        user_id: String,
+        at: DateTime<Utc>,
+        origin: &Origin,
+    ) {
         let slot = self.memberships.entry(id.clone()).or_default();
-        delete(slot, || MembershipRecord::tombstone(id, organization_id, user_id, at), at, origin, &mut self.head, &mut self.changes);
+        delete(
+            slot,
+            || MembershipRecord::tombstone(id, organization_id, user_id, at),
+            at,
+            origin,
+            &mut self.head,
+            &mut self.changes,
+        );
     }
 
     /// Ends every membership `matches` selects (the working set holds all of them: the loader
@@ -268,14 +331,25 @@ fn push_change<T: Entity>(
 }
 
 /// Last writer wins; nothing changes a tombstone; an identical state emits no change.
-fn upsert<T: Entity>(slot: &mut Slot<T>, record: T, version: Version, origin: &Origin, head: &mut i64, changes: &mut Vec<Change>) {
+fn upsert<T: Entity>(
+    slot: &mut Slot<T>,
+    record: T,
+    version: Version,
+    origin: &Origin,
+    head: &mut i64,
+    changes: &mut Vec<Change>,
+) {
     let operation = match &slot.current {
         Some(current) if current.record.deleted_at().is_some() => return,
         Some(current) if current.version.as_ref().is_some_and(|v| *v >= version) => return,
         Some(current) if current.record == record => {
             // Same state under a newer version: remember the version, tell nobody.
             let update_cursor = current.update_cursor;
-            slot.current = Some(Versioned { record, version: Some(version), update_cursor });
+            slot.current = Some(Versioned {
+                record,
+                version: Some(version),
+                update_cursor,
+            });
             slot.dirty = true;
             return;
         }
@@ -284,7 +358,11 @@ fn upsert<T: Entity>(slot: &mut Slot<T>, record: T, version: Version, origin: &O
     };
     let previous = slot.current.as_ref().map(|c| &c.record);
     let seq = push_change(changes, head, operation, &record, previous, origin);
-    slot.current = Some(Versioned { record, version: Some(version), update_cursor: seq });
+    slot.current = Some(Versioned {
+        record,
+        version: Some(version),
+        update_cursor: seq,
+    });
     slot.dirty = true;
 }
 
@@ -311,6 +389,10 @@ fn delete<T: Entity>(
     };
     let previous = slot.current.as_ref().map(|c| &c.record);
     let seq = push_change(changes, head, Operation::Deleted, &record, previous, origin);
-    slot.current = Some(Versioned { record, version: None, update_cursor: seq });
+    slot.current = Some(Versioned {
+        record,
+        version: None,
+        update_cursor: seq,
+    });
     slot.dirty = true;
 }

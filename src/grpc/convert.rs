@@ -16,7 +16,9 @@ pub fn to_value(v: &Value) -> prost_types::Value {
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue { values: items.iter().map(to_value).collect() }),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
         Value::Object(map) => Kind::StructValue(prost_types::Struct {
             fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
         }),
@@ -27,17 +29,25 @@ pub fn to_value(v: &Value) -> prost_types::Value {
 /// A JSON object → `google.protobuf.Struct` (anything else → absent).
 pub fn to_struct(v: Option<&Value>) -> Option<prost_types::Struct> {
     match v? {
-        Value::Object(map) => Some(prost_types::Struct { fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect() }),
+        Value::Object(map) => Some(prost_types::Struct {
+            fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        }),
         _ => None,
     }
 }
 
 pub fn timestamp(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
-    t.map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+    t.map(|t| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
 }
 
 fn text(v: Option<&Value>, key: &str) -> String {
-    v.and_then(|v| v.get(key)).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.and_then(|v| v.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn verification_status(entry: &Value) -> String {
@@ -47,7 +57,12 @@ fn verification_status(entry: &Value) -> String {
 /// A user as the API shows it; `update_cursor` is the seq of the change that last touched it.
 pub fn user(r: &UserRecord, update_cursor: i64, log_id: &str) -> pb::User {
     let data = r.data.as_ref();
-    let list = |key: &str| data.and_then(|d| d.get(key)).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |key: &str| {
+        data.and_then(|d| d.get(key))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     pb::User {
         name: format!("users/{}", r.id),
         id: r.id.clone(),

@@ -18,7 +18,10 @@ pub struct MalformedCursor;
 
 impl Cursor {
     pub fn new(log_id: &str, seq: i64) -> Self {
-        Cursor { log_id: log_id.to_string(), seq }
+        Cursor {
+            log_id: log_id.to_string(),
+            seq,
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -36,7 +39,10 @@ impl Cursor {
         if log_id.is_empty() || seq < 0 {
             return Err(MalformedCursor);
         }
-        Ok(Cursor { log_id: log_id.to_string(), seq })
+        Ok(Cursor {
+            log_id: log_id.to_string(),
+            seq,
+        })
     }
 }
 
@@ -48,7 +54,13 @@ mod tests {
     fn a_cursor_round_trips_and_garbage_is_rejected() {
         let c = Cursor::new("abc123", 42);
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
-        for bad in ["", "!!", "djEuYWJj", &URL_SAFE_NO_PAD.encode("v2.x.1"), &URL_SAFE_NO_PAD.encode("v1.x.-1")] {
+        for bad in [
+            "",
+            "!!",
+            "djEuYWJj",
+            &URL_SAFE_NO_PAD.encode("v2.x.1"),
+            &URL_SAFE_NO_PAD.encode("v1.x.-1"),
+        ] {
             assert_eq!(Cursor::decode(bad), Err(MalformedCursor), "{bad}");
         }
     }

@@ -32,23 +32,26 @@ impl Directory {
     }
 
     /// The one item of a single-item snapshot, or NOT_FOUND (a tombstone too, unless `show_deleted`).
-fn found<T>(
-    &self,
-    snapshot: Snapshot<T>,
-    what: &'static str,
-    name: &str,
-    show_deleted: bool,
-    deleted: impl Fn(&T) -> bool,
-) -> Result<(Stored<T>, i64), ApiError> {
-    let head = snapshot.head;
-    match snapshot.items.into_iter().next().flatten() {
-        Some(item) if show_deleted || !deleted(&item.record) => Ok((item, head)),
-        _ => Err(ApiError::NotFound { what, name: name.to_string(), cursor: self.cursor(head) }),
+    fn found<T>(
+        &self,
+        snapshot: Snapshot<T>,
+        what: &'static str,
+        name: &str,
+        show_deleted: bool,
+        deleted: impl Fn(&T) -> bool,
+    ) -> Result<(Stored<T>, i64), ApiError> {
+        let head = snapshot.head;
+        match snapshot.items.into_iter().next().flatten() {
+            Some(item) if show_deleted || !deleted(&item.record) => Ok((item, head)),
+            _ => Err(ApiError::NotFound {
+                what,
+                name: name.to_string(),
+                cursor: self.cursor(head),
+            }),
+        }
     }
-}
 
-
-/// Every item of a batch snapshot, or NOT_FOUND naming the first missing one.
+    /// Every item of a batch snapshot, or NOT_FOUND naming the first missing one.
     fn all_found<T>(
         &self,
         snapshot: Snapshot<T>,
@@ -64,7 +67,11 @@ fn found<T>(
             .zip(names)
             .map(|(item, name)| match item {
                 Some(item) if show_deleted || !deleted(&item.record) => Ok(item),
-                _ => Err(ApiError::NotFound { what, name: name.clone(), cursor: cursor.clone() }),
+                _ => Err(ApiError::NotFound {
+                    what,
+                    name: name.clone(),
+                    cursor: cursor.clone(),
+                }),
             })
             .collect()
     }
@@ -72,13 +79,20 @@ fn found<T>(
 
 fn check_batch(names: &[String]) -> Result<(), ApiError> {
     if names.len() > MAX_BATCH {
-        return Err(ApiError::invalid("names", "TOO_MANY_NAMES", format!("at most {MAX_BATCH} names, got {}", names.len())));
+        return Err(ApiError::invalid(
+            "names",
+            "TOO_MANY_NAMES",
+            format!("at most {MAX_BATCH} names, got {}", names.len()),
+        ));
     }
     Ok(())
 }
 
 async fn traced<T>(rpc: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<Response<T>, Status> {
-    f.instrument(tracing::info_span!("rpc", rpc)).await.map(Response::new).map_err(Status::from)
+    f.instrument(tracing::info_span!("rpc", rpc))
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -89,7 +103,10 @@ impl DirectoryService for Directory {
             let id = names::user_id("name", &r.name)?;
             let snapshot = read::users_by_id(&self.pool, &[id]).await?;
             let (u, head) = self.found(snapshot, "user", &r.name, r.show_deleted, |u| u.deleted_at.is_some())?;
-            Ok(pb::GetUserResponse { user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)), cursor: self.cursor(head) })
+            Ok(pb::GetUserResponse {
+                user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)),
+                cursor: self.cursor(head),
+            })
         })
         .await
     }
@@ -102,7 +119,9 @@ impl DirectoryService for Directory {
         traced("GetOrganization", async {
             let id = names::organization_id("name", &r.name)?;
             let snapshot = read::organizations_by_id(&self.pool, &[id]).await?;
-            let (o, head) = self.found(snapshot, "organization", &r.name, r.show_deleted, |o| o.deleted_at.is_some())?;
+            let (o, head) = self.found(snapshot, "organization", &r.name, r.show_deleted, |o| {
+                o.deleted_at.is_some()
+            })?;
             Ok(pb::GetOrganizationResponse {
                 organization: Some(convert::organization(&o.record, o.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
@@ -119,7 +138,9 @@ impl DirectoryService for Directory {
         traced("GetMembership", async {
             let (org, id) = names::membership_ids("name", &r.name)?;
             let snapshot = read::membership(&self.pool, org, id).await?;
-            let (m, head) = self.found(snapshot, "membership", &r.name, r.show_deleted, |m| m.deleted_at.is_some())?;
+            let (m, head) = self.found(snapshot, "membership", &r.name, r.show_deleted, |m| {
+                m.deleted_at.is_some()
+            })?;
             Ok(pb::GetMembershipResponse {
                 membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
@@ -145,7 +166,10 @@ impl DirectoryService for Directory {
             let head = snapshot.head;
             let users = self.all_found(snapshot, &r.names, "user", r.show_deleted, |u| u.deleted_at.is_some())?;
             Ok(pb::BatchGetUsersResponse {
-                users: users.iter().map(|u| convert::user(&u.record, u.update_cursor, &self.log_id)).collect(),
+                users: users
+                    .iter()
+                    .map(|u| convert::user(&u.record, u.update_cursor, &self.log_id))
+                    .collect(),
                 cursor: self.cursor(head),
             })
         })
@@ -167,16 +191,24 @@ impl DirectoryService for Directory {
                 .collect::<Result<Vec<_>, _>>()?;
             let snapshot = read::organizations_by_id(&self.pool, &ids).await?;
             let head = snapshot.head;
-            let orgs = self.all_found(snapshot, &r.names, "organization", r.show_deleted, |o| o.deleted_at.is_some())?;
+            let orgs = self.all_found(snapshot, &r.names, "organization", r.show_deleted, |o| {
+                o.deleted_at.is_some()
+            })?;
             Ok(pb::BatchGetOrganizationsResponse {
-                organizations: orgs.iter().map(|o| convert::organization(&o.record, o.update_cursor, &self.log_id)).collect(),
+                organizations: orgs
+                    .iter()
+                    .map(|o| convert::organization(&o.record, o.update_cursor, &self.log_id))
+                    .collect(),
                 cursor: self.cursor(head),
             })
         })
         .await
     }
 
-    async fn lookup_user(&self, request: Request<pb::LookupUserRequest>) -> Result<Response<pb::LookupUserResponse>, Status> {
+    async fn lookup_user(
+        &self,
+        request: Request<pb::LookupUserRequest>,
+    ) -> Result<Response<pb::LookupUserResponse>, Status> {
         let r = request.into_inner();
         traced("LookupUser", async {
             use pb::lookup_user_request::Key;
@@ -198,7 +230,10 @@ impl DirectoryService for Directory {
             }
             let snapshot = read::user_by_key(&self.pool, &key).await?;
             let (u, head) = self.found(snapshot, "user", &format!("{field}={shown}"), false, |_| false)?;
-            Ok(pb::LookupUserResponse { user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)), cursor: self.cursor(head) })
+            Ok(pb::LookupUserResponse {
+                user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)),
+                cursor: self.cursor(head),
+            })
         })
         .await
     }
@@ -231,7 +266,13 @@ impl DirectoryService for Directory {
             let org = names::organization_id("organization", &r.organization)?;
             let user = names::user_id("user", &r.user)?;
             let snapshot = read::membership_of(&self.pool, org, user).await?;
-            let (m, head) = self.found(snapshot, "membership", &format!("{} in {}", r.user, r.organization), false, |_| false)?;
+            let (m, head) = self.found(
+                snapshot,
+                "membership",
+                &format!("{} in {}", r.user, r.organization),
+                false,
+                |_| false,
+            )?;
             Ok(pb::LookupMembershipResponse {
                 membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),

@@ -16,10 +16,18 @@ pub enum ApiError {
     /// `cursor` is the change-log position the read reflected: watching from it shows the
     /// entity arriving.
     #[error("{what} `{name}` not found")]
-    NotFound { what: &'static str, name: String, cursor: String },
+    NotFound {
+        what: &'static str,
+        name: String,
+        cursor: String,
+    },
     /// A request field is wrong.
     #[error("invalid `{field}`: {description}")]
-    InvalidArgument { field: String, reason: &'static str, description: String },
+    InvalidArgument {
+        field: String,
+        reason: &'static str,
+        description: String,
+    },
     /// The database cannot be reached; retry.
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] sqlx::Error),
@@ -30,13 +38,21 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, reason: &'static str, description: impl Into<String>) -> Self {
-        ApiError::InvalidArgument { field: field.into(), reason, description: description.into() }
+        ApiError::InvalidArgument {
+            field: field.into(),
+            reason,
+            description: description.into(),
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if crate::ingest::writer::is_unavailable(&e) { ApiError::Unavailable(e) } else { ApiError::Internal(e.into()) }
+        if crate::ingest::writer::is_unavailable(&e) {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e.into())
+        }
     }
 }
 
@@ -56,7 +72,11 @@ impl From<ApiError> for Status {
                     metadata(&[("resourceName", name), ("cursor", cursor)]),
                 ),
             ),
-            ApiError::InvalidArgument { field, reason, description } => {
+            ApiError::InvalidArgument {
+                field,
+                reason,
+                description,
+            } => {
                 let mut details = ErrorDetails::with_error_info(*reason, DOMAIN, metadata(&[("field", field)]));
                 details.add_bad_request_violation(field.clone(), description.clone());
                 Status::with_error_details(Code::InvalidArgument, message, details)
@@ -69,7 +89,11 @@ impl From<ApiError> for Status {
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
-                Status::with_error_details(Code::Internal, message, ErrorDetails::with_error_info("INTERNAL", DOMAIN, HashMap::new()))
+                Status::with_error_details(
+                    Code::Internal,
+                    message,
+                    ErrorDetails::with_error_info("INTERNAL", DOMAIN, HashMap::new()),
+                )
             }
         }
     }

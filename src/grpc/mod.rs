@@ -10,16 +10,18 @@ pub mod names;
 
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tokio::sync::watch;
 
 use crate::pb;
 use crate::pb::directory_service_server::DirectoryServiceServer;
 
 /// Builds the gRPC routes; the returned reporter sets the health status.
-pub async fn routes(directory: directory::Directory) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+pub async fn routes(
+    directory: directory::Directory,
+) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -34,7 +36,11 @@ pub async fn routes(directory: directory::Directory) -> Result<(Routes, HealthRe
 }
 
 /// Sets the health status from one readiness check; returns the status set.
-pub async fn check_health(reporter: &HealthReporter, pool: &sqlx::PgPool, last: Option<ServingStatus>) -> ServingStatus {
+pub async fn check_health(
+    reporter: &HealthReporter,
+    pool: &sqlx::PgPool,
+    last: Option<ServingStatus>,
+) -> ServingStatus {
     let status = match crate::db::check_ready(pool).await {
         Ok(()) => ServingStatus::Serving,
         Err(reason) => {
@@ -46,14 +52,21 @@ pub async fn check_health(reporter: &HealthReporter, pool: &sqlx::PgPool, last: 
     };
     if last != Some(status) {
         reporter.set_service_status("", status).await;
-        reporter.set_service_status("clerkmirror.v1.DirectoryService", status).await;
+        reporter
+            .set_service_status("clerkmirror.v1.DirectoryService", status)
+            .await;
     }
     status
 }
 
 /// Keeps the health status current: SERVING while the database answers and every migration is
 /// applied, NOT_SERVING otherwise (checked every `every`).
-pub async fn report_health(reporter: HealthReporter, pool: sqlx::PgPool, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn report_health(
+    reporter: HealthReporter,
+    pool: sqlx::PgPool,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last = Some(check_health(&reporter, &pool, None).await);
     loop {
         tokio::select! {

@@ -8,20 +8,32 @@ const MAX_ID: usize = 128;
 
 fn id<'a>(field: &str, name: &'a str, segment: &'a str) -> Result<&'a str, ApiError> {
     if segment.is_empty() || segment.len() > MAX_ID || !segment.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
-        return Err(ApiError::invalid(field, "INVALID_NAME", format!("`{}` has no valid id", truncate(name))));
+        return Err(ApiError::invalid(
+            field,
+            "INVALID_NAME",
+            format!("`{}` has no valid id", truncate(name)),
+        ));
     }
     Ok(segment)
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() <= 80 { s.to_string() } else { format!("{}…", &s[..s.floor_char_boundary(80)]) }
+    if s.len() <= 80 {
+        s.to_string()
+    } else {
+        format!("{}…", &s[..s.floor_char_boundary(80)])
+    }
 }
 
 /// The id in `users/{id}`.
 pub fn user_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
     match name.strip_prefix("users/") {
         Some(rest) => id(field, name, rest),
-        None => Err(ApiError::invalid(field, "INVALID_NAME", format!("expected `users/{{id}}`, got `{}`", truncate(name)))),
+        None => Err(ApiError::invalid(
+            field,
+            "INVALID_NAME",
+            format!("expected `users/{{id}}`, got `{}`", truncate(name)),
+        )),
     }
 }
 
@@ -43,7 +55,10 @@ pub fn membership_ids<'a>(field: &str, name: &'a str) -> Result<(&'a str, &'a st
         ApiError::invalid(
             field,
             "INVALID_NAME",
-            format!("expected `organizations/{{organization_id}}/memberships/{{id}}`, got `{}`", truncate(name)),
+            format!(
+                "expected `organizations/{{organization_id}}/memberships/{{id}}`, got `{}`",
+                truncate(name)
+            ),
         )
     };
     let rest = name.strip_prefix("organizations/").ok_or_else(bad)?;
@@ -58,7 +73,10 @@ mod tests {
     #[test]
     fn names_parse_and_malformed_ones_are_rejected() {
         assert_eq!(user_id("name", "users/user_1").unwrap(), "user_1");
-        assert_eq!(membership_ids("name", "organizations/org_1/memberships/orgmem_1").unwrap(), ("org_1", "orgmem_1"));
+        assert_eq!(
+            membership_ids("name", "organizations/org_1/memberships/orgmem_1").unwrap(),
+            ("org_1", "orgmem_1")
+        );
         for bad in ["user_1", "users/", "users/a/b", "users/a b", "organizations/x"] {
             assert!(user_id("name", bad).is_err(), "{bad}");
         }

@@ -43,9 +43,17 @@ struct Raw {
 pub fn parse(body: &[u8]) -> Result<Envelope, NotJson> {
     // Validate the whole document first: a truncated body must be refused, not half-read.
     let value: serde_json::Value = serde_json::from_slice(body)?;
-    let raw: Option<Raw> = if value.is_object() { serde_json::from_value(value).ok() } else { None };
+    let raw: Option<Raw> = if value.is_object() {
+        serde_json::from_value(value).ok()
+    } else {
+        None
+    };
     let Some(raw) = raw else {
-        return Ok(Envelope { event_type: None, event_time: None, instance_id: None });
+        return Ok(Envelope {
+            event_type: None,
+            event_time: None,
+            instance_id: None,
+        });
     };
     let text = |v: Option<serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
@@ -62,7 +70,11 @@ pub fn parse(body: &[u8]) -> Result<Envelope, NotJson> {
 /// below 10^12 is read as seconds.
 pub fn event_time(value: &serde_json::Value) -> Option<DateTime<Utc>> {
     let n = value.as_i64().or_else(|| value.as_f64().map(|f| f as i64))?;
-    let ms = if n.abs() < 1_000_000_000_000 { n.checked_mul(1000)? } else { n };
+    let ms = if n.abs() < 1_000_000_000_000 {
+        n.checked_mul(1000)?
+    } else {
+        n
+    };
     Utc.timestamp_millis_opt(ms).single()
 }
 
@@ -72,8 +84,7 @@ mod tests {
 
     #[test]
     fn a_clerk_envelope_yields_its_indexed_fields() {
-        let e = parse(br#"{"type":"user.created","timestamp":1716883200000,"instance_id":"ins_1","data":{}}"#)
-            .unwrap();
+        let e = parse(br#"{"type":"user.created","timestamp":1716883200000,"instance_id":"ins_1","data":{}}"#).unwrap();
         assert_eq!(e.event_type.as_deref(), Some("user.created"));
         assert_eq!(e.event_time.unwrap().timestamp(), 1716883200);
         assert_eq!(e.instance_id.as_deref(), Some("ins_1"));
@@ -87,7 +98,12 @@ mod tests {
 
     #[test]
     fn json_that_is_not_an_envelope_is_accepted_without_a_type() {
-        for body in [&br#"[1,2]"#[..], br#""x""#, br#"{"type":5}"#, br#"{"email":"a\u0000b"}"#] {
+        for body in [
+            &br#"[1,2]"#[..],
+            br#""x""#,
+            br#"{"type":5}"#,
+            br#"{"email":"a\u0000b"}"#,
+        ] {
             let e = parse(body).unwrap();
             assert_eq!(e.event_type, None);
         }

@@ -77,10 +77,15 @@ impl IngestError {
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut response =
-            (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response();
+        let mut response = (
+            status,
+            Json(json!({ "error": { "code": code, "message": self.to_string() } })),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("5"));
         }
         response
     }
@@ -109,7 +114,11 @@ async fn receive(State(state): State<IngestState>, request: Request) -> Response
     match result {
         Ok((stored, id)) => {
             let duplicate = stored == Stored::Duplicate;
-            let counter = if duplicate { &counters.duplicates } else { &counters.stored };
+            let counter = if duplicate {
+                &counters.duplicates
+            } else {
+                &counters.stored
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             span.record("status", 200);
             info!(duplicate, "webhook stored");
@@ -132,9 +141,12 @@ async fn receive(State(state): State<IngestState>, request: Request) -> Response
 
 async fn ingest(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<(Stored, String), IngestError> {
     let body = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large { IngestError::TooLarge(state.max_body_bytes) } else { IngestError::UnreadableBody }
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            IngestError::TooLarge(state.max_body_bytes)
+        } else {
+            IngestError::UnreadableBody
+        }
     })?;
     // Verify before parsing anything.
     let delivery = state.secrets.verify(headers, &body)?;

@@ -83,7 +83,10 @@ impl WebhookSecrets {
                 secrets.push(webhook);
             }
         }
-        Ok(WebhookSecrets { secrets: Arc::new(secrets), clock: system_clock() })
+        Ok(WebhookSecrets {
+            secrets: Arc::new(secrets),
+            clock: system_clock(),
+        })
     }
 
     /// Checks the tolerance against `clock` instead of the system clock (tests, test vectors).
@@ -131,7 +134,10 @@ impl WebhookSecrets {
         if timestamp > now + TOLERANCE_SECONDS {
             return Err(VerifyError::FutureTimestamp);
         }
-        Ok(Delivery { id: id.to_string(), timestamp })
+        Ok(Delivery {
+            id: id.to_string(),
+            timestamp,
+        })
     }
 
     /// Signs `body` as Svix does, with the first secret: `v1,<base64>` (tools and tests).
@@ -158,12 +164,18 @@ mod tests {
 
     fn headers(id: &str, ts: i64, sig: &str, prefix: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(format!("{prefix}-id").parse::<axum::http::HeaderName>().unwrap(), id.parse().unwrap());
+        h.insert(
+            format!("{prefix}-id").parse::<axum::http::HeaderName>().unwrap(),
+            id.parse().unwrap(),
+        );
         h.insert(
             format!("{prefix}-timestamp").parse::<axum::http::HeaderName>().unwrap(),
             ts.to_string().parse().unwrap(),
         );
-        h.insert(format!("{prefix}-signature").parse::<axum::http::HeaderName>().unwrap(), sig.parse().unwrap());
+        h.insert(
+            format!("{prefix}-signature").parse::<axum::http::HeaderName>().unwrap(),
+            sig.parse().unwrap(),
+        );
         h
     }
 
@@ -173,7 +185,9 @@ mod tests {
         let s = at(1731705121, &["whsec_plJ3nmyCDGBKInavdOK15jsl"]);
         let sig = "v1,rAvfW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0=";
         assert_eq!(s.sign("msg_loFOjxBNrRLzqYUf", 1731705121, body).unwrap(), sig);
-        let d = s.verify(&headers("msg_loFOjxBNrRLzqYUf", 1731705121, sig, "svix"), body).unwrap();
+        let d = s
+            .verify(&headers("msg_loFOjxBNrRLzqYUf", 1731705121, sig, "svix"), body)
+            .unwrap();
         assert_eq!(d.id, "msg_loFOjxBNrRLzqYUf");
     }
 
@@ -192,8 +206,14 @@ mod tests {
         let sig = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
         let h = headers("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, sig, "svix");
         let secret = ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"];
-        assert_eq!(at(1649367553 + 301, &secret).verify(&h, body), Err(VerifyError::StaleTimestamp));
-        assert_eq!(at(1649367553 - 301, &secret).verify(&h, body), Err(VerifyError::FutureTimestamp));
+        assert_eq!(
+            at(1649367553 + 301, &secret).verify(&h, body),
+            Err(VerifyError::StaleTimestamp)
+        );
+        assert_eq!(
+            at(1649367553 - 301, &secret).verify(&h, body),
+            Err(VerifyError::FutureTimestamp)
+        );
         assert!(at(1649367553 + 300, &secret).verify(&h, body).is_ok());
     }
 

@@ -73,7 +73,11 @@ impl InboxWriter {
     /// Stores `row`; returns once the transaction holding it has committed.
     pub async fn write(&self, row: InboxRow) -> Result<Stored, WriteError> {
         let (done, wait) = oneshot::channel();
-        let request = Request { row, done, span: tracing::Span::current() };
+        let request = Request {
+            row,
+            done,
+            span: tracing::Span::current(),
+        };
         self.tx.send(request).await.map_err(|_| WriteError::Stopped)?;
         wait.await.map_err(|_| WriteError::Stopped)?
     }
@@ -164,7 +168,10 @@ async fn insert(pool: &PgPool, rows: &[&InboxRow]) -> Result<Vec<(String, String
     .fetch_all(&mut *tx)
     .await?;
     if !inserted.is_empty() {
-        sqlx::query("SELECT pg_notify($1, '')").bind(INBOX_CHANNEL).execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(INBOX_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(inserted)

@@ -143,3 +143,16 @@ pub fn major_version(version_output: &str) -> Option<String> {
         Some(format!("{first}.{second}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_versions_are_read_from_postgres_version() {
+        let v = "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)";
+        assert_eq!(major_version(v).as_deref(), Some("15"));
+        assert_eq!(major_version("postgres (PostgreSQL) 9.6.24").as_deref(), Some("9.6"));
+        assert_eq!(major_version("postgres (PostgreSQL) 17beta1").as_deref(), Some("17"));
+    }
+}

@@ -73,9 +73,9 @@ pub enum ClusterError {
     },
 
     #[error(
-        "initdb failed for {} ({status}); its output ended with:\n{tail}\nfix the cause above, then \
-         delete {} and start again (or pass a different --data-dir)",
-        pgdata.display(),
+        "initdb failed for {} ({status}); its output ended with:\n{tail}\nfix the cause above and \
+         start again (the incomplete directory is deleted and recreated then), or pass a different \
+         --data-dir",
         pgdata.display()
     )]
     InitdbFailed {
@@ -119,11 +119,7 @@ pub enum ClusterError {
          start again",
         log.display()
     )]
-    StartFailed {
-        status: String,
-        log: PathBuf,
-        tail: String,
-    },
+    StartFailed { status: String, log: PathBuf, tail: String },
 
     #[error(
         "PostgreSQL (pid {pid}) did not become ready within {secs} s; see {} for what it is doing \
@@ -157,14 +153,10 @@ pub enum ClusterError {
     )]
     SocketPathTooLong { path: PathBuf },
 
-    #[error(
-        "could not stop PostgreSQL (pid {pid}): {source}; stop it by hand with `kill -INT {pid}`"
-    )]
+    #[error("could not stop PostgreSQL (pid {pid}): {source}; stop it by hand with `kill -INT {pid}`")]
     Stop { pid: i32, source: io::Error },
 
-    #[error(
-        "internal error in the embedded PostgreSQL support: {0}; this is a bug, please report it"
-    )]
+    #[error("internal error in the embedded PostgreSQL support: {0}; this is a bug, please report it")]
     Internal(String),
 }
 

@@ -6,14 +6,15 @@
 //! to and stopping the cluster ([`Cluster`]), and running it as the `postgres` system user when
 //! clerk-mirror runs as root (initdb and postgres refuse root).
 //!
-//! Files: `cluster.rs` (the cluster and its lifecycle), `binaries.rs` (binary discovery),
-//! `pidfile.rs` (`postmaster.pid`), `spawner.rs` (the postmaster-spawning thread), `sys.rs`
-//! (libc wrappers), `error.rs` ([`ClusterError`]).
+//! Files: `cluster.rs` (the cluster and its lifecycle), `setup.rs` (user, directories, initdb),
+//! `binaries.rs` (binary discovery), `pidfile.rs` (`postmaster.pid`), `spawner.rs` (the
+//! postmaster-spawning thread), `sys.rs` (libc wrappers), `error.rs` ([`ClusterError`]).
 
 pub mod binaries;
 mod cluster;
 mod error;
 mod pidfile;
+mod setup;
 mod spawner;
 mod sys;
 

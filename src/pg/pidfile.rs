@@ -41,3 +41,19 @@ pub(crate) fn parse(text: &str) -> Option<PidFile> {
         status: line(8).map(str::to_owned),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postmaster_pid_file_is_parsed() {
+        let pf = parse("42\n/d\n1700000000\n5432\n/tmp/s\n\n  123 4\nready   \n").unwrap();
+        assert_eq!(pf.pid, 42);
+        assert_eq!(pf.port, Some(5432));
+        assert_eq!(pf.socket_dir.as_deref(), Some(Path::new("/tmp/s")));
+        assert!(pf.is_ready());
+        assert!(!parse("42\n/d\n").unwrap().is_ready());
+        assert!(parse("").is_none());
+    }
+}

@@ -35,15 +35,7 @@ pub(crate) fn lookup_user(name: &str) -> io::Result<Option<RunAs>> {
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the duration of the call and buf_len is buf's length.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
+        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
         if rc == libc::ERANGE && buf_len < (1 << 20) {
             buf_len *= 4;
             continue;
@@ -58,9 +50,7 @@ pub(crate) fn lookup_user(name: &str) -> io::Result<Option<RunAs>> {
             PathBuf::from("/")
         } else {
             // SAFETY: pw_dir points into buf, NUL-terminated, and buf is still alive.
-            PathBuf::from(OsStr::from_bytes(
-                unsafe { CStr::from_ptr(pwd.pw_dir) }.to_bytes(),
-            ))
+            PathBuf::from(OsStr::from_bytes(unsafe { CStr::from_ptr(pwd.pw_dir) }.to_bytes()))
         };
         return Ok(Some(RunAs {
             name: name.to_owned(),

@@ -25,14 +25,19 @@ fn decode<T: for<'r> FromRow<'r, PgRow>>(row: &PgRow) -> Result<Option<Stored<T>
     if row.try_get::<Option<String>, _>("id")?.is_none() {
         return Ok(None);
     }
-    Ok(Some(Stored { record: T::from_row(row)?, update_cursor: row.try_get("update_cursor")? }))
+    Ok(Some(Stored {
+        record: T::from_row(row)?,
+        update_cursor: row.try_get("update_cursor")?,
+    }))
 }
 
 /// Runs `sql` (which selects `head` and the entity's columns) and decodes every row.
 async fn snapshot<T: for<'r> FromRow<'r, PgRow>>(
     pool: &PgPool,
     sql: &'static str,
-    bind: impl FnOnce(sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    bind: impl FnOnce(
+        sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<Snapshot<T>, sqlx::Error> {
     let rows = bind(sqlx::query(sql)).fetch_all(pool).await?;
     let head = match rows.first() {
@@ -45,7 +50,9 @@ async fn snapshot<T: for<'r> FromRow<'r, PgRow>>(
 
 /// The log's head seq.
 pub async fn head(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(pool).await
+    sqlx::query_scalar("SELECT head_seq FROM log_head")
+        .fetch_one(pool)
+        .await
 }
 
 /// The log's id (made once, at the first migration).
@@ -77,7 +84,11 @@ pub async fn organizations_by_id(pool: &PgPool, ids: &[&str]) -> Result<Snapshot
 }
 
 /// A membership by id within an organization.
-pub async fn membership(pool: &PgPool, organization_id: &str, id: &str) -> Result<Snapshot<MembershipRecord>, sqlx::Error> {
+pub async fn membership(
+    pool: &PgPool,
+    organization_id: &str,
+    id: &str,
+) -> Result<Snapshot<MembershipRecord>, sqlx::Error> {
     snapshot(
         pool,
         "SELECT h.head_seq AS head, m.* FROM log_head h
@@ -137,7 +148,11 @@ pub async fn organization_by_slug(pool: &PgPool, slug: &str) -> Result<Snapshot<
 }
 
 /// The user's current membership of the organization.
-pub async fn membership_of(pool: &PgPool, organization_id: &str, user_id: &str) -> Result<Snapshot<MembershipRecord>, sqlx::Error> {
+pub async fn membership_of(
+    pool: &PgPool,
+    organization_id: &str,
+    user_id: &str,
+) -> Result<Snapshot<MembershipRecord>, sqlx::Error> {
     snapshot(
         pool,
         "SELECT h.head_seq AS head, m.* FROM log_head h LEFT JOIN LATERAL (

@@ -244,7 +244,10 @@ impl OrganizationRecord {
             name: str_at(&data, "name"),
             slug: str_at(&data, "slug"),
             image_url: str_at(&data, "image_url"),
-            members_count: data.get("members_count").and_then(Value::as_i64).and_then(|n| i32::try_from(n).ok()),
+            members_count: data
+                .get("members_count")
+                .and_then(Value::as_i64)
+                .and_then(|n| i32::try_from(n).ok()),
             created_at: time_at(&data, "created_at"),
             updated_at: time_at(&data, "updated_at"),
             deleted_at: None,
@@ -303,7 +306,12 @@ impl MembershipRecord {
     }
 
     /// What a tombstone keeps: the id, whose membership it was, and when it ended.
-    pub fn tombstone(id: String, organization_id: String, user_id: String, deleted_at: DateTime<Utc>) -> MembershipRecord {
+    pub fn tombstone(
+        id: String,
+        organization_id: String,
+        user_id: String,
+        deleted_at: DateTime<Utc>,
+    ) -> MembershipRecord {
         MembershipRecord {
             id,
             organization_id,

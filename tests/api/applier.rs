@@ -12,15 +12,27 @@ use crate::events::*;
 use crate::helpers::*;
 
 async fn user_row(pool: &PgPool, id: &str) -> Option<UserRecord> {
-    sqlx::query_as("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(pool).await.unwrap()
+    sqlx::query_as("SELECT * FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
 }
 
 async fn org_row(pool: &PgPool, id: &str) -> Option<OrganizationRecord> {
-    sqlx::query_as("SELECT * FROM organizations WHERE id = $1").bind(id).fetch_optional(pool).await.unwrap()
+    sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
 }
 
 async fn membership_row(pool: &PgPool, id: &str) -> Option<MembershipRecord> {
-    sqlx::query_as("SELECT * FROM memberships WHERE id = $1").bind(id).fetch_optional(pool).await.unwrap()
+    sqlx::query_as("SELECT * FROM memberships WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -42,7 +54,11 @@ async fn changes(pool: &PgPool) -> Vec<ChangeRow> {
 }
 
 async fn changes_of(pool: &PgPool, entity_id: &str) -> Vec<ChangeRow> {
-    changes(pool).await.into_iter().filter(|c| c.entity_id == entity_id).collect()
+    changes(pool)
+        .await
+        .into_iter()
+        .filter(|c| c.entity_id == entity_id)
+        .collect()
 }
 
 async fn emails_of(pool: &PgPool, user_id: &str) -> Vec<String> {
@@ -60,13 +76,18 @@ fn ms(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
 #[tokio::test]
 async fn a_user_created_event_fills_the_projections_and_appends_one_change() {
     let app = spawn_app().await;
-    let ids = app.send_all_and_apply(&[user_event("created", "user_a", T, T, "Ada")]).await;
+    let ids = app
+        .send_all_and_apply(&[user_event("created", "user_a", T, T, "Ada")])
+        .await;
     let u = user_row(&app.pool, "user_a").await.expect("the user");
     assert_eq!(u.first_name.as_deref(), Some("Ada"));
     assert_eq!(u.external_id.as_deref(), Some("ext-user_a"));
     assert_eq!(u.primary_email_address.as_deref(), Some("user_a@Example.com"));
     assert_eq!(u.data.as_ref().unwrap()["private_metadata"], serde_json::json!({}));
-    assert_eq!(emails_of(&app.pool, "user_a").await, vec!["second.user_a@example.org", "user_a@Example.com"]);
+    assert_eq!(
+        emails_of(&app.pool, "user_a").await,
+        vec!["second.user_a@example.org", "user_a@Example.com"]
+    );
     // Lookup rows match case-insensitively through the index on lower(address).
     let found: Option<String> =
         sqlx::query_scalar("SELECT user_id FROM user_email_addresses WHERE lower(email_address) = lower($1)")
@@ -77,14 +98,20 @@ async fn a_user_created_event_fills_the_projections_and_appends_one_change() {
     assert_eq!(found.as_deref(), Some("user_a"));
     let log = changes(&app.pool).await;
     assert_eq!(log.len(), 1);
-    assert_eq!((log[0].seq, log[0].operation.as_str(), log[0].entity_type.as_str()), (1, "created", "user"));
+    assert_eq!(
+        (log[0].seq, log[0].operation.as_str(), log[0].entity_type.as_str()),
+        (1, "created", "user")
+    );
     assert_eq!(log[0].source, format!("webhook:{}", ids[0]));
     let (status, head): (String, i64) = sqlx::query_as("SELECT status, (SELECT head_seq FROM log_head) FROM inbox")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!((status.as_str(), head), ("applied", 1));
-    let cursor: i64 = sqlx::query_scalar("SELECT update_cursor FROM users WHERE id = 'user_a'").fetch_one(&app.pool).await.unwrap();
+    let cursor: i64 = sqlx::query_scalar("SELECT update_cursor FROM users WHERE id = 'user_a'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(cursor, 1);
     app.stop().await;
 }
@@ -98,7 +125,10 @@ async fn an_older_update_arriving_late_changes_nothing_and_emits_no_change() {
         user_event("updated", "user_b", T + 10, T + 30, "Older"),
     ])
     .await;
-    assert_eq!(user_row(&app.pool, "user_b").await.unwrap().first_name.as_deref(), Some("Newest"));
+    assert_eq!(
+        user_row(&app.pool, "user_b").await.unwrap().first_name.as_deref(),
+        Some("Newest")
+    );
     assert_eq!(changes_of(&app.pool, "user_b").await.len(), 2);
     app.stop().await;
 }
@@ -112,14 +142,20 @@ async fn equal_updated_at_is_decided_by_the_envelope_timestamp_then_the_svix_id(
         user_event("updated", "user_c", T + 5, T + 6, "Earlier envelope"),
     ])
     .await;
-    assert_eq!(user_row(&app.pool, "user_c").await.unwrap().first_name.as_deref(), Some("Later envelope"));
+    assert_eq!(
+        user_row(&app.pool, "user_c").await.unwrap().first_name.as_deref(),
+        Some("Later envelope")
+    );
     // Same envelope timestamp too: the greater svix-id wins.
     for id in ["msg_b", "msg_a"] {
         let body = user_event("updated", "user_c2", T + 5, T + 5, id);
         assert_eq!(app.send_as(id, &body).await.status, hyper::StatusCode::OK);
     }
     app.wait_until_applied().await;
-    assert_eq!(user_row(&app.pool, "user_c2").await.unwrap().first_name.as_deref(), Some("msg_b"));
+    assert_eq!(
+        user_row(&app.pool, "user_c2").await.unwrap().first_name.as_deref(),
+        Some("msg_b")
+    );
     assert_eq!(changes_of(&app.pool, "user_c2").await.len(), 1);
     app.stop().await;
 }
@@ -147,12 +183,22 @@ async fn a_delete_before_the_create_leaves_a_tombstone_no_later_create_or_update
 #[tokio::test]
 async fn a_tombstone_keeps_only_the_id_external_id_and_delete_time() {
     let app = spawn_app().await;
-    app.send_all_and_apply(&[user_event("created", "user_e", T, T, "Eve"), user_deleted("user_e", 1_767_225_700)]).await;
+    app.send_all_and_apply(&[
+        user_event("created", "user_e", T, T, "Eve"),
+        user_deleted("user_e", 1_767_225_700),
+    ])
+    .await;
     let u = user_row(&app.pool, "user_e").await.unwrap();
     // A ten-digit envelope timestamp is seconds.
     assert_eq!(ms(u.deleted_at), Some(1_767_225_700_000));
-    assert_eq!(u, UserRecord::tombstone("user_e".into(), Some("ext-user_e".into()), u.deleted_at.unwrap()));
-    assert!(emails_of(&app.pool, "user_e").await.is_empty(), "email lookup rows must go");
+    assert_eq!(
+        u,
+        UserRecord::tombstone("user_e".into(), Some("ext-user_e".into()), u.deleted_at.unwrap())
+    );
+    assert!(
+        emails_of(&app.pool, "user_e").await.is_empty(),
+        "email lookup rows must go"
+    );
     let phones: i64 = sqlx::query_scalar("SELECT count(*) FROM user_phone_numbers WHERE user_id = 'user_e'")
         .fetch_one(&app.pool)
         .await
@@ -177,8 +223,15 @@ async fn a_membership_deleted_event_with_an_old_updated_at_still_ends_the_member
     .await;
     let m = membership_row(&app.pool, "orgmem_f").await.unwrap();
     assert_eq!(ms(m.deleted_at), Some(T + 60));
-    assert_eq!((m.organization_id.as_str(), m.user_id.as_str(), m.role.as_deref()), ("org_f", "user_f", None));
-    let ops: Vec<String> = changes_of(&app.pool, "orgmem_f").await.into_iter().map(|c| c.operation).collect();
+    assert_eq!(
+        (m.organization_id.as_str(), m.user_id.as_str(), m.role.as_deref()),
+        ("org_f", "user_f", None)
+    );
+    let ops: Vec<String> = changes_of(&app.pool, "orgmem_f")
+        .await
+        .into_iter()
+        .map(|c| c.operation)
+        .collect();
     assert_eq!(ops, ["created", "updated", "deleted"]);
     app.stop().await;
 }
@@ -195,11 +248,18 @@ async fn deleting_an_organization_ends_each_of_its_memberships_with_a_change_of_
     ])
     .await;
     for id in ["orgmem_g1", "orgmem_g2"] {
-        assert_eq!(ms(membership_row(&app.pool, id).await.unwrap().deleted_at), Some(T + 90), "{id}");
+        assert_eq!(
+            ms(membership_row(&app.pool, id).await.unwrap().deleted_at),
+            Some(T + 90),
+            "{id}"
+        );
         let last = changes_of(&app.pool, id).await.pop().unwrap();
         assert_eq!(last.operation, "deleted");
     }
-    assert_eq!(membership_row(&app.pool, "orgmem_other").await.unwrap().deleted_at, None);
+    assert_eq!(
+        membership_row(&app.pool, "orgmem_other").await.unwrap().deleted_at,
+        None
+    );
     let o = org_row(&app.pool, "org_g").await.unwrap();
     assert_eq!(o, OrganizationRecord::tombstone("org_g".into(), o.deleted_at.unwrap()));
     app.stop().await;
@@ -217,7 +277,11 @@ async fn deleting_a_user_ends_their_memberships() {
     ])
     .await;
     for id in ["orgmem_h1", "orgmem_h2"] {
-        assert_eq!(ms(membership_row(&app.pool, id).await.unwrap().deleted_at), Some(T + 70), "{id}");
+        assert_eq!(
+            ms(membership_row(&app.pool, id).await.unwrap().deleted_at),
+            Some(T + 70),
+            "{id}"
+        );
     }
     assert_eq!(membership_row(&app.pool, "orgmem_h3").await.unwrap().deleted_at, None);
     app.stop().await;
@@ -236,7 +300,10 @@ async fn a_membership_event_for_an_organization_or_user_already_deleted_is_store
     let m1 = membership_row(&app.pool, "orgmem_i1").await.unwrap();
     assert_eq!(ms(m1.deleted_at), Some(T + 40));
     assert_eq!(m1.role, None);
-    assert_eq!(ms(membership_row(&app.pool, "orgmem_i2").await.unwrap().deleted_at), Some(T + 30));
+    assert_eq!(
+        ms(membership_row(&app.pool, "orgmem_i2").await.unwrap().deleted_at),
+        Some(T + 30)
+    );
     app.stop().await;
 }
 
@@ -244,7 +311,16 @@ async fn a_membership_event_for_an_organization_or_user_already_deleted_is_store
 async fn a_membership_before_its_user_and_organization_is_stored_and_its_snapshots_never_overwrite_them() {
     let app = spawn_app().await;
     // First the membership alone: stored, with the snapshots it carries.
-    app.send_all_and_apply(&[membership_event("created", "orgmem_j", "org_j", "user_j", T, T, "org:admin")]).await;
+    app.send_all_and_apply(&[membership_event(
+        "created",
+        "orgmem_j",
+        "org_j",
+        "user_j",
+        T,
+        T,
+        "org:admin",
+    )])
+    .await;
     let m = membership_row(&app.pool, "orgmem_j").await.unwrap();
     assert_eq!(m.data.as_ref().unwrap()["organization"]["name"], "Snapshot name");
     assert_eq!(m.data.as_ref().unwrap()["public_user_data"]["first_name"], "Snap");
@@ -257,17 +333,27 @@ async fn a_membership_before_its_user_and_organization_is_stored_and_its_snapsho
         membership_event("updated", "orgmem_j", "org_j", "user_j", T + 20, T + 20, "org:member"),
     ])
     .await;
-    assert_eq!(org_row(&app.pool, "org_j").await.unwrap().name.as_deref(), Some("Real name"));
-    assert_eq!(user_row(&app.pool, "user_j").await.unwrap().first_name.as_deref(), Some("Real"));
+    assert_eq!(
+        org_row(&app.pool, "org_j").await.unwrap().name.as_deref(),
+        Some("Real name")
+    );
+    assert_eq!(
+        user_row(&app.pool, "user_j").await.unwrap().first_name.as_deref(),
+        Some("Real")
+    );
     assert_eq!(changes_of(&app.pool, "org_j").await.len(), 1);
-    assert_eq!(membership_row(&app.pool, "orgmem_j").await.unwrap().role.as_deref(), Some("org:member"));
+    assert_eq!(
+        membership_row(&app.pool, "orgmem_j").await.unwrap().role.as_deref(),
+        Some("org:member")
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn session_and_unknown_events_are_kept_in_the_inbox_and_never_touch_the_projections() {
     let app = spawn_app().await;
-    app.send_all_and_apply(&[user_event("created", "user_k", T, T, "Kay")]).await;
+    app.send_all_and_apply(&[user_event("created", "user_k", T, T, "Kay")])
+        .await;
     let session = envelope(
         "session.created",
         T + 100,
@@ -275,8 +361,14 @@ async fn session_and_unknown_events_are_kept_in_the_inbox_and_never_touch_the_pr
     );
     let other = envelope("role.updated", T + 100, serde_json::json!({"id": "role_1"}));
     app.send_all_and_apply(&[session, other]).await;
-    assert_eq!(user_row(&app.pool, "user_k").await.unwrap().first_name.as_deref(), Some("Kay"));
-    let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'skipped'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(
+        user_row(&app.pool, "user_k").await.unwrap().first_name.as_deref(),
+        Some("Kay")
+    );
+    let skipped: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'skipped'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(skipped, 2);
     assert_eq!(changes(&app.pool).await.len(), 1);
     app.stop().await;
@@ -286,9 +378,15 @@ async fn session_and_unknown_events_are_kept_in_the_inbox_and_never_touch_the_pr
 async fn an_unparsable_verified_event_becomes_a_dead_letter_and_the_next_events_apply() {
     let app = spawn_app().await;
     let bad = envelope("user.updated", T, serde_json::json!({"first_name": "no id"}));
-    let ids = app.send_all_and_apply(&[bad, user_event("created", "user_l", T, T, "Lee")]).await;
+    let ids = app
+        .send_all_and_apply(&[bad, user_event("created", "user_l", T, T, "Lee")])
+        .await;
     let (status, error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, error FROM inbox WHERE event_key = $1").bind(&ids[0]).fetch_one(&app.pool).await.unwrap();
+        sqlx::query_as("SELECT status, error FROM inbox WHERE event_key = $1")
+            .bind(&ids[0])
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(status, "failed");
     assert!(error.unwrap().contains("id"));
     assert!(user_row(&app.pool, "user_l").await.is_some());
@@ -301,7 +399,10 @@ async fn rows_acknowledged_while_no_applier_runs_are_applied_once_one_starts() {
     let idle = spawn_app_with_applier(cluster, &name, false).await;
     idle.send(&user_event("created", "user_m", T, T, "Em")).await;
     idle.send(&org_event("created", "org_m", T, T, "Org")).await;
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'pending'").fetch_one(&idle.pool).await.unwrap();
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'pending'")
+        .fetch_one(&idle.pool)
+        .await
+        .unwrap();
     assert_eq!(pending, 2);
     idle.stop().await;
     let app = spawn_app_with_applier(cluster, &name, true).await;
@@ -312,16 +413,29 @@ async fn rows_acknowledged_while_no_applier_runs_are_applied_once_one_starts() {
 }
 
 async fn spawn_app_with_applier(cluster: &clerk_mirror::pg::Cluster, name: &str, applier: bool) -> TestApp {
-    spawn_app_on(cluster, name, AppOptions { applier, ..Default::default() }).await
+    spawn_app_on(
+        cluster,
+        name,
+        AppOptions {
+            applier,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn the_applier_wakes_on_insert_not_by_polling() {
     // With the fallback poll an hour away, only the inbox notification can wake it in time.
-    let app = spawn_app_with(AppOptions { idle_poll: std::time::Duration::from_secs(3600), ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        idle_poll: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await;
     // Let it catch up and go idle first.
     wait_for_lock_holder(&app.pool, None).await;
-    app.send_all_and_apply(&[user_event("created", "user_w", T, T, "Wake")]).await;
+    app.send_all_and_apply(&[user_event("created", "user_w", T, T, "Wake")])
+        .await;
     assert!(user_row(&app.pool, "user_w").await.is_some());
     app.stop().await;
 }
@@ -332,7 +446,10 @@ async fn changes_are_announced_on_the_changes_channel() {
     let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool).await.unwrap();
     listener.listen(applier::CHANGES_CHANNEL).await.unwrap();
     app.send(&user_event("created", "user_n", T, T, "En")).await;
-    let note = tokio::time::timeout(std::time::Duration::from_secs(30), listener.recv()).await.expect("a notification").unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(30), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
     assert_eq!(note.payload(), "", "the notification is a wake-up only");
     app.stop().await;
 }
@@ -341,7 +458,13 @@ async fn changes_are_announced_on_the_changes_channel() {
 
 /// The story over two users, one organization and two memberships (ids suffixed per run).
 fn story(s: &str) -> Vec<String> {
-    let (u1, u2, o, m1, m2) = (format!("user_1{s}"), format!("user_2{s}"), format!("org_{s}"), format!("orgmem_1{s}"), format!("orgmem_2{s}"));
+    let (u1, u2, o, m1, m2) = (
+        format!("user_1{s}"),
+        format!("user_2{s}"),
+        format!("org_{s}"),
+        format!("orgmem_1{s}"),
+        format!("orgmem_2{s}"),
+    );
     vec![
         user_event("created", &u1, T, T, "Ada"),
         user_event("created", &u2, T + 1, T + 1, "Bob"),
@@ -376,7 +499,13 @@ impl Rng {
 
 /// The projections of one run, as JSON with the run's suffix taken out.
 async fn snapshot(pool: &PgPool, s: &str) -> String {
-    let ids = [format!("user_1{s}"), format!("user_2{s}"), format!("org_{s}"), format!("orgmem_1{s}"), format!("orgmem_2{s}")];
+    let ids = [
+        format!("user_1{s}"),
+        format!("user_2{s}"),
+        format!("org_{s}"),
+        format!("orgmem_1{s}"),
+        format!("orgmem_2{s}"),
+    ];
     let mut out = BTreeMap::new();
     out.insert("u1", serde_json::to_value(user_row(pool, &ids[0]).await).unwrap());
     out.insert("u2", serde_json::to_value(user_row(pool, &ids[1]).await).unwrap());
@@ -395,7 +524,12 @@ async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[ChangeRow
     let mut state: BTreeMap<String, Value> = BTreeMap::new();
     for c in log.iter().copied() {
         let before = state.get(&c.entity_id);
-        assert_eq!(c.previous.as_ref(), before, "run {s}: change {} has the wrong previous state", c.seq);
+        assert_eq!(
+            c.previous.as_ref(),
+            before,
+            "run {s}: change {} has the wrong previous state",
+            c.seq
+        );
         assert_ne!(Some(&c.state), before, "run {s}: change {} changes nothing", c.seq);
         state.insert(c.entity_id.clone(), c.state.clone());
     }
@@ -405,7 +539,10 @@ async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[ChangeRow
             "org_" => serde_json::to_value(org_row(pool, id).await.unwrap()).unwrap(),
             _ => serde_json::to_value(membership_row(pool, id).await.unwrap()).unwrap(),
         };
-        assert_eq!(&stored, last, "run {s}: the changes of {id} do not end in its projection");
+        assert_eq!(
+            &stored, last,
+            "run {s}: the changes of {id} do not end in its projection"
+        );
     }
     log.len()
 }
@@ -429,7 +566,9 @@ async fn insert_inbox(conn: &mut PgConnection, key: &str, body: &str) {
 async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_only_effective_changes() {
     let (cluster, name) = shared_database().await;
     let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name)).await.unwrap();
+    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
+        .await
+        .unwrap();
     const RUNS: usize = 320;
     let seed = 0x5eed_1234_u64;
     let mut rng = Rng(seed);
@@ -450,7 +589,11 @@ async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_on
             }
         }
         for i in order {
-            let (key, body) = if i >= 100 { (format!("msg{s}_{}_replay", i - 100), &events[i - 100]) } else { (format!("msg{s}_{i}"), &events[i]) };
+            let (key, body) = if i >= 100 {
+                (format!("msg{s}_{}_replay", i - 100), &events[i - 100])
+            } else {
+                (format!("msg{s}_{i}"), &events[i])
+            };
             insert_inbox(&mut conn, &key, body).await;
         }
         // Vary batch boundaries: some runs alone in small batches, others piled up.
@@ -467,7 +610,11 @@ async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_on
     assert_eq!(reference_changes, 13);
     for run in 1..RUNS {
         let s = format!("_r{run}");
-        assert_eq!(snapshot(&pool, &s).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
+        assert_eq!(
+            snapshot(&pool, &s).await,
+            reference,
+            "run {run} (seed {seed:#x}) ended elsewhere"
+        );
         check_changes_replay_to_the_projections(&pool, &all, &s).await;
     }
     // Gap-free, strictly increasing seq, and the head agrees.
@@ -477,7 +624,10 @@ async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_on
             .await
             .unwrap();
     assert_eq!((min, max, head), (1, count, count));
-    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status <> 'applied'").fetch_one(&pool).await.unwrap();
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status <> 'applied'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(failed, 0);
     pool.close().await;
 }
@@ -515,8 +665,12 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
     use crate::process::Served;
     let (cluster, name) = shared_database().await;
     let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let args: Vec<std::ffi::OsString> =
-        vec!["--database-url".into(), cluster.url(&name).into(), "--webhook-secret".into(), SECRET.into()];
+    let args: Vec<std::ffi::OsString> = vec![
+        "--database-url".into(),
+        cluster.url(&name).into(),
+        "--webhook-secret".into(),
+        SECRET.into(),
+    ];
     let a = Served::start(&args).await;
     let b = Served::start(&args).await;
     let holder = wait_for_lock_holder(&pool, None).await;
@@ -536,14 +690,20 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
     wait_for_lock_holder(&pool, Some(holder)).await;
     for i in 60..120 {
         let body = user_event("created", &format!("user_t{i}"), T, T, "Tee");
-        assert_eq!(follower.send_as(&format!("msg_t{i}"), &body).await.status, hyper::StatusCode::OK);
+        assert_eq!(
+            follower.send_as(&format!("msg_t{i}"), &body).await.status,
+            hyper::StatusCode::OK
+        );
         acked += 1;
     }
     wait_until_applied(&pool).await;
     follower.terminate().await;
 
     let (stored, applied): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'applied') FROM inbox").fetch_one(&pool).await.unwrap();
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'applied') FROM inbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(stored, applied);
     assert!(stored >= acked, "an acknowledged webhook was lost");
     let (changes, users, min, max, head): (i64, i64, Option<i64>, Option<i64>, i64) = sqlx::query_as(

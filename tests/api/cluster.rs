@@ -82,8 +82,7 @@ fn make_fake_bin_dir(dir: &Path, programs: &[&str]) {
     for program in programs {
         let path = dir.join(program);
         std::fs::write(&path, "#!/bin/sh\n").expect("write a fake program");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .expect("make it executable");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("make it executable");
     }
 }
 
@@ -217,10 +216,7 @@ async fn a_cluster_started_twice_on_one_data_dir_is_attached_not_duplicated() {
     // Dropping the owner without stop() still shuts the server down.
     let pid = owner.pid().expect("pid");
     drop(owner);
-    assert!(
-        !is_running(pid),
-        "postmaster {pid} survived its owner's drop"
-    );
+    assert!(!is_running(pid), "postmaster {pid} survived its owner's drop");
 }
 
 #[tokio::test]
@@ -267,10 +263,7 @@ async fn a_killed_postmaster_is_replaced_on_the_next_start_with_committed_data_i
     assert!(!is_running(pid));
     assert!(crashed.pid().is_none());
     drop(conn);
-    crashed
-        .stop()
-        .await
-        .expect("stop after kill releases the lock");
+    crashed.stop().await.expect("stop after kill releases the lock");
     drop(crashed);
 
     let mut restarted = start(tmp.join("cluster")).await;
@@ -336,10 +329,7 @@ async fn a_non_empty_pgdata_that_is_not_a_cluster_is_refused_with_advice() {
     assert!(matches!(err, ClusterError::NotADataDir { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("--data-dir"), "{message}");
-    assert!(
-        data_dir.join("pgdata/notes.txt").exists(),
-        "user files were touched"
-    );
+    assert!(data_dir.join("pgdata/notes.txt").exists(), "user files were touched");
 }
 
 #[tokio::test]
@@ -375,10 +365,7 @@ async fn a_data_dir_the_postgres_user_cannot_reach_is_refused_with_a_data_dir_hi
     let err = Cluster::start(test_options(private.join("cluster")))
         .await
         .expect_err("the postgres user cannot traverse a mode-700 root directory");
-    assert!(
-        matches!(err, ClusterError::DataDirUnreachable { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ClusterError::DataDirUnreachable { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("--data-dir"), "{message}");
     assert!(message.contains("postgres"), "{message}");
@@ -416,10 +403,7 @@ fn with_no_postgresql_anywhere_the_error_says_how_to_install_it() {
     assert!(matches!(err, ClusterError::BinariesNotFound), "{err:?}");
     let message = err.to_string();
     for advice in ["apt-get install postgresql", "PG_BIN_DIR", "--database-url"] {
-        assert!(
-            message.contains(advice),
-            "{advice:?} missing from: {message}"
-        );
+        assert!(message.contains(advice), "{advice:?} missing from: {message}");
     }
 }
 
@@ -443,43 +427,29 @@ fn binaries_are_searched_in_pg_config_then_newest_version_then_path_order() {
         versioned_root: Some(root.clone()),
         ..nothing.clone()
     };
-    assert_eq!(
-        pg::find_bin_dir(&versioned).expect("found"),
-        root.join("10/bin")
-    );
+    assert_eq!(pg::find_bin_dir(&versioned).expect("found"), root.join("10/bin"));
 
     // pg_config comes first.
     let configured = tmp.join("configured/bin");
     make_fake_bin_dir(&configured, &["initdb", "postgres"]);
     let pg_config = tmp.join("pg_config");
-    std::fs::write(
-        &pg_config,
-        format!("#!/bin/sh\necho {}\n", configured.display()),
-    )
-    .expect("write a fake pg_config");
+    std::fs::write(&pg_config, format!("#!/bin/sh\necho {}\n", configured.display())).expect("write a fake pg_config");
     std::fs::set_permissions(&pg_config, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let with_pg_config = BinDirSources {
         pg_config: Some(pg_config),
         ..versioned.clone()
     };
-    assert_eq!(
-        pg::find_bin_dir(&with_pg_config).expect("found"),
-        configured
-    );
+    assert_eq!(pg::find_bin_dir(&with_pg_config).expect("found"), configured);
 
     // PATH last, following a symlinked initdb to the real bin directory.
     let on_path = tmp.join("on-path");
     std::fs::create_dir_all(&on_path).expect("create");
-    std::os::unix::fs::symlink(root.join("9.6/bin/initdb"), on_path.join("initdb"))
-        .expect("symlink");
+    std::os::unix::fs::symlink(root.join("9.6/bin/initdb"), on_path.join("initdb")).expect("symlink");
     let path_only = BinDirSources {
         path: Some(std::env::join_paths([tmp.join("empty"), on_path]).expect("join")),
         ..nothing
     };
-    assert_eq!(
-        pg::find_bin_dir(&path_only).expect("found"),
-        root.join("9.6/bin")
-    );
+    assert_eq!(pg::find_bin_dir(&path_only).expect("found"), root.join("9.6/bin"));
 }
 
 #[test]
@@ -493,8 +463,7 @@ fn this_machine_has_postgresql_binaries() {
 /// that owns a cluster until it is SIGKILLed.
 const CHILD_DATA_DIR: &str = "CLERK_MIRROR_TEST_OWNER_DATA_DIR";
 const CHILD_DIE_WITH_PARENT: &str = "CLERK_MIRROR_TEST_OWNER_DIE_WITH_PARENT";
-const CHILD_TEST: &str =
-    "cluster::the_helper_process_of_the_owner_death_tests_does_nothing_as_a_plain_test";
+const CHILD_TEST: &str = "cluster::the_helper_process_of_the_owner_death_tests_does_nothing_as_a_plain_test";
 
 #[tokio::test]
 async fn the_helper_process_of_the_owner_death_tests_does_nothing_as_a_plain_test() {
@@ -508,35 +477,37 @@ async fn the_helper_process_of_the_owner_death_tests_does_nothing_as_a_plain_tes
     })
     .await
     .expect("start the cluster in the helper process");
-    println!("READY {}", cluster.pid().expect("pid"));
+    println!(
+        "READY {} {}",
+        cluster.pid().expect("pid"),
+        cluster.socket_dir().display()
+    );
     // Wait to be SIGKILLed.
     tokio::time::sleep(std::time::Duration::from_secs(120)).await;
     panic!("the helper process was not killed");
 }
 
 /// Runs the helper process on `data_dir`, waits until its cluster is ready, SIGKILLs it, and
-/// returns its postmaster's pid.
-async fn start_in_a_process_then_sigkill_it(data_dir: &Path, die_with_parent: bool) -> i32 {
+/// returns its postmaster's pid and socket directory.
+async fn start_in_a_process_then_sigkill_it(data_dir: &Path, die_with_parent: bool) -> (i32, PathBuf) {
     use tokio::io::AsyncBufReadExt;
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = tokio::process::Command::new(exe)
+    // This very binary, even if cargo is rewriting the file at its path meanwhile.
+    let mut child = tokio::process::Command::new("/proc/self/exe")
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DATA_DIR, data_dir)
-        .env(
-            CHILD_DIE_WITH_PARENT,
-            if die_with_parent { "1" } else { "0" },
-        )
+        .env(CHILD_DIE_WITH_PARENT, if die_with_parent { "1" } else { "0" })
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the helper process");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let pid = tokio::time::timeout(std::time::Duration::from_secs(90), async {
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(90), async {
         while let Some(line) = lines.next_line().await.expect("read the helper's output") {
             // libtest prints "test <name> ... " without a newline first.
-            if let Some((_, pid)) = line.split_once("READY ") {
-                return pid.trim().parse::<i32>().expect("a pid");
+            if let Some((_, ready)) = line.split_once("READY ") {
+                let (pid, socket_dir) = ready.trim().split_once(' ').expect("pid and socket dir");
+                return (pid.parse::<i32>().expect("a pid"), PathBuf::from(socket_dir));
             }
         }
         panic!("the helper process ended without starting its cluster");
@@ -545,21 +516,20 @@ async fn start_in_a_process_then_sigkill_it(data_dir: &Path, die_with_parent: bo
     .expect("the helper process started its cluster in time");
     child.start_kill().expect("SIGKILL the helper process");
     child.wait().await.expect("reap the helper process");
-    pid
+    ready
 }
 
 #[tokio::test]
 async fn a_test_cluster_dies_with_its_process_even_when_the_process_is_sigkilled() {
     let tmp = TempDir::new("pdeathsig");
-    let pid = start_in_a_process_then_sigkill_it(&tmp.join("cluster"), true).await;
+    let (pid, socket_dir) = start_in_a_process_then_sigkill_it(&tmp.join("cluster"), true).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while is_running(pid) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(
-        !is_running(pid),
-        "postmaster {pid} outlived its SIGKILLed parent"
-    );
+    assert!(!is_running(pid), "postmaster {pid} outlived its SIGKILLed parent");
+    // A SIGKILLed server leaves its socket behind.
+    let _ = std::fs::remove_dir_all(socket_dir);
 }
 
 /// If the test fails half-way, SIGKILLs the orphaned postmaster that nothing else would stop
@@ -568,9 +538,8 @@ struct KillPostmasterOnDrop(i32, PathBuf);
 
 impl Drop for KillPostmasterOnDrop {
     fn drop(&mut self) {
-        let ours = std::fs::read(format!("/proc/{}/cmdline", self.0)).is_ok_and(|cmdline| {
-            String::from_utf8_lossy(&cmdline).contains(&*self.1.to_string_lossy())
-        });
+        let ours = std::fs::read(format!("/proc/{}/cmdline", self.0))
+            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&*self.1.to_string_lossy()));
         if ours && is_running(self.0) {
             // SAFETY: kill has no memory-safety preconditions; the pid is positive.
             unsafe { libc::kill(self.0, libc::SIGKILL) };
@@ -581,7 +550,7 @@ impl Drop for KillPostmasterOnDrop {
 #[tokio::test]
 async fn a_served_cluster_survives_a_sigkilled_owner_and_the_next_start_adopts_it() {
     let tmp = TempDir::new("survive");
-    let pid = start_in_a_process_then_sigkill_it(&tmp.join("cluster"), false).await;
+    let (pid, _) = start_in_a_process_then_sigkill_it(&tmp.join("cluster"), false).await;
     let _guard = KillPostmasterOnDrop(pid, tmp.join("cluster"));
     assert!(is_running(pid), "postmaster {pid} died with its parent");
 
@@ -620,11 +589,9 @@ async fn a_socket_held_by_another_server_is_reported_as_such() {
     let mut other = other.spawn().expect("spawn a stand-in for another server");
     std::fs::create_dir_all(&socket_dir).expect("create the socket dir");
     let lock = socket_dir.join(".s.PGSQL.5432.lock");
-    std::fs::write(&lock, format!("{}\n/elsewhere\n0\n5432\n", other.id()))
-        .expect("write a foreign socket lock");
+    std::fs::write(&lock, format!("{}\n/elsewhere\n0\n5432\n", other.id())).expect("write a foreign socket lock");
     for path in [&socket_dir, &lock] {
-        std::os::unix::fs::chown(path, Some(server_user.uid()), Some(server_user.gid()))
-            .expect("chown");
+        std::os::unix::fs::chown(path, Some(server_user.uid()), Some(server_user.gid())).expect("chown");
     }
     std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
 
@@ -633,12 +600,33 @@ async fn a_socket_held_by_another_server_is_reported_as_such() {
     let _ = other.wait();
     let _ = std::fs::remove_dir_all(&socket_dir);
     let err = result.expect_err("PostgreSQL refuses a socket another server holds");
-    assert!(
-        matches!(err, ClusterError::AnotherPostmaster { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ClusterError::AnotherPostmaster { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("another PostgreSQL server already holds"), "{message}");
     assert!(message.contains(".s.PGSQL.5432.lock"), "{message}");
     assert!(message.contains("--data-dir"), "{message}");
+}
+
+#[tokio::test]
+async fn a_server_that_fails_to_start_is_reported_with_the_end_of_its_log() {
+    let tmp = TempDir::new("bad-conf");
+    let mut cluster = start(tmp.join("cluster")).await;
+    cluster.stop().await.expect("stop");
+    let conf = cluster.pgdata().join("postgresql.conf");
+    let good = std::fs::read_to_string(&conf).expect("read postgresql.conf");
+    drop(cluster);
+    std::fs::write(&conf, format!("{good}\nno_such_setting_here = 1\n")).expect("break the conf");
+
+    let err = Cluster::start(test_options(tmp.join("cluster")))
+        .await
+        .expect_err("PostgreSQL refuses an unknown setting");
+    assert!(matches!(err, ClusterError::StartFailed { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("no_such_setting_here"), "{message}");
+    assert!(message.contains("postgres.log"), "{message}");
+
+    // Once fixed, it starts.
+    std::fs::write(&conf, good).expect("repair the conf");
+    let mut cluster = start(tmp.join("cluster")).await;
+    cluster.stop().await.expect("stop");
 }

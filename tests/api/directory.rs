@@ -13,14 +13,20 @@ use crate::events::*;
 use crate::helpers::*;
 
 async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
-    DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr)).await.expect("connect")
+    DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
+        .await
+        .expect("connect")
 }
 
 /// Asserts a status's code and its ErrorInfo reason (domain `clerkmirror`).
 fn assert_error(status: &tonic::Status, code: Code, reason: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     let info = status.get_details_error_info().expect("an ErrorInfo");
-    assert_eq!((info.reason.as_str(), info.domain.as_str()), (reason, "clerkmirror"), "{status:?}");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        (reason, "clerkmirror"),
+        "{status:?}"
+    );
 }
 
 /// A story: two users, an org, a membership; user_z2 then deleted.
@@ -42,9 +48,19 @@ async fn seeded() -> TestApp {
 async fn get_user_returns_the_user_and_the_cursor_its_read_reflects() {
     let app = seeded().await;
     let mut c = client(&app).await;
-    let r = c.get_user(pb::GetUserRequest { name: "users/user_z1".into(), show_deleted: false }).await.unwrap().into_inner();
+    let r = c
+        .get_user(pb::GetUserRequest {
+            name: "users/user_z1".into(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let u = r.user.unwrap();
-    assert_eq!((u.name.as_str(), u.first_name.as_str(), u.external_id.as_str()), ("users/user_z1", "Zed", "ext-user_z1"));
+    assert_eq!(
+        (u.name.as_str(), u.first_name.as_str(), u.external_id.as_str()),
+        ("users/user_z1", "Zed", "ext-user_z1")
+    );
     assert_eq!(u.primary_email_address, "user_z1@Example.com");
     assert_eq!(u.email_addresses.len(), 2);
     assert_eq!(u.email_addresses[0].verification_status, "verified");
@@ -52,13 +68,28 @@ async fn get_user_returns_the_user_and_the_cursor_its_read_reflects() {
     assert_eq!(u.create_time.unwrap().seconds, T / 1000);
     assert!(u.delete_time.is_none());
     let public = u.public_metadata.unwrap();
-    assert_eq!(public.fields["plan"].kind, Some(prost_types::value::Kind::StringValue("free".into())));
-    assert!(u.private_metadata.unwrap().fields.is_empty(), "null private metadata reads as {{}}");
+    assert_eq!(
+        public.fields["plan"].kind,
+        Some(prost_types::value::Kind::StringValue("free".into()))
+    );
+    assert!(
+        u.private_metadata.unwrap().fields.is_empty(),
+        "null private metadata reads as {{}}"
+    );
     // The cursor is the head of the log at that read; update_cursor the change that made the user.
-    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(&app.pool).await.unwrap();
-    let log_id: String = sqlx::query_scalar("SELECT log_id FROM log_head").fetch_one(&app.pool).await.unwrap();
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let log_id: String = sqlx::query_scalar("SELECT log_id FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(Cursor::decode(&r.cursor).unwrap(), Cursor::new(&log_id, head));
-    let made: i64 = sqlx::query_scalar("SELECT update_cursor FROM users WHERE id = 'user_z1'").fetch_one(&app.pool).await.unwrap();
+    let made: i64 = sqlx::query_scalar("SELECT update_cursor FROM users WHERE id = 'user_z1'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(Cursor::decode(&u.update_cursor).unwrap().seq, made);
     app.stop().await;
 }
@@ -67,44 +98,110 @@ async fn get_user_returns_the_user_and_the_cursor_its_read_reflects() {
 async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_deleted() {
     let app = seeded().await;
     let mut c = client(&app).await;
-    let e = c.get_user(pb::GetUserRequest { name: "users/user_nobody".into(), show_deleted: false }).await.unwrap_err();
+    let e = c
+        .get_user(pb::GetUserRequest {
+            name: "users/user_nobody".into(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
     let info = e.get_details_error_info().unwrap();
     assert_eq!(info.metadata["resourceName"], "users/user_nobody");
     // The miss says which snapshot it read, so a caller can watch from there for the user.
-    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(&app.pool).await.unwrap();
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(Cursor::decode(&info.metadata["cursor"]).unwrap().seq, head);
-    let e = c.get_user(pb::GetUserRequest { name: "users/user_z2".into(), show_deleted: false }).await.unwrap_err();
+    let e = c
+        .get_user(pb::GetUserRequest {
+            name: "users/user_z2".into(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
-    let tomb = c.get_user(pb::GetUserRequest { name: "users/user_z2".into(), show_deleted: true }).await.unwrap().into_inner();
+    let tomb = c
+        .get_user(pb::GetUserRequest {
+            name: "users/user_z2".into(),
+            show_deleted: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let u = tomb.user.unwrap();
     assert_eq!(u.delete_time.unwrap().seconds, (T + 10) / 1000);
-    assert_eq!((u.first_name.as_str(), u.email_addresses.len(), u.external_id.as_str()), ("", 0, "ext-user_z2"));
+    assert_eq!(
+        (u.first_name.as_str(), u.email_addresses.len(), u.external_id.as_str()),
+        ("", 0, "ext-user_z2")
+    );
 
-    let o = c.get_organization(pb::GetOrganizationRequest { name: "organizations/org_z".into(), show_deleted: false }).await.unwrap();
+    let o = c
+        .get_organization(pb::GetOrganizationRequest {
+            name: "organizations/org_z".into(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap();
     let o = o.into_inner().organization.unwrap();
-    assert_eq!((o.display_name.as_str(), o.slug.as_str(), o.members_count), ("Zeta", "slug-org_z", 2));
-    let e = c.get_organization(pb::GetOrganizationRequest { name: "organizations/org_none".into(), show_deleted: true }).await.unwrap_err();
+    assert_eq!(
+        (o.display_name.as_str(), o.slug.as_str(), o.members_count),
+        ("Zeta", "slug-org_z", 2)
+    );
+    let e = c
+        .get_organization(pb::GetOrganizationRequest {
+            name: "organizations/org_none".into(),
+            show_deleted: true,
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
 
     let m = c
-        .get_membership(pb::GetMembershipRequest { name: "organizations/org_z/memberships/orgmem_z1".into(), show_deleted: false })
+        .get_membership(pb::GetMembershipRequest {
+            name: "organizations/org_z/memberships/orgmem_z1".into(),
+            show_deleted: false,
+        })
         .await
         .unwrap()
         .into_inner()
         .membership
         .unwrap();
-    assert_eq!((m.role.as_str(), m.user_id.as_str(), m.organization.unwrap().display_name.as_str()), ("org:admin", "user_z1", "Snapshot name"));
+    assert_eq!(
+        (
+            m.role.as_str(),
+            m.user_id.as_str(),
+            m.organization.unwrap().display_name.as_str()
+        ),
+        ("org:admin", "user_z1", "Snapshot name")
+    );
     assert_eq!(m.public_user_data.unwrap().first_name, "Snap");
     // Ended with its user: NOT_FOUND, or the tombstone with show_deleted.
     let name = "organizations/org_z/memberships/orgmem_z2".to_string();
-    let e = c.get_membership(pb::GetMembershipRequest { name: name.clone(), show_deleted: false }).await.unwrap_err();
+    let e = c
+        .get_membership(pb::GetMembershipRequest {
+            name: name.clone(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
-    let ended = c.get_membership(pb::GetMembershipRequest { name, show_deleted: true }).await.unwrap().into_inner();
+    let ended = c
+        .get_membership(pb::GetMembershipRequest {
+            name,
+            show_deleted: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ended.membership.unwrap().delete_time.unwrap().seconds, (T + 10) / 1000);
     // The right id under the wrong organization is not found.
     let e = c
-        .get_membership(pb::GetMembershipRequest { name: "organizations/org_x/memberships/orgmem_z1".into(), show_deleted: false })
+        .get_membership(pb::GetMembershipRequest {
+            name: "organizations/org_x/memberships/orgmem_z1".into(),
+            show_deleted: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -116,17 +213,38 @@ async fn malformed_names_are_invalid_arguments_naming_the_field() {
     let app = spawn_app().await;
     let mut c = client(&app).await;
     for name in ["user_z1", "users/", "users/a/b", "organizations/org_z", ""] {
-        let e = c.get_user(pb::GetUserRequest { name: name.into(), show_deleted: false }).await.unwrap_err();
+        let e = c
+            .get_user(pb::GetUserRequest {
+                name: name.into(),
+                show_deleted: false,
+            })
+            .await
+            .unwrap_err();
         assert_error(&e, Code::InvalidArgument, "INVALID_NAME");
         assert_eq!(e.get_details_error_info().unwrap().metadata["field"], "name");
         assert_eq!(e.get_details_bad_request().unwrap().field_violations[0].field, "name");
     }
-    let e = c.get_organization(pb::GetOrganizationRequest { name: "users/x".into(), show_deleted: false }).await.unwrap_err();
-    assert_error(&e, Code::InvalidArgument, "INVALID_NAME");
-    let e = c.get_membership(pb::GetMembershipRequest { name: "organizations/o/members/m".into(), show_deleted: false }).await.unwrap_err();
+    let e = c
+        .get_organization(pb::GetOrganizationRequest {
+            name: "users/x".into(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "INVALID_NAME");
     let e = c
-        .batch_get_users(pb::BatchGetUsersRequest { names: vec!["users/a".into(), "nope".into()], show_deleted: false })
+        .get_membership(pb::GetMembershipRequest {
+            name: "organizations/o/members/m".into(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap_err();
+    assert_error(&e, Code::InvalidArgument, "INVALID_NAME");
+    let e = c
+        .batch_get_users(pb::BatchGetUsersRequest {
+            names: vec!["users/a".into(), "nope".into()],
+            show_deleted: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.get_details_error_info().unwrap().metadata["field"], "names[1]");
@@ -139,7 +257,10 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
     let mut c = client(&app).await;
     let names = |ids: &[&str]| ids.iter().map(|i| format!("users/{i}")).collect::<Vec<_>>();
     let r = c
-        .batch_get_users(pb::BatchGetUsersRequest { names: names(&["user_z1", "user_z2", "user_z1"]), show_deleted: true })
+        .batch_get_users(pb::BatchGetUsersRequest {
+            names: names(&["user_z1", "user_z2", "user_z1"]),
+            show_deleted: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -147,37 +268,82 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
     assert_eq!(got, ["user_z1", "user_z2", "user_z1"]);
     assert!(r.users[1].delete_time.is_some());
     let e = c
-        .batch_get_users(pb::BatchGetUsersRequest { names: names(&["user_z1", "user_z2", "user_q"]), show_deleted: false })
+        .batch_get_users(pb::BatchGetUsersRequest {
+            names: names(&["user_z1", "user_z2", "user_q"]),
+            show_deleted: false,
+        })
         .await
         .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
-    assert_eq!(e.get_details_error_info().unwrap().metadata["resourceName"], "users/user_z2");
+    assert_eq!(
+        e.get_details_error_info().unwrap().metadata["resourceName"],
+        "users/user_z2"
+    );
     let e = c
-        .batch_get_users(pb::BatchGetUsersRequest { names: names(&["user_z1", "user_q"]), show_deleted: true })
+        .batch_get_users(pb::BatchGetUsersRequest {
+            names: names(&["user_z1", "user_q"]),
+            show_deleted: true,
+        })
         .await
         .unwrap_err();
-    assert_eq!(e.get_details_error_info().unwrap().metadata["resourceName"], "users/user_q");
+    assert_eq!(
+        e.get_details_error_info().unwrap().metadata["resourceName"],
+        "users/user_q"
+    );
     let too_many: Vec<String> = (0..501).map(|i| format!("users/user_{i}")).collect();
-    let e = c.batch_get_users(pb::BatchGetUsersRequest { names: too_many, show_deleted: false }).await.unwrap_err();
+    let e = c
+        .batch_get_users(pb::BatchGetUsersRequest {
+            names: too_many,
+            show_deleted: false,
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "TOO_MANY_NAMES");
     let max: Vec<String> = (0..500).map(|_| "users/user_z1".to_string()).collect();
-    assert_eq!(c.batch_get_users(pb::BatchGetUsersRequest { names: max, show_deleted: false }).await.unwrap().into_inner().users.len(), 500);
-    let empty = c.batch_get_users(pb::BatchGetUsersRequest { names: vec![], show_deleted: false }).await.unwrap().into_inner();
+    assert_eq!(
+        c.batch_get_users(pb::BatchGetUsersRequest {
+            names: max,
+            show_deleted: false
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users
+        .len(),
+        500
+    );
+    let empty = c
+        .batch_get_users(pb::BatchGetUsersRequest {
+            names: vec![],
+            show_deleted: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(empty.users.is_empty() && !empty.cursor.is_empty());
 
     let r = c
-        .batch_get_organizations(pb::BatchGetOrganizationsRequest { names: vec!["organizations/org_z".into()], show_deleted: false })
+        .batch_get_organizations(pb::BatchGetOrganizationsRequest {
+            names: vec!["organizations/org_z".into()],
+            show_deleted: false,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.organizations[0].display_name, "Zeta");
     let e = c
-        .batch_get_organizations(pb::BatchGetOrganizationsRequest { names: vec!["organizations/org_q".into()], show_deleted: false })
+        .batch_get_organizations(pb::BatchGetOrganizationsRequest {
+            names: vec!["organizations/org_q".into()],
+            show_deleted: false,
+        })
         .await
         .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
     let e = c
-        .batch_get_organizations(pb::BatchGetOrganizationsRequest { names: (0..501).map(|i| format!("organizations/o{i}")).collect(), show_deleted: false })
+        .batch_get_organizations(pb::BatchGetOrganizationsRequest {
+            names: (0..501).map(|i| format!("organizations/o{i}")).collect(),
+            show_deleted: false,
+        })
         .await
         .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "TOO_MANY_NAMES");
@@ -196,17 +362,32 @@ async fn lookup_user_finds_by_any_email_case_insensitively_external_id_username_
         Key::Username("NAME-user_z1".into()),
         Key::PhoneNumber("+15555550100".into()),
     ] {
-        let r = c.lookup_user(pb::LookupUserRequest { key: Some(key.clone()) }).await.unwrap_or_else(|e| panic!("{key:?}: {e:?}"));
+        let r = c
+            .lookup_user(pb::LookupUserRequest { key: Some(key.clone()) })
+            .await
+            .unwrap_or_else(|e| panic!("{key:?}: {e:?}"));
         assert_eq!(r.into_inner().user.unwrap().id, "user_z1", "{key:?}");
     }
     // A deleted user is found by none of its old keys.
-    for key in [Key::Email("user_z2@example.com".into()), Key::ExternalId("ext-user_z2".into()), Key::Username("name-user_z2".into())] {
-        let e = c.lookup_user(pb::LookupUserRequest { key: Some(key) }).await.unwrap_err();
+    for key in [
+        Key::Email("user_z2@example.com".into()),
+        Key::ExternalId("ext-user_z2".into()),
+        Key::Username("name-user_z2".into()),
+    ] {
+        let e = c
+            .lookup_user(pb::LookupUserRequest { key: Some(key) })
+            .await
+            .unwrap_err();
         assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
     }
     let e = c.lookup_user(pb::LookupUserRequest { key: None }).await.unwrap_err();
     assert_error(&e, Code::InvalidArgument, "MISSING_KEY");
-    let e = c.lookup_user(pb::LookupUserRequest { key: Some(Key::Email(String::new())) }).await.unwrap_err();
+    let e = c
+        .lookup_user(pb::LookupUserRequest {
+            key: Some(Key::Email(String::new())),
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "INVALID_KEY");
     app.stop().await;
 }
@@ -215,15 +396,36 @@ async fn lookup_user_finds_by_any_email_case_insensitively_external_id_username_
 async fn lookup_organization_and_membership_answer_who_belongs_with_which_role() {
     let app = seeded().await;
     let mut c = client(&app).await;
-    let o = c.lookup_organization(pb::LookupOrganizationRequest { slug: "slug-org_z".into() }).await.unwrap().into_inner();
+    let o = c
+        .lookup_organization(pb::LookupOrganizationRequest {
+            slug: "slug-org_z".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(o.organization.unwrap().id, "org_z");
-    let e = c.lookup_organization(pb::LookupOrganizationRequest { slug: "nope".into() }).await.unwrap_err();
+    let e = c
+        .lookup_organization(pb::LookupOrganizationRequest { slug: "nope".into() })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
-    let e = c.lookup_organization(pb::LookupOrganizationRequest { slug: String::new() }).await.unwrap_err();
+    let e = c
+        .lookup_organization(pb::LookupOrganizationRequest { slug: String::new() })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "INVALID_KEY");
 
-    let ask = |user: &str| pb::LookupMembershipRequest { organization: "organizations/org_z".into(), user: format!("users/{user}") };
-    let m = c.lookup_membership(ask("user_z1")).await.unwrap().into_inner().membership.unwrap();
+    let ask = |user: &str| pb::LookupMembershipRequest {
+        organization: "organizations/org_z".into(),
+        user: format!("users/{user}"),
+    };
+    let m = c
+        .lookup_membership(ask("user_z1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .membership
+        .unwrap();
     assert_eq!((m.id.as_str(), m.role.as_str()), ("orgmem_z1", "org:admin"));
     assert_eq!(m.name, "organizations/org_z/memberships/orgmem_z1");
     // Ended (the user was deleted) and never a member: both NOT_FOUND.
@@ -231,7 +433,13 @@ async fn lookup_organization_and_membership_answer_who_belongs_with_which_role()
         let e = c.lookup_membership(ask(user)).await.unwrap_err();
         assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
     }
-    let e = c.lookup_membership(pb::LookupMembershipRequest { organization: "org_z".into(), user: "users/user_z1".into() }).await.unwrap_err();
+    let e = c
+        .lookup_membership(pb::LookupMembershipRequest {
+            organization: "org_z".into(),
+            user: "users/user_z1".into(),
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "INVALID_NAME");
     assert_eq!(e.get_details_error_info().unwrap().metadata["field"], "organization");
     app.stop().await;
@@ -241,7 +449,11 @@ async fn lookup_organization_and_membership_answer_who_belongs_with_which_role()
 async fn a_user_with_twenty_addresses_and_50_kb_of_nested_metadata_round_trips_intact() {
     let app = spawn_app().await;
     let mut data = user("user_big", T, "Big");
-    data["email_addresses"] = json!((0..20).map(|i| json!({"id": format!("idn_{i}"), "email_address": format!("big{i}@example.com")})).collect::<Vec<_>>());
+    data["email_addresses"] = json!(
+        (0..20)
+            .map(|i| json!({"id": format!("idn_{i}"), "email_address": format!("big{i}@example.com")}))
+            .collect::<Vec<_>>()
+    );
     let metadata = json!({
         "nested": {"list": [1, "two", null, [3.5, {"deep": [true, false, null]}]], "empty": {}, "nothing": null},
         "blob": "x".repeat(50 * 1024),
@@ -249,12 +461,23 @@ async fn a_user_with_twenty_addresses_and_50_kb_of_nested_metadata_round_trips_i
     data["public_metadata"] = metadata.clone();
     app.send_all_and_apply(&[envelope("user.created", T, data)]).await;
     let mut c = client(&app).await;
-    let u = c.get_user(pb::GetUserRequest { name: "users/user_big".into(), show_deleted: false }).await.unwrap().into_inner().user.unwrap();
+    let u = c
+        .get_user(pb::GetUserRequest {
+            name: "users/user_big".into(),
+            show_deleted: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
     assert_eq!(u.email_addresses.len(), 20);
     assert_eq!(u.email_addresses[19].email_address, "big19@example.com");
     assert_eq!(struct_to_json(u.public_metadata.unwrap()), metadata);
     let by_email = c
-        .lookup_user(pb::LookupUserRequest { key: Some(pb::lookup_user_request::Key::Email("BIG17@example.com".into())) })
+        .lookup_user(pb::LookupUserRequest {
+            key: Some(pb::lookup_user_request::Key::Email("BIG17@example.com".into())),
+        })
         .await
         .unwrap();
     assert_eq!(by_email.into_inner().user.unwrap().id, "user_big");

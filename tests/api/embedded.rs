@@ -113,22 +113,41 @@ async fn serve_refuses_to_start_without_a_webhook_secret_and_says_how_to_fix_it(
 #[tokio::test]
 async fn send_event_signs_and_posts_a_file_and_reports_the_status() {
     let app = spawn_app().await;
-    let file = temp_dir("send-event").join("event.json");
+    let dir = temp_dir("send-event");
+    let file = dir.join("event.json");
     std::fs::write(&file, user_created("user_send")).unwrap();
     let output = Command::new(binary())
-        .args(["send-event", "--secret", SECRET, "--id", "msg_from_cli", "--url", &app.webhook_url()])
+        .args([
+            "send-event",
+            "--secret",
+            SECRET,
+            "--id",
+            "msg_from_cli",
+            "--url",
+            &app.webhook_url(),
+        ])
         .arg(&file)
         .output()
         .await
         .expect("run send-event");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.starts_with("200 OK"), "{stdout}");
     assert!(app.stored_body("msg_from_cli").await.is_some());
 
     // A wrong secret: the server's 401 is printed and the exit code says it failed.
     let output = Command::new(binary())
-        .args(["send-event", "--secret", "whsec_plJ3nmyCDGBKInavdOK15jsl", "--url", &app.webhook_url()])
+        .args([
+            "send-event",
+            "--secret",
+            "whsec_plJ3nmyCDGBKInavdOK15jsl",
+            "--url",
+            &app.webhook_url(),
+        ])
         .arg(&file)
         .output()
         .await
@@ -136,4 +155,5 @@ async fn send_event_signs_and_posts_a_file_and_reports_the_status() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("401"));
     app.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

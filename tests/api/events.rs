@@ -37,7 +37,11 @@ pub fn user_event(kind: &str, id: &str, updated_ms: i64, event_ms: i64, first_na
 }
 
 pub fn user_deleted(id: &str, event_ms: i64) -> String {
-    envelope("user.deleted", event_ms, json!({"object": "user", "id": id, "deleted": true, "external_id": format!("ext-{id}")}))
+    envelope(
+        "user.deleted",
+        event_ms,
+        json!({"object": "user", "id": id, "deleted": true, "external_id": format!("ext-{id}")}),
+    )
 }
 
 pub fn org(id: &str, updated_ms: i64, name: &str) -> Value {
@@ -54,7 +58,11 @@ pub fn org_event(kind: &str, id: &str, updated_ms: i64, event_ms: i64, name: &st
 }
 
 pub fn org_deleted(id: &str, event_ms: i64) -> String {
-    envelope("organization.deleted", event_ms, json!({"object": "organization", "id": id, "deleted": true, "slug": format!("slug-{id}")}))
+    envelope(
+        "organization.deleted",
+        event_ms,
+        json!({"object": "organization", "id": id, "deleted": true, "slug": format!("slug-{id}")}),
+    )
 }
 
 pub fn membership(id: &str, org_id: &str, user_id: &str, updated_ms: i64, role: &str) -> Value {
@@ -67,6 +75,18 @@ pub fn membership(id: &str, org_id: &str, user_id: &str, updated_ms: i64, role: 
     })
 }
 
-pub fn membership_event(kind: &str, id: &str, org_id: &str, user_id: &str, updated_ms: i64, event_ms: i64, role: &str) -> String {
-    envelope(&format!("organizationMembership.{kind}"), event_ms, membership(id, org_id, user_id, updated_ms, role))
+pub fn membership_event(
+    kind: &str,
+    id: &str,
+    org_id: &str,
+    user_id: &str,
+    updated_ms: i64,
+    event_ms: i64,
+    role: &str,
+) -> String {
+    envelope(
+        &format!("organizationMembership.{kind}"),
+        event_ms,
+        membership(id, org_id, user_id, updated_ms, role),
+    )
 }

@@ -36,14 +36,19 @@ pub fn temp_dir(what: &str) -> PathBuf {
 
 /// Starts a throwaway (non-durable) cluster that dies with this process.
 pub async fn start_cluster(what: &str) -> Cluster {
-    Cluster::start(ClusterOptions { data_dir: temp_dir(what), durable: false, die_with_parent: true })
-        .await
-        .expect("start a test PostgreSQL cluster")
+    Cluster::start(ClusterOptions {
+        data_dir: temp_dir(what),
+        durable: false,
+        die_with_parent: true,
+    })
+    .await
+    .expect("start a test PostgreSQL cluster")
 }
 
 extern "C" fn remove_shared_cluster_dir() {
     if let Some(cluster) = CLUSTER.get() {
         let _ = std::fs::remove_dir_all(cluster.data_dir());
+        let _ = std::fs::remove_dir_all(cluster.socket_dir());
     }
 }
 
@@ -62,9 +67,16 @@ pub async fn shared_cluster() -> &'static Cluster {
 /// A fresh, migrated database on `cluster` (made from a template on the shared cluster).
 pub async fn fresh_database(cluster: &Cluster) -> String {
     let name = format!("t_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.expect("connect");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create db");
-    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.expect("connect");
+    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create db");
+    let pool = PgPool::connect_with(cluster.connect_options(&name))
+        .await
+        .expect("connect");
     db::migrate(&pool).await.expect("migrate");
     pool.close().await;
     name
@@ -75,19 +87,30 @@ pub async fn shared_database() -> (&'static Cluster, String) {
     let cluster = shared_cluster().await;
     TEMPLATE_READY
         .get_or_init(|| async {
-            let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.expect("connect");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}"))).execute(&mut conn).await.expect("create template");
-            let pool = PgPool::connect_with(cluster.connect_options(TEMPLATE)).await.expect("connect");
+            let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres"))
+                .await
+                .expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}")))
+                .execute(&mut conn)
+                .await
+                .expect("create template");
+            let pool = PgPool::connect_with(cluster.connect_options(TEMPLATE))
+                .await
+                .expect("connect");
             db::migrate(&pool).await.expect("migrate the template");
             pool.close().await;
         })
         .await;
     let name = format!("t_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
-    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.expect("connect");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")))
-        .execute(&mut conn)
+    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres"))
         .await
-        .expect("create a test database");
+        .expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE {TEMPLATE}"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create a test database");
     (cluster, name)
 }
 
@@ -116,7 +139,13 @@ pub struct AppOptions {
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { secrets: vec![SECRET], clock: None, max_body_bytes: None, applier: true, idle_poll: std::time::Duration::from_millis(200) }
+        AppOptions {
+            secrets: vec![SECRET],
+            clock: None,
+            max_body_bytes: None,
+            applier: true,
+            idle_poll: std::time::Duration::from_millis(200),
+        }
     }
 }
 
@@ -137,7 +166,10 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     if let Some(clock) = options.clock {
         secrets = secrets.with_clock(clock);
     }
-    let mut config = Config::new(DatabaseConfig::Options(cluster.connect_options(name)), secrets.clone());
+    let mut config = Config::new(
+        DatabaseConfig::Options(Box::new(cluster.connect_options(name))),
+        secrets.clone(),
+    );
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.http_addr = loopback;
     config.grpc_addr = loopback;
@@ -159,7 +191,9 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
         http_addr: app.http_addr(),
         grpc_addr: app.grpc_addr(),
         admin_addr: app.admin_addr(),
-        pool: PgPool::connect_with(cluster.connect_options(name)).await.expect("connect"),
+        pool: PgPool::connect_with(cluster.connect_options(name))
+            .await
+            .expect("connect"),
         secrets,
         shutdown: Some(tx),
         server: None,
@@ -167,7 +201,10 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    TestApp { server: Some(server), ..test_app }
+    TestApp {
+        server: Some(server),
+        ..test_app
+    }
 }
 
 impl TestApp {
@@ -184,13 +221,17 @@ impl TestApp {
 
     /// Posts `body` signed with the first secret under `id`.
     pub async fn send_as(&self, id: &str, body: &str) -> Response {
-        send_event::send(&self.webhook_url(), &self.secrets, id, body.as_bytes()).await.expect("post")
+        send_event::send(&self.webhook_url(), &self.secrets, id, body.as_bytes())
+            .await
+            .expect("post")
     }
 
     /// Posts raw bytes with exactly these headers.
     pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
         let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        send_event::post(&self.webhook_url(), &headers, body.into()).await.expect("post")
+        send_event::post(&self.webhook_url(), &headers, body.into())
+            .await
+            .expect("post")
     }
 
     /// GET on the public HTTP port.
@@ -199,7 +240,10 @@ impl TestApp {
     }
 
     pub async fn inbox_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM inbox").fetch_one(&self.pool).await.expect("count")
+        sqlx::query_scalar("SELECT count(*) FROM inbox")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
     }
 
     /// The stored raw body of a webhook delivery, if stored (outer None: no row).
@@ -231,7 +275,10 @@ pub async fn get(url: &str) -> Response {
     let response = client.get(url.parse().expect("url")).await.expect("get");
     let status = response.status();
     let body = response.into_body().collect().await.expect("body").to_bytes();
-    Response { status, body: String::from_utf8_lossy(&body).into_owned() }
+    Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// A clock fixed at `ts` seconds.
@@ -284,7 +331,10 @@ pub async fn wait_until_applied(pool: &PgPool) {
         if pending == 0 {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{pending} inbox rows still pending after 30 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pending} inbox rows still pending after 30 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

@@ -68,7 +68,10 @@ async fn the_svix_manual_verification_vector_is_accepted_over_http() {
         .await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     // Verified JSON without a `type` is kept all the same.
-    assert_eq!(app.stored_body("msg_loFOjxBNrRLzqYUf").await, Some(Some(body.as_bytes().to_vec())));
+    assert_eq!(
+        app.stored_body("msg_loFOjxBNrRLzqYUf").await,
+        Some(Some(body.as_bytes().to_vec()))
+    );
     app.stop().await;
 }
 
@@ -107,7 +110,14 @@ async fn a_signature_header_with_several_entries_verifies_if_any_entry_matches()
     // During rotation Svix signs with the old and the new secret; `v1a` entries are ignored.
     let header = format!("v1a,AAAA v1,bm90IHRoZSBzaWduYXR1cmU= {good}");
     let response = app
-        .post(&[("svix-id", &id), ("svix-timestamp", &ts.to_string()), ("svix-signature", &header)], body)
+        .post(
+            &[
+                ("svix-id", &id),
+                ("svix-timestamp", &ts.to_string()),
+                ("svix-signature", &header),
+            ],
+            body,
+        )
         .await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     app.stop().await;
@@ -117,7 +127,11 @@ async fn a_signature_header_with_several_entries_verifies_if_any_entry_matches()
 async fn every_rejection_returns_its_status_and_stores_nothing() {
     // A fixed clock, so "301 s away" stays 301 s away however slowly the test runs.
     let ts = now();
-    let app = spawn_app_with(AppOptions { clock: Some(fixed_clock(ts)), ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        clock: Some(fixed_clock(ts)),
+        ..Default::default()
+    })
+    .await;
     let body = user_created("user_4");
     let id = "msg_rejected";
     let sign = |ts: i64, body: &str| app.secrets.sign(id, ts, body.as_bytes()).unwrap();
@@ -134,21 +148,124 @@ async fn every_rejection_returns_its_status_and_stores_nothing() {
     let altered = user_created("user_5");
     let other = WebhookSecretsExt::other_signature(id, ts, &body);
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str, StatusCode, &str)> = vec![
-        ("no id", vec![("svix-timestamp", &ts_s), ("svix-signature", &good)], &body, StatusCode::BAD_REQUEST, "missing_header"),
-        ("no timestamp", vec![("svix-id", id), ("svix-signature", &good)], &body, StatusCode::BAD_REQUEST, "missing_header"),
-        ("no signature", vec![("svix-id", id), ("svix-timestamp", &ts_s)], &body, StatusCode::BAD_REQUEST, "missing_header"),
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "no id",
+            vec![("svix-timestamp", &ts_s), ("svix-signature", &good)],
+            &body,
+            StatusCode::BAD_REQUEST,
+            "missing_header",
+        ),
+        (
+            "no timestamp",
+            vec![("svix-id", id), ("svix-signature", &good)],
+            &body,
+            StatusCode::BAD_REQUEST,
+            "missing_header",
+        ),
+        (
+            "no signature",
+            vec![("svix-id", id), ("svix-timestamp", &ts_s)],
+            &body,
+            StatusCode::BAD_REQUEST,
+            "missing_header",
+        ),
         ("no headers", vec![], &body, StatusCode::BAD_REQUEST, "missing_header"),
-        ("timestamp not a number", vec![("svix-id", id), ("svix-timestamp", "soon"), ("svix-signature", &good)], &body, StatusCode::BAD_REQUEST, "malformed_header"),
-        ("id with spaces", vec![("svix-id", "msg 1"), ("svix-timestamp", &ts_s), ("svix-signature", &good)], &body, StatusCode::BAD_REQUEST, "malformed_header"),
-        ("wrong secret", vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &other)], &body, StatusCode::UNAUTHORIZED, "bad_signature"),
-        ("garbage signature", vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", "v1,xyz")], &body, StatusCode::UNAUTHORIZED, "bad_signature"),
-        ("body altered", vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &good)], &altered, StatusCode::UNAUTHORIZED, "bad_signature"),
-        ("signature for another id", vec![("svix-id", "msg_other"), ("svix-timestamp", &ts_s), ("svix-signature", &good)], &body, StatusCode::UNAUTHORIZED, "bad_signature"),
-        ("stale", vec![("svix-id", id), ("svix-timestamp", &stale_ts), ("svix-signature", &stale_sig)], &body, StatusCode::UNAUTHORIZED, "stale_timestamp"),
-        ("future", vec![("svix-id", id), ("svix-timestamp", &future_ts), ("svix-signature", &future_sig)], &body, StatusCode::UNAUTHORIZED, "future_timestamp"),
-        ("not json", vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &not_json_sig)], not_json, StatusCode::BAD_REQUEST, "body_not_json"),
-        ("truncated json", vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &truncated_sig)], truncated, StatusCode::BAD_REQUEST, "body_not_json"),
+        (
+            "timestamp not a number",
+            vec![("svix-id", id), ("svix-timestamp", "soon"), ("svix-signature", &good)],
+            &body,
+            StatusCode::BAD_REQUEST,
+            "malformed_header",
+        ),
+        (
+            "id with spaces",
+            vec![
+                ("svix-id", "msg 1"),
+                ("svix-timestamp", &ts_s),
+                ("svix-signature", &good),
+            ],
+            &body,
+            StatusCode::BAD_REQUEST,
+            "malformed_header",
+        ),
+        (
+            "wrong secret",
+            vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &other)],
+            &body,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "garbage signature",
+            vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", "v1,xyz")],
+            &body,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "body altered",
+            vec![("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &good)],
+            &altered,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "signature for another id",
+            vec![
+                ("svix-id", "msg_other"),
+                ("svix-timestamp", &ts_s),
+                ("svix-signature", &good),
+            ],
+            &body,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+        ),
+        (
+            "stale",
+            vec![
+                ("svix-id", id),
+                ("svix-timestamp", &stale_ts),
+                ("svix-signature", &stale_sig),
+            ],
+            &body,
+            StatusCode::UNAUTHORIZED,
+            "stale_timestamp",
+        ),
+        (
+            "future",
+            vec![
+                ("svix-id", id),
+                ("svix-timestamp", &future_ts),
+                ("svix-signature", &future_sig),
+            ],
+            &body,
+            StatusCode::UNAUTHORIZED,
+            "future_timestamp",
+        ),
+        (
+            "not json",
+            vec![
+                ("svix-id", id),
+                ("svix-timestamp", &ts_s),
+                ("svix-signature", &not_json_sig),
+            ],
+            not_json,
+            StatusCode::BAD_REQUEST,
+            "body_not_json",
+        ),
+        (
+            "truncated json",
+            vec![
+                ("svix-id", id),
+                ("svix-timestamp", &ts_s),
+                ("svix-signature", &truncated_sig),
+            ],
+            truncated,
+            StatusCode::BAD_REQUEST,
+            "body_not_json",
+        ),
     ];
     for (what, headers, body, status, code) in cases {
         let response = app.post(&headers, body.to_string()).await;
@@ -160,7 +277,12 @@ async fn every_rejection_returns_its_status_and_stores_nothing() {
 
     // Bytes that are not UTF-8 cannot be JSON.
     let bytes = vec![0xff, 0xfe, b'{', b'}'];
-    let response = app.post(&[("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &good)], bytes).await;
+    let response = app
+        .post(
+            &[("svix-id", id), ("svix-timestamp", &ts_s), ("svix-signature", &good)],
+            bytes,
+        )
+        .await;
     assert_eq!(response.status, StatusCode::BAD_REQUEST, "{}", response.body);
     assert_eq!(app.inbox_count().await, 0);
     app.stop().await;
@@ -179,7 +301,11 @@ impl WebhookSecretsExt {
 
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413_and_is_not_stored() {
-    let app = spawn_app_with(AppOptions { max_body_bytes: Some(4096), ..Default::default() }).await;
+    let app = spawn_app_with(AppOptions {
+        max_body_bytes: Some(4096),
+        ..Default::default()
+    })
+    .await;
     let big = serde_json::json!({"type": "user.updated", "data": {"blob": "x".repeat(5000)}}).to_string();
     let (_, response) = app.send(&big).await;
     assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", response.body);
@@ -217,7 +343,11 @@ async fn odd_but_valid_json_is_stored_byte_for_byte() {
     for body in &bodies {
         let (id, response) = app.send(body).await;
         assert_eq!(response.status, StatusCode::OK, "{body}: {}", response.body);
-        assert_eq!(app.stored_body(&id).await, Some(Some(body.as_bytes().to_vec())), "{body}");
+        assert_eq!(
+            app.stored_body(&id).await,
+            Some(Some(body.as_bytes().to_vec())),
+            "{body}"
+        );
     }
     app.stop().await;
 }
@@ -241,7 +371,8 @@ async fn unknown_event_types_are_stored_and_acknowledged() {
 async fn email_and_sms_events_are_acknowledged_without_their_bodies() {
     let app = spawn_app().await;
     for t in ["email.created", "sms.created"] {
-        let body = serde_json::json!({"type": t, "timestamp": 1767225600000i64, "data": {"otp_code": "123456"}}).to_string();
+        let body =
+            serde_json::json!({"type": t, "timestamp": 1767225600000i64, "data": {"otp_code": "123456"}}).to_string();
         let (id, response) = app.send(&body).await;
         assert_eq!(response.status, StatusCode::OK);
         let (stored, redacted, event_type): (Option<Vec<u8>>, bool, Option<String>) =
@@ -322,8 +453,14 @@ async fn with_the_database_stopped_webhooks_get_503_and_are_accepted_again_once_
     let (id, after) = app.send(&user_created("user_dy")).await;
     assert_eq!(after.status, StatusCode::OK, "{}", after.body);
 
-    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let acked: Vec<String> = responses.iter().filter(|(_, r)| r.status.is_success()).map(|(id, _)| id.clone()).collect();
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
+        .await
+        .unwrap();
+    let acked: Vec<String> = responses
+        .iter()
+        .filter(|(_, r)| r.status.is_success())
+        .map(|(id, _)| id.clone())
+        .collect();
     for (_, r) in &responses {
         assert!(
             r.status == StatusCode::OK || r.status == StatusCode::SERVICE_UNAVAILABLE,
@@ -338,7 +475,11 @@ async fn with_the_database_stopped_webhooks_get_503_and_are_accepted_again_once_
         .await
         .unwrap();
     assert_eq!(stored as usize, acked.len(), "an acknowledged webhook was lost");
-    let last: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_key = $1").bind(&id).fetch_one(&pool).await.unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE event_key = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(last, 1);
     pool.close().await;
     app.stop().await;

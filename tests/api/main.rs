@@ -1,8 +1,8 @@
 //! The integration tests, compiled as one binary. One PostgreSQL cluster serves the whole
 //! binary; each test gets a fresh database made from a migrated template (see `helpers`).
 
-mod cluster;
 mod applier;
+mod cluster;
 mod directory;
 mod embedded;
 mod events;

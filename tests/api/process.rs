@@ -19,47 +19,59 @@ pub fn binary() -> &'static str {
 }
 
 impl Served {
-/// Starts `serve` with `args` and ports chosen by the OS; returns once it reports them.
-pub async fn start(args: &[std::ffi::OsString]) -> Served {
-    let mut child = Command::new(binary())
-        .args(["serve", "--log-json", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-        .args(["--admin-addr", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn clerk-mirror serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let http_addr = loop {
-        let Some(line) = lines.next_line().await.expect("read the server's log") else {
-            panic!("serve exited before serving; its log:\n{}", seen.join("\n"));
+    /// Starts `serve` with `args` and ports chosen by the OS; returns once it reports them.
+    pub async fn start(args: &[std::ffi::OsString]) -> Served {
+        let mut child = Command::new(binary())
+            .args([
+                "serve",
+                "--log-json",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn clerk-mirror serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let http_addr = loop {
+            let Some(line) = lines.next_line().await.expect("read the server's log") else {
+                panic!("serve exited before serving; its log:\n{}", seen.join("\n"));
+            };
+            seen.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["fields"]["message"] == "serving"
+            {
+                break v["fields"]["http"].as_str().expect("http address").to_string();
+            }
         };
-        seen.push(line.clone());
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && v["fields"]["message"] == "serving"
-        {
-            break v["fields"]["http"].as_str().expect("http address").to_string();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    let log = tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            seen.push(line);
-        }
-        seen
-    });
-    Served { child, http_addr, log }
-}
+        // Keep draining the log so the server never blocks on a full pipe.
+        let log = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push(line);
+            }
+            seen
+        });
+        Served { child, http_addr, log }
+    }
 
     pub async fn send_as(&self, id: &str, body: &str) -> clerk_mirror::send_event::Response {
         let secrets = clerk_mirror::ingest::verify::WebhookSecrets::parse(&[SECRET]).unwrap();
-        clerk_mirror::send_event::send(&format!("http://{}/webhooks/clerk", self.http_addr), &secrets, id, body.as_bytes())
-            .await
-            .expect("post")
+        clerk_mirror::send_event::send(
+            &format!("http://{}/webhooks/clerk", self.http_addr),
+            &secrets,
+            id,
+            body.as_bytes(),
+        )
+        .await
+        .expect("post")
     }
 
     pub fn signal(&self, signal: libc::c_int) {
@@ -84,4 +96,3 @@ pub async fn start(args: &[std::ffi::OsString]) -> Served {
         let _ = self.log.await;
     }
 }
-
