@@ -9,6 +9,7 @@ pub mod applier;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod filter;
 pub mod grpc;
 pub mod ingest;
 pub mod pb;

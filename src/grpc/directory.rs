@@ -7,10 +7,12 @@ use tracing::Instrument;
 use super::convert;
 use super::cursor::Cursor;
 use super::error::ApiError;
+use super::list;
 use super::names;
 use crate::pb;
 use crate::pb::directory_service_server::DirectoryService;
-use crate::store::read::{self, Snapshot, Stored, UserKey};
+use crate::store::read::{self, ListQuery, Snapshot, Stored, UserKey};
+use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord};
 
 /// Most names in one batch get.
 pub const MAX_BATCH: usize = 500;
@@ -276,6 +278,131 @@ impl DirectoryService for Directory {
             Ok(pb::LookupMembershipResponse {
                 membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
+            })
+        })
+        .await
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let r = request.into_inner();
+        traced("ListUsers", async {
+            let size = list::page_size(r.page_size)?;
+            let filter = list::filter(EntityType::User, &r.filter)?;
+            let binding = list::binding("ListUsers", "", &r.filter, r.show_deleted);
+            let after = list::decode_token(&r.page_token, &binding)?;
+            let query = ListQuery {
+                table: "users",
+                after: &after,
+                limit: size + 1,
+                show_deleted: r.show_deleted,
+                organization_id: None,
+                filter: filter.as_ref(),
+            };
+            let snapshot = read::list::<UserRecord>(&self.pool, &query).await?;
+            let items = snapshot
+                .items
+                .iter()
+                .flatten()
+                .map(|u| {
+                    (
+                        u.record.id.clone(),
+                        convert::user(&u.record, u.update_cursor, &self.log_id),
+                    )
+                })
+                .collect();
+            let (users, next_page_token) = list::page(items, size, &binding);
+            Ok(pb::ListUsersResponse {
+                users,
+                next_page_token,
+                cursor: self.cursor(snapshot.head),
+            })
+        })
+        .await
+    }
+
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let r = request.into_inner();
+        traced("ListOrganizations", async {
+            let size = list::page_size(r.page_size)?;
+            let filter = list::filter(EntityType::Organization, &r.filter)?;
+            let binding = list::binding("ListOrganizations", "", &r.filter, r.show_deleted);
+            let after = list::decode_token(&r.page_token, &binding)?;
+            let query = ListQuery {
+                table: "organizations",
+                after: &after,
+                limit: size + 1,
+                show_deleted: r.show_deleted,
+                organization_id: None,
+                filter: filter.as_ref(),
+            };
+            let snapshot = read::list::<OrganizationRecord>(&self.pool, &query).await?;
+            let items = snapshot
+                .items
+                .iter()
+                .flatten()
+                .map(|o| {
+                    (
+                        o.record.id.clone(),
+                        convert::organization(&o.record, o.update_cursor, &self.log_id),
+                    )
+                })
+                .collect();
+            let (organizations, next_page_token) = list::page(items, size, &binding);
+            Ok(pb::ListOrganizationsResponse {
+                organizations,
+                next_page_token,
+                cursor: self.cursor(snapshot.head),
+            })
+        })
+        .await
+    }
+
+    async fn list_memberships(
+        &self,
+        request: Request<pb::ListMembershipsRequest>,
+    ) -> Result<Response<pb::ListMembershipsResponse>, Status> {
+        let r = request.into_inner();
+        traced("ListMemberships", async {
+            let organization = if r.parent == "organizations/-" {
+                None
+            } else {
+                Some(names::organization_id("parent", &r.parent)?)
+            };
+            let size = list::page_size(r.page_size)?;
+            let filter = list::filter(EntityType::Membership, &r.filter)?;
+            let binding = list::binding("ListMemberships", &r.parent, &r.filter, r.show_deleted);
+            let after = list::decode_token(&r.page_token, &binding)?;
+            let query = ListQuery {
+                table: "memberships",
+                after: &after,
+                limit: size + 1,
+                show_deleted: r.show_deleted,
+                organization_id: organization,
+                filter: filter.as_ref(),
+            };
+            let snapshot = read::list::<MembershipRecord>(&self.pool, &query).await?;
+            let items = snapshot
+                .items
+                .iter()
+                .flatten()
+                .map(|m| {
+                    (
+                        m.record.id.clone(),
+                        convert::membership(&m.record, m.update_cursor, &self.log_id),
+                    )
+                })
+                .collect();
+            let (memberships, next_page_token) = list::page(items, size, &binding);
+            Ok(pb::ListMembershipsResponse {
+                memberships,
+                next_page_token,
+                cursor: self.cursor(snapshot.head),
             })
         })
         .await

@@ -28,6 +28,9 @@ pub enum ApiError {
         reason: &'static str,
         description: String,
     },
+    /// A filter that does not parse or names what does not exist; `position` is a byte offset.
+    #[error("invalid `filter` at position {position}: {message}")]
+    InvalidFilter { position: usize, message: String },
     /// The database cannot be reached; retry.
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] sqlx::Error),
@@ -79,6 +82,19 @@ impl From<ApiError> for Status {
             } => {
                 let mut details = ErrorDetails::with_error_info(*reason, DOMAIN, metadata(&[("field", field)]));
                 details.add_bad_request_violation(field.clone(), description.clone());
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::InvalidFilter {
+                position,
+                message: description,
+            } => {
+                let position = position.to_string();
+                let mut details = ErrorDetails::with_error_info(
+                    "INVALID_FILTER",
+                    DOMAIN,
+                    metadata(&[("field", "filter"), ("position", &position)]),
+                );
+                details.add_bad_request_violation("filter", description.clone());
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             ApiError::Unavailable(cause) => {

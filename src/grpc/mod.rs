@@ -6,6 +6,7 @@ pub mod convert;
 pub mod cursor;
 pub mod directory;
 pub mod error;
+pub mod list;
 pub mod names;
 
 use std::time::Duration;

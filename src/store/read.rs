@@ -162,3 +162,68 @@ pub async fn membership_of(
     )
     .await
 }
+
+/// One page of a list: rows of `table` with id after `after`, at most `limit`, in id order.
+pub struct ListQuery<'a> {
+    pub table: &'static str,
+    pub after: &'a str,
+    pub limit: i64,
+    pub show_deleted: bool,
+    /// Memberships of one organization only.
+    pub organization_id: Option<&'a str>,
+    pub filter: Option<&'a crate::filter::Filter>,
+}
+
+/// A page of a list, and the log head of its snapshot (one statement, keyset pagination).
+pub async fn list<T: for<'r> FromRow<'r, PgRow>>(pool: &PgPool, q: &ListQuery<'_>) -> Result<Snapshot<T>, sqlx::Error> {
+    use crate::filter::Bind;
+    let mut conditions = vec!["t.id > $1".to_string()];
+    if !q.show_deleted {
+        conditions.push("t.deleted_at IS NULL".into());
+    }
+    let mut next = 3;
+    if q.organization_id.is_some() {
+        conditions.push(format!("t.organization_id = ${next}"));
+        next += 1;
+    }
+    let (filter_sql, binds) = match q.filter {
+        Some(f) => {
+            let (sql, binds) = f.to_sql(next);
+            (Some(sql), binds)
+        }
+        None => (None, Vec::new()),
+    };
+    conditions.extend(filter_sql);
+    let sql = format!(
+        "SELECT h.head_seq AS head, t.* FROM log_head h LEFT JOIN LATERAL (
+            SELECT * FROM {} t WHERE {} ORDER BY t.id LIMIT $2) t ON true",
+        q.table,
+        conditions.join(" AND ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(q.after.to_string())
+        .bind(q.limit);
+    if let Some(org) = q.organization_id {
+        query = query.bind(org.to_string());
+    }
+    for b in binds {
+        query = match b {
+            Bind::Text(v) => query.bind(v),
+            Bind::Float(v) => query.bind(v),
+            Bind::Bool(v) => query.bind(v),
+            Bind::Time(v) => query.bind(v),
+            Bind::TextArray(v) => query.bind(v),
+            Bind::Json(v) => query.bind(sqlx::types::Json(v)),
+        };
+    }
+    let rows = query.fetch_all(pool).await?;
+    let head = match rows.first() {
+        Some(row) => row.try_get("head")?,
+        None => head(pool).await?,
+    };
+    let items = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    Ok(Snapshot {
+        items: items.into_iter().filter(Option::is_some).collect(),
+        head,
+    })
+}

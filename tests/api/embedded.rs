@@ -69,6 +69,17 @@ async fn serve_without_a_database_url_keeps_its_data_across_restarts_and_survive
     let second = served.send_as("msg_embedded_2", &body).await;
     assert_eq!(second.status, StatusCode::OK);
 
+    // Other subcommands attach to the cluster a running serve owns, and leave it running.
+    let migrate = Command::new(binary())
+        .args(["migrate", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let still = served.send_as("msg_embedded_3", &body).await;
+    assert_eq!(still.status, StatusCode::OK, "serve lost its database to migrate");
+
     // SIGKILL: the postmaster is left running; the next start must not fail because of it.
     served.kill().await;
     let orphan = postmaster_pid(&data_dir).expect("the orphaned postmaster");

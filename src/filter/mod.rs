@@ -1,0 +1,851 @@
+//! One filter language for lists and watches (a subset of AIP-160, grammar in `parse`). A filter
+//! is parsed once, checked against the fields of one entity type, and then either translated to
+//! SQL with bound parameters (lists) or evaluated in memory on a record's JSON state (watches);
+//! both give the same answer.
+
+pub mod parse;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use parse::{Expr, FilterError, Literal, Op};
+
+use crate::store::EntityType;
+
+/// What a filter field is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Bool,
+    Int,
+    Time,
+    /// A list of strings (`permissions`): `:` only.
+    TextList,
+    /// Any of a user's email addresses, case-insensitively: `=` or `:`.
+    Email,
+    /// A metadata object (`public_metadata`…), followed by a path into it.
+    Json,
+}
+
+/// A field: its filter name, kind, SQL column and key in the record's JSON state.
+struct Field {
+    name: &'static str,
+    kind: Kind,
+    column: &'static str,
+}
+
+const USER_FIELDS: &[Field] = &[
+    Field {
+        name: "id",
+        kind: Kind::Text,
+        column: "id",
+    },
+    Field {
+        name: "external_id",
+        kind: Kind::Text,
+        column: "external_id",
+    },
+    Field {
+        name: "username",
+        kind: Kind::Text,
+        column: "username",
+    },
+    Field {
+        name: "first_name",
+        kind: Kind::Text,
+        column: "first_name",
+    },
+    Field {
+        name: "last_name",
+        kind: Kind::Text,
+        column: "last_name",
+    },
+    Field {
+        name: "image_url",
+        kind: Kind::Text,
+        column: "image_url",
+    },
+    Field {
+        name: "primary_email_address",
+        kind: Kind::Text,
+        column: "primary_email_address",
+    },
+    Field {
+        name: "email",
+        kind: Kind::Email,
+        column: "",
+    },
+    Field {
+        name: "banned",
+        kind: Kind::Bool,
+        column: "banned",
+    },
+    Field {
+        name: "locked",
+        kind: Kind::Bool,
+        column: "locked",
+    },
+    Field {
+        name: "create_time",
+        kind: Kind::Time,
+        column: "created_at",
+    },
+    Field {
+        name: "update_time",
+        kind: Kind::Time,
+        column: "updated_at",
+    },
+    Field {
+        name: "last_sign_in_time",
+        kind: Kind::Time,
+        column: "last_sign_in_at",
+    },
+    Field {
+        name: "delete_time",
+        kind: Kind::Time,
+        column: "deleted_at",
+    },
+    Field {
+        name: "public_metadata",
+        kind: Kind::Json,
+        column: "public_metadata",
+    },
+    Field {
+        name: "private_metadata",
+        kind: Kind::Json,
+        column: "private_metadata",
+    },
+    Field {
+        name: "unsafe_metadata",
+        kind: Kind::Json,
+        column: "unsafe_metadata",
+    },
+];
+
+const ORGANIZATION_FIELDS: &[Field] = &[
+    Field {
+        name: "id",
+        kind: Kind::Text,
+        column: "id",
+    },
+    Field {
+        name: "display_name",
+        kind: Kind::Text,
+        column: "name",
+    },
+    Field {
+        name: "slug",
+        kind: Kind::Text,
+        column: "slug",
+    },
+    Field {
+        name: "image_url",
+        kind: Kind::Text,
+        column: "image_url",
+    },
+    Field {
+        name: "members_count",
+        kind: Kind::Int,
+        column: "members_count",
+    },
+    Field {
+        name: "create_time",
+        kind: Kind::Time,
+        column: "created_at",
+    },
+    Field {
+        name: "update_time",
+        kind: Kind::Time,
+        column: "updated_at",
+    },
+    Field {
+        name: "delete_time",
+        kind: Kind::Time,
+        column: "deleted_at",
+    },
+    Field {
+        name: "public_metadata",
+        kind: Kind::Json,
+        column: "public_metadata",
+    },
+    Field {
+        name: "private_metadata",
+        kind: Kind::Json,
+        column: "private_metadata",
+    },
+];
+
+const MEMBERSHIP_FIELDS: &[Field] = &[
+    Field {
+        name: "id",
+        kind: Kind::Text,
+        column: "id",
+    },
+    Field {
+        name: "organization_id",
+        kind: Kind::Text,
+        column: "organization_id",
+    },
+    Field {
+        name: "user_id",
+        kind: Kind::Text,
+        column: "user_id",
+    },
+    Field {
+        name: "role",
+        kind: Kind::Text,
+        column: "role",
+    },
+    Field {
+        name: "role_name",
+        kind: Kind::Text,
+        column: "role_name",
+    },
+    Field {
+        name: "permissions",
+        kind: Kind::TextList,
+        column: "permissions",
+    },
+    Field {
+        name: "create_time",
+        kind: Kind::Time,
+        column: "created_at",
+    },
+    Field {
+        name: "update_time",
+        kind: Kind::Time,
+        column: "updated_at",
+    },
+    Field {
+        name: "delete_time",
+        kind: Kind::Time,
+        column: "deleted_at",
+    },
+    Field {
+        name: "public_metadata",
+        kind: Kind::Json,
+        column: "public_metadata",
+    },
+    Field {
+        name: "private_metadata",
+        kind: Kind::Json,
+        column: "private_metadata",
+    },
+];
+
+fn fields(entity: EntityType) -> &'static [Field] {
+    match entity {
+        EntityType::User => USER_FIELDS,
+        EntityType::Organization => ORGANIZATION_FIELDS,
+        EntityType::Membership => MEMBERSHIP_FIELDS,
+    }
+}
+
+/// One checked comparison.
+#[derive(Debug, Clone, PartialEq)]
+enum Check {
+    /// `column op value`; `None` value: `= null` / `!= null`; `Any`: `:*`.
+    Text {
+        column: &'static str,
+        op: Op,
+        value: Option<String>,
+        any: bool,
+    },
+    Bool {
+        column: &'static str,
+        op: Op,
+        value: bool,
+    },
+    Int {
+        column: &'static str,
+        op: Op,
+        value: f64,
+    },
+    Time {
+        column: &'static str,
+        op: Op,
+        value: Option<DateTime<Utc>>,
+        any: bool,
+    },
+    List {
+        column: &'static str,
+        value: Option<String>,
+    },
+    Email {
+        value: String,
+    },
+    /// `data #> {root, path…} op value`.
+    Json {
+        root: &'static str,
+        path: Vec<String>,
+        op: Op,
+        value: Literal,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+    Check(Check),
+}
+
+/// A parsed, checked filter for one entity type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    entity: EntityType,
+    root: Node,
+    text: String,
+}
+
+fn bad<T>(position: usize, message: impl Into<String>) -> Result<T, FilterError> {
+    Err(FilterError {
+        position,
+        message: message.into(),
+    })
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Eq => "=",
+        Op::Ne => "!=",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+        Op::Has => ":",
+    }
+}
+
+fn check(entity: EntityType, path: &[String], op: Op, value: &Literal, at: usize) -> Result<Check, FilterError> {
+    let name = &path[0];
+    let Some(field) = fields(entity).iter().find(|f| f.name == name) else {
+        let known: Vec<&str> = fields(entity).iter().map(|f| f.name).collect();
+        return bad(
+            at,
+            format!(
+                "unknown field `{name}` for {}s; known: {}",
+                entity.as_str(),
+                known.join(", ")
+            ),
+        );
+    };
+    if field.kind != Kind::Json && path.len() > 1 {
+        return bad(at, format!("`{name}` has no sub-fields"));
+    }
+    if let Literal::String(s) = value
+        && s.contains('\0')
+    {
+        return bad(at, "strings cannot contain NUL");
+    }
+    let wrong = |what: &str| {
+        bad(
+            at,
+            format!("`{name}` is {what}: `{} {:?}` does not apply", op_name(op), value),
+        )
+    };
+    Ok(match (field.kind, value) {
+        (Kind::Text, Literal::Any) => Check::Text {
+            column: field.column,
+            op,
+            value: None,
+            any: true,
+        },
+        (Kind::Text, Literal::Null) if matches!(op, Op::Eq | Op::Ne) => Check::Text {
+            column: field.column,
+            op,
+            value: None,
+            any: false,
+        },
+        (Kind::Text, Literal::String(s)) => {
+            let op = if op == Op::Has { Op::Eq } else { op };
+            Check::Text {
+                column: field.column,
+                op,
+                value: Some(s.clone()),
+                any: false,
+            }
+        }
+        (Kind::Text, _) => return wrong("text (quote the value)"),
+        (Kind::Bool, Literal::Bool(b)) if matches!(op, Op::Eq | Op::Ne | Op::Has) => Check::Bool {
+            column: field.column,
+            op: if op == Op::Ne { Op::Ne } else { Op::Eq },
+            value: *b,
+        },
+        (Kind::Bool, _) => return wrong("a boolean (= true, = false)"),
+        (Kind::Int, Literal::Number(n)) if op != Op::Has => Check::Int {
+            column: field.column,
+            op,
+            value: *n,
+        },
+        (Kind::Int, _) => return wrong("a number"),
+        (Kind::Time, Literal::Any) => Check::Time {
+            column: field.column,
+            op,
+            value: None,
+            any: true,
+        },
+        (Kind::Time, Literal::Null) if matches!(op, Op::Eq | Op::Ne) => Check::Time {
+            column: field.column,
+            op,
+            value: None,
+            any: false,
+        },
+        (Kind::Time, Literal::String(s)) if op != Op::Has => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Check::Time {
+                column: field.column,
+                op,
+                value: Some(t.with_timezone(&Utc)),
+                any: false,
+            },
+            Err(_) => {
+                return bad(
+                    at,
+                    format!("`{name}` is a time: use RFC 3339, e.g. \"2026-01-01T00:00:00Z\""),
+                );
+            }
+        },
+        (Kind::Time, _) => return wrong("a time (an RFC 3339 string)"),
+        (Kind::TextList, Literal::Any) if op == Op::Has => Check::List {
+            column: field.column,
+            value: None,
+        },
+        (Kind::TextList, Literal::String(s)) if op == Op::Has => Check::List {
+            column: field.column,
+            value: Some(s.clone()),
+        },
+        (Kind::TextList, _) => return wrong("a list: use `:` (has)"),
+        (Kind::Email, Literal::String(s)) if matches!(op, Op::Eq | Op::Has) => Check::Email { value: s.clone() },
+        (Kind::Email, _) => return wrong("any of the user's email addresses: use = or : with a string"),
+        (Kind::Json, value) => {
+            if path.len() < 2 {
+                return bad(at, format!("name a key inside `{name}`, e.g. `{name}.plan`"));
+            }
+            match (op, value) {
+                (Op::Lt | Op::Le | Op::Gt | Op::Ge, Literal::String(_) | Literal::Number(_)) => {}
+                (Op::Lt | Op::Le | Op::Gt | Op::Ge, _) => return wrong("metadata: order only strings and numbers"),
+                (Op::Eq | Op::Ne, Literal::Any) => return wrong("metadata"),
+                _ => {}
+            }
+            Check::Json {
+                root: field.column,
+                path: path[1..].to_vec(),
+                op,
+                value: value.clone(),
+            }
+        }
+    })
+}
+
+fn lower(entity: EntityType, expr: &Expr) -> Result<Node, FilterError> {
+    Ok(match expr {
+        Expr::And(a, b) => Node::And(Box::new(lower(entity, a)?), Box::new(lower(entity, b)?)),
+        Expr::Or(a, b) => Node::Or(Box::new(lower(entity, a)?), Box::new(lower(entity, b)?)),
+        Expr::Not(a) => Node::Not(Box::new(lower(entity, a)?)),
+        Expr::Compare {
+            path,
+            op,
+            value,
+            position,
+        } => Node::Check(check(entity, path, *op, value, *position)?),
+    })
+}
+
+impl Filter {
+    /// Parses and checks `text` for `entity`; a blank filter is `None` (everything matches).
+    pub fn parse(entity: EntityType, text: &str) -> Result<Option<Filter>, FilterError> {
+        let Some(expr) = parse::parse(text)? else {
+            return Ok(None);
+        };
+        Ok(Some(Filter {
+            entity,
+            root: lower(entity, &expr)?,
+            text: text.to_string(),
+        }))
+    }
+
+    pub fn entity(&self) -> EntityType {
+        self.entity
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The filter as a SQL condition on table alias `t`, with its parameters numbered from
+    /// `first_param`. Values are always bound, never spliced.
+    pub fn to_sql(&self, first_param: usize) -> (String, Vec<Bind>) {
+        let mut sql = Sql {
+            binds: Vec::new(),
+            first: first_param,
+        };
+        let text = sql.node(&self.root);
+        (text, sql.binds)
+    }
+
+    /// Whether a record's JSON state (as stored in the change log) matches.
+    pub fn matches(&self, state: &Value) -> bool {
+        eval(&self.root, state)
+    }
+}
+
+/// A bound parameter of a filter's SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Text(String),
+    Float(f64),
+    Bool(bool),
+    Time(DateTime<Utc>),
+    TextArray(Vec<String>),
+    Json(Value),
+}
+
+struct Sql {
+    binds: Vec<Bind>,
+    first: usize,
+}
+
+fn sql_op(op: Op) -> &'static str {
+    match op {
+        Op::Eq | Op::Has => "=",
+        Op::Ne => "<>",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+    }
+}
+
+fn literal_json(value: &Literal) -> Value {
+    match value {
+        Literal::String(s) => Value::String(s.clone()),
+        Literal::Number(n) => serde_json::Number::from_f64(*n)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Literal::Bool(b) => Value::Bool(*b),
+        Literal::Null | Literal::Any => Value::Null,
+    }
+}
+
+impl Sql {
+    fn bind(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        format!("${}", self.first + self.binds.len() - 1)
+    }
+
+    fn node(&mut self, node: &Node) -> String {
+        match node {
+            Node::And(a, b) => format!("({} AND {})", self.node(a), self.node(b)),
+            Node::Or(a, b) => format!("({} OR {})", self.node(a), self.node(b)),
+            Node::Not(a) => format!("(NOT {})", self.node(a)),
+            // Every comparison is two-valued (never NULL), so NOT means what it says.
+            Node::Check(c) => format!("coalesce({}, false)", self.check(c)),
+        }
+    }
+
+    fn check(&mut self, c: &Check) -> String {
+        match c {
+            Check::Text { column, any: true, .. } => format!("coalesce(t.{column}, '') <> ''"),
+            Check::Text {
+                column,
+                op,
+                value: None,
+                ..
+            } => {
+                format!("t.{column} IS {}NULL", if *op == Op::Ne { "NOT " } else { "" })
+            }
+            Check::Text {
+                column,
+                op,
+                value: Some(v),
+                ..
+            } => {
+                let p = self.bind(Bind::Text(v.clone()));
+                format!(
+                    "coalesce(t.{column}, '') COLLATE \"C\" {} {p}::text COLLATE \"C\"",
+                    sql_op(*op)
+                )
+            }
+            Check::Bool { column, op, value } => {
+                let p = self.bind(Bind::Bool(*value));
+                format!("t.{column} {} {p}::boolean", sql_op(*op))
+            }
+            Check::Int { column, op, value } => {
+                let p = self.bind(Bind::Float(*value));
+                format!("t.{column}::float8 {} {p}::float8", sql_op(*op))
+            }
+            Check::Time { column, any: true, .. } => format!("t.{column} IS NOT NULL"),
+            Check::Time {
+                column,
+                op,
+                value: None,
+                ..
+            } => {
+                format!("t.{column} IS {}NULL", if *op == Op::Ne { "NOT " } else { "" })
+            }
+            Check::Time {
+                column,
+                op,
+                value: Some(v),
+                ..
+            } => {
+                let p = self.bind(Bind::Time(*v));
+                format!("t.{column} {} {p}::timestamptz", sql_op(*op))
+            }
+            Check::List { column, value: None } => format!("cardinality(t.{column}) > 0"),
+            Check::List { column, value: Some(v) } => {
+                let p = self.bind(Bind::Text(v.clone()));
+                format!("{p}::text = ANY(t.{column})")
+            }
+            Check::Email { value } => {
+                let p = self.bind(Bind::Text(value.clone()));
+                format!(
+                    "EXISTS (SELECT 1 FROM user_email_addresses e WHERE e.user_id = t.id AND lower(e.email_address) = lower({p}::text))"
+                )
+            }
+            Check::Json { root, path, op, value } => {
+                let mut full = vec![root.to_string()];
+                full.extend(path.iter().cloned());
+                let p = self.bind(Bind::TextArray(full));
+                let x = format!("(t.data #> {p}::text[])");
+                match (op, value) {
+                    (Op::Has, Literal::Any) => format!("({x} IS NOT NULL AND {x} <> 'null'::jsonb)"),
+                    (Op::Eq | Op::Ne, Literal::Null) => {
+                        let eq = format!("({x} IS NULL OR {x} = 'null'::jsonb)");
+                        if *op == Op::Ne { format!("NOT {eq}") } else { eq }
+                    }
+                    (Op::Eq | Op::Ne, v) => {
+                        let j = self.bind(Bind::Json(literal_json(v)));
+                        let eq = format!("coalesce({x} = {j}::jsonb, false)");
+                        if *op == Op::Ne { format!("NOT {eq}") } else { eq }
+                    }
+                    (Op::Has, v) => {
+                        let j = self.bind(Bind::Json(literal_json(v)));
+                        format!(
+                            "({x} = {j}::jsonb OR (jsonb_typeof({x}) = 'array' AND {x} @> jsonb_build_array({j}::jsonb)))"
+                        )
+                    }
+                    (op, Literal::Number(n)) => {
+                        let p = self.bind(Bind::Float(*n));
+                        format!(
+                            "(jsonb_typeof({x}) = 'number' AND {x}::float8 {} {p}::float8)",
+                            sql_op(*op)
+                        )
+                    }
+                    (op, v) => {
+                        let s = match v {
+                            Literal::String(s) => s.clone(),
+                            _ => String::new(),
+                        };
+                        let p = self.bind(Bind::Text(s));
+                        format!(
+                            "(jsonb_typeof({x}) = 'string' AND ({x} #>> '{{}}') COLLATE \"C\" {} {p}::text COLLATE \"C\")",
+                            sql_op(*op)
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ordered<T: PartialOrd>(a: &T, op: Op, b: &T) -> bool {
+    match op {
+        Op::Eq | Op::Has => a == b,
+        Op::Ne => a != b,
+        Op::Lt => a < b,
+        Op::Le => a <= b,
+        Op::Gt => a > b,
+        Op::Ge => a >= b,
+    }
+}
+
+/// The value at `path` in `v` (array elements by index, as PostgreSQL's `#>` does).
+fn at_path<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for key in path {
+        v = match v {
+            Value::Object(map) => map.get(key)?,
+            Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// JSON equality as PostgreSQL's jsonb has it (numbers by value).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn eval(node: &Node, state: &Value) -> bool {
+    match node {
+        Node::And(a, b) => eval(a, state) && eval(b, state),
+        Node::Or(a, b) => eval(a, state) || eval(b, state),
+        Node::Not(a) => !eval(a, state),
+        Node::Check(c) => eval_check(c, state),
+    }
+}
+
+fn eval_check(c: &Check, state: &Value) -> bool {
+    let text = |column: &str| state.get(column).and_then(Value::as_str);
+    let time = |column: &str| {
+        text(column)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    match c {
+        Check::Text { column, any: true, .. } => !text(column).unwrap_or("").is_empty(),
+        Check::Text {
+            column,
+            op,
+            value: None,
+            ..
+        } => text(column).is_none() != (*op == Op::Ne),
+        Check::Text {
+            column,
+            op,
+            value: Some(v),
+            ..
+        } => ordered(&text(column).unwrap_or(""), *op, &v.as_str()),
+        Check::Bool { column, op, value } => state
+            .get(*column)
+            .and_then(Value::as_bool)
+            .is_some_and(|b| ordered(&b, *op, value)),
+        Check::Int { column, op, value } => state
+            .get(*column)
+            .and_then(Value::as_f64)
+            .is_some_and(|n| ordered(&n, *op, value)),
+        Check::Time { column, any: true, .. } => time(column).is_some(),
+        Check::Time {
+            column,
+            op,
+            value: None,
+            ..
+        } => time(column).is_none() != (*op == Op::Ne),
+        Check::Time {
+            column,
+            op,
+            value: Some(v),
+            ..
+        } => time(column).is_some_and(|t| ordered(&t, *op, v)),
+        Check::List { column, value } => {
+            let items: Vec<&str> = state
+                .get(*column)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match value {
+                None => !items.is_empty(),
+                Some(v) => items.contains(&v.as_str()),
+            }
+        }
+        Check::Email { value } => {
+            let want = value.to_lowercase();
+            state
+                .get("data")
+                .and_then(|d| d.get("email_addresses"))
+                .and_then(Value::as_array)
+                .is_some_and(|list| {
+                    list.iter()
+                        .filter_map(|e| e.get("email_address").and_then(Value::as_str))
+                        .any(|a| a.to_lowercase() == want)
+                })
+        }
+        Check::Json { root, path, op, value } => {
+            let x = state
+                .get("data")
+                .and_then(|d| d.get(*root))
+                .and_then(|r| at_path(r, path));
+            match (op, value) {
+                (Op::Has, Literal::Any) => x.is_some_and(|v| !v.is_null()),
+                (Op::Eq, Literal::Null) => x.is_none_or(Value::is_null),
+                (Op::Ne, Literal::Null) => !x.is_none_or(Value::is_null),
+                (Op::Eq, v) => x.is_some_and(|x| json_eq(x, &literal_json(v))),
+                (Op::Ne, v) => !x.is_some_and(|x| json_eq(x, &literal_json(v))),
+                (Op::Has, v) => {
+                    let want = literal_json(v);
+                    x.is_some_and(|x| {
+                        json_eq(x, &want) || x.as_array().is_some_and(|a| a.iter().any(|i| json_eq(i, &want)))
+                    })
+                }
+                (op, Literal::Number(n)) => x.and_then(Value::as_f64).is_some_and(|f| ordered(&f, *op, n)),
+                (op, Literal::String(s)) => x.and_then(Value::as_str).is_some_and(|t| ordered(&t, *op, &s.as_str())),
+                _ => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user_filter(text: &str) -> Result<Option<Filter>, FilterError> {
+        Filter::parse(EntityType::User, text)
+    }
+
+    #[test]
+    fn fields_are_checked_against_the_entity_type() {
+        assert!(user_filter(r#"public_metadata.plan = "pro""#).unwrap().is_some());
+        for (text, needle) in [
+            (r#"role = "x""#, "unknown field `role`"),
+            ("banned = \"yes\"", "boolean"),
+            ("first_name = 3", "text"),
+            (r#"create_time > "yesterday""#, "RFC 3339"),
+            ("public_metadata = 1", "name a key"),
+            ("first_name.x = \"a\"", "no sub-fields"),
+            ("public_metadata.a < true", "order only"),
+        ] {
+            let e = user_filter(text).unwrap_err();
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+        assert!(
+            Filter::parse(EntityType::Membership, r#"permissions = "x""#)
+                .unwrap_err()
+                .message
+                .contains("`:`")
+        );
+        assert!(Filter::parse(EntityType::Membership, r#"permissions:"x" AND role = "org:admin""#).is_ok());
+    }
+
+    #[test]
+    fn in_memory_evaluation_follows_the_documented_semantics() {
+        let state = json!({
+            "id": "user_1", "first_name": "Ada", "external_id": null, "banned": false,
+            "created_at": "2026-01-02T00:00:00Z",
+            "data": {"public_metadata": {"plan": "pro", "n": 5, "tags": ["a", "b"], "nil": null},
+                     "email_addresses": [{"email_address": "Ada@Example.com"}]}
+        });
+        let yes = |t: &str| assert!(user_filter(t).unwrap().unwrap().matches(&state), "{t}");
+        let no = |t: &str| assert!(!user_filter(t).unwrap().unwrap().matches(&state), "{t}");
+        yes(r#"public_metadata.plan = "pro""#);
+        yes(r#"public_metadata.plan != "free""#);
+        yes("public_metadata.n >= 5 AND public_metadata.n < 5.5");
+        yes(r#"public_metadata.tags:"a""#);
+        yes("public_metadata.tags:*");
+        yes("public_metadata.nil = null");
+        yes("public_metadata.absent = null");
+        no("public_metadata.nil:*");
+        no(r#"public_metadata.absent = "x""#);
+        yes(r#"public_metadata.absent != "x""#);
+        no("public_metadata.plan > 3");
+        yes(r#"email = "ada@example.COM""#);
+        yes("external_id = null");
+        yes(r#"external_id = """#);
+        no("external_id:*");
+        yes(r#"first_name > "A" AND first_name < "B""#);
+        yes(r#"create_time > "2026-01-01T00:00:00Z""#);
+        no("banned = true");
+        yes("NOT banned = true");
+        yes(r#"first_name = "x" OR first_name = "Ada""#);
+    }
+}
