@@ -8,5 +8,6 @@ mod embedded;
 mod events;
 mod helpers;
 mod ingest;
+mod lists;
 mod process;
 mod reflection;
