@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::applier::ApplierConfig;
+use crate::grpc::watch::WatchConfig;
 use crate::ingest::verify::WebhookSecrets;
 
 /// Where the database is.
@@ -37,6 +38,11 @@ pub struct Config {
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// Changes the hub buffers for this replica's watchers (a watcher further behind reads the
+    /// database).
+    pub hub_capacity: usize,
+    /// Watch streams.
+    pub watch: WatchConfig,
     /// How often gRPC health re-checks the database.
     pub health_interval: Duration,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
@@ -56,6 +62,8 @@ impl Config {
             ingest_batch_size: 500,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            hub_capacity: 4096,
+            watch: WatchConfig::default(),
             health_interval: Duration::from_secs(2),
             applier: Some(ApplierConfig::default()),
         }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod filter;
 pub mod grpc;
+pub mod hub;
 pub mod ingest;
 pub mod pb;
 pub mod pg;

@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::config::Config;
+use crate::hub::Hub;
 use crate::ingest::http::IngestCounters;
 use crate::ingest::{InboxWriter, IngestState};
 use crate::{admin, applier, db, grpc, ingest, store};
@@ -116,8 +119,23 @@ impl Application {
         let log_id = store::read::log_id(&self.read_pool)
             .await
             .context("cannot read the change log's id")?;
-        let directory = grpc::directory::Directory::new(self.read_pool.clone(), log_id);
-        let (routes, health) = grpc::routes(directory)
+        let directory = grpc::directory::Directory::new(self.read_pool.clone(), log_id.clone());
+        let (hub, hub_task) = Hub::spawn(
+            self.read_pool.clone(),
+            self.config.hub_capacity,
+            Duration::from_secs(1),
+            stop_rx_for_applier.clone(),
+        )
+        .await
+        .context("cannot start the change hub")?;
+        let watcher = grpc::watch::Watcher::new(
+            self.read_pool.clone(),
+            hub,
+            log_id,
+            self.config.watch.clone(),
+            stop_rx_for_applier.clone(),
+        );
+        let (routes, health) = grpc::routes(directory, watcher)
             .await
             .context("cannot build the gRPC services")?;
         // The first status is set before the port serves, so no probe sees "unknown".
@@ -154,6 +172,7 @@ impl Application {
         // Every handler is done: the writer's last handle drops with the router; wait for it.
         writer_task.await.context("the inbox writer failed")?;
         let _ = health_task.await;
+        let _ = hub_task.await;
         // The applier finishes the batch it is in.
         if let Some(applier) = applier {
             applier.await.context("the applier failed")?;

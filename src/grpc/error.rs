@@ -31,6 +31,18 @@ pub enum ApiError {
     /// A filter that does not parse or names what does not exist; `position` is a byte offset.
     #[error("invalid `filter` at position {position}: {message}")]
     InvalidFilter { position: usize, message: String },
+    /// A start cursor older than the retained log, or from another database: relist and resume.
+    #[error("{why}: list again, then watch from the list's cursor")]
+    CursorExpired { why: String, oldest_cursor: String },
+    /// A start cursor past the database's head.
+    #[error("the cursor is ahead of this database's change log")]
+    CursorInFuture { head_cursor: String },
+    /// A watcher that stopped reading for too long; resume from `resume_cursor`.
+    #[error("the stream was not read for too long; resume from the resume cursor")]
+    ConsumerTooSlow { resume_cursor: String },
+    /// The server is stopping; resume from `resume_cursor` on another replica or after restart.
+    #[error("the server is shutting down; resume from the resume cursor")]
+    ShuttingDown { resume_cursor: String },
     /// The database cannot be reached; retry.
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] sqlx::Error),
@@ -97,6 +109,30 @@ impl From<ApiError> for Status {
                 details.add_bad_request_violation("filter", description.clone());
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
+            ApiError::CursorExpired { oldest_cursor, .. } => Status::with_error_details(
+                Code::OutOfRange,
+                message,
+                ErrorDetails::with_error_info("CURSOR_EXPIRED", DOMAIN, metadata(&[("oldestCursor", oldest_cursor)])),
+            ),
+            ApiError::CursorInFuture { head_cursor } => Status::with_error_details(
+                Code::OutOfRange,
+                message,
+                ErrorDetails::with_error_info("CURSOR_IN_FUTURE", DOMAIN, metadata(&[("headCursor", head_cursor)])),
+            ),
+            ApiError::ConsumerTooSlow { resume_cursor } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_error_info(
+                    "CONSUMER_TOO_SLOW",
+                    DOMAIN,
+                    metadata(&[("resumeCursor", resume_cursor)]),
+                ),
+            ),
+            ApiError::ShuttingDown { resume_cursor } => Status::with_error_details(
+                Code::Unavailable,
+                message,
+                ErrorDetails::with_error_info("SHUTTING_DOWN", DOMAIN, metadata(&[("resumeCursor", resume_cursor)])),
+            ),
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "database unavailable");
                 let mut details = ErrorDetails::with_error_info("DATABASE_UNAVAILABLE", DOMAIN, HashMap::new());

@@ -8,20 +8,23 @@ pub mod directory;
 pub mod error;
 pub mod list;
 pub mod names;
+pub mod watch;
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::watch as signal;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::pb;
 use crate::pb::directory_service_server::DirectoryServiceServer;
+use crate::pb::watch_service_server::WatchServiceServer;
 
 /// Builds the gRPC routes; the returned reporter sets the health status.
 pub async fn routes(
     directory: directory::Directory,
+    watcher: watch::Watcher,
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
@@ -31,6 +34,7 @@ pub async fn routes(
     };
     let routes = Routes::new(health)
         .add_service(DirectoryServiceServer::new(directory))
+        .add_service(WatchServiceServer::new(watcher))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
     Ok((routes, reporter))
@@ -66,7 +70,7 @@ pub async fn report_health(
     reporter: HealthReporter,
     pool: sqlx::PgPool,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    mut stop: signal::Receiver<bool>,
 ) {
     let mut last = Some(check_health(&reporter, &pool, None).await);
     loop {

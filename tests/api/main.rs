@@ -11,3 +11,4 @@ mod ingest;
 mod lists;
 mod process;
 mod reflection;
+mod watch;

@@ -1,0 +1,470 @@
+//! `WatchService.WatchChanges`: a backlog read from PostgreSQL in short keyset pages (the
+//! connection released before sending), then `caught_up`, then live changes from the hub, in
+//! seq order with no gaps or duplicates. A watcher behind the hub's buffer reads the database at
+//! its own pace; one that stops reading is dropped with `CONSUMER_TOO_SLOW` and its resume
+//! cursor; shutdown ends streams with `UNAVAILABLE`.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, debug};
+
+use super::convert;
+use super::cursor::Cursor;
+use super::error::ApiError;
+use crate::filter::Filter;
+use crate::hub::Hub;
+use crate::pb;
+use crate::pb::watch_service_server::WatchService;
+use crate::store::changes::{self, ChangeRow, Scope};
+use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord};
+
+/// How watch streams behave.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Changes read per backlog query.
+    pub page: i64,
+    /// Messages buffered per stream towards the client.
+    pub buffer: usize,
+    /// How long a stream may stay unread before it is dropped (`CONSUMER_TOO_SLOW`).
+    pub send_timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            page: 500,
+            buffer: 64,
+            send_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct Watcher {
+    pool: sqlx::PgPool,
+    hub: Hub,
+    log_id: String,
+    config: WatchConfig,
+    stop: watch::Receiver<bool>,
+}
+
+impl Watcher {
+    pub fn new(pool: sqlx::PgPool, hub: Hub, log_id: String, config: WatchConfig, stop: watch::Receiver<bool>) -> Self {
+        Watcher {
+            pool,
+            hub,
+            log_id,
+            config,
+            stop,
+        }
+    }
+}
+
+/// What a stream sends: the scope (SQL-side narrowing) and the filter per entity type.
+struct Selection {
+    scope: Scope,
+    filters: HashMap<EntityType, Filter>,
+}
+
+impl Selection {
+    /// `None`: not for this stream; `Some(left_filter)`: send it.
+    fn select(&self, c: &ChangeRow) -> Option<bool> {
+        if !self.scope.contains(c) {
+            return None;
+        }
+        let Some(filter) = c.entity_type().and_then(|t| self.filters.get(&t)) else {
+            return Some(false);
+        };
+        let now = filter.matches(&c.state);
+        let before = c.previous.as_ref().is_some_and(|p| filter.matches(p));
+        (now || before).then_some(before && !now)
+    }
+}
+
+const ALL_TYPES: [EntityType; 3] = [EntityType::User, EntityType::Organization, EntityType::Membership];
+
+fn entity_type_of(value: i32) -> Result<EntityType, ApiError> {
+    match pb::EntityType::try_from(value) {
+        Ok(pb::EntityType::User) => Ok(EntityType::User),
+        Ok(pb::EntityType::Organization) => Ok(EntityType::Organization),
+        Ok(pb::EntityType::Membership) => Ok(EntityType::Membership),
+        _ => Err(ApiError::invalid(
+            "entity_types",
+            "INVALID_ENTITY_TYPE",
+            format!("{value} is not an entity type"),
+        )),
+    }
+}
+
+fn selection(r: &pb::WatchChangesRequest) -> Result<Selection, ApiError> {
+    let mut types = r
+        .entity_types
+        .iter()
+        .map(|t| entity_type_of(*t))
+        .collect::<Result<Vec<_>, _>>()?;
+    types.sort();
+    types.dedup();
+    let watched = if types.is_empty() {
+        ALL_TYPES.to_vec()
+    } else {
+        types.clone()
+    };
+    let mut filters = HashMap::new();
+    for t in watched {
+        if let Some(f) = Filter::parse(t, &r.filter).map_err(|e| ApiError::InvalidFilter {
+            position: e.position,
+            message: format!(
+                "{} (for {}s; narrow entity_types if the field is not theirs)",
+                e.message,
+                t.as_str()
+            ),
+        })? {
+            filters.insert(t, f);
+        }
+    }
+    let id = |field: &str, v: &str| -> Result<Option<String>, ApiError> {
+        match v {
+            "" => Ok(None),
+            v if v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(v.to_string())),
+            _ => Err(ApiError::invalid(field, "INVALID_ID", "not a Clerk id")),
+        }
+    };
+    Ok(Selection {
+        scope: Scope {
+            entity_types: types.iter().map(|t| t.as_str().to_string()).collect(),
+            organization_id: id("organization_id", &r.organization_id)?,
+            user_id: id("user_id", &r.user_id)?,
+        },
+        filters,
+    })
+}
+
+fn heartbeat_interval(d: Option<&prost_types::Duration>) -> Result<Duration, ApiError> {
+    let Some(d) = d else { return Ok(Duration::from_secs(10)) };
+    let ms = d
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(d.nanos as i64 / 1_000_000);
+    if !(1000..=60_000).contains(&ms) {
+        return Err(ApiError::invalid(
+            "heartbeat_interval",
+            "INVALID_HEARTBEAT_INTERVAL",
+            "must be between 1 s and 60 s",
+        ));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// The change as the API shows it.
+pub fn to_change(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<pb::Change, ApiError> {
+    use pb::change::{Entity, Previous};
+    let bad =
+        |e: serde_json::Error| ApiError::Internal(anyhow::anyhow!("change {} has an unreadable state: {e}", c.seq));
+    let (entity_type, entity, previous) = match c.entity_type() {
+        Some(EntityType::User) => {
+            let now: UserRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
+            let before = c
+                .previous
+                .clone()
+                .map(serde_json::from_value::<UserRecord>)
+                .transpose()
+                .map_err(bad)?;
+            (
+                pb::EntityType::User,
+                Entity::User(convert::user(&now, c.seq, log_id)),
+                before.map(|b| {
+                    Previous::PreviousUser(pb::User {
+                        update_cursor: String::new(),
+                        ..convert::user(&b, 0, log_id)
+                    })
+                }),
+            )
+        }
+        Some(EntityType::Organization) => {
+            let now: OrganizationRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
+            let before = c
+                .previous
+                .clone()
+                .map(serde_json::from_value::<OrganizationRecord>)
+                .transpose()
+                .map_err(bad)?;
+            (
+                pb::EntityType::Organization,
+                Entity::Organization(convert::organization(&now, c.seq, log_id)),
+                before.map(|b| {
+                    Previous::PreviousOrganization(pb::Organization {
+                        update_cursor: String::new(),
+                        ..convert::organization(&b, 0, log_id)
+                    })
+                }),
+            )
+        }
+        Some(EntityType::Membership) => {
+            let now: MembershipRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
+            let before = c
+                .previous
+                .clone()
+                .map(serde_json::from_value::<MembershipRecord>)
+                .transpose()
+                .map_err(bad)?;
+            (
+                pb::EntityType::Membership,
+                Entity::Membership(convert::membership(&now, c.seq, log_id)),
+                before.map(|b| {
+                    Previous::PreviousMembership(pb::Membership {
+                        update_cursor: String::new(),
+                        ..convert::membership(&b, 0, log_id)
+                    })
+                }),
+            )
+        }
+        None => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "change {} has an unknown entity type",
+                c.seq
+            )));
+        }
+    };
+    let operation = match c.operation.as_str() {
+        "created" => pb::Operation::Created,
+        "updated" => pb::Operation::Updated,
+        _ => pb::Operation::Deleted,
+    };
+    Ok(pb::Change {
+        cursor: Cursor::new(log_id, c.seq).encode(),
+        operation: operation as i32,
+        entity_type: entity_type as i32,
+        entity: Some(entity),
+        previous,
+        commit_time: convert::timestamp(Some(c.commit_time)),
+        left_filter,
+        source: c.source.clone(),
+    })
+}
+
+/// The stream handed to tonic: what the watcher task queued, then the error it ended with.
+pub struct ChangeStream {
+    rx: mpsc::Receiver<pb::WatchChangesResponse>,
+    end: Arc<Mutex<Option<Status>>>,
+}
+
+impl tokio_stream::Stream for ChangeStream {
+    type Item = Result<pb::WatchChangesResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(m)) => Poll::Ready(Some(Ok(m))),
+            Poll::Ready(None) => Poll::Ready(self.end.lock().expect("not poisoned").take().map(Err)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl WatchService for Watcher {
+    type WatchChangesStream = ChangeStream;
+
+    async fn watch_changes(&self, request: Request<pb::WatchChangesRequest>) -> Result<Response<ChangeStream>, Status> {
+        let r = request.into_inner();
+        let span = tracing::info_span!("rpc", rpc = "WatchChanges");
+        let start = async {
+            let selection = selection(&r)?;
+            let heartbeat = heartbeat_interval(r.heartbeat_interval.as_ref())?;
+            // Bounds from the database itself, not from a hub that may lag.
+            let (log_id, bounds) = changes::bounds(&self.pool).await?;
+            let oldest_cursor = Cursor::new(&log_id, bounds.oldest - 1).encode();
+            let position = match &r.start {
+                None => bounds.head,
+                Some(pb::watch_changes_request::Start::StartFromOldest(_)) => bounds.oldest - 1,
+                Some(pb::watch_changes_request::Start::StartCursor(text)) => {
+                    let cursor = Cursor::decode(text).map_err(|_| {
+                        ApiError::invalid("start_cursor", "INVALID_CURSOR", "not a clerk-mirror cursor")
+                    })?;
+                    if cursor.log_id != log_id {
+                        return Err(ApiError::CursorExpired {
+                            why: "the cursor comes from another database (restored or wiped?)".into(),
+                            oldest_cursor,
+                        });
+                    }
+                    if cursor.seq < bounds.oldest - 1 {
+                        return Err(ApiError::CursorExpired {
+                            why: "the cursor is older than the retained change log".into(),
+                            oldest_cursor,
+                        });
+                    }
+                    if cursor.seq > bounds.head {
+                        return Err(ApiError::CursorInFuture {
+                            head_cursor: Cursor::new(&log_id, bounds.head).encode(),
+                        });
+                    }
+                    cursor.seq
+                }
+            };
+            Ok::<_, ApiError>((selection, heartbeat, position))
+        };
+        let (selection, heartbeat, position) = start.instrument(span.clone()).await.map_err(Status::from)?;
+        // Subscribe before the backlog is read: what the hub publishes meanwhile is kept.
+        let live = self.hub.subscribe();
+        let (tx, rx) = mpsc::channel(self.config.buffer.max(1));
+        let end = Arc::new(Mutex::new(None));
+        let stream = Stream {
+            pool: self.pool.clone(),
+            hub: self.hub.clone(),
+            log_id: self.log_id.clone(),
+            config: self.config.clone(),
+            selection,
+            heartbeat,
+            position,
+            tx,
+            last_sent: Instant::now(),
+        };
+        let stop = self.stop.clone();
+        let end_slot = end.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = stream.run(live, stop).await {
+                    if let Some(status) = e {
+                        *end_slot.lock().expect("not poisoned") = Some(Status::from(status));
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ChangeStream { rx, end }))
+    }
+}
+
+/// One stream's state; `position` is the last seq it has passed.
+struct Stream {
+    pool: sqlx::PgPool,
+    hub: Hub,
+    log_id: String,
+    config: WatchConfig,
+    selection: Selection,
+    heartbeat: Duration,
+    position: i64,
+    tx: mpsc::Sender<pb::WatchChangesResponse>,
+    last_sent: Instant,
+}
+
+/// How a stream ends early: `None` when the client went away (nothing to tell it).
+type End = Option<ApiError>;
+
+impl Stream {
+    fn cursor(&self) -> String {
+        Cursor::new(&self.log_id, self.position).encode()
+    }
+
+    async fn send(&mut self, event: pb::watch_changes_response::Event) -> Result<(), End> {
+        let message = pb::WatchChangesResponse { event: Some(event) };
+        match tokio::time::timeout(self.config.send_timeout, self.tx.send(message)).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(None),
+            Err(_) => {
+                debug!("watcher too slow; dropping it");
+                // The resume cursor is the last position queued to the client.
+                Err(Some(ApiError::ConsumerTooSlow {
+                    resume_cursor: self.queued_cursor(),
+                }))
+            }
+        }
+    }
+
+    /// Everything queued so far reflects `position` up to the last send.
+    fn queued_cursor(&self) -> String {
+        self.cursor()
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), End> {
+        let cursor = self.cursor();
+        self.send(pb::watch_changes_response::Event::Heartbeat(pb::Heartbeat { cursor }))
+            .await
+    }
+
+    /// Sends `c` if selected, and moves past it.
+    async fn offer(&mut self, c: &ChangeRow) -> Result<(), End> {
+        if let Some(left_filter) = self.selection.select(c) {
+            let change = to_change(c, &self.log_id, left_filter).map_err(Some)?;
+            // The position moves only once the change is queued, so a resume cursor never skips it.
+            let before = self.position;
+            self.position = c.seq;
+            if let Err(e) = self.send(pb::watch_changes_response::Event::Change(change)).await {
+                self.position = before;
+                return Err(e);
+            }
+        } else {
+            self.position = c.seq;
+        }
+        Ok(())
+    }
+
+    /// Reads the log from the database after `position` until it has caught up with the head
+    /// (short pages, no connection held while sending).
+    async fn catch_up(&mut self) -> Result<(), End> {
+        loop {
+            let (rows, bounds) = changes::page(&self.pool, self.position, &self.selection.scope, self.config.page)
+                .await
+                .map_err(|e| Some(ApiError::from(e)))?;
+            if self.position < bounds.oldest - 1 {
+                return Err(Some(ApiError::CursorExpired {
+                    why: "the stream fell behind the retained change log".into(),
+                    oldest_cursor: Cursor::new(&self.log_id, bounds.oldest - 1).encode(),
+                }));
+            }
+            let full = rows.len() as i64 >= self.config.page;
+            for row in &rows {
+                self.offer(row).await?;
+            }
+            if !full {
+                // Every in-scope change up to the head was in this page.
+                self.position = self.position.max(bounds.head);
+                return Ok(());
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut live: broadcast::Receiver<Arc<ChangeRow>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), End> {
+        self.heartbeat().await?;
+        self.catch_up().await?;
+        let cursor = self.cursor();
+        self.send(pb::watch_changes_response::Event::CaughtUp(pb::CaughtUp { cursor }))
+            .await?;
+        loop {
+            let beat = self.last_sent + self.heartbeat;
+            tokio::select! {
+                biased;
+                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
+                }
+                received = live.recv() => match received {
+                    Ok(c) if c.seq <= self.position => {}
+                    Ok(c) if c.seq == self.position + 1 => self.offer(&c).await?,
+                    // A gap (or a lag): the database has everything.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.catch_up().await?;
+                        debug!(position = self.position, hub = self.hub.latest(), "caught up from the database");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
+                    }
+                },
+                () = tokio::time::sleep_until(beat) => self.heartbeat().await?,
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The change hub, one per replica: wakes on the applier's NOTIFY (a wake-up only, and lost on
+//! reconnect, so it always re-reads `seq > last` from the database, and also polls), reads each
+//! new change once, and fans it out to this replica's watchers through a bounded broadcast
+//! buffer. A watcher that falls behind the buffer reads the database at its own pace instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, warn};
+
+use crate::applier::CHANGES_CHANNEL;
+use crate::store::changes::{self, ChangeRow, Scope};
+
+/// Changes read per query.
+const PAGE: i64 = 1000;
+
+/// A handle to the hub: subscribe to live changes, or ask how far it has read.
+#[derive(Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<ChangeRow>>,
+    latest: watch::Receiver<i64>,
+}
+
+impl Hub {
+    /// Starts the hub on `pool`, publishing changes after the current head; `capacity` changes
+    /// are buffered for watchers (shared, so memory does not grow with slow watchers).
+    pub async fn spawn(
+        pool: PgPool,
+        capacity: usize,
+        poll: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Hub, tokio::task::JoinHandle<()>), sqlx::Error> {
+        let (_, bounds) = changes::bounds(&pool).await?;
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        let (latest_tx, latest) = watch::channel(bounds.head);
+        let task = tokio::spawn(run(pool, tx.clone(), latest_tx, bounds.head, poll, stop));
+        Ok((Hub { tx, latest }, task))
+    }
+
+    /// Live changes from now on (subscribe before reading the backlog, then skip what was read).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeRow>> {
+        self.tx.subscribe()
+    }
+
+    /// The last seq the hub has published.
+    pub fn latest(&self) -> i64 {
+        *self.latest.borrow()
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    tx: broadcast::Sender<Arc<ChangeRow>>,
+    latest: watch::Sender<i64>,
+    mut last: i64,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut listener: Option<PgListener> = None;
+    loop {
+        if listener.is_none() {
+            // Listen before reading, so nothing committed after the read is missed.
+            match PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen(CHANGES_CHANNEL).await {
+                    Ok(()) => listener = Some(l),
+                    Err(e) => warn!(error = %e, "the change hub cannot LISTEN; polling"),
+                },
+                Err(e) => warn!(error = %e, "the change hub cannot connect; polling"),
+            }
+        }
+        loop {
+            match changes::page(&pool, last, &Scope::default(), PAGE).await {
+                Ok((rows, _)) => {
+                    let n = rows.len();
+                    for row in rows {
+                        last = row.seq;
+                        // No receivers is fine: nobody is watching.
+                        let _ = tx.send(Arc::new(row));
+                    }
+                    latest.send_replace(last);
+                    if (n as i64) < PAGE {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "the change hub cannot read the log");
+                    break;
+                }
+            }
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.try_recv().await.map(|n| n.is_some()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = notified => match r {
+                Ok(true) => {}
+                // Ok(None): the connection was lost (notifications in between are lost too);
+                // the next round re-reads from the database anyway.
+                Ok(false) => debug!("the change hub's LISTEN connection was lost"),
+                Err(e) => {
+                    warn!(error = %e, "the change hub's LISTEN failed");
+                    listener = None;
+                }
+            },
+            () = tokio::time::sleep(poll) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! `WatchChanges`: backlog, caught_up, live; resuming; every error; filters and left_filter;
+//! many watchers; a watcher that reads nothing; replicas; shutdown.
+
+use std::time::Duration;
+
+use clerk_mirror::grpc::cursor::Cursor;
+use clerk_mirror::pb;
+use clerk_mirror::pb::watch_changes_response::Event;
+use clerk_mirror::pb::watch_service_client::WatchServiceClient;
+use tonic::Code;
+use tonic::codec::Streaming;
+use tonic_types::StatusExt;
+
+use crate::events::*;
+use crate::helpers::*;
+
+async fn watch(
+    app: &TestApp,
+    request: pb::WatchChangesRequest,
+) -> Result<Streaming<pb::WatchChangesResponse>, tonic::Status> {
+    let mut c = WatchServiceClient::connect(format!("http://{}", app.grpc_addr))
+        .await
+        .unwrap();
+    c.watch_changes(request).await.map(|r| r.into_inner())
+}
+
+async fn next(stream: &mut Streaming<pb::WatchChangesResponse>) -> Event {
+    let m = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("a message within 30 s");
+    m.expect("no error")
+        .expect("the stream goes on")
+        .event
+        .expect("an event")
+}
+
+fn from_oldest() -> pb::WatchChangesRequest {
+    pb::WatchChangesRequest {
+        start: Some(pb::watch_changes_request::Start::StartFromOldest(true)),
+        ..Default::default()
+    }
+}
+
+fn from(cursor: &str) -> pb::WatchChangesRequest {
+    pb::WatchChangesRequest {
+        start: Some(pb::watch_changes_request::Start::StartCursor(cursor.into())),
+        ..Default::default()
+    }
+}
+
+fn seq(cursor: &str) -> i64 {
+    Cursor::decode(cursor).unwrap().seq
+}
+
+async fn head(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT head_seq FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Collects changes (their seqs) until the stream has passed `until`.
+async fn changes_until(stream: &mut Streaming<pb::WatchChangesResponse>, until: i64) -> Vec<pb::Change> {
+    let mut out = Vec::new();
+    loop {
+        let at = match next(stream).await {
+            Event::Change(c) => {
+                let s = seq(&c.cursor);
+                out.push(c);
+                s
+            }
+            Event::CaughtUp(c) => seq(&c.cursor),
+            Event::Heartbeat(h) => seq(&h.cursor),
+        };
+        if at >= until {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watch_sends_a_heartbeat_at_once_then_the_backlog_then_caught_up_then_live_changes() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[
+        user_event("created", "user_w1", T, T, "One"),
+        org_event("created", "org_w1", T, T, "Org"),
+        membership_event("created", "orgmem_w1", "org_w1", "user_w1", T, T, "org:admin"),
+    ])
+    .await;
+    let mut s = watch(&app, from_oldest()).await.unwrap();
+    let Event::Heartbeat(first) = next(&mut s).await else {
+        panic!("the first message is a heartbeat")
+    };
+    assert_eq!(seq(&first.cursor), 0);
+    let mut kinds = Vec::new();
+    for expected in 1..=3 {
+        let Event::Change(c) = next(&mut s).await else {
+            panic!("a change")
+        };
+        assert_eq!(seq(&c.cursor), expected);
+        assert_eq!(c.operation, pb::Operation::Created as i32);
+        assert!(c.source.starts_with("webhook:msg_"));
+        assert!(c.commit_time.is_some());
+        kinds.push(c.entity_type);
+    }
+    assert_eq!(
+        kinds,
+        [
+            pb::EntityType::User as i32,
+            pb::EntityType::Organization as i32,
+            pb::EntityType::Membership as i32
+        ]
+    );
+    let Event::CaughtUp(caught) = next(&mut s).await else {
+        panic!("caught_up")
+    };
+    assert_eq!(seq(&caught.cursor), 3);
+    app.send_all_and_apply(&[user_event("updated", "user_w1", T + 1, T + 1, "Two")])
+        .await;
+    let Event::Change(live) = next(&mut s).await else {
+        panic!("a live change")
+    };
+    assert_eq!(seq(&live.cursor), 4);
+    assert_eq!(live.operation, pb::Operation::Updated as i32);
+    let Some(pb::change::Entity::User(u)) = live.entity else {
+        panic!()
+    };
+    let Some(pb::change::Previous::PreviousUser(before)) = live.previous else {
+        panic!()
+    };
+    assert_eq!((u.first_name.as_str(), before.first_name.as_str()), ("Two", "One"));
+    assert_eq!(u.update_cursor, live.cursor);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resuming_from_the_last_cursor_seen_misses_nothing_and_repeats_nothing() {
+    let app = spawn_app().await;
+    let bodies: Vec<String> = (0..30)
+        .map(|i| user_event("created", &format!("user_r{i}"), T, T, "R"))
+        .collect();
+    app.send_all_and_apply(&bodies[..10]).await;
+    let mut s = watch(&app, from_oldest()).await.unwrap();
+    next(&mut s).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let Event::Change(c) = next(&mut s).await else { panic!() };
+        seen.push(c.cursor);
+    }
+    drop(s);
+    app.send_all_and_apply(&bodies[10..]).await;
+    let mut s = watch(&app, from(seen.last().unwrap())).await.unwrap();
+    let rest = changes_until(&mut s, head(&app).await).await;
+    seen.extend(rest.into_iter().map(|c| c.cursor));
+    let seqs: Vec<i64> = seen.iter().map(|c| seq(c)).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_drops_before_any_change_resumes_from_the_first_heartbeat_and_misses_nothing() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[user_event("created", "user_h0", T, T, "Before")])
+        .await;
+    let mut s = watch(&app, pb::WatchChangesRequest::default()).await.unwrap();
+    let Event::Heartbeat(h) = next(&mut s).await else {
+        panic!()
+    };
+    assert_eq!(seq(&h.cursor), 1, "from now: the current head");
+    drop(s);
+    app.send_all_and_apply(&[
+        user_event("created", "user_h1", T, T, "After"),
+        user_event("created", "user_h2", T, T, "After"),
+    ])
+    .await;
+    let mut s = watch(&app, from(&h.cursor)).await.unwrap();
+    let got: Vec<i64> = changes_until(&mut s, 3).await.iter().map(|c| seq(&c.cursor)).collect();
+    assert_eq!(got, [2, 3]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn expired_foreign_future_and_malformed_cursors_and_bad_requests_fail_with_their_reasons() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(
+        &(0..5)
+            .map(|i| user_event("created", &format!("user_e{i}"), T, T, "E"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let log_id: String = sqlx::query_scalar("SELECT log_id FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let err = |r: Result<_, tonic::Status>| r.err().expect("an error");
+
+    let e = err(watch(&app, from("not-a-cursor")).await);
+    assert_eq!(
+        (e.code(), e.get_details_error_info().unwrap().reason.as_str()),
+        (Code::InvalidArgument, "INVALID_CURSOR")
+    );
+    let e = err(watch(&app, from(&Cursor::new("0123456789abcdef", 2).encode())).await);
+    assert_eq!(
+        (e.code(), e.get_details_error_info().unwrap().reason.as_str()),
+        (Code::OutOfRange, "CURSOR_EXPIRED")
+    );
+    assert!(e.message().contains("another database"), "{e:?}");
+    let e = err(watch(&app, from(&Cursor::new(&log_id, 6).encode())).await);
+    assert_eq!(
+        (e.code(), e.get_details_error_info().unwrap().reason.as_str()),
+        (Code::OutOfRange, "CURSOR_IN_FUTURE")
+    );
+    // The head itself is fine (nothing after it yet).
+    assert!(watch(&app, from(&Cursor::new(&log_id, 5).encode())).await.is_ok());
+    // Pruning moves the oldest retained seq: older cursors expire and say where the log starts.
+    sqlx::query("UPDATE log_head SET oldest_seq = 4")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let e = err(watch(&app, from(&Cursor::new(&log_id, 2).encode())).await);
+    let info = e.get_details_error_info().unwrap();
+    assert_eq!((e.code(), info.reason.as_str()), (Code::OutOfRange, "CURSOR_EXPIRED"));
+    assert_eq!(seq(&info.metadata["oldestCursor"]), 3);
+    assert!(watch(&app, from(&info.metadata["oldestCursor"])).await.is_ok());
+    let mut s = watch(&app, from_oldest()).await.unwrap();
+    assert!(matches!(next(&mut s).await, Event::Heartbeat(h) if seq(&h.cursor) == 3));
+
+    let bad = [
+        pb::WatchChangesRequest {
+            filter: "plan = ".into(),
+            ..Default::default()
+        },
+        pb::WatchChangesRequest {
+            filter: r#"role = "org:admin""#.into(),
+            ..Default::default()
+        },
+        pb::WatchChangesRequest {
+            entity_types: vec![0],
+            ..Default::default()
+        },
+        pb::WatchChangesRequest {
+            heartbeat_interval: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+            ..Default::default()
+        },
+        pb::WatchChangesRequest {
+            heartbeat_interval: Some(prost_types::Duration { seconds: 61, nanos: 0 }),
+            ..Default::default()
+        },
+    ];
+    for r in bad {
+        let e = err(watch(&app, r.clone()).await);
+        assert_eq!(e.code(), Code::InvalidArgument, "{r:?}: {e:?}");
+    }
+    // A membership-only field is fine once the watch is narrowed to memberships.
+    let narrowed = pb::WatchChangesRequest {
+        filter: r#"role = "org:admin""#.into(),
+        entity_types: vec![pb::EntityType::Membership as i32],
+        ..Default::default()
+    };
+    assert!(watch(&app, narrowed).await.is_ok());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_filter_matching_nothing_still_advances_through_heartbeats() {
+    let app = spawn_app().await;
+    let request = pb::WatchChangesRequest {
+        filter: r#"public_metadata.plan = "enterprise""#.into(),
+        heartbeat_interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        ..Default::default()
+    };
+    let mut s = watch(&app, request).await.unwrap();
+    app.send_all_and_apply(
+        &(0..5)
+            .map(|i| user_event("created", &format!("user_f{i}"), T, T, "F"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let got = changes_until(&mut s, 5).await;
+    assert!(got.is_empty(), "nothing matched, nothing sent");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_that_leaves_the_filter_is_sent_with_left_filter() {
+    let app = spawn_app().await;
+    let request = pb::WatchChangesRequest {
+        filter: r#"public_metadata.plan = "pro""#.into(),
+        ..Default::default()
+    };
+    let mut s = watch(&app, request).await.unwrap();
+    next(&mut s).await;
+    next(&mut s).await;
+    let with_plan = |plan: &str, updated: i64, kind: &str| {
+        let mut u = user("user_lf", updated, "Lf");
+        u["public_metadata"] = serde_json::json!({"plan": plan});
+        envelope(&format!("user.{kind}"), updated, u)
+    };
+    app.send_all_and_apply(&[
+        with_plan("pro", T, "created"),
+        with_plan("free", T + 1, "updated"),
+        with_plan("basic", T + 2, "updated"),
+        with_plan("pro", T + 3, "updated"),
+    ])
+    .await;
+    let got = changes_until(&mut s, 4).await;
+    let summary: Vec<(i64, bool)> = got.iter().map(|c| (seq(&c.cursor), c.left_filter)).collect();
+    // free → basic matched neither before nor after: not sent.
+    assert_eq!(summary, [(1, false), (2, true), (4, false)]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_watchers_each_get_exactly_their_changes_in_order_while_events_arrive() {
+    let app = spawn_app().await;
+    let start = head(&app).await;
+    let orgs = ["org_c0", "org_c1", "org_c2"];
+    let users: Vec<String> = (0..10).map(|i| format!("user_c{i}")).collect();
+    let mut requests = Vec::new();
+    for i in 0..50 {
+        let mut r = pb::WatchChangesRequest {
+            heartbeat_interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+            ..Default::default()
+        };
+        match i % 5 {
+            0 => r.entity_types = vec![pb::EntityType::User as i32],
+            1 => r.organization_id = orgs[i % 3].into(),
+            2 => r.user_id = users[i % 10].clone(),
+            3 => r.filter = format!(r#"public_metadata.tier = "t{}""#, i % 3),
+            _ => {
+                r.entity_types = vec![pb::EntityType::Membership as i32];
+                r.filter = r#"role = "org:admin""#.into();
+            }
+        }
+        requests.push(r);
+    }
+    let mut streams = Vec::new();
+    for r in &requests {
+        let mut s = watch(&app, r.clone()).await.unwrap();
+        next(&mut s).await;
+        next(&mut s).await;
+        streams.push(s);
+    }
+    // Events arrive concurrently with the watchers reading.
+    let mut bodies = Vec::new();
+    for (k, u) in users.iter().enumerate() {
+        bodies.push(user_event("created", u, T, T, "C"));
+        let org = orgs[k % 3];
+        bodies.push(membership_event(
+            "created",
+            &format!("orgmem_c{k}"),
+            org,
+            u,
+            T,
+            T,
+            if k % 2 == 0 { "org:admin" } else { "org:member" },
+        ));
+    }
+    for (k, o) in orgs.iter().enumerate() {
+        let mut data = org(o, T, "C");
+        data["public_metadata"] = serde_json::json!({"tier": format!("t{k}")});
+        bodies.push(envelope("organization.created", T, data));
+    }
+    bodies.push(user_deleted("user_c3", T + 5));
+    let sender = {
+        let url = app.webhook_url();
+        let secrets = app.secrets.clone();
+        tokio::spawn(async move {
+            for b in bodies {
+                let id = clerk_mirror::send_event::new_message_id();
+                clerk_mirror::send_event::send(&url, &secrets, &id, b.as_bytes())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    sender.await.unwrap();
+    app.wait_until_applied().await;
+    let end = head(&app).await;
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        seq: i64,
+        entity_type: String,
+        organization_id: Option<String>,
+        user_id: Option<String>,
+        state: serde_json::Value,
+        previous: Option<serde_json::Value>,
+    }
+    let log: Vec<Row> = sqlx::query_as(
+        "SELECT seq, entity_type, organization_id, user_id, state, previous FROM changes WHERE seq > $1 ORDER BY seq",
+    )
+    .bind(start)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let watchers = streams.into_iter().zip(requests).map(|(mut s, r)| async move {
+        let got: Vec<i64> = changes_until(&mut s, end)
+            .await
+            .iter()
+            .map(|c| seq(&c.cursor))
+            .collect();
+        (got, r)
+    });
+    for (got, r) in futures::future::join_all(watchers).await {
+        let expected: Vec<i64> = log
+            .iter()
+            .filter(|c| {
+                let type_ok = r.entity_types.is_empty()
+                    || (r.entity_types[0] == pb::EntityType::User as i32 && c.entity_type == "user")
+                    || (r.entity_types[0] == pb::EntityType::Membership as i32 && c.entity_type == "membership");
+                let org_ok =
+                    r.organization_id.is_empty() || c.organization_id.as_deref() == Some(r.organization_id.as_str());
+                let user_ok = r.user_id.is_empty() || c.user_id.as_deref() == Some(r.user_id.as_str());
+                let filter_ok = r.filter.is_empty() || {
+                    let field = |v: &serde_json::Value| {
+                        if r.filter.starts_with("role") {
+                            v["role"] == "org:admin"
+                        } else {
+                            v["data"]["public_metadata"]["tier"] == r.filter.split('"').nth(1).unwrap()
+                        }
+                    };
+                    field(&c.state) || c.previous.as_ref().is_some_and(field)
+                };
+                type_ok && org_ok && user_ok && filter_ok
+            })
+            .map(|c| c.seq)
+            .collect();
+        assert_eq!(got, expected, "watcher {r:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn changes_applied_through_one_replica_reach_watchers_on_another() {
+    let (cluster, name) = shared_database().await;
+    let a = spawn_app_on(cluster, &name, AppOptions::default()).await;
+    let b = spawn_app_on(cluster, &name, AppOptions::default()).await;
+    let mut s = watch(&b, pb::WatchChangesRequest::default()).await.unwrap();
+    next(&mut s).await;
+    next(&mut s).await;
+    a.send_all_and_apply(&[user_event("created", "user_rep", T, T, "Rep")])
+        .await;
+    let Event::Change(c) = next(&mut s).await else { panic!() };
+    assert_eq!(seq(&c.cursor), 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_streams_with_unavailable_and_a_resume_cursor() {
+    let app = spawn_app().await;
+    let mut s = watch(&app, pb::WatchChangesRequest::default()).await.unwrap();
+    next(&mut s).await;
+    next(&mut s).await;
+    let stopping = tokio::spawn(app.stop());
+    let end = tokio::time::timeout(Duration::from_secs(30), s.message())
+        .await
+        .expect("the stream ends promptly");
+    let e = end.expect_err("an error, not a clean end");
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(
+        e.get_details_error_info().unwrap().metadata["resumeCursor"].is_empty(),
+        false
+    );
+    tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
