@@ -330,11 +330,10 @@ impl WatchService for Watcher {
         let end_slot = end.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = stream.run(live, stop).await {
-                    if let Some(status) = e {
+                if let Err(e) = stream.run(live, stop).await
+                    && let Some(status) = e {
                         *end_slot.lock().expect("not poisoned") = Some(Status::from(status));
                     }
-                }
             }
             .instrument(span),
         );

@@ -93,7 +93,7 @@ fn population(rng: &mut Rng, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             let id = format!("user_p{i:04}");
-            let name: &str = *rng.pick::<&str>(&["Ada", "Bob", "Cy", "ada", "Éva", ""]);
+            let name: &str = rng.pick::<&str>(&["Ada", "Bob", "Cy", "ada", "Éva", ""]);
             let mut u = user(&id, T + i as i64, name);
             u["banned"] = json!(rng.next().is_multiple_of(4));
             u["created_at"] = json!(T + (i as i64) * 86_400_000);
@@ -108,10 +108,10 @@ fn population(rng: &mut Rng, n: usize) -> Vec<String> {
             ]) {
                 meta.insert("plan".into(), plan.clone());
             }
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 meta.insert("n".into(), json!((rng.next() % 10) as i64));
             }
-            let tags: Vec<&str> = ["a", "b", "c"].into_iter().filter(|_| rng.next() % 2 == 0).collect();
+            let tags: Vec<&str> = ["a", "b", "c"].into_iter().filter(|_| rng.next().is_multiple_of(2)).collect();
             meta.insert("tags".into(), json!(tags));
             meta.insert(
                 "nested".into(),

@@ -192,7 +192,7 @@ async fn expired_foreign_future_and_malformed_cursors_and_bad_requests_fail_with
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let err = |r: Result<_, tonic::Status>| r.err().expect("an error");
+    let err = |r: Result<_, tonic::Status>| r.expect_err("an error");
 
     let e = err(watch(&app, from("not-a-cursor")).await);
     assert_eq!(
@@ -458,9 +458,8 @@ async fn stopping_the_server_ends_open_streams_with_unavailable_and_a_resume_cur
         .expect("the stream ends promptly");
     let e = end.expect_err("an error, not a clean end");
     assert_eq!(e.code(), Code::Unavailable);
-    assert_eq!(
-        e.get_details_error_info().unwrap().metadata["resumeCursor"].is_empty(),
-        false
+    assert!(
+        !e.get_details_error_info().unwrap().metadata["resumeCursor"].is_empty()
     );
     tokio::time::timeout(Duration::from_secs(30), stopping)
         .await
