@@ -62,7 +62,7 @@ impl Config {
             ingest_batch_size: 500,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
-            hub_capacity: 4096,
+            hub_capacity: 1024,
             watch: WatchConfig::default(),
             health_interval: Duration::from_secs(2),
             applier: Some(ApplierConfig::default()),

@@ -104,6 +104,7 @@ impl Application {
         };
 
         let counters = Arc::new(IngestCounters::default());
+        let watch_counters = Arc::new(grpc::watch::WatchCounters::default());
         let (writer, writer_task) = InboxWriter::spawn(self.pool.clone(), self.config.ingest_batch_size);
         let state = IngestState {
             secrets: self.config.webhook_secrets.clone(),
@@ -114,7 +115,14 @@ impl Application {
         };
         let http_router = ingest::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
         let http = axum::serve(self.http, http_router).with_graceful_shutdown(stopped());
-        let admin = axum::serve(self.admin, admin::router(counters)).with_graceful_shutdown(stopped());
+        let admin = axum::serve(
+            self.admin,
+            admin::router(admin::Counters {
+                ingest: counters,
+                watch: watch_counters.clone(),
+            }),
+        )
+        .with_graceful_shutdown(stopped());
 
         let log_id = store::read::log_id(&self.read_pool)
             .await
@@ -134,6 +142,7 @@ impl Application {
             log_id,
             self.config.watch.clone(),
             stop_rx_for_applier.clone(),
+            watch_counters,
         );
         let (routes, health) = grpc::routes(directory, watcher)
             .await

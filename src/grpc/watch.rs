@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -46,6 +47,33 @@ impl Default for WatchConfig {
     }
 }
 
+/// Counters for the admin port's metrics.
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    /// Streams open now.
+    pub open: std::sync::atomic::AtomicI64,
+    /// Streams dropped for not reading (`CONSUMER_TOO_SLOW`).
+    pub dropped_too_slow: std::sync::atomic::AtomicU64,
+    /// Times a stream behind the hub's buffer read the database instead.
+    pub database_catch_ups: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a stream as open for as long as it lives.
+struct OpenStream(Arc<WatchCounters>);
+
+impl OpenStream {
+    fn new(counters: Arc<WatchCounters>) -> Self {
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(counters)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The service.
 #[derive(Clone)]
 pub struct Watcher {
@@ -54,16 +82,25 @@ pub struct Watcher {
     log_id: String,
     config: WatchConfig,
     stop: watch::Receiver<bool>,
+    counters: Arc<WatchCounters>,
 }
 
 impl Watcher {
-    pub fn new(pool: sqlx::PgPool, hub: Hub, log_id: String, config: WatchConfig, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        pool: sqlx::PgPool,
+        hub: Hub,
+        log_id: String,
+        config: WatchConfig,
+        stop: watch::Receiver<bool>,
+        counters: Arc<WatchCounters>,
+    ) -> Self {
         Watcher {
             pool,
             hub,
             log_id,
             config,
             stop,
+            counters,
         }
     }
 }
@@ -325,15 +362,17 @@ impl WatchService for Watcher {
             position,
             tx,
             last_sent: Instant::now(),
+            counters: self.counters.clone(),
         };
+        let open = OpenStream::new(self.counters.clone());
         let stop = self.stop.clone();
         let end_slot = end.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = stream.run(live, stop).await
-                    && let Some(status) = e {
-                        *end_slot.lock().expect("not poisoned") = Some(Status::from(status));
-                    }
+                let _open = open;
+                if let Err(Some(e)) = stream.run(live, stop).await {
+                    *end_slot.lock().expect("not poisoned") = Some(Status::from(e));
+                }
             }
             .instrument(span),
         );
@@ -352,6 +391,7 @@ struct Stream {
     position: i64,
     tx: mpsc::Sender<pb::WatchChangesResponse>,
     last_sent: Instant,
+    counters: Arc<WatchCounters>,
 }
 
 /// How a stream ends early: `None` when the client went away (nothing to tell it).
@@ -372,17 +412,13 @@ impl Stream {
             Ok(Err(_)) => Err(None),
             Err(_) => {
                 debug!("watcher too slow; dropping it");
+                self.counters.dropped_too_slow.fetch_add(1, Ordering::Relaxed);
                 // The resume cursor is the last position queued to the client.
                 Err(Some(ApiError::ConsumerTooSlow {
-                    resume_cursor: self.queued_cursor(),
+                    resume_cursor: self.cursor(),
                 }))
             }
         }
-    }
-
-    /// Everything queued so far reflects `position` up to the last send.
-    fn queued_cursor(&self) -> String {
-        self.cursor()
     }
 
     async fn heartbeat(&mut self) -> Result<(), End> {
@@ -396,12 +432,8 @@ impl Stream {
         if let Some(left_filter) = self.selection.select(c) {
             let change = to_change(c, &self.log_id, left_filter).map_err(Some)?;
             // The position moves only once the change is queued, so a resume cursor never skips it.
-            let before = self.position;
+            self.send(pb::watch_changes_response::Event::Change(change)).await?;
             self.position = c.seq;
-            if let Err(e) = self.send(pb::watch_changes_response::Event::Change(change)).await {
-                self.position = before;
-                return Err(e);
-            }
         } else {
             self.position = c.seq;
         }
@@ -455,6 +487,7 @@ impl Stream {
                     Ok(c) if c.seq == self.position + 1 => self.offer(&c).await?,
                     // A gap (or a lag): the database has everything.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.counters.database_catch_ups.fetch_add(1, Ordering::Relaxed);
                         self.catch_up().await?;
                         debug!(position = self.position, hub = self.hub.latest(), "caught up from the database");
                     }

@@ -135,6 +135,8 @@ pub struct AppOptions {
     pub applier: bool,
     /// The applier's fallback poll interval (how long a missed wake-up could delay it).
     pub idle_poll: std::time::Duration,
+    /// How long a watch stream may stay unread before it is dropped.
+    pub watch_send_timeout: Option<std::time::Duration>,
 }
 
 impl Default for AppOptions {
@@ -145,6 +147,7 @@ impl Default for AppOptions {
             max_body_bytes: None,
             applier: true,
             idle_poll: std::time::Duration::from_millis(200),
+            watch_send_timeout: None,
         }
     }
 }
@@ -181,6 +184,9 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
         }
     } else {
         config.applier = None;
+    }
+    if let Some(timeout) = options.watch_send_timeout {
+        config.watch.send_timeout = timeout;
     }
     if let Some(max) = options.max_body_bytes {
         config.max_body_bytes = max;
@@ -337,4 +343,28 @@ pub async fn wait_until_applied(pool: &PgPool) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// Puts events straight into the inbox (one statement) for the app's applier.
+pub async fn enqueue(pool: &PgPool, bodies: &[String]) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let keys: Vec<String> = bodies
+        .iter()
+        .map(|_| format!("msg_l{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+        .collect();
+    let types: Vec<Option<String>> = bodies
+        .iter()
+        .map(|b| clerk_mirror::ingest::envelope::parse(b.as_bytes()).unwrap().event_type)
+        .collect();
+    let raw: Vec<Vec<u8>> = bodies.iter().map(|b| b.as_bytes().to_vec()).collect();
+    sqlx::query(
+        "INSERT INTO inbox (source, event_key, event_type, body)
+         SELECT 'webhook', k, t, b FROM unnest($1::text[], $2::text[], $3::bytea[]) AS r(k, t, b)",
+    )
+    .bind(keys)
+    .bind(types)
+    .bind(raw)
+    .execute(pool)
+    .await
+    .unwrap();
 }

@@ -9,7 +9,6 @@ use clerk_mirror::pb;
 use clerk_mirror::pb::directory_service_client::DirectoryServiceClient;
 use clerk_mirror::store::{EntityType, UserRecord};
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -21,30 +20,6 @@ async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
     DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
         .await
         .expect("connect")
-}
-
-/// Puts events straight into the inbox (one statement) for the app's applier.
-async fn enqueue(pool: &PgPool, bodies: &[String]) {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let keys: Vec<String> = bodies
-        .iter()
-        .map(|_| format!("msg_l{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
-        .collect();
-    let types: Vec<Option<String>> = bodies
-        .iter()
-        .map(|b| clerk_mirror::ingest::envelope::parse(b.as_bytes()).unwrap().event_type)
-        .collect();
-    let raw: Vec<Vec<u8>> = bodies.iter().map(|b| b.as_bytes().to_vec()).collect();
-    sqlx::query(
-        "INSERT INTO inbox (source, event_key, event_type, body)
-         SELECT 'webhook', k, t, b FROM unnest($1::text[], $2::text[], $3::bytea[]) AS r(k, t, b)",
-    )
-    .bind(keys)
-    .bind(types)
-    .bind(raw)
-    .execute(pool)
-    .await
-    .unwrap();
 }
 
 /// Every user a filter lists, walking all pages.
@@ -111,7 +86,10 @@ fn population(rng: &mut Rng, n: usize) -> Vec<String> {
             if rng.next().is_multiple_of(2) {
                 meta.insert("n".into(), json!((rng.next() % 10) as i64));
             }
-            let tags: Vec<&str> = ["a", "b", "c"].into_iter().filter(|_| rng.next().is_multiple_of(2)).collect();
+            let tags: Vec<&str> = ["a", "b", "c"]
+                .into_iter()
+                .filter(|_| rng.next().is_multiple_of(2))
+                .collect();
             meta.insert("tags".into(), json!(tags));
             meta.insert(
                 "nested".into(),

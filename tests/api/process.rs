@@ -11,6 +11,8 @@ use crate::helpers::*;
 pub struct Served {
     pub child: Child,
     pub http_addr: String,
+    pub grpc_addr: String,
+    pub admin_addr: String,
     log: tokio::task::JoinHandle<Vec<String>>,
 }
 
@@ -41,7 +43,7 @@ impl Served {
             .expect("spawn clerk-mirror serve");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut seen = Vec::new();
-        let http_addr = loop {
+        let (http_addr, grpc_addr, admin_addr) = loop {
             let Some(line) = lines.next_line().await.expect("read the server's log") else {
                 panic!("serve exited before serving; its log:\n{}", seen.join("\n"));
             };
@@ -49,7 +51,8 @@ impl Served {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && v["fields"]["message"] == "serving"
             {
-                break v["fields"]["http"].as_str().expect("http address").to_string();
+                let field = |k: &str| v["fields"][k].as_str().expect("an address").to_string();
+                break (field("http"), field("grpc"), field("admin"));
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
@@ -59,7 +62,13 @@ impl Served {
             }
             seen
         });
-        Served { child, http_addr, log }
+        Served {
+            child,
+            http_addr,
+            grpc_addr,
+            admin_addr,
+            log,
+        }
     }
 
     pub async fn send_as(&self, id: &str, body: &str) -> clerk_mirror::send_event::Response {

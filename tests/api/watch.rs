@@ -458,11 +458,145 @@ async fn stopping_the_server_ends_open_streams_with_unavailable_and_a_resume_cur
         .expect("the stream ends promptly");
     let e = end.expect_err("an error, not a clean end");
     assert_eq!(e.code(), Code::Unavailable);
-    assert!(
-        !e.get_details_error_info().unwrap().metadata["resumeCursor"].is_empty()
-    );
+    assert!(!e.get_details_error_info().unwrap().metadata["resumeCursor"].is_empty());
     tokio::time::timeout(Duration::from_secs(30), stopping)
         .await
         .expect("the server stops")
         .unwrap();
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_watcher_that_reads_nothing_while_20000_changes_apply_keeps_server_memory_bounded_then_gets_all_in_order() {
+    use crate::process::Served;
+    let (cluster, name) = shared_database().await;
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
+        .await
+        .unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "--database-url".into(),
+        cluster.url(&name).into(),
+        "--webhook-secret".into(),
+        SECRET.into(),
+    ];
+    let served = Served::start(&args).await;
+    let pid = served.child.id().unwrap();
+    let mut c = WatchServiceClient::connect(format!("http://{}", served.grpc_addr))
+        .await
+        .unwrap();
+    let mut s = c
+        .watch_changes(pb::WatchChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut s).await;
+    next(&mut s).await;
+    // Warm up allocations with a first round, then measure across the next 20,000.
+    enqueue(
+        &pool,
+        &(0..500)
+            .map(|i| user_event("created", &format!("user_warm{i}"), T, T, "W"))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    wait_until_applied(&pool).await;
+    let before = rss_kib(pid);
+    for chunk in 0..10 {
+        let bodies: Vec<String> = (0..2000)
+            .map(|i| user_event("created", &format!("user_s{chunk}_{i}"), T, T, "Slow reader"))
+            .collect();
+        enqueue(&pool, &bodies).await;
+    }
+    wait_until_applied(&pool).await;
+    let after = rss_kib(pid);
+    eprintln!("server RSS: {before} KiB before, {after} KiB after 20,000 changes with an unread watcher");
+    // 20,000 changes of ~2 KiB each would be ~40 MiB if a watcher's backlog were kept in memory
+    // (and far more as JSON values); the hub's buffer and the stream's queue are bounded.
+    assert!(
+        after < before + 48 * 1024,
+        "server memory grew from {before} KiB to {after} KiB"
+    );
+    let got = changes_until(&mut s, 20_500).await;
+    let seqs: Vec<i64> = got.iter().map(|c| seq(&c.cursor)).collect();
+    assert_eq!(seqs, (1..=20_500).collect::<Vec<_>>(), "every change, in order, once");
+    let metrics = get(&format!("http://{}/metrics", served.admin_addr)).await.body;
+    assert!(
+        !metrics.contains("clerk_mirror_watch_database_catch_ups_total 0\n"),
+        "the watcher never fell back to the database:\n{metrics}"
+    );
+    drop(s);
+    served.terminate().await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_dropped_with_consumer_too_slow_and_resumes_exactly() {
+    let app = spawn_app_with(AppOptions {
+        watch_send_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .await;
+    // A client with small HTTP/2 windows, so the server's side fills quickly.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(Some(64 * 1024))
+        .initial_connection_window_size(Some(64 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut s = WatchServiceClient::new(channel)
+        .watch_changes(pb::WatchChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut s).await;
+    next(&mut s).await;
+    let bodies: Vec<String> = (0..1500)
+        .map(|i| user_event("created", &format!("user_d{i}"), T, T, "Drop me"))
+        .collect();
+    enqueue(&app.pool, &bodies).await;
+    app.wait_until_applied().await;
+    // Wait (polling the metrics) until the server has dropped the stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
+        if metrics.contains("clerk_mirror_watchers_dropped_total 1\n") {
+            assert!(metrics.contains("clerk_mirror_watchers 0\n"), "{metrics}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dropped:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What was queued arrives, then the error with the cursor to resume from.
+    let mut seqs = Vec::new();
+    let status = loop {
+        match s.message().await {
+            Ok(Some(pb::WatchChangesResponse {
+                event: Some(Event::Change(c)),
+            })) => seqs.push(seq(&c.cursor)),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("a clean end instead of an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "CONSUMER_TOO_SLOW");
+    let resume = info.metadata["resumeCursor"].clone();
+    assert_eq!(
+        seq(&resume),
+        *seqs.last().unwrap(),
+        "the resume cursor is the last change delivered"
+    );
+    assert!(seqs.len() < 1500, "the stream was dropped before the end");
+    let mut s = watch(&app, from(&resume)).await.unwrap();
+    seqs.extend(changes_until(&mut s, 1500).await.iter().map(|c| seq(&c.cursor)));
+    assert_eq!(seqs, (1..=1500).collect::<Vec<_>>());
+    app.stop().await;
 }
