@@ -7,6 +7,8 @@ use clerk_mirror::filter::Filter;
 use clerk_mirror::grpc::cursor::Cursor;
 use clerk_mirror::pb;
 use clerk_mirror::pb::directory_service_client::DirectoryServiceClient;
+use clerk_mirror::pb::watch_changes_response::Event;
+use clerk_mirror::pb::watch_service_client::WatchServiceClient;
 use clerk_mirror::store::{EntityType, UserRecord};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -492,28 +494,47 @@ async fn walking_2500_users_while_500_updates_and_50_deletes_apply_lists_each_su
         );
     }
 
-    // List-then-watch: replay the log after the first page's cursor, dropping each change at or
-    // before the listed entity's update_cursor.
-    let from = Cursor::decode(&first_cursor.unwrap()).unwrap();
-    assert_eq!(from.log_id, log_id);
-    let changes: Vec<(i64, String, String, Value)> =
-        sqlx::query_as("SELECT seq, entity_id, operation, state FROM changes WHERE seq > $1 ORDER BY seq")
-            .bind(from.seq)
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    // List-then-watch, exactly as the README says: watch from the first page's cursor and drop
+    // each change whose cursor is <= the listed entity's update_cursor (cursors compare as strings).
+    let first_cursor = first_cursor.unwrap();
+    assert_eq!(Cursor::decode(&first_cursor).unwrap().log_id, log_id);
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut watcher = WatchServiceClient::connect(format!("http://{}", app.grpc_addr))
+        .await
+        .unwrap();
+    let request = pb::WatchChangesRequest {
+        start: Some(pb::watch_changes_request::Start::StartCursor(first_cursor)),
+        ..Default::default()
+    };
+    let mut stream = watcher.watch_changes(request).await.unwrap().into_inner();
     let mut state: BTreeMap<String, pb::User> = listed;
-    for (seq, id, operation, record) in changes {
-        if let Some(known) = state.get(&id)
-            && Cursor::decode(&known.update_cursor).unwrap().seq >= seq
-        {
-            continue;
-        }
-        let record: UserRecord = serde_json::from_value(record).unwrap();
-        if operation == "deleted" {
-            state.remove(&id);
-        } else {
-            state.insert(id, clerk_mirror::grpc::convert::user(&record, seq, &log_id));
+    loop {
+        let message = stream.message().await.unwrap().unwrap();
+        let at = match message.event.unwrap() {
+            Event::Change(change) => {
+                let Some(pb::change::Entity::User(user)) = change.entity else {
+                    panic!("users only here")
+                };
+                let skip = state
+                    .get(&user.id)
+                    .is_some_and(|known| change.cursor <= known.update_cursor);
+                if !skip {
+                    if change.operation == pb::Operation::Deleted as i32 {
+                        state.remove(&user.id);
+                    } else {
+                        state.insert(user.id.clone(), user);
+                    }
+                }
+                change.cursor
+            }
+            Event::CaughtUp(c) => c.cursor,
+            Event::Heartbeat(h) => h.cursor,
+        };
+        if Cursor::decode(&at).unwrap().seq >= head {
+            break;
         }
     }
     let end: BTreeMap<String, pb::User> = list_all(&mut c, "", false, 1000)

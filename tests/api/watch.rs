@@ -362,21 +362,38 @@ async fn fifty_concurrent_watchers_each_get_exactly_their_changes_in_order_while
         bodies.push(envelope("organization.created", T, data));
     }
     bodies.push(user_deleted("user_c3", T + 5));
-    let sender = {
-        let url = app.webhook_url();
-        let secrets = app.secrets.clone();
-        tokio::spawn(async move {
-            for b in bodies {
-                let id = clerk_mirror::send_event::new_message_id();
-                clerk_mirror::send_event::send(&url, &secrets, &id, b.as_bytes())
-                    .await
-                    .unwrap();
-            }
+    // The watchers read while the events are sent and applied; each stops once it has passed
+    // the final head (heartbeats every second carry the position when nothing matches).
+    let (end_tx, end_rx) = tokio::sync::watch::channel(i64::MAX);
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            let mut end_rx = end_rx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let at = match next(&mut s).await {
+                        Event::Change(c) => {
+                            got.push(seq(&c.cursor));
+                            seq(&c.cursor)
+                        }
+                        Event::CaughtUp(c) => seq(&c.cursor),
+                        Event::Heartbeat(h) => seq(&h.cursor),
+                    };
+                    if at >= *end_rx.borrow_and_update() {
+                        return got;
+                    }
+                }
+            })
         })
-    };
-    sender.await.unwrap();
+        .collect();
+    for b in &bodies {
+        let (_, response) = app.send(b).await;
+        assert_eq!(response.status, hyper::StatusCode::OK);
+    }
     app.wait_until_applied().await;
     let end = head(&app).await;
+    end_tx.send_replace(end);
     #[derive(sqlx::FromRow)]
     struct Row {
         seq: i64,
@@ -393,15 +410,11 @@ async fn fifty_concurrent_watchers_each_get_exactly_their_changes_in_order_while
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    let watchers = streams.into_iter().zip(requests).map(|(mut s, r)| async move {
-        let got: Vec<i64> = changes_until(&mut s, end)
-            .await
-            .iter()
-            .map(|c| seq(&c.cursor))
-            .collect();
-        (got, r)
-    });
-    for (got, r) in futures::future::join_all(watchers).await {
+    let mut results = Vec::new();
+    for (reader, r) in readers.into_iter().zip(requests) {
+        results.push((reader.await.unwrap(), r));
+    }
+    for (got, r) in results {
         let expected: Vec<i64> = log
             .iter()
             .filter(|c| {
