@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -75,6 +76,33 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CLERK_MIRROR_LOG_JSON")]
     log_json: bool,
+    /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
+    #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    change_retention: Duration,
+    /// Keep applied and skipped inbox rows this long.
+    #[arg(long, env = "CLERK_MIRROR_INBOX_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    inbox_retention: Duration,
+    /// Keep dead letters (failed inbox rows) this long unless replayed.
+    #[arg(long, env = "CLERK_MIRROR_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    dead_letter_retention: Duration,
+}
+
+/// `30s`, `15m`, `12h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 30s, 15m, 12h or 7d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(unit)))
 }
 
 #[derive(Args, Debug)]
@@ -199,6 +227,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_addr = args.http_addr;
     config.grpc_addr = args.grpc_addr;
     config.admin_addr = args.admin_addr;
+    if let Some(applier) = config.applier.as_mut() {
+        applier.retention.changes = args.change_retention;
+        applier.retention.inbox = args.inbox_retention;
+        applier.retention.dead_letters = args.dead_letter_retention;
+    }
     let result = async {
         let app = Application::build(config).await?;
         app.run_until_stopped(shutdown_signal()).await
@@ -266,5 +299,19 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => info!("SIGINT received, shutting down"),
         () = term => info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("7 weeks").is_err());
+        assert!(parse_duration("h").is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod event;
+pub mod retention;
 pub mod rules;
 
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub struct ApplierConfig {
     pub idle_poll: Duration,
     /// How long it waits before reconnecting after losing its connection.
     pub retry_delay: Duration,
+    /// What is pruned, and how often the applier looks.
+    pub retention: retention::Retention,
+    pub prune_every: Duration,
 }
 
 impl Default for ApplierConfig {
@@ -37,6 +41,8 @@ impl Default for ApplierConfig {
             batch_size: 500,
             idle_poll: Duration::from_secs(5),
             retry_delay: Duration::from_secs(1),
+            retention: retention::Retention::default(),
+            prune_every: Duration::from_secs(60),
         }
     }
 }
@@ -88,6 +94,7 @@ async fn lead(
     info!("holding the applier lock");
 
     let mut listener = PgListener::connect_with(pool).await?;
+    let mut next_prune = tokio::time::Instant::now();
     listener.listen(INBOX_CHANNEL).await?;
     loop {
         if *stop.borrow() {
@@ -96,12 +103,22 @@ async fn lead(
         }
         // Catch up before waiting: rows may have arrived while no applier ran.
         let outcome = apply_once(&mut conn, config.batch_size).await?;
+        if next_prune <= tokio::time::Instant::now() {
+            let pruned = retention::prune(&mut conn, &config.retention).await?;
+            if pruned != retention::Pruned::default() {
+                debug!(?pruned, "pruned");
+                // A full batch: more may be due right away.
+                continue;
+            }
+            next_prune = tokio::time::Instant::now() + config.prune_every;
+        }
         if outcome.events as i64 >= config.batch_size {
             continue;
         }
+        let wake = next_prune.min(tokio::time::Instant::now() + config.idle_poll);
         tokio::select! {
             n = listener.try_recv() => { n?; }
-            () = tokio::time::sleep(config.idle_poll) => {}
+            () = tokio::time::sleep_until(wake) => {}
             _ = stop.changed() => {}
         }
     }

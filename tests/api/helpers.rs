@@ -137,6 +137,11 @@ pub struct AppOptions {
     pub idle_poll: std::time::Duration,
     /// How long a watch stream may stay unread before it is dropped.
     pub watch_send_timeout: Option<std::time::Duration>,
+    /// Keep changes (and applied inbox rows) this long, pruning every 20 ms.
+    pub retention: Option<std::time::Duration>,
+    /// The hub's buffer and each stream's queue.
+    pub hub_capacity: Option<usize>,
+    pub watch_buffer: Option<usize>,
 }
 
 impl Default for AppOptions {
@@ -148,6 +153,9 @@ impl Default for AppOptions {
             applier: true,
             idle_poll: std::time::Duration::from_millis(200),
             watch_send_timeout: None,
+            retention: None,
+            hub_capacity: None,
+            watch_buffer: None,
         }
     }
 }
@@ -181,9 +189,20 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     if options.applier {
         if let Some(applier) = config.applier.as_mut() {
             applier.idle_poll = options.idle_poll;
+            if let Some(keep) = options.retention {
+                applier.retention.changes = keep;
+                applier.retention.inbox = keep;
+                applier.prune_every = std::time::Duration::from_millis(20);
+            }
         }
     } else {
         config.applier = None;
+    }
+    if let Some(capacity) = options.hub_capacity {
+        config.hub_capacity = capacity;
+    }
+    if let Some(buffer) = options.watch_buffer {
+        config.watch.buffer = buffer;
     }
     if let Some(timeout) = options.watch_send_timeout {
         config.watch.send_timeout = timeout;

@@ -613,3 +613,86 @@ async fn a_watcher_that_stops_reading_is_dropped_with_consumer_too_slow_and_resu
     assert_eq!(seqs, (1..=1500).collect::<Vec<_>>());
     app.stop().await;
 }
+
+async fn wait_until_pruned(app: &TestApp) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (oldest, head): (i64, i64) =
+            sqlx::query_as("SELECT oldest_seq, head_seq FROM log_head").fetch_one(&app.pool).await.unwrap();
+        if oldest == head + 1 {
+            return head;
+        }
+        assert!(std::time::Instant::now() < deadline, "never pruned: oldest {oldest}, head {head}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn pruning_expires_old_cursors_and_applied_inbox_rows_but_keeps_dead_letters() {
+    let app = spawn_app_with(AppOptions { retention: Some(Duration::ZERO), ..Default::default() }).await;
+    let mut bodies: Vec<String> = (0..5).map(|i| user_event("created", &format!("user_p{i}"), T, T, "P")).collect();
+    bodies.push(envelope("user.updated", T, serde_json::json!({"no": "id"})));
+    app.send_all_and_apply(&bodies).await;
+    let head = wait_until_pruned(&app).await;
+    assert_eq!(head, 5);
+    let changes: i64 = sqlx::query_scalar("SELECT count(*) FROM changes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(changes, 0);
+    // The projections are untouched by pruning.
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(users, 5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM inbox").fetch_all(&app.pool).await.unwrap();
+        if statuses == ["failed"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "inbox not pruned: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log_id: String = sqlx::query_scalar("SELECT log_id FROM log_head").fetch_one(&app.pool).await.unwrap();
+    let e = watch(&app, from(&Cursor::new(&log_id, 2).encode())).await.err().unwrap();
+    let info = e.get_details_error_info().unwrap();
+    assert_eq!((e.code(), info.reason.as_str()), (Code::OutOfRange, "CURSOR_EXPIRED"));
+    assert_eq!(seq(&info.metadata["oldestCursor"]), 5);
+    let mut s = watch(&app, from_oldest()).await.unwrap();
+    assert!(matches!(next(&mut s).await, Event::Heartbeat(h) if seq(&h.cursor) == 5));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_watcher_that_falls_behind_the_retained_window_gets_cursor_expired_never_a_gap() {
+    let app = spawn_app_with(AppOptions {
+        retention: Some(Duration::ZERO),
+        hub_capacity: Some(4),
+        watch_buffer: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(Some(64 * 1024))
+        .initial_connection_window_size(Some(64 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut s = WatchServiceClient::new(channel).watch_changes(pb::WatchChangesRequest::default()).await.unwrap().into_inner();
+    next(&mut s).await;
+    next(&mut s).await;
+    let bodies: Vec<String> = (0..600).map(|i| user_event("created", &format!("user_g{i}"), T, T, "Gap?")).collect();
+    enqueue(&app.pool, &bodies).await;
+    app.wait_until_applied().await;
+    wait_until_pruned(&app).await;
+    let mut seqs = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(30), s.message()).await.expect("an answer") {
+            Ok(Some(pb::WatchChangesResponse { event: Some(Event::Change(c)) })) => seqs.push(seq(&c.cursor)),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("a clean end"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.get_details_error_info().unwrap().reason, "CURSOR_EXPIRED", "{status:?}");
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "what arrived before the error has no gap");
+    assert!(seqs.len() < 600);
+    app.stop().await;
+}
