@@ -41,7 +41,9 @@ pub async fn prune(conn: &mut PgConnection, retention: &Retention) -> Result<Pru
     let changes_secs = retention.changes.as_secs_f64();
     // The pruned prefix ends at the first change still inside the window (or the head).
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let (oldest, head): (i64, i64) = sqlx::query_as("SELECT oldest_seq, head_seq FROM log_head FOR UPDATE").fetch_one(&mut *tx).await?;
+    let (oldest, head): (i64, i64) = sqlx::query_as("SELECT oldest_seq, head_seq FROM log_head FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
     let keep_from: i64 = sqlx::query_scalar(
         "SELECT coalesce(
             (SELECT seq FROM changes WHERE commit_time >= now() - make_interval(secs => $1) ORDER BY seq LIMIT 1),
@@ -60,7 +62,10 @@ pub async fn prune(conn: &mut PgConnection, retention: &Retention) -> Result<Pru
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query("UPDATE log_head SET oldest_seq = $1").bind(until).execute(&mut *tx).await?;
+        sqlx::query("UPDATE log_head SET oldest_seq = $1")
+            .bind(until)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     pruned.inbox = sqlx::query(

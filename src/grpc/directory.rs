@@ -299,6 +299,8 @@ impl DirectoryService for Directory {
                 limit: size + 1,
                 show_deleted: r.show_deleted,
                 organization_id: None,
+                user_id: None,
+                id: None,
                 filter: filter.as_ref(),
             };
             let snapshot = read::list::<UserRecord>(&self.pool, &query).await?;
@@ -339,6 +341,8 @@ impl DirectoryService for Directory {
                 limit: size + 1,
                 show_deleted: r.show_deleted,
                 organization_id: None,
+                user_id: None,
+                id: None,
                 filter: filter.as_ref(),
             };
             let snapshot = read::list::<OrganizationRecord>(&self.pool, &query).await?;
@@ -384,6 +388,8 @@ impl DirectoryService for Directory {
                 limit: size + 1,
                 show_deleted: r.show_deleted,
                 organization_id: organization,
+                user_id: None,
+                id: None,
                 filter: filter.as_ref(),
             };
             let snapshot = read::list::<MembershipRecord>(&self.pool, &query).await?;

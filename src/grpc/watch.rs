@@ -24,6 +24,7 @@ use crate::hub::Hub;
 use crate::pb;
 use crate::pb::watch_service_server::WatchService;
 use crate::store::changes::{self, ChangeRow, Scope};
+use crate::store::read::{self, ListQuery};
 use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord};
 
 /// How watch streams behave.
@@ -109,6 +110,8 @@ impl Watcher {
 struct Selection {
     scope: Scope,
     filters: HashMap<EntityType, Filter>,
+    /// The entity types watched (all three when the request names none).
+    watched: Vec<EntityType>,
 }
 
 impl Selection {
@@ -155,7 +158,7 @@ fn selection(r: &pb::WatchChangesRequest) -> Result<Selection, ApiError> {
         types.clone()
     };
     let mut filters = HashMap::new();
-    for t in watched {
+    for t in watched.iter().copied() {
         if let Some(f) = Filter::parse(t, &r.filter).map_err(|e| ApiError::InvalidFilter {
             position: e.position,
             message: format!(
@@ -181,6 +184,7 @@ fn selection(r: &pb::WatchChangesRequest) -> Result<Selection, ApiError> {
             user_id: id("user_id", &r.user_id)?,
         },
         filters,
+        watched,
     })
 }
 
@@ -315,6 +319,13 @@ impl WatchService for Watcher {
         let start = async {
             let selection = selection(&r)?;
             let heartbeat = heartbeat_interval(r.heartbeat_interval.as_ref())?;
+            if r.send_initial_state && r.start.is_some() {
+                return Err(ApiError::invalid(
+                    "send_initial_state",
+                    "INITIAL_STATE_WITH_START",
+                    "the initial state starts from now: give no start_cursor or start_from_oldest",
+                ));
+            }
             // Bounds from the database itself, not from a hub that may lag.
             let (log_id, bounds) = changes::bounds(&self.pool).await?;
             let oldest_cursor = Cursor::new(&log_id, bounds.oldest - 1).encode();
@@ -363,6 +374,7 @@ impl WatchService for Watcher {
             tx,
             last_sent: Instant::now(),
             counters: self.counters.clone(),
+            initial: r.send_initial_state,
         };
         let open = OpenStream::new(self.counters.clone());
         let stop = self.stop.clone();
@@ -392,6 +404,8 @@ struct Stream {
     tx: mpsc::Sender<pb::WatchChangesResponse>,
     last_sent: Instant,
     counters: Arc<WatchCounters>,
+    /// Send the current state first.
+    initial: bool,
 }
 
 /// How a stream ends early: `None` when the client went away (nothing to tell it).
@@ -465,12 +479,129 @@ impl Stream {
         }
     }
 
+    /// The current state of everything selected, as `created` changes without cursors, read page
+    /// by page (each page its own short snapshot). What changes meanwhile follows from the log.
+    async fn send_initial_state(&mut self) -> Result<(), End> {
+        for entity in self.selection.watched.clone() {
+            let scope = &self.selection.scope;
+            let (table, organization_id, user_id, id) = match entity {
+                EntityType::User if scope.organization_id.is_some() => continue,
+                EntityType::User => ("users", None, None, scope.user_id.clone()),
+                EntityType::Organization if scope.user_id.is_some() => continue,
+                EntityType::Organization => ("organizations", None, None, scope.organization_id.clone()),
+                EntityType::Membership => (
+                    "memberships",
+                    scope.organization_id.clone(),
+                    scope.user_id.clone(),
+                    None,
+                ),
+            };
+            let filter = self.selection.filters.get(&entity).cloned();
+            let mut after = String::new();
+            loop {
+                let query = ListQuery {
+                    table,
+                    after: &after,
+                    limit: self.config.page,
+                    show_deleted: false,
+                    organization_id: organization_id.as_deref(),
+                    user_id: user_id.as_deref(),
+                    id: id.as_deref(),
+                    filter: filter.as_ref(),
+                };
+                let (changes, last) = self
+                    .initial_page(entity, &query)
+                    .await
+                    .map_err(|e| Some(ApiError::from(e)))?;
+                let full = changes.len() as i64 >= self.config.page;
+                for change in changes {
+                    self.send(pb::watch_changes_response::Event::Change(change)).await?;
+                }
+                match last {
+                    Some(last) if full => after = last,
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn initial_page(
+        &self,
+        entity: EntityType,
+        query: &ListQuery<'_>,
+    ) -> Result<(Vec<pb::Change>, Option<String>), sqlx::Error> {
+        use pb::change::Entity;
+        let log_id = &self.log_id;
+        let (entity_type, items): (pb::EntityType, Vec<(String, Entity)>) = match entity {
+            EntityType::User => (
+                pb::EntityType::User,
+                read::list::<UserRecord>(&self.pool, query)
+                    .await?
+                    .items
+                    .into_iter()
+                    .flatten()
+                    .map(|u| {
+                        (
+                            u.record.id.clone(),
+                            Entity::User(convert::user(&u.record, u.update_cursor, log_id)),
+                        )
+                    })
+                    .collect(),
+            ),
+            EntityType::Organization => (
+                pb::EntityType::Organization,
+                read::list::<OrganizationRecord>(&self.pool, query)
+                    .await?
+                    .items
+                    .into_iter()
+                    .flatten()
+                    .map(|o| {
+                        let org = convert::organization(&o.record, o.update_cursor, log_id);
+                        (o.record.id.clone(), Entity::Organization(org))
+                    })
+                    .collect(),
+            ),
+            EntityType::Membership => (
+                pb::EntityType::Membership,
+                read::list::<MembershipRecord>(&self.pool, query)
+                    .await?
+                    .items
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        let membership = convert::membership(&m.record, m.update_cursor, log_id);
+                        (m.record.id.clone(), Entity::Membership(membership))
+                    })
+                    .collect(),
+            ),
+        };
+        let last = items.last().map(|(id, _)| id.clone());
+        let changes = items
+            .into_iter()
+            .map(|(_, entity)| pb::Change {
+                cursor: String::new(),
+                operation: pb::Operation::Created as i32,
+                entity_type: entity_type as i32,
+                entity: Some(entity),
+                previous: None,
+                commit_time: None,
+                left_filter: false,
+                source: "initial_state".into(),
+            })
+            .collect();
+        Ok((changes, last))
+    }
+
     async fn run(
         mut self,
         mut live: broadcast::Receiver<Arc<ChangeRow>>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), End> {
         self.heartbeat().await?;
+        if self.initial {
+            self.send_initial_state().await?;
+        }
         self.catch_up().await?;
         let cursor = self.cursor();
         self.send(pb::watch_changes_response::Event::CaughtUp(pb::CaughtUp { cursor }))

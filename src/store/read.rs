@@ -171,6 +171,10 @@ pub struct ListQuery<'a> {
     pub show_deleted: bool,
     /// Memberships of one organization only.
     pub organization_id: Option<&'a str>,
+    /// Memberships of one user only.
+    pub user_id: Option<&'a str>,
+    /// Only the entity with this id.
+    pub id: Option<&'a str>,
     pub filter: Option<&'a crate::filter::Filter>,
 }
 
@@ -182,9 +186,15 @@ pub async fn list<T: for<'r> FromRow<'r, PgRow>>(pool: &PgPool, q: &ListQuery<'_
         conditions.push("t.deleted_at IS NULL".into());
     }
     let mut next = 3;
-    if q.organization_id.is_some() {
-        conditions.push(format!("t.organization_id = ${next}"));
-        next += 1;
+    for (column, value) in [
+        ("organization_id", q.organization_id),
+        ("user_id", q.user_id),
+        ("id", q.id),
+    ] {
+        if value.is_some() {
+            conditions.push(format!("t.{column} = ${next}"));
+            next += 1;
+        }
     }
     let (filter_sql, binds) = match q.filter {
         Some(f) => {
@@ -203,8 +213,8 @@ pub async fn list<T: for<'r> FromRow<'r, PgRow>>(pool: &PgPool, q: &ListQuery<'_
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(q.after.to_string())
         .bind(q.limit);
-    if let Some(org) = q.organization_id {
-        query = query.bind(org.to_string());
+    for value in [q.organization_id, q.user_id, q.id].into_iter().flatten() {
+        query = query.bind(value.to_string());
     }
     for b in binds {
         query = match b {
