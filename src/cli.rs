@@ -38,6 +38,8 @@ enum Command {
     Migrate(DatabaseArgs),
     /// Sign a Clerk event body exactly as Svix does and post it to a running server.
     SendEvent(SendEventArgs),
+    /// Print a running server's change stream as JSON lines, resuming after disconnects.
+    Watch(crate::watch_command::WatchArgs),
 }
 
 /// Where the database is: a URL, or the embedded cluster in a data directory.
@@ -149,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
         Command::Migrate(args) => migrate(args).await.map(|()| ExitCode::SUCCESS),
         Command::SendEvent(args) => send(args).await,
+        Command::Watch(args) => crate::watch_command::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }
 

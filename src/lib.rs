@@ -19,6 +19,7 @@ pub mod send_event;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod watch_command;
 
 pub use config::Config;
 pub use startup::Application;

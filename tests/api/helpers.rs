@@ -142,6 +142,8 @@ pub struct AppOptions {
     /// The hub's buffer and each stream's queue.
     pub hub_capacity: Option<usize>,
     pub watch_buffer: Option<usize>,
+    /// A fixed gRPC address (to restart a server where clients expect it).
+    pub grpc_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for AppOptions {
@@ -156,6 +158,7 @@ impl Default for AppOptions {
             retention: None,
             hub_capacity: None,
             watch_buffer: None,
+            grpc_addr: None,
         }
     }
 }
@@ -197,6 +200,9 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
         }
     } else {
         config.applier = None;
+    }
+    if let Some(addr) = options.grpc_addr {
+        config.grpc_addr = addr;
     }
     if let Some(capacity) = options.hub_capacity {
         config.hub_capacity = capacity;

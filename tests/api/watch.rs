@@ -855,3 +855,89 @@ async fn the_initial_state_then_the_changes_made_meanwhile_rebuild_exactly_the_f
     assert_eq!(e.code(), Code::InvalidArgument);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_watch_command_prints_json_lines_and_resumes_across_a_server_restart() {
+    use tokio::io::AsyncBufReadExt;
+    let (cluster, name) = shared_database().await;
+    let first = spawn_app_on(cluster, &name, AppOptions::default()).await;
+    let grpc = first.grpc_addr;
+    first
+        .send_all_and_apply(
+            &(0..3)
+                .map(|i| user_event("created", &format!("user_cmd{i}"), T, T, "Cmd"))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    let mut child = tokio::process::Command::new(crate::process::binary())
+        .args([
+            "watch",
+            "--from-oldest",
+            "--type",
+            "user",
+            "--heartbeat",
+            "1",
+            "--url",
+            &format!("http://{grpc}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut changes = Vec::new();
+    let mut read_until = async |lines: &mut tokio::io::Lines<_>, want: usize, changes: &mut Vec<i64>| {
+        while changes.len() < want {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("a line")
+                .unwrap()
+                .expect("output");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if let Some(c) = v.get("change") {
+                assert_eq!(c["operation"], "OPERATION_CREATED");
+                assert!(
+                    c["user"]["createTime"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("2026-01-01T00:00:00"),
+                    "{line}"
+                );
+                changes.push(seq(c["cursor"].as_str().unwrap()));
+            }
+        }
+    };
+    read_until(&mut lines, 3, &mut changes).await;
+    // The server goes away and comes back on the same address; the command resumes by itself.
+    first.stop().await;
+    let second = spawn_app_on(
+        cluster,
+        &name,
+        AppOptions {
+            grpc_addr: Some(grpc),
+            ..Default::default()
+        },
+    )
+    .await;
+    second
+        .send_all_and_apply(
+            &(3..5)
+                .map(|i| user_event("created", &format!("user_cmd{i}"), T, T, "Cmd"))
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    read_until(&mut lines, 5, &mut changes).await;
+    assert_eq!(
+        changes,
+        [1, 2, 3, 4, 5],
+        "resumed exactly: nothing missed, nothing repeated"
+    );
+    child.kill().await.unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("resuming from c1."), "{stderr}");
+    second.stop().await;
+}
