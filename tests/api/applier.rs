@@ -676,6 +676,15 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
     let holder = wait_for_lock_holder(&pool, None).await;
     let (leader, follower) = if a.child.id() == Some(holder) { (a, b) } else { (b, a) };
     assert_eq!(leader.child.id(), Some(holder));
+    // A watcher on each replica, from the start of the log.
+    let watch_on = |addr: String| async move {
+        let mut c = clerk_mirror::pb::watch_service_client::WatchServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        c.watch_changes(clerk_mirror::pb::WatchChangesRequest::default()).await.unwrap().into_inner()
+    };
+    let follower_progress = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let on_leader = tokio::spawn(collect_changes(watch_on(leader.grpc_addr.clone()).await, Default::default()));
+    let on_follower =
+        tokio::spawn(collect_changes(watch_on(follower.grpc_addr.clone()).await, follower_progress.clone()));
 
     let mut acked = 0;
     for i in 0..60 {
@@ -697,7 +706,19 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
         acked += 1;
     }
     wait_until_applied(&pool).await;
+    // The follower's watcher survived the leader's death and saw every change once, in order.
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(&pool).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while follower_progress.load(std::sync::atomic::Ordering::SeqCst) < head {
+        assert!(std::time::Instant::now() < deadline, "the follower's watcher stalled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     follower.terminate().await;
+    let seen_on_follower = on_follower.await.unwrap();
+    assert_eq!(seen_on_follower, (1..=head).collect::<Vec<_>>());
+    // The leader's watcher saw a gap-free prefix until its server died.
+    let seen_on_leader = on_leader.await.unwrap();
+    assert_eq!(seen_on_leader, (1..=seen_on_leader.len() as i64).collect::<Vec<_>>());
 
     let (stored, applied): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE status = 'applied') FROM inbox")
@@ -716,4 +737,22 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
     assert_eq!((changes, users), (stored, stored));
     assert_eq!((min, max, head), (Some(1), Some(changes), changes));
     pool.close().await;
+}
+
+/// The seqs of the changes a stream delivers until it ends (for whatever reason); `progress`
+/// holds the last one.
+async fn collect_changes(
+    mut stream: tonic::codec::Streaming<clerk_mirror::pb::WatchChangesResponse>,
+    progress: std::sync::Arc<std::sync::atomic::AtomicI64>,
+) -> Vec<i64> {
+    use clerk_mirror::pb::watch_changes_response::Event;
+    let mut seqs = Vec::new();
+    while let Ok(Some(m)) = stream.message().await {
+        if let Some(Event::Change(c)) = m.event {
+            let seq = clerk_mirror::grpc::cursor::Cursor::decode(&c.cursor).unwrap().seq;
+            seqs.push(seq);
+            progress.store(seq, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    seqs
 }

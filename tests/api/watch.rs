@@ -887,7 +887,7 @@ async fn the_watch_command_prints_json_lines_and_resumes_across_a_server_restart
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut changes = Vec::new();
-    let mut read_until = async |lines: &mut tokio::io::Lines<_>, want: usize, changes: &mut Vec<i64>| {
+    let read_until = async |lines: &mut tokio::io::Lines<_>, want: usize, changes: &mut Vec<i64>| {
         while changes.len() < want {
             let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
                 .await
