@@ -225,7 +225,23 @@ async fn ensure_database(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-file limit to the hard one (many watch connections), where allowed.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(from = before, to = limit.rlim_max, "raised the open-file limit");
+            }
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let secrets = WebhookSecrets::parse(&args.webhook_secret)?;
     let database = open_database(&args.database).await?;
     let mut config = Config::new(database.config.clone(), secrets);

@@ -941,3 +941,54 @@ async fn the_watch_command_prints_json_lines_and_resumes_across_a_server_restart
     assert!(stderr.contains("resuming from c1."), "{stderr}");
     second.stop().await;
 }
+
+#[tokio::test]
+async fn ten_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_their_memory_is_measured() {
+    use crate::process::Served;
+    let (cluster, name) = shared_database().await;
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
+    let args: Vec<std::ffi::OsString> =
+        vec!["--database-url".into(), cluster.url(&name).into(), "--webhook-secret".into(), SECRET.into()];
+    let served = Served::start(&args).await;
+    let pid = served.child.id().unwrap();
+    let mut channels = Vec::new();
+    for _ in 0..100 {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", served.grpc_addr)).unwrap();
+        channels.push(endpoint.connect().await.unwrap());
+    }
+    // Warm up: one watcher per connection, then measure the next 9,900.
+    let open = |channel: tonic::transport::Channel| async move {
+        let mut s = WatchServiceClient::new(channel).watch_changes(pb::WatchChangesRequest::default()).await.unwrap().into_inner();
+        next(&mut s).await;
+        next(&mut s).await;
+        s
+    };
+    let mut streams = futures::future::join_all(channels.iter().cloned().map(open)).await;
+    let before = rss_kib(pid);
+    for round in 0..99 {
+        let batch = futures::future::join_all(channels.iter().cloned().map(open)).await;
+        streams.extend(batch);
+        if round == 0 {
+            assert_eq!(streams.len(), 200);
+        }
+    }
+    assert_eq!(streams.len(), 10_000);
+    let after = rss_kib(pid);
+    let per_watcher = (after.saturating_sub(before)) as f64 * 1024.0 / 9_900.0;
+    eprintln!("10,000 watchers: server RSS {before} KiB -> {after} KiB, {per_watcher:.0} bytes per watcher");
+    assert!(per_watcher < 64.0 * 1024.0, "{per_watcher} bytes per watcher");
+    // One change reaches every one of them.
+    enqueue(&pool, &[user_event("created", "user_many", T, T, "Many")]).await;
+    let got = futures::future::join_all(streams.iter_mut().map(|s| async move {
+        loop {
+            if let Event::Change(c) = next(s).await {
+                return seq(&c.cursor);
+            }
+        }
+    }))
+    .await;
+    assert!(got.iter().all(|s| *s == 1));
+    drop(streams);
+    served.terminate().await;
+    pool.close().await;
+}
