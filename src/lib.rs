@@ -13,6 +13,7 @@ pub mod filter;
 pub mod grpc;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod pb;
 pub mod pg;
 pub mod send_event;

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use std::time::Duration;
@@ -15,8 +14,8 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::ingest::http::IngestCounters;
 use crate::ingest::{InboxWriter, IngestState};
+use crate::metrics::{Metrics, RpcMetricsLayer};
 use crate::{admin, applier, db, grpc, ingest, store};
 
 /// A built, bound, not yet serving server.
@@ -103,26 +102,19 @@ impl Application {
             }
         };
 
-        let counters = Arc::new(IngestCounters::default());
-        let watch_counters = Arc::new(grpc::watch::WatchCounters::default());
+        let metrics = Metrics::new();
         let (writer, writer_task) = InboxWriter::spawn(self.pool.clone(), self.config.ingest_batch_size);
         let state = IngestState {
             secrets: self.config.webhook_secrets.clone(),
             writer,
             pool: self.pool.clone(),
             max_body_bytes: self.config.max_body_bytes,
-            counters: counters.clone(),
+            metrics: metrics.clone(),
         };
         let http_router = ingest::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
         let http = axum::serve(self.http, http_router).with_graceful_shutdown(stopped());
-        let admin = axum::serve(
-            self.admin,
-            admin::router(admin::Counters {
-                ingest: counters,
-                watch: watch_counters.clone(),
-            }),
-        )
-        .with_graceful_shutdown(stopped());
+        let admin = axum::serve(self.admin, admin::router(metrics.clone(), self.read_pool.clone()))
+            .with_graceful_shutdown(stopped());
 
         let log_id = store::read::log_id(&self.read_pool)
             .await
@@ -142,7 +134,7 @@ impl Application {
             log_id,
             self.config.watch.clone(),
             stop_rx_for_applier.clone(),
-            watch_counters,
+            metrics.clone(),
         );
         let (routes, health) = grpc::routes(directory, watcher)
             .await
@@ -157,6 +149,7 @@ impl Application {
         ));
         let grpc = tonic::transport::Server::builder()
             .layer(tower_http::trace::TraceLayer::new_for_grpc())
+            .layer(RpcMetricsLayer(metrics.clone()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
 
@@ -164,9 +157,10 @@ impl Application {
             let options = db::connect_options(&self.config.database);
             let pool = self.pool.clone();
             let stop = stop_rx_for_applier.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 match options {
-                    Ok(options) => applier::run(options, pool, applier_config, stop).await,
+                    Ok(options) => applier::run(options, pool, applier_config, stop, metrics).await,
                     Err(e) => tracing::error!(error = %e, "the applier cannot connect"),
                 }
             })

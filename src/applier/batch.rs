@@ -17,7 +17,7 @@ use crate::store::{MembershipRecord, OrganizationRecord, UserRecord, Version, Ve
 pub const CHANGES_CHANNEL: &str = "clerk_mirror_changes";
 
 /// What one batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {
     /// Inbox rows taken.
     pub events: usize,
@@ -27,6 +27,8 @@ pub struct BatchOutcome {
     pub failed: usize,
     /// Changes appended.
     pub changes: usize,
+    /// Each row taken: its event type, its new status and Clerk's event time (for metrics).
+    pub rows: Vec<(String, &'static str, Option<chrono::DateTime<chrono::Utc>>)>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -66,6 +68,18 @@ impl<T> Loaded<T> {
             }),
             dirty: false,
         }
+    }
+}
+
+impl BatchOutcome {
+    /// Adds another batch's outcome to this one.
+    pub fn add(&mut self, other: BatchOutcome) {
+        self.events += other.events;
+        self.applied += other.applied;
+        self.skipped += other.skipped;
+        self.failed += other.failed;
+        self.changes += other.changes;
+        self.rows.extend(other.rows);
     }
 }
 
@@ -124,6 +138,11 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
             }
         };
         statuses.push(json!({ "id": row.id, "status": status, "error": error }));
+        outcome.rows.push((
+            row.event_type.clone().unwrap_or_else(|| "none".into()),
+            status,
+            row.event_time,
+        ));
     }
     outcome.changes = ws.changes.len();
 

@@ -7,6 +7,7 @@ pub mod event;
 pub mod retention;
 pub mod rules;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener};
@@ -17,6 +18,7 @@ use tracing::{Instrument, debug, error, info, warn};
 pub use batch::{BatchOutcome, CHANGES_CHANNEL, apply_batch};
 
 use crate::ingest::writer::{INBOX_CHANNEL, is_unavailable};
+use crate::metrics::Metrics;
 
 /// The advisory lock key of the applier (`clkm` in ASCII).
 pub const APPLIER_LOCK_KEY: i64 = 0x636c_6b6d;
@@ -49,10 +51,19 @@ impl Default for ApplierConfig {
 
 /// Runs the applier until `stop` turns true: waits for the lock, then applies pending inbox rows
 /// as they arrive. Any replica may run it; only the lock holder writes.
-pub async fn run(options: PgConnectOptions, pool: PgPool, config: ApplierConfig, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    options: PgConnectOptions,
+    pool: PgPool,
+    config: ApplierConfig,
+    mut stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let span = tracing::info_span!("applier");
-        match lead(&options, &pool, &config, &mut stop).instrument(span).await {
+        match lead(&options, &pool, &config, &mut stop, &metrics)
+            .instrument(span)
+            .await
+        {
             Ok(()) => return,
             Err(e) => {
                 warn!(error = %e, "the applier lost its database connection; retrying");
@@ -71,6 +82,7 @@ async fn lead(
     pool: &PgPool,
     config: &ApplierConfig,
     stop: &mut watch::Receiver<bool>,
+    metrics: &Metrics,
 ) -> Result<(), sqlx::Error> {
     let name = format!("clerk-mirror applier {}", std::process::id());
     let mut conn = options.clone().application_name(&name).connect().await?;
@@ -103,6 +115,7 @@ async fn lead(
         }
         // Catch up before waiting: rows may have arrived while no applier ran.
         let outcome = apply_once(&mut conn, config.batch_size).await?;
+        record(metrics, &outcome);
         if next_prune <= tokio::time::Instant::now() {
             let pruned = retention::prune(&mut conn, &config.retention).await?;
             if pruned != retention::Pruned::default() {
@@ -124,6 +137,21 @@ async fn lead(
     }
 }
 
+fn record(metrics: &Metrics, outcome: &BatchOutcome) {
+    let now = chrono::Utc::now();
+    for (event_type, status, event_time) in &outcome.rows {
+        metrics.events.with_label_values(&[event_type.as_str(), status]).inc();
+        if *status == "applied"
+            && let Some(t) = event_time
+        {
+            metrics
+                .apply_lag
+                .observe(((now - *t).num_milliseconds().max(0) as f64) / 1000.0);
+        }
+    }
+    metrics.changes.inc_by(outcome.changes as u64);
+}
+
 /// Applies one batch; a batch that fails for a reason other than the connection is retried one
 /// row at a time, and a row that cannot commit alone becomes a dead letter, so one bad event
 /// never blocks the others.
@@ -142,19 +170,14 @@ pub async fn apply_once(conn: &mut PgConnection, batch_size: i64) -> Result<Batc
             for _ in 0..batch_size {
                 match apply_batch(conn, 1).await {
                     Ok(o) if o.events == 0 => break,
-                    Ok(o) => {
-                        total.events += o.events;
-                        total.applied += o.applied;
-                        total.skipped += o.skipped;
-                        total.failed += o.failed;
-                        total.changes += o.changes;
-                    }
+                    Ok(o) => total.add(o),
                     Err(e) if is_unavailable(&e) => return Err(e),
                     Err(e) => {
                         let id = batch::dead_letter_first_pending(conn, &format!("cannot be applied: {e}")).await?;
                         error!(inbox_id = ?id, error = %e, "dead letter: the event could not be applied");
                         total.events += 1;
                         total.failed += 1;
+                        total.rows.push(("unknown".into(), "failed", None));
                     }
                 }
             }
@@ -172,10 +195,6 @@ pub async fn drain(conn: &mut PgConnection, batch_size: i64) -> Result<BatchOutc
         if o.events == 0 {
             return Ok(total);
         }
-        total.events += o.events;
-        total.applied += o.applied;
-        total.skipped += o.skipped;
-        total.failed += o.failed;
-        total.changes += o.changes;
+        total.add(o);
     }
 }

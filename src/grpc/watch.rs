@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use super::cursor::Cursor;
 use super::error::ApiError;
 use crate::filter::Filter;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::watch_service_server::WatchService;
 use crate::store::changes::{self, ChangeRow, Scope};
@@ -48,30 +48,30 @@ impl Default for WatchConfig {
     }
 }
 
-/// Counters for the admin port's metrics.
-#[derive(Debug, Default)]
-pub struct WatchCounters {
-    /// Streams open now.
-    pub open: std::sync::atomic::AtomicI64,
-    /// Streams dropped for not reading (`CONSUMER_TOO_SLOW`).
-    pub dropped_too_slow: std::sync::atomic::AtomicU64,
-    /// Times a stream behind the hub's buffer read the database instead.
-    pub database_catch_ups: std::sync::atomic::AtomicU64,
-}
-
 /// Counts a stream as open for as long as it lives.
-struct OpenStream(Arc<WatchCounters>);
+struct OpenStream(Arc<Metrics>);
 
 impl OpenStream {
-    fn new(counters: Arc<WatchCounters>) -> Self {
-        counters.open.fetch_add(1, Ordering::Relaxed);
-        OpenStream(counters)
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.watchers.inc();
+        OpenStream(metrics)
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.watchers.dec();
+    }
+}
+
+/// The `reason` label of a stream's end.
+fn end_reason(end: &Option<ApiError>) -> &'static str {
+    match end {
+        None => "client_gone",
+        Some(ApiError::ConsumerTooSlow { .. }) => "too_slow",
+        Some(ApiError::CursorExpired { .. }) => "expired",
+        Some(ApiError::ShuttingDown { .. }) => "shutting_down",
+        Some(_) => "error",
     }
 }
 
@@ -83,7 +83,7 @@ pub struct Watcher {
     log_id: String,
     config: WatchConfig,
     stop: watch::Receiver<bool>,
-    counters: Arc<WatchCounters>,
+    metrics: Arc<Metrics>,
 }
 
 impl Watcher {
@@ -93,7 +93,7 @@ impl Watcher {
         log_id: String,
         config: WatchConfig,
         stop: watch::Receiver<bool>,
-        counters: Arc<WatchCounters>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Watcher {
             pool,
@@ -101,7 +101,7 @@ impl Watcher {
             log_id,
             config,
             stop,
-            counters,
+            metrics,
         }
     }
 }
@@ -373,17 +373,21 @@ impl WatchService for Watcher {
             position,
             tx,
             last_sent: Instant::now(),
-            counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
             initial: r.send_initial_state,
         };
-        let open = OpenStream::new(self.counters.clone());
+        let open = OpenStream::new(self.metrics.clone());
+        let metrics = self.metrics.clone();
         let stop = self.stop.clone();
         let end_slot = end.clone();
         tokio::spawn(
             async move {
                 let _open = open;
-                if let Err(Some(e)) = stream.run(live, stop).await {
-                    *end_slot.lock().expect("not poisoned") = Some(Status::from(e));
+                if let Err(end) = stream.run(live, stop).await {
+                    metrics.watchers_ended.with_label_values(&[end_reason(&end)]).inc();
+                    if let Some(e) = end {
+                        *end_slot.lock().expect("not poisoned") = Some(Status::from(e));
+                    }
                 }
             }
             .instrument(span),
@@ -403,7 +407,7 @@ struct Stream {
     position: i64,
     tx: mpsc::Sender<pb::WatchChangesResponse>,
     last_sent: Instant,
-    counters: Arc<WatchCounters>,
+    metrics: Arc<Metrics>,
     /// Send the current state first.
     initial: bool,
 }
@@ -426,7 +430,6 @@ impl Stream {
             Ok(Err(_)) => Err(None),
             Err(_) => {
                 debug!("watcher too slow; dropping it");
-                self.counters.dropped_too_slow.fetch_add(1, Ordering::Relaxed);
                 // The resume cursor is the last position queued to the client.
                 Err(Some(ApiError::ConsumerTooSlow {
                     resume_cursor: self.cursor(),
@@ -618,7 +621,7 @@ impl Stream {
                     Ok(c) if c.seq == self.position + 1 => self.offer(&c).await?,
                     // A gap (or a lag): the database has everything.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.counters.database_catch_ups.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.watch_catch_ups.inc();
                         self.catch_up().await?;
                         debug!(position = self.position, hub = self.hub.latest(), "caught up from the database");
                     }

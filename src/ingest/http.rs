@@ -2,7 +2,6 @@
 //! rejection is mapped to its status here, in one place.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Body;
@@ -17,6 +16,7 @@ use super::envelope::{self, NotJson};
 use super::verify::{VerifyError, WebhookSecrets};
 use super::writer::{InboxRow, InboxWriter, Stored, WriteError};
 use crate::db;
+use crate::metrics::Metrics;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -25,16 +25,7 @@ pub struct IngestState {
     pub writer: InboxWriter,
     pub pool: sqlx::PgPool,
     pub max_body_bytes: usize,
-    pub counters: Arc<IngestCounters>,
-}
-
-/// Counters for the admin port's metrics.
-#[derive(Debug, Default)]
-pub struct IngestCounters {
-    pub stored: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub rejected: AtomicU64,
-    pub unavailable: AtomicU64,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a webhook was not stored; each maps to one status.
@@ -110,16 +101,12 @@ async fn receive(State(state): State<IngestState>, request: Request) -> Response
     );
     let result = ingest(&state, &parts.headers, body).instrument(span.clone()).await;
     let _entered = span.enter();
-    let counters = &state.counters;
+    let webhooks = &state.metrics.webhooks;
     match result {
         Ok((stored, id)) => {
             let duplicate = stored == Stored::Duplicate;
-            let counter = if duplicate {
-                &counters.duplicates
-            } else {
-                &counters.stored
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            let outcome = if duplicate { "duplicate" } else { "stored" };
+            webhooks.with_label_values(&[outcome, "ok"]).inc();
             span.record("status", 200);
             info!(duplicate, "webhook stored");
             Json(json!({ "stored": true, "duplicate": duplicate, "id": id })).into_response()
@@ -128,10 +115,15 @@ async fn receive(State(state): State<IngestState>, request: Request) -> Response
             let (status, code) = e.status_and_code();
             span.record("status", status.as_u16());
             if status.is_server_error() {
-                counters.unavailable.fetch_add(1, Ordering::Relaxed);
+                let outcome = if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "unavailable"
+                } else {
+                    "internal"
+                };
+                webhooks.with_label_values(&[outcome, code]).inc();
                 warn!(code, "webhook not stored");
             } else {
-                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                webhooks.with_label_values(&["rejected", code]).inc();
                 info!(code, "webhook rejected");
             }
             e.into_response()

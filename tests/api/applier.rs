@@ -678,13 +678,23 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
     assert_eq!(leader.child.id(), Some(holder));
     // A watcher on each replica, from the start of the log.
     let watch_on = |addr: String| async move {
-        let mut c = clerk_mirror::pb::watch_service_client::WatchServiceClient::connect(format!("http://{addr}")).await.unwrap();
-        c.watch_changes(clerk_mirror::pb::WatchChangesRequest::default()).await.unwrap().into_inner()
+        let mut c = clerk_mirror::pb::watch_service_client::WatchServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        c.watch_changes(clerk_mirror::pb::WatchChangesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
     };
     let follower_progress = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let on_leader = tokio::spawn(collect_changes(watch_on(leader.grpc_addr.clone()).await, Default::default()));
-    let on_follower =
-        tokio::spawn(collect_changes(watch_on(follower.grpc_addr.clone()).await, follower_progress.clone()));
+    let on_leader = tokio::spawn(collect_changes(
+        watch_on(leader.grpc_addr.clone()).await,
+        Default::default(),
+    ));
+    let on_follower = tokio::spawn(collect_changes(
+        watch_on(follower.grpc_addr.clone()).await,
+        follower_progress.clone(),
+    ));
 
     let mut acked = 0;
     for i in 0..60 {
@@ -707,7 +717,10 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
     }
     wait_until_applied(&pool).await;
     // The follower's watcher survived the leader's death and saw every change once, in order.
-    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(&pool).await.unwrap();
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while follower_progress.load(std::sync::atomic::Ordering::SeqCst) < head {
         assert!(std::time::Instant::now() < deadline, "the follower's watcher stalled");

@@ -420,7 +420,7 @@ async fn health_and_readiness_answer_without_detail_and_other_paths_are_not_foun
     // Metrics live on the admin port.
     let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await;
     assert_eq!(metrics.status, StatusCode::OK);
-    assert!(metrics.body.contains("clerk_mirror_webhooks_total"));
+    assert!(metrics.body.contains("clerk_mirror_log{what=\"head_seq\"} 0"), "{}", metrics.body);
     app.stop().await;
 }
 
@@ -485,4 +485,85 @@ async fn with_the_database_stopped_webhooks_get_503_and_are_accepted_again_once_
     app.stop().await;
     cluster.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(cluster.data_dir());
+}
+
+/// The value of one sample in Prometheus text, e.g. `clerk_mirror_webhooks_total{outcome="stored",reason="ok"}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic_and_live_only_on_the_admin_port() {
+    use crate::events::*;
+    let app = spawn_app().await;
+    let metrics = || async { get(&format!("http://{}/metrics", app.admin_addr)).await.body };
+    let before = metrics().await;
+    assert_eq!(
+        sample(&before, r#"clerk_mirror_log{what="head_seq"}"#),
+        Some(0.0),
+        "{before}"
+    );
+    let (id, _) = app.send(&user_event("created", "user_m", T, T, "M")).await;
+    app.send_as(&id, &user_event("created", "user_m", T, T, "M")).await;
+    app.post(&[("svix-id", "msg_x")], "{}").await;
+    app.send(&envelope("user.updated", T, serde_json::json!({"no": "id"})))
+        .await;
+    app.wait_until_applied().await;
+    let mut c = clerk_mirror::pb::directory_service_client::DirectoryServiceClient::connect(format!(
+        "http://{}",
+        app.grpc_addr
+    ))
+    .await
+    .unwrap();
+    c.get_user(clerk_mirror::pb::GetUserRequest {
+        name: "users/user_m".into(),
+        show_deleted: false,
+    })
+    .await
+    .unwrap();
+    c.get_user(clerk_mirror::pb::GetUserRequest {
+        name: "users/nobody".into(),
+        show_deleted: false,
+    })
+    .await
+    .unwrap_err();
+    let after = metrics().await;
+    for (series, value) in [
+        (r#"clerk_mirror_webhooks_total{outcome="stored",reason="ok"}"#, 2.0),
+        (r#"clerk_mirror_webhooks_total{outcome="duplicate",reason="ok"}"#, 1.0),
+        (
+            r#"clerk_mirror_webhooks_total{outcome="rejected",reason="missing_header"}"#,
+            1.0,
+        ),
+        (
+            r#"clerk_mirror_events_total{status="applied",type="user.created"}"#,
+            1.0,
+        ),
+        (r#"clerk_mirror_events_total{status="failed",type="user.updated"}"#, 1.0),
+        (r#"clerk_mirror_log{what="head_seq"}"#, 1.0),
+        (r#"clerk_mirror_log{what="dead_letters"}"#, 1.0),
+        (r#"clerk_mirror_log{what="inbox_pending"}"#, 0.0),
+        ("clerk_mirror_changes_total", 1.0),
+        ("clerk_mirror_apply_lag_seconds_count", 1.0),
+        (
+            r#"clerk_mirror_grpc_requests_total{code="0",method="clerkmirror.v1.DirectoryService/GetUser"}"#,
+            1.0,
+        ),
+        (
+            r#"clerk_mirror_grpc_requests_total{code="5",method="clerkmirror.v1.DirectoryService/GetUser"}"#,
+            1.0,
+        ),
+        (
+            r#"clerk_mirror_grpc_request_seconds_count{method="clerkmirror.v1.DirectoryService/GetUser"}"#,
+            2.0,
+        ),
+    ] {
+        assert_eq!(sample(&after, series), Some(value), "{series} in\n{after}");
+    }
+    assert_eq!(app.get("/metrics").await.status, StatusCode::NOT_FOUND);
+    app.stop().await;
 }

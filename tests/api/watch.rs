@@ -579,7 +579,7 @@ async fn a_watcher_that_stops_reading_is_dropped_with_consumer_too_slow_and_resu
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
-        if metrics.contains("clerk_mirror_watchers_dropped_total 1\n") {
+        if metrics.contains("clerk_mirror_watchers_ended_total{reason=\"too_slow\"} 1\n") {
             assert!(metrics.contains("clerk_mirror_watchers 0\n"), "{metrics}");
             break;
         }
@@ -946,9 +946,15 @@ async fn the_watch_command_prints_json_lines_and_resumes_across_a_server_restart
 async fn ten_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_their_memory_is_measured() {
     use crate::process::Served;
     let (cluster, name) = shared_database().await;
-    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let args: Vec<std::ffi::OsString> =
-        vec!["--database-url".into(), cluster.url(&name).into(), "--webhook-secret".into(), SECRET.into()];
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
+        .await
+        .unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "--database-url".into(),
+        cluster.url(&name).into(),
+        "--webhook-secret".into(),
+        SECRET.into(),
+    ];
     let served = Served::start(&args).await;
     let pid = served.child.id().unwrap();
     let mut channels = Vec::new();
@@ -958,7 +964,11 @@ async fn ten_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_t
     }
     // Warm up: one watcher per connection, then measure the next 9,900.
     let open = |channel: tonic::transport::Channel| async move {
-        let mut s = WatchServiceClient::new(channel).watch_changes(pb::WatchChangesRequest::default()).await.unwrap().into_inner();
+        let mut s = WatchServiceClient::new(channel)
+            .watch_changes(pb::WatchChangesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         next(&mut s).await;
         next(&mut s).await;
         s

@@ -1,0 +1,207 @@
+//! Prometheus metrics (the `prometheus` crate): one registry per application, exposed on the
+//! admin port. Counters are updated where things happen; the log's head, oldest cursor and the
+//! inbox backlog are read from the database when scraped.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric of one application.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook requests by outcome (`stored`, `duplicate`, `rejected`, `unavailable`, `internal`)
+    /// and reason (the error code, e.g. `bad_signature`; `ok` when stored).
+    pub webhooks: IntCounterVec,
+    /// Inbox rows the applier took, by event type and status (`applied`, `skipped`, `failed`).
+    pub events: IntCounterVec,
+    /// Seconds from Clerk's event time to the commit that applied it.
+    pub apply_lag: Histogram,
+    /// Changes appended to the log.
+    pub changes: IntCounter,
+    /// Open watch streams.
+    pub watchers: IntGauge,
+    /// Watch streams ended, by reason (`client_gone`, `too_slow`, `expired`, `shutting_down`, `error`).
+    pub watchers_ended: IntCounterVec,
+    /// Times a stream behind the hub's buffer read the database instead.
+    pub watch_catch_ups: IntCounter,
+    /// gRPC requests by method and status code.
+    pub rpcs: IntCounterVec,
+    /// gRPC latency to the response headers (for streams: to the stream's start), by method.
+    pub rpc_seconds: HistogramVec,
+    /// The log and the inbox, read from the database at scrape time.
+    pub log: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new_custom(Some("clerk_mirror".into()), None).expect("a valid prefix");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let webhooks = counter_vec(
+            "webhooks_total",
+            "Webhook requests by outcome and reason.",
+            &["outcome", "reason"],
+        );
+        let events = counter_vec(
+            "events_total",
+            "Inbox rows taken by the applier, by event type and status.",
+            &["type", "status"],
+        );
+        let watchers_ended = counter_vec("watchers_ended_total", "Watch streams ended, by reason.", &["reason"]);
+        let rpcs = counter_vec(
+            "grpc_requests_total",
+            "gRPC requests by method and status code.",
+            &["method", "code"],
+        );
+        let apply_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "apply_lag_seconds",
+                "From Clerk's event time to the commit that applied it.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(apply_lag.clone())).expect("registered once");
+        let rpc_seconds = HistogramVec::new(
+            HistogramOpts::new("grpc_request_seconds", "gRPC latency to the response headers.").buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+            &["method"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rpc_seconds.clone()))
+            .expect("registered once");
+        let changes = IntCounter::new("changes_total", "Changes appended to the log.").expect("valid metric");
+        registry.register(Box::new(changes.clone())).expect("registered once");
+        let watchers = IntGauge::new("watchers", "Open watch streams.").expect("valid metric");
+        registry.register(Box::new(watchers.clone())).expect("registered once");
+        let watch_catch_ups = IntCounter::new(
+            "watch_database_catch_ups_total",
+            "Times a stream behind the hub read the database.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(watch_catch_ups.clone()))
+            .expect("registered once");
+        let log = IntGaugeVec::new(
+            Opts::new(
+                "log",
+                "The change log's head and oldest seq, the inbox backlog and dead letters (at scrape).",
+            ),
+            &["what"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(log.clone())).expect("registered once");
+        Arc::new(Metrics {
+            registry,
+            webhooks,
+            events,
+            apply_lag,
+            changes,
+            watchers,
+            watchers_ended,
+            watch_catch_ups,
+            rpcs,
+            rpc_seconds,
+            log,
+        })
+    }
+
+    /// Reads the database-backed gauges, then renders the text exposition format.
+    pub async fn render(&self, pool: &sqlx::PgPool) -> String {
+        let row: Result<(i64, i64, i64, i64), _> = sqlx::query_as(
+            "SELECT head_seq, oldest_seq,
+                    (SELECT count(*) FROM inbox WHERE status = 'pending'),
+                    (SELECT count(*) FROM inbox WHERE status = 'failed')
+               FROM log_head",
+        )
+        .fetch_one(pool)
+        .await;
+        if let Ok((head, oldest, pending, failed)) = row {
+            self.log.with_label_values(&["head_seq"]).set(head);
+            self.log.with_label_values(&["oldest_seq"]).set(oldest);
+            self.log.with_label_values(&["inbox_pending"]).set(pending);
+            self.log.with_label_values(&["dead_letters"]).set(failed);
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A tower layer counting gRPC requests and timing them to their response headers.
+#[derive(Clone)]
+pub struct RpcMetricsLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The method is the path's last two segments (service/method), from our own route table.
+        let method = request.uri().path().trim_start_matches('/').to_string();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            let code = match &result {
+                // A status in the headers (trailers-only responses: errors); else the stream's
+                // status comes later, in the trailers.
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_string(),
+                Err(_) => "transport".to_string(),
+            };
+            let known = method.starts_with("clerkmirror.") || method.starts_with("grpc.");
+            let label = if known { method.as_str() } else { "other" };
+            metrics.rpcs.with_label_values(&[label, &code]).inc();
+            metrics
+                .rpc_seconds
+                .with_label_values(&[label])
+                .observe(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
