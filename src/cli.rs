@@ -40,6 +40,31 @@ enum Command {
     SendEvent(SendEventArgs),
     /// Print a running server's change stream as JSON lines, resuming after disconnects.
     Watch(crate::watch_command::WatchArgs),
+    /// Show where the mirror stands: log head and oldest cursor, inbox backlog, dead letters.
+    Status(StatusArgs),
+    /// Re-apply dead letters (after an upgrade) or given deliveries, through the inbox.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Replay every dead letter.
+    #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+    all_dead_letters: bool,
+    /// Replay this delivery (svix-id); repeat for several.
+    #[arg(long)]
+    id: Vec<String>,
 }
 
 /// Where the database is: a URL, or the embedded cluster in a data directory.
@@ -152,6 +177,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate(args).await.map(|()| ExitCode::SUCCESS),
         Command::SendEvent(args) => send(args).await,
         Command::Watch(args) => crate::watch_command::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => status(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Replay(args) => replay(args).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -267,17 +294,72 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
-    let database = open_database(&args).await?;
+    // Opening the pool applies the migrations.
+    with_pool(&args, async |_| Ok(())).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// Runs `f` on a pool of the database `args` name, stopping an embedded cluster it started.
+async fn with_pool<T>(
+    args: &DatabaseArgs,
+    f: impl AsyncFnOnce(&sqlx::PgPool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let database = open_database(args).await?;
     let result = async {
         let pool = sqlx::PgPool::connect_with(db::connect_options(&database.config)?).await?;
         db::migrate(&pool).await?;
+        let out = f(&pool).await;
         pool.close().await;
-        anyhow::Ok(())
+        out
     }
     .await;
     database.close().await;
-    result?;
-    println!("migrations applied");
+    result
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let s = with_pool(&args.database, async |pool| {
+        Ok(crate::store::admin::sync_status(pool).await?)
+    })
+    .await?;
+    let cursor = |seq| crate::grpc::cursor::Cursor::new(&s.log_id, seq).encode();
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
+    if args.json {
+        let value = serde_json::json!({
+            "head_cursor": cursor(s.head), "oldest_cursor": cursor(s.oldest - 1),
+            "inbox_pending": s.pending, "dead_letters": s.dead_letters,
+            "last_event_received": s.last_received, "last_event_applied": s.last_applied,
+            "applier": s.applier,
+        });
+        println!("{value}");
+    } else {
+        println!("change log head:    {} (seq {})", cursor(s.head), s.head);
+        println!("oldest cursor:      {} (seq {})", cursor(s.oldest - 1), s.oldest - 1);
+        println!("inbox pending:      {}", s.pending);
+        println!("dead letters:       {}", s.dead_letters);
+        println!("last received:      {}", time(s.last_received));
+        println!("last applied:       {}", time(s.last_applied));
+        println!("applier:            {}", s.applier.as_deref().unwrap_or("none running"));
+    }
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let what = if args.all_dead_letters {
+        crate::store::admin::Replay::AllDeadLetters
+    } else {
+        crate::store::admin::Replay::SvixIds(args.id.clone())
+    };
+    let (replayed, not_found) = with_pool(&args.database, async |pool| {
+        Ok(crate::store::admin::replay(pool, &what).await?)
+    })
+    .await?;
+    println!("replayed {replayed} event(s); a running serve applies them");
+    for id in &not_found {
+        println!("not found: {id}");
+    }
+    anyhow::ensure!(not_found.is_empty(), "{} svix-id(s) not in the inbox", not_found.len());
     Ok(())
 }
 

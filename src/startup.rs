@@ -136,7 +136,8 @@ impl Application {
             stop_rx_for_applier.clone(),
             metrics.clone(),
         );
-        let (routes, health) = grpc::routes(directory, watcher)
+        let admin_service = grpc::admin::Admin::new(self.read_pool.clone());
+        let (routes, health) = grpc::routes(directory, watcher, admin_service)
             .await
             .context("cannot build the gRPC services")?;
         // The first status is set before the port serves, so no probe sees "unknown".

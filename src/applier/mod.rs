@@ -76,6 +76,19 @@ pub async fn run(
     }
 }
 
+/// This machine's name (for telling replicas apart).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into our buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "unknown".into()
+    }
+}
+
 /// Takes the lock, then applies until stopped. Returns Err when the connection fails.
 async fn lead(
     options: &PgConnectOptions,
@@ -84,7 +97,7 @@ async fn lead(
     stop: &mut watch::Receiver<bool>,
     metrics: &Metrics,
 ) -> Result<(), sqlx::Error> {
-    let name = format!("clerk-mirror applier {}", std::process::id());
+    let name = format!("clerk-mirror applier {}@{}", std::process::id(), hostname());
     let mut conn = options.clone().application_name(&name).connect().await?;
     // Server-side keepalives: a partitioned leader's session (and lock) ends within seconds.
     // Ignored on unix sockets.

@@ -2,6 +2,7 @@
 //! and v1alpha, with every transitive import), so grpcurl, `buf curl` and Kubernetes probes work
 //! out of the box.
 
+pub mod admin;
 pub mod convert;
 pub mod cursor;
 pub mod directory;
@@ -18,6 +19,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::pb;
+use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
 use crate::pb::watch_service_server::WatchServiceServer;
 
@@ -25,6 +27,7 @@ use crate::pb::watch_service_server::WatchServiceServer;
 pub async fn routes(
     directory: directory::Directory,
     watcher: watch::Watcher,
+    admin: admin::Admin,
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
@@ -35,6 +38,7 @@ pub async fn routes(
     let routes = Routes::new(health)
         .add_service(DirectoryServiceServer::new(directory))
         .add_service(WatchServiceServer::new(watcher))
+        .add_service(AdminServiceServer::new(admin))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
     Ok((routes, reporter))

@@ -1,6 +1,7 @@
 //! The projections as Rust values: one record type per entity, read from and written to the
 //! `users`, `organizations` and `memberships` tables, and carried in the change log as JSON.
 
+pub mod admin;
 pub mod changes;
 pub mod read;
 pub mod records;

@@ -644,7 +644,7 @@ async fn lock_holder(pool: &PgPool) -> Option<u32> {
     .fetch_optional(pool)
     .await
     .unwrap();
-    name?.rsplit(' ').next()?.parse().ok()
+    name?.rsplit(' ').next()?.split('@').next()?.parse().ok()
 }
 
 async fn wait_for_lock_holder(pool: &PgPool, not: Option<u32>) -> u32 {

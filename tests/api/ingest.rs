@@ -420,7 +420,11 @@ async fn health_and_readiness_answer_without_detail_and_other_paths_are_not_foun
     // Metrics live on the admin port.
     let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await;
     assert_eq!(metrics.status, StatusCode::OK);
-    assert!(metrics.body.contains("clerk_mirror_log{what=\"head_seq\"} 0"), "{}", metrics.body);
+    assert!(
+        metrics.body.contains("clerk_mirror_log{what=\"head_seq\"} 0"),
+        "{}",
+        metrics.body
+    );
     app.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The integration tests, compiled as one binary. One PostgreSQL cluster serves the whole
 //! binary; each test gets a fresh database made from a migrated template (see `helpers`).
 
+mod admin;
 mod applier;
 mod cluster;
 mod directory;
