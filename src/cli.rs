@@ -100,9 +100,13 @@ struct ServeArgs {
         required = true
     )]
     webhook_secret: Vec<String>,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "CLERK_MIRROR_LOG_JSON")]
-    log_json: bool,
+    /// Log format: `pretty` (text for people) or `json` (one object a line); `RUST_LOG` filters.
+    #[arg(long, env = "CLERK_MIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    /// How long shutdown may take (in-flight webhooks, the applier's batch, streams) before the
+    /// process gives up waiting.
+    #[arg(long, env = "CLERK_MIRROR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
     /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
     #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value = "7d", value_parser = parse_duration)]
     change_retention: Duration,
@@ -112,6 +116,12 @@ struct ServeArgs {
     /// Keep dead letters (failed inbox rows) this long unless replayed.
     #[arg(long, env = "CLERK_MIRROR_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = parse_duration)]
     dead_letter_retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
 }
 
 /// `30s`, `15m`, `12h`, `7d` (a bare number is seconds).
@@ -152,7 +162,7 @@ struct SendEventArgs {
 /// Runs the command line; the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = matches!(&cli.command, Command::Serve(a) if a.log_json);
+    let json = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
     telemetry::init(json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -278,6 +288,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_addr = args.http_addr;
     config.grpc_addr = args.grpc_addr;
     config.admin_addr = args.admin_addr;
+    config.shutdown_timeout = args.shutdown_timeout;
     if let Some(applier) = config.applier.as_mut() {
         applier.retention.changes = args.change_retention;
         applier.retention.inbox = args.inbox_retention;

@@ -43,6 +43,8 @@ pub struct Config {
     pub hub_capacity: usize,
     /// Watch streams.
     pub watch: WatchConfig,
+    /// How long shutdown may take before the remaining work is abandoned.
+    pub shutdown_timeout: Duration,
     /// How often gRPC health re-checks the database.
     pub health_interval: Duration,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
@@ -65,6 +67,7 @@ impl Config {
             hub_capacity: 1024,
             watch: WatchConfig::default(),
             health_interval: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(30),
             applier: Some(ApplierConfig::default()),
         }
     }

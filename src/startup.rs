@@ -149,7 +149,8 @@ impl Application {
             stop_rx_for_applier.clone(),
         ));
         let grpc = tonic::transport::Server::builder()
-            .layer(tower_http::trace::TraceLayer::new_for_grpc())
+            // No tower-http TraceLayer here: it logs status messages, which may hold the key a
+            // caller looked up (an email). Each RPC has a span of its own instead.
             .layer(RpcMetricsLayer(metrics.clone()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
@@ -168,22 +169,41 @@ impl Application {
         });
 
         info!(http = %self.http_addr, grpc = %self.grpc_addr, admin = %self.admin_addr, "serving");
-        let (http, admin, grpc) = tokio::join!(
-            async { http.await.context("the HTTP server failed") },
-            async { admin.await.context("the admin server failed") },
-            async { grpc.await.context("the gRPC server failed") },
-        );
-        // Every handler is done: the writer's last handle drops with the router; wait for it.
-        writer_task.await.context("the inbox writer failed")?;
-        let _ = health_task.await;
-        let _ = hub_task.await;
-        // The applier finishes the batch it is in.
-        if let Some(applier) = applier {
-            applier.await.context("the applier failed")?;
+        let timeout = self.config.shutdown_timeout;
+        let (pool, read_pool) = (self.pool.clone(), self.read_pool.clone());
+        let (pool_for_drain, read_pool_for_drain) = (self.pool.clone(), self.read_pool.clone());
+        let drain = async move {
+            let (http, admin, grpc) = tokio::join!(
+                async { http.await.context("the HTTP server failed") },
+                async { admin.await.context("the admin server failed") },
+                async { grpc.await.context("the gRPC server failed") },
+            );
+            // Every handler is done: the writer's last handle drops with the router; wait for it.
+            writer_task.await.context("the inbox writer failed")?;
+            let _ = health_task.await;
+            let _ = hub_task.await;
+            // The applier finishes the batch it is in.
+            if let Some(applier) = applier {
+                applier.await.context("the applier failed")?;
+            }
+            pool_for_drain.close().await;
+            read_pool_for_drain.close().await;
+            info!("stopped");
+            http.and(admin).and(grpc)
+        };
+        // Once asked to stop, everything has `timeout` to finish.
+        let deadline = async {
+            stopped().await;
+            tokio::time::sleep(timeout).await;
+        };
+        tokio::select! {
+            result = drain => result,
+            () = deadline => {
+                tracing::error!(?timeout, "shutdown did not finish in time; stopping anyway");
+                pool.close().await;
+                read_pool.close().await;
+                anyhow::bail!("shutdown did not finish within {timeout:?}")
+            }
         }
-        self.pool.close().await;
-        self.read_pool.close().await;
-        info!("stopped");
-        http.and(admin).and(grpc)
     }
 }

@@ -10,6 +10,7 @@ mod events;
 mod helpers;
 mod ingest;
 mod lists;
+mod logs;
 mod process;
 mod reflection;
 mod watch;

@@ -23,10 +23,16 @@ pub fn binary() -> &'static str {
 impl Served {
     /// Starts `serve` with `args` and ports chosen by the OS; returns once it reports them.
     pub async fn start(args: &[std::ffi::OsString]) -> Served {
+        Served::start_logging(args, "info").await
+    }
+
+    /// As `start`, with `RUST_LOG` set to `filter`.
+    pub async fn start_logging(args: &[std::ffi::OsString], filter: &str) -> Served {
         let mut child = Command::new(binary())
             .args([
                 "serve",
-                "--log-json",
+                "--log-format",
+                "json",
                 "--http-addr",
                 "127.0.0.1:0",
                 "--grpc-addr",
@@ -35,7 +41,7 @@ impl Served {
             .args(["--admin-addr", "127.0.0.1:0"])
             .args(args)
             .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
