@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::event::Action;
-use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord, Version, Versioned};
+use crate::store::{EntityType, MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
 
 /// created / updated / deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +87,8 @@ pub struct Origin {
     pub inbox_id: Option<i64>,
 }
 
-trait Entity: Clone + PartialEq + serde::Serialize {
+trait Entity: Record + Clone + PartialEq + serde::Serialize {
     const TYPE: EntityType;
-    fn id(&self) -> &str;
     fn deleted_at(&self) -> Option<DateTime<Utc>>;
     fn set_deleted_at(&mut self, at: DateTime<Utc>);
     fn organization_id(&self) -> Option<String>;
@@ -97,9 +96,6 @@ trait Entity: Clone + PartialEq + serde::Serialize {
 }
 
 impl Entity for UserRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
     const TYPE: EntityType = EntityType::User;
     fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.deleted_at
@@ -116,9 +112,6 @@ impl Entity for UserRecord {
 }
 
 impl Entity for OrganizationRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
     const TYPE: EntityType = EntityType::Organization;
     fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.deleted_at
@@ -135,9 +128,6 @@ impl Entity for OrganizationRecord {
 }
 
 impl Entity for MembershipRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
     const TYPE: EntityType = EntityType::Membership;
     fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.deleted_at

@@ -2,12 +2,11 @@
 //! inbox and the one applier.
 
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use super::convert::timestamp;
 use super::cursor::Cursor;
 use super::error::ApiError;
-use super::list;
+use super::{list, traced};
 use crate::pb;
 use crate::pb::admin_service_server::AdminService;
 use crate::store::admin::{self, Replay};
@@ -53,13 +52,6 @@ fn status_of(name: &str) -> pb::InboxStatus {
         "replayed" => pb::InboxStatus::Replayed,
         _ => pb::InboxStatus::Unspecified,
     }
-}
-
-async fn traced<T>(rpc: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<Response<T>, Status> {
-    f.instrument(tracing::info_span!("rpc", rpc))
-        .await
-        .map(Response::new)
-        .map_err(Status::from)
 }
 
 #[tonic::async_trait]

@@ -2,17 +2,16 @@
 //! pool, whose connection is released before the response is sent.
 
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use super::convert;
 use super::cursor::Cursor;
 use super::error::ApiError;
-use super::list;
 use super::names;
+use super::{list, traced};
 use crate::pb;
 use crate::pb::directory_service_server::DirectoryService;
 use crate::store::read::{self, ListQuery, Snapshot, Stored, UserKey};
-use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord};
+use crate::store::{EntityType, Record};
 
 /// Most names in one batch get.
 pub const MAX_BATCH: usize = 500;
@@ -88,13 +87,6 @@ fn check_batch(names: &[String]) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-async fn traced<T>(rpc: &'static str, f: impl Future<Output = Result<T, ApiError>>) -> Result<Response<T>, Status> {
-    f.instrument(tracing::info_span!("rpc", rpc))
-        .await
-        .map(Response::new)
-        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -289,37 +281,27 @@ impl DirectoryService for Directory {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let r = request.into_inner();
         traced("ListUsers", async {
-            let size = list::page_size(r.page_size)?;
-            let filter = list::filter(EntityType::User, &r.filter)?;
-            let binding = list::binding("ListUsers", "", &r.filter, r.show_deleted);
-            let after = list::decode_token(&r.page_token, &binding)?;
-            let query = ListQuery {
+            let page = ListPage {
+                rpc: "ListUsers",
+                entity: EntityType::User,
                 table: "users",
-                after: &after,
-                limit: size + 1,
-                show_deleted: r.show_deleted,
-                organization_id: None,
-                user_id: None,
-                id: None,
-                filter: filter.as_ref(),
+                parent: "",
+                organization: None,
             };
-            let snapshot = read::list::<UserRecord>(&self.pool, &query).await?;
-            let items = snapshot
-                .items
-                .iter()
-                .flatten()
-                .map(|u| {
-                    (
-                        u.record.id.clone(),
-                        convert::user(&u.record, u.update_cursor, &self.log_id),
-                    )
-                })
-                .collect();
-            let (users, next_page_token) = list::page(items, size, &binding);
+            let (users, next_page_token, cursor) = self
+                .list(
+                    &page,
+                    r.page_size,
+                    &r.page_token,
+                    &r.filter,
+                    r.show_deleted,
+                    convert::user,
+                )
+                .await?;
             Ok(pb::ListUsersResponse {
                 users,
                 next_page_token,
-                cursor: self.cursor(snapshot.head),
+                cursor,
             })
         })
         .await
@@ -331,37 +313,27 @@ impl DirectoryService for Directory {
     ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
         let r = request.into_inner();
         traced("ListOrganizations", async {
-            let size = list::page_size(r.page_size)?;
-            let filter = list::filter(EntityType::Organization, &r.filter)?;
-            let binding = list::binding("ListOrganizations", "", &r.filter, r.show_deleted);
-            let after = list::decode_token(&r.page_token, &binding)?;
-            let query = ListQuery {
+            let page = ListPage {
+                rpc: "ListOrganizations",
+                entity: EntityType::Organization,
                 table: "organizations",
-                after: &after,
-                limit: size + 1,
-                show_deleted: r.show_deleted,
-                organization_id: None,
-                user_id: None,
-                id: None,
-                filter: filter.as_ref(),
+                parent: "",
+                organization: None,
             };
-            let snapshot = read::list::<OrganizationRecord>(&self.pool, &query).await?;
-            let items = snapshot
-                .items
-                .iter()
-                .flatten()
-                .map(|o| {
-                    (
-                        o.record.id.clone(),
-                        convert::organization(&o.record, o.update_cursor, &self.log_id),
-                    )
-                })
-                .collect();
-            let (organizations, next_page_token) = list::page(items, size, &binding);
+            let (organizations, next_page_token, cursor) = self
+                .list(
+                    &page,
+                    r.page_size,
+                    &r.page_token,
+                    &r.filter,
+                    r.show_deleted,
+                    convert::organization,
+                )
+                .await?;
             Ok(pb::ListOrganizationsResponse {
                 organizations,
                 next_page_token,
-                cursor: self.cursor(snapshot.head),
+                cursor,
             })
         })
         .await
@@ -378,39 +350,86 @@ impl DirectoryService for Directory {
             } else {
                 Some(names::organization_id("parent", &r.parent)?)
             };
-            let size = list::page_size(r.page_size)?;
-            let filter = list::filter(EntityType::Membership, &r.filter)?;
-            let binding = list::binding("ListMemberships", &r.parent, &r.filter, r.show_deleted);
-            let after = list::decode_token(&r.page_token, &binding)?;
-            let query = ListQuery {
+            let page = ListPage {
+                rpc: "ListMemberships",
+                entity: EntityType::Membership,
                 table: "memberships",
-                after: &after,
-                limit: size + 1,
-                show_deleted: r.show_deleted,
-                organization_id: organization,
-                user_id: None,
-                id: None,
-                filter: filter.as_ref(),
+                parent: &r.parent,
+                organization,
             };
-            let snapshot = read::list::<MembershipRecord>(&self.pool, &query).await?;
-            let items = snapshot
-                .items
-                .iter()
-                .flatten()
-                .map(|m| {
-                    (
-                        m.record.id.clone(),
-                        convert::membership(&m.record, m.update_cursor, &self.log_id),
-                    )
-                })
-                .collect();
-            let (memberships, next_page_token) = list::page(items, size, &binding);
+            let (memberships, next_page_token, cursor) = self
+                .list(
+                    &page,
+                    r.page_size,
+                    &r.page_token,
+                    &r.filter,
+                    r.show_deleted,
+                    convert::membership,
+                )
+                .await?;
             Ok(pb::ListMembershipsResponse {
                 memberships,
                 next_page_token,
-                cursor: self.cursor(snapshot.head),
+                cursor,
             })
         })
         .await
+    }
+}
+
+/// What a list RPC lists.
+struct ListPage<'a> {
+    rpc: &'static str,
+    entity: EntityType,
+    table: &'static str,
+    /// The request's parent (bound into page tokens).
+    parent: &'a str,
+    /// Memberships of this organization only.
+    organization: Option<&'a str>,
+}
+
+impl Directory {
+    /// One page of a list RPC: the items, the next page token and the page's cursor.
+    async fn list<R, M>(
+        &self,
+        page: &ListPage<'_>,
+        page_size: i32,
+        page_token: &str,
+        filter_text: &str,
+        show_deleted: bool,
+        to_message: fn(&R, i64, &str) -> M,
+    ) -> Result<(Vec<M>, String, String), ApiError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Record,
+        M: prost::Message,
+    {
+        let size = list::page_size(page_size)?;
+        let filter = list::filter(page.entity, filter_text)?;
+        let binding = list::binding(page.rpc, page.parent, filter_text, show_deleted);
+        let after = list::decode_token(page_token, &binding)?;
+        let query = ListQuery {
+            table: page.table,
+            after: &after,
+            limit: size + 1,
+            show_deleted,
+            organization_id: page.organization,
+            user_id: None,
+            id: None,
+            filter: filter.as_ref(),
+        };
+        let snapshot = read::list::<R>(&self.pool, &query).await?;
+        let items = snapshot
+            .items
+            .iter()
+            .flatten()
+            .map(|item| {
+                (
+                    item.record.id().to_string(),
+                    to_message(&item.record, item.update_cursor, &self.log_id),
+                )
+            })
+            .collect();
+        let (messages, next) = list::page(items, size, &binding);
+        Ok((messages, next, self.cursor(snapshot.head)))
     }
 }

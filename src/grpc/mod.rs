@@ -23,6 +23,18 @@ use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
 use crate::pb::watch_service_server::WatchServiceServer;
 
+/// Runs one RPC inside a span naming it, mapping its error to a `Status` (the one place).
+pub(crate) async fn traced<T>(
+    rpc: &'static str,
+    f: impl Future<Output = Result<T, error::ApiError>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    use tracing::Instrument;
+    f.instrument(tracing::info_span!("rpc", rpc))
+        .await
+        .map(tonic::Response::new)
+        .map_err(tonic::Status::from)
+}
+
 /// Builds the gRPC routes; the returned reporter sets the health status.
 pub async fn routes(
     directory: directory::Directory,

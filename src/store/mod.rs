@@ -6,4 +6,4 @@ pub mod changes;
 pub mod read;
 pub mod records;
 
-pub use records::{EntityType, MembershipRecord, OrganizationRecord, UserRecord, Version, Versioned};
+pub use records::{EntityType, MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};

@@ -40,6 +40,29 @@ pub struct Versioned<T> {
     pub update_cursor: i64,
 }
 
+/// What every projection record has: an id.
+pub trait Record {
+    fn id(&self) -> &str;
+}
+
+impl Record for UserRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Record for OrganizationRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Record for MembershipRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// A user as the `users` projection keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct UserRecord {
