@@ -40,10 +40,27 @@ enum Command {
     SendEvent(SendEventArgs),
     /// Print a running server's change stream as JSON lines, resuming after disconnects.
     Watch(crate::watch_command::WatchArgs),
+    /// Import every user, organization and membership from Clerk's Backend API (resumable).
+    Backfill(BackfillArgs),
     /// Show where the mirror stands: log head and oldest cursor, inbox backlog, dead letters.
     Status(StatusArgs),
     /// Re-apply dead letters (after an upgrade) or given deliveries, through the inbox.
     Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Clerk's Backend API.
+    #[arg(long, env = "CLERK_API_URL", default_value = crate::backfill::client::DEFAULT_API_URL)]
+    api_url: String,
+    /// The instance's secret key (`sk_live_…` / `sk_test_…`).
+    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
+    secret_key: String,
+    /// Requests per 10 s: the instance's limit is shared with your own application.
+    #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = 20)]
+    api_rate: usize,
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate(args).await.map(|()| ExitCode::SUCCESS),
         Command::SendEvent(args) => send(args).await,
         Command::Watch(args) => crate::watch_command::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Backfill(args) => backfill(args).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status(args).await.map(|()| ExitCode::SUCCESS),
         Command::Replay(args) => replay(args).await.map(|()| ExitCode::SUCCESS),
     }
@@ -327,6 +345,32 @@ async fn with_pool<T>(
     .await;
     database.close().await;
     result
+}
+
+async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+    use crate::backfill::{ClerkApi, rate::RateLimiter};
+    let limiter = std::sync::Arc::new(RateLimiter::new(args.api_rate, Duration::from_secs(10)));
+    let api = ClerkApi::new(&args.api_url, &args.secret_key, limiter);
+    let summary = with_pool(&args.database, async |pool| {
+        let mut progress = |resource: &str, fetched: i64, rate: f64| {
+            eprintln!("backfill: {resource}: {fetched} fetched ({rate:.0}/s)");
+        };
+        Ok(crate::backfill::run(pool, &api, &mut progress).await?)
+    })
+    .await?;
+    for (resource, s) in summary {
+        let resumed = if s.resumed_at > 0 {
+            format!(" (resumed at {})", s.resumed_at)
+        } else {
+            String::new()
+        };
+        println!(
+            "{resource}: {} fetched, {} new to apply{resumed}",
+            s.fetched, s.enqueued
+        );
+    }
+    println!("done: a running serve applies them (clerk-mirror status shows the backlog)");
+    Ok(())
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {

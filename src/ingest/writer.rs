@@ -134,8 +134,9 @@ async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
     }
 }
 
-/// Inserts `rows` in one transaction and notifies the applier; returns the keys newly stored.
-async fn insert(pool: &PgPool, rows: &[&InboxRow]) -> Result<Vec<(String, String)>, sqlx::Error> {
+/// Inserts `rows` in one transaction (duplicates of stored keys are skipped) and notifies the
+/// applier; returns the keys newly stored. Backfill and replay use it directly.
+pub async fn insert(pool: &PgPool, rows: &[&InboxRow]) -> Result<Vec<(String, String)>, sqlx::Error> {
     let mut source = Vec::with_capacity(rows.len());
     let mut key = Vec::with_capacity(rows.len());
     let mut event_type = Vec::with_capacity(rows.len());

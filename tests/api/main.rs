@@ -3,6 +3,7 @@
 
 mod admin;
 mod applier;
+mod backfill;
 mod cluster;
 mod directory;
 mod embedded;

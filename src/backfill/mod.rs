@@ -1,0 +1,208 @@
+//! Backfill from Clerk's Backend API: every user, organization and membership becomes an inbox
+//! row (source `backfill`) that the one applier applies with the same rules as webhooks (stale
+//! data never wins, tombstones are final). Paged with `limit=500&order_by=+created_at`, within a
+//! request budget, resumable through a checkpoint per resource.
+
+pub mod client;
+pub mod rate;
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+pub use client::{ClerkApi, ClerkApiError};
+
+use crate::ingest::envelope;
+use crate::ingest::writer::{self, InboxRow};
+
+/// One listed resource of the Backend API.
+#[derive(Debug, Clone, Copy)]
+pub struct Resource {
+    /// The checkpoint name and the path.
+    pub name: &'static str,
+    /// The event type its objects are applied as.
+    pub event_type: &'static str,
+    /// Extra query parameters.
+    pub query: &'static str,
+}
+
+/// What a backfill fetches, in this order (memberships last: their organizations and users are
+/// then known).
+pub const RESOURCES: [Resource; 3] = [
+    Resource {
+        name: "users",
+        event_type: "user.updated",
+        query: "",
+    },
+    Resource {
+        name: "organizations",
+        event_type: "organization.updated",
+        query: "&include_members_count=true",
+    },
+    Resource {
+        name: "organization_memberships",
+        event_type: "organizationMembership.updated",
+        query: "",
+    },
+];
+
+/// Objects per page (Clerk's maximum).
+pub const PAGE: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(
+        "the secret key belongs to instance {key_instance}, but this mirror holds webhooks from {mirror_instance}: \
+         refusing to import another instance's data (a development key against a production mirror?)"
+    )]
+    InstanceMismatch {
+        key_instance: String,
+        mirror_instance: String,
+    },
+    #[error(transparent)]
+    Api(#[from] ClerkApiError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What one resource's run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceSummary {
+    pub fetched: i64,
+    /// New inbox rows (objects already enqueued at the same `updated_at` are not enqueued again).
+    pub enqueued: i64,
+    /// Whether this run resumed from a checkpoint.
+    pub resumed_at: i64,
+}
+
+/// Checks that the key's instance is the one the mirror's webhooks come from.
+pub async fn check_instance(pool: &PgPool, api: &ClerkApi) -> Result<String, BackfillError> {
+    let key_instance = api.instance_id().await?;
+    let seen: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT instance_id FROM inbox WHERE instance_id IS NOT NULL AND source = 'webhook' LIMIT 5",
+    )
+    .fetch_all(pool)
+    .await?;
+    if let Some(other) = seen.into_iter().find(|i| *i != key_instance) {
+        return Err(BackfillError::InstanceMismatch {
+            key_instance,
+            mirror_instance: other,
+        });
+    }
+    Ok(key_instance)
+}
+
+/// The objects of one page (`GET /users` answers a bare array, the others `{data, total_count}`).
+fn items(page: Value) -> Option<Vec<Value>> {
+    match page {
+        Value::Array(items) => Some(items),
+        Value::Object(mut map) => match map.remove("data") {
+            Some(Value::Array(items)) => Some(items),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The inbox row for one fetched object.
+fn row(resource: &Resource, instance: &str, object: &Value) -> Option<InboxRow> {
+    let id = object.get("id")?.as_str()?;
+    let updated = object.get("updated_at").and_then(Value::as_i64).unwrap_or(0);
+    let body = json!({
+        "object": "event", "type": resource.event_type, "timestamp": updated,
+        "instance_id": instance, "data": object,
+    });
+    Some(InboxRow {
+        source: "backfill".into(),
+        event_key: format!("{}:{id}:{updated}", resource.name),
+        event_type: Some(resource.event_type.into()),
+        event_time: envelope::event_time(&json!(updated)),
+        instance_id: Some(instance.into()),
+        body: Some(serde_json::to_vec(&body).expect("serialises").into()),
+    })
+}
+
+/// Fetches every object of `resource` after its checkpoint into the inbox; `progress` is told
+/// the running count after each page.
+pub async fn backfill_resource(
+    pool: &PgPool,
+    api: &ClerkApi,
+    instance: &str,
+    resource: &Resource,
+    progress: &mut dyn FnMut(&str, i64, f64),
+) -> Result<ResourceSummary, BackfillError> {
+    sqlx::query("INSERT INTO backfill_checkpoints (resource) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(resource.name)
+        .execute(pool)
+        .await?;
+    let (mut offset, done): (i64, bool) =
+        sqlx::query_as("SELECT \"offset\", done FROM backfill_checkpoints WHERE resource = $1")
+            .bind(resource.name)
+            .fetch_one(pool)
+            .await?;
+    let mut summary = ResourceSummary {
+        resumed_at: offset,
+        ..Default::default()
+    };
+    if done {
+        return Ok(summary);
+    }
+    let started = Instant::now();
+    loop {
+        let path = format!(
+            "/{}?limit={PAGE}&offset={offset}&order_by=%2Bcreated_at{}",
+            resource.name, resource.query
+        );
+        let page = api.get(&path).await?;
+        let objects = items(page).ok_or_else(|| ClerkApiError::Unexpected("not a list".into(), path.clone()))?;
+        let rows: Vec<InboxRow> = objects.iter().filter_map(|o| row(resource, instance, o)).collect();
+        let refs: Vec<&InboxRow> = rows.iter().collect();
+        let inserted = if refs.is_empty() {
+            Vec::new()
+        } else {
+            writer::insert(pool, &refs).await?
+        };
+        let n = objects.len() as i64;
+        offset += n;
+        summary.fetched += n;
+        summary.enqueued += inserted.len() as i64;
+        let last = n < PAGE;
+        sqlx::query(
+            "UPDATE backfill_checkpoints SET \"offset\" = $2, fetched = fetched + $3, done = $4, updated_at = now() WHERE resource = $1",
+        )
+        .bind(resource.name)
+        .bind(offset)
+        .bind(n)
+        .bind(last)
+        .execute(pool)
+        .await?;
+        progress(
+            resource.name,
+            offset,
+            offset as f64 / started.elapsed().as_secs_f64().max(0.001),
+        );
+        if last {
+            return Ok(summary);
+        }
+    }
+}
+
+/// A whole backfill: the instance check, then every resource; the checkpoints are cleared once
+/// all are done, so the next backfill starts over.
+pub async fn run(
+    pool: &PgPool,
+    api: &ClerkApi,
+    progress: &mut dyn FnMut(&str, i64, f64),
+) -> Result<Vec<(&'static str, ResourceSummary)>, BackfillError> {
+    let instance = check_instance(pool, api).await?;
+    let mut out = Vec::new();
+    for resource in &RESOURCES {
+        out.push((
+            resource.name,
+            backfill_resource(pool, api, &instance, resource, progress).await?,
+        ));
+    }
+    sqlx::query("DELETE FROM backfill_checkpoints").execute(pool).await?;
+    Ok(out)
+}

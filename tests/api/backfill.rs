@@ -1,0 +1,277 @@
+//! Backfill against a fake Clerk Backend API served over real HTTP on 127.0.0.1: exact import,
+//! 429 and 500 answers within the budget, resume after an interruption, instance mismatch.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clerk_mirror::backfill::{self, BackfillError, ClerkApi, rate::RateLimiter};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::events::*;
+use crate::helpers::*;
+
+const KEY: &str = "sk_test_fake";
+
+#[derive(Default)]
+struct Fake {
+    users: Vec<Value>,
+    organizations: Vec<Value>,
+    memberships: Vec<Value>,
+    instance: String,
+    /// Every request: when, and the path with its query.
+    log: Vec<(Instant, String)>,
+    /// Answer 429 (Retry-After: 1) to every n-th request, 500 to every m-th.
+    every_429: usize,
+    every_500: usize,
+    /// Answer 500 to every request after this many.
+    broken_after: Option<usize>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+#[derive(serde::Deserialize)]
+struct Page {
+    limit: usize,
+    offset: usize,
+    order_by: Option<String>,
+}
+
+async fn list(State(fake): State<Shared>, headers: HeaderMap, uri: axum::http::Uri, Query(p): Query<Page>) -> Response {
+    let mut f = fake.lock().unwrap();
+    f.log.push((Instant::now(), uri.to_string()));
+    let n = f.log.len();
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {KEY}")) {
+        return (StatusCode::UNAUTHORIZED, "{}").into_response();
+    }
+    if f.broken_after.is_some_and(|b| n > b) || (f.every_500 > 0 && n % f.every_500 == 0) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "{}").into_response();
+    }
+    if f.every_429 > 0 && n % f.every_429 == 0 {
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "{}").into_response();
+    }
+    assert_eq!(p.order_by.as_deref(), Some("+created_at"));
+    assert!(p.limit <= 500);
+    let path = uri.path().to_string();
+    let all = match path.as_str() {
+        "/v1/users" => &f.users,
+        "/v1/organizations" => &f.organizations,
+        _ => &f.memberships,
+    };
+    let page: Vec<Value> = all.iter().skip(p.offset).take(p.limit).cloned().collect();
+    let body = if path == "/v1/users" {
+        json!(page)
+    } else {
+        json!({"data": page, "total_count": all.len()})
+    };
+    axum::Json(body).into_response()
+}
+
+async fn instance(State(fake): State<Shared>) -> Response {
+    let mut f = fake.lock().unwrap();
+    f.log.push((Instant::now(), "/v1/instance".into()));
+    axum::Json(json!({"object": "instance", "id": f.instance})).into_response()
+}
+
+/// A fake Backend API holding `n` users, `n / 4` organizations and `n` memberships.
+async fn fake_api(n: usize) -> (String, Shared) {
+    let mut fake = Fake {
+        instance: "ins_test".into(),
+        ..Default::default()
+    };
+    for i in 0..n {
+        let mut u = user(&format!("user_b{i:05}"), T + i as i64, &format!("Name {i}"));
+        u["created_at"] = json!(T + i as i64);
+        fake.users.push(u);
+    }
+    for i in 0..n / 4 {
+        fake.organizations
+            .push(org(&format!("org_b{i:05}"), T + i as i64, &format!("Org {i}")));
+    }
+    for i in 0..n {
+        let org_id = format!("org_b{:05}", i % (n / 4));
+        fake.memberships.push(membership(
+            &format!("orgmem_b{i:05}"),
+            &org_id,
+            &format!("user_b{i:05}"),
+            T + i as i64,
+            "org:member",
+        ));
+    }
+    let shared = Arc::new(Mutex::new(fake));
+    let app = axum::Router::new()
+        .route("/v1/instance", get(instance))
+        .route("/v1/users", get(list))
+        .route("/v1/organizations", get(list))
+        .route("/v1/organization_memberships", get(list))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), shared)
+}
+
+fn api(url: &str, limit: usize, window: Duration) -> ClerkApi {
+    let mut api = ClerkApi::new(url, KEY, Arc::new(RateLimiter::new(limit, window)));
+    api.backoff = Duration::from_millis(20);
+    api
+}
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE deleted_at IS NULL"
+    )))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_changes() {
+    let app = spawn_app().await;
+    let (url, fake) = fake_api(1200).await;
+    let summary = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.iter().map(|(_, s)| s.fetched).collect::<Vec<_>>(),
+        [1200, 300, 1200]
+    );
+    app.wait_until_applied().await;
+    assert_eq!(
+        (
+            count(&app, "users").await,
+            count(&app, "organizations").await,
+            count(&app, "memberships").await
+        ),
+        (1200, 300, 1200)
+    );
+    let name: String = sqlx::query_scalar("SELECT first_name FROM users WHERE id = 'user_b00777'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(name, "Name 777");
+    let (changes, sources): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE source LIKE 'backfill:%') FROM changes")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((changes, sources), (2700, 2700));
+    // A second run fetches again but enqueues nothing new: the same objects are already in.
+    let again = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+        .await
+        .unwrap();
+    assert!(again.iter().all(|(_, s)| s.enqueued == 0), "{again:?}");
+    assert!(fake.lock().unwrap().log.len() > 10);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn answers_429_and_500_are_retried_within_the_request_budget() {
+    let app = spawn_app().await;
+    let (url, fake) = fake_api(2000).await;
+    {
+        let mut f = fake.lock().unwrap();
+        f.every_429 = 4;
+        f.every_500 = 7;
+    }
+    let (limit, window) = (5, Duration::from_millis(500));
+    backfill::run(&app.pool, &api(&url, limit, window), &mut |_, _, _| {})
+        .await
+        .unwrap();
+    app.wait_until_applied().await;
+    assert_eq!(count(&app, "users").await, 2000);
+    assert_eq!(count(&app, "memberships").await, 2000);
+    let log: Vec<Instant> = fake.lock().unwrap().log.iter().map(|(t, _)| *t).collect();
+    for (i, t) in log.iter().enumerate() {
+        let in_window = log[i..].iter().take_while(|u| u.duration_since(*t) < window).count();
+        assert!(
+            in_window <= limit,
+            "{in_window} requests within {window:?} (budget {limit})"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_backfill_resumes_from_its_checkpoint_and_ends_exact() {
+    let app = spawn_app().await;
+    let (url, fake) = fake_api(2400).await;
+    fake.lock().unwrap().broken_after = Some(4);
+    let mut interrupted = api(&url, 1000, Duration::from_secs(1));
+    interrupted.max_attempts = 2;
+    let e = backfill::run(&app.pool, &interrupted, &mut |_, _, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, BackfillError::Api(backfill::ClerkApiError::GaveUp { .. })),
+        "{e}"
+    );
+    {
+        let mut f = fake.lock().unwrap();
+        f.broken_after = None;
+        f.log.clear();
+    }
+    let summary = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        summary[0].1.resumed_at, 1500,
+        "users resumed after the three pages already done"
+    );
+    let first_users_request = fake
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .find(|(_, p)| p.starts_with("/v1/users"))
+        .unwrap()
+        .1
+        .clone();
+    assert!(first_users_request.contains("offset=1500"), "{first_users_request}");
+    app.wait_until_applied().await;
+    assert_eq!(
+        (
+            count(&app, "users").await,
+            count(&app, "organizations").await,
+            count(&app, "memberships").await
+        ),
+        (2400, 600, 2400)
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM backfill_checkpoints")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "a finished run clears its checkpoints");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_of_another_instance_is_refused_before_anything_is_imported() {
+    let app = spawn_app().await;
+    let mut webhook = user_event("created", "user_x", T, T, "X");
+    webhook = webhook.replace("ins_test", "ins_production");
+    app.send_all_and_apply(&[webhook]).await;
+    let (url, fake) = fake_api(40).await;
+    let e = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackfillError::InstanceMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("ins_production"));
+    assert_eq!(fake.lock().unwrap().log.len(), 1, "only the instance was asked");
+    let wrong_key = ClerkApi::new(
+        &url,
+        "sk_wrong",
+        Arc::new(RateLimiter::new(100, Duration::from_secs(1))),
+    );
+    fake.lock().unwrap().instance = "ins_production".into();
+    let e = backfill::run(&app.pool, &wrong_key, &mut |_, _, _| {})
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("CLERK_SECRET_KEY"), "{e}");
+    app.stop().await;
+}
