@@ -42,6 +42,8 @@ enum Command {
     Watch(crate::watch_command::WatchArgs),
     /// Import every user, organization and membership from Clerk's Backend API (resumable).
     Backfill(BackfillArgs),
+    /// Compare Clerk's state with the mirror and repair the drift; print the drift report.
+    Reconcile(ReconcileArgs),
     /// Show where the mirror stands: log head and oldest cursor, inbox backlog, dead letters.
     Status(StatusArgs),
     /// Re-apply dead letters (after an upgrade) or given deliveries, through the inbox.
@@ -61,6 +63,18 @@ struct BackfillArgs {
     /// Requests per 10 s: the instance's limit is shared with your own application.
     #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = 20)]
     api_rate: usize,
+}
+
+#[derive(Args, Debug)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    api: BackfillArgs,
+    /// Allow deleting more than max(10, 1 %) of an entity type (when Clerk really lost them).
+    #[arg(long)]
+    allow_mass_delete: bool,
+    /// List the ids of every repair, not only the counts.
+    #[arg(long)]
+    verbose: bool,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SendEvent(args) => send(args).await,
         Command::Watch(args) => crate::watch_command::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Backfill(args) => backfill(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Reconcile(args) => reconcile(args).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status(args).await.map(|()| ExitCode::SUCCESS),
         Command::Replay(args) => replay(args).await.map(|()| ExitCode::SUCCESS),
     }
@@ -347,10 +362,27 @@ async fn with_pool<T>(
     result
 }
 
-async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+fn clerk_api(args: &BackfillArgs) -> crate::backfill::ClerkApi {
     use crate::backfill::{ClerkApi, rate::RateLimiter};
     let limiter = std::sync::Arc::new(RateLimiter::new(args.api_rate, Duration::from_secs(10)));
-    let api = ClerkApi::new(&args.api_url, &args.secret_key, limiter);
+    ClerkApi::new(&args.api_url, &args.secret_key, limiter)
+}
+
+async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
+    let api = clerk_api(&args.api);
+    let options = crate::backfill::reconcile::Options {
+        allow_mass_delete: args.allow_mass_delete,
+    };
+    let report = with_pool(&args.api.database, async |pool| {
+        Ok(crate::backfill::reconcile::run(pool, &api, options).await?)
+    })
+    .await?;
+    print!("{}", report.render(args.verbose));
+    Ok(())
+}
+
+async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+    let api = clerk_api(&args);
     let summary = with_pool(&args.database, async |pool| {
         let mut progress = |resource: &str, fetched: i64, rate: f64| {
             eprintln!("backfill: {resource}: {fetched} fetched ({rate:.0}/s)");

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod rate;
+pub mod reconcile;
 
 use std::time::Instant;
 
@@ -94,7 +95,7 @@ pub async fn check_instance(pool: &PgPool, api: &ClerkApi) -> Result<String, Bac
 }
 
 /// The objects of one page (`GET /users` answers a bare array, the others `{data, total_count}`).
-fn items(page: Value) -> Option<Vec<Value>> {
+pub(crate) fn items(page: Value) -> Option<Vec<Value>> {
     match page {
         Value::Array(items) => Some(items),
         Value::Object(mut map) => match map.remove("data") {

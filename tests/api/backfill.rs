@@ -30,6 +30,9 @@ struct Fake {
     every_500: usize,
     /// Answer 500 to every request after this many.
     broken_after: Option<usize>,
+    /// Users left out of the list (as offset paging does when others are deleted mid-scan) but
+    /// found by a direct look-up.
+    hidden: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -62,13 +65,60 @@ async fn list(State(fake): State<Shared>, headers: HeaderMap, uri: axum::http::U
         "/v1/organizations" => &f.organizations,
         _ => &f.memberships,
     };
-    let page: Vec<Value> = all.iter().skip(p.offset).take(p.limit).cloned().collect();
+    let page: Vec<Value> = all
+        .iter()
+        .filter(|o| !f.hidden.iter().any(|h| o["id"] == *h))
+        .skip(p.offset)
+        .take(p.limit)
+        .cloned()
+        .collect();
     let body = if path == "/v1/users" {
         json!(page)
     } else {
         json!({"data": page, "total_count": all.len()})
     };
     axum::Json(body).into_response()
+}
+
+async fn one(State(fake): State<Shared>, uri: axum::http::Uri) -> Response {
+    let f = fake.lock().unwrap();
+    let path = uri.path();
+    let (list, id) = if let Some(id) = path.strip_prefix("/v1/users/") {
+        (&f.users, id)
+    } else {
+        (
+            &f.organizations,
+            path.strip_prefix("/v1/organizations/").unwrap_or_default(),
+        )
+    };
+    match list.iter().find(|o| o["id"] == id) {
+        Some(o) => axum::Json(o.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            r#"{"errors":[{"message":"not found","code":"resource_not_found"}]}"#,
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ByUser {
+    user_id: String,
+}
+
+async fn members(
+    State(fake): State<Shared>,
+    axum::extract::Path(org): axum::extract::Path<String>,
+    Query(q): Query<ByUser>,
+) -> Response {
+    let f = fake.lock().unwrap();
+    let data: Vec<Value> = f
+        .memberships
+        .iter()
+        .filter(|m| m["organization"]["id"] == org && m["public_user_data"]["user_id"] == q.user_id)
+        .cloned()
+        .collect();
+    axum::Json(json!({"data": data, "total_count": data.len()})).into_response()
 }
 
 async fn instance(State(fake): State<Shared>) -> Response {
@@ -108,6 +158,9 @@ async fn fake_api(n: usize) -> (String, Shared) {
         .route("/v1/users", get(list))
         .route("/v1/organizations", get(list))
         .route("/v1/organization_memberships", get(list))
+        .route("/v1/users/{id}", get(one))
+        .route("/v1/organizations/{id}", get(one))
+        .route("/v1/organizations/{id}/memberships", get(members))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -273,5 +326,142 @@ async fn a_key_of_another_instance_is_refused_before_anything_is_imported() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("CLERK_SECRET_KEY"), "{e}");
+    app.stop().await;
+}
+
+async fn backfilled(n: usize) -> (TestApp, String, Shared) {
+    let app = spawn_app().await;
+    let (url, fake) = fake_api(n).await;
+    backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+        .await
+        .unwrap();
+    app.wait_until_applied().await;
+    (app, url, fake)
+}
+
+#[tokio::test]
+async fn reconcile_repairs_exactly_the_real_drift_and_reports_it() {
+    use clerk_mirror::backfill::reconcile::{self, Options};
+    let (app, url, fake) = backfilled(400).await;
+    // A webhook newer than Clerk's listing (applied meanwhile): never overwritten.
+    app.send_all_and_apply(&[user_event(
+        "updated",
+        "user_b00010",
+        T + 99_999,
+        T + 99_999,
+        "Newer by webhook",
+    )])
+    .await;
+    {
+        let mut f = fake.lock().unwrap();
+        // Missing: created while no webhook arrived.
+        f.users.push(user("user_new", T, "New"));
+        // Stale: renamed, the webhook lost.
+        let o = f.organizations.iter_mut().find(|o| o["id"] == "org_b00003").unwrap();
+        o["name"] = json!("Renamed");
+        o["updated_at"] = json!(T + 50_000);
+        // Deleted in Clerk while its webhook was lost (its memberships with it).
+        f.users.retain(|u| u["id"] != "user_b00020");
+        f.memberships
+            .retain(|m| m["public_user_data"]["user_id"] != "user_b00020");
+        // A membership ended.
+        f.memberships.retain(|m| m["id"] != "orgmem_b00030");
+        // Skipped by the listing, still present.
+        f.hidden.push("user_b00040".into());
+    }
+    let report = reconcile::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), Options::default())
+        .await
+        .unwrap();
+    let users = &report.drift["users"];
+    assert_eq!(users.missing, ["user_new"]);
+    assert!(users.stale.is_empty(), "{users:?}");
+    assert_eq!(users.deleted, ["user_b00020"]);
+    assert_eq!(users.unlisted_but_present, ["user_b00040"]);
+    assert_eq!(report.drift["organizations"].stale, ["org_b00003"]);
+    assert_eq!(
+        report.drift["organization_memberships"].deleted,
+        ["orgmem_b00020", "orgmem_b00030"]
+    );
+    assert!(report.render(false).contains("deleted"));
+    app.wait_until_applied().await;
+    let alive = |table: &'static str, id: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(format!(
+                "SELECT deleted_at IS NULL FROM {table} WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(alive("users", "user_new").await, Some(true));
+    assert_eq!(alive("users", "user_b00020").await, Some(false));
+    assert_eq!(
+        alive("users", "user_b00040").await,
+        Some(true),
+        "a live entity is never tombstoned"
+    );
+    assert_eq!(alive("memberships", "orgmem_b00030").await, Some(false));
+    let renamed: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = 'org_b00003'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(renamed, "Renamed");
+    let kept: String = sqlx::query_scalar("SELECT first_name FROM users WHERE id = 'user_b00010'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, "Newer by webhook");
+    let sources: i64 = sqlx::query_scalar("SELECT count(*) FROM changes WHERE source LIKE 'reconcile:%'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(sources >= 5, "every repair is an ordinary change");
+    // The report is kept; a second run finds nothing left.
+    let again = reconcile::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), Options::default())
+        .await
+        .unwrap();
+    assert!(
+        again
+            .drift
+            .values()
+            .all(|d| d.missing.is_empty() && d.stale.is_empty() && d.deleted.is_empty()),
+        "{again:?}"
+    );
+    assert_eq!(reconcile::last_report(&app.pool).await.unwrap(), Some(again));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reconcile_refuses_a_mass_delete_unless_allowed() {
+    use clerk_mirror::backfill::reconcile::{self, Options, ReconcileError};
+    let (app, url, fake) = backfilled(400).await;
+    fake.lock().unwrap().users.truncate(340);
+    let inbox_before: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let e = reconcile::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), Options::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ReconcileError::MassDelete { count: 60, .. }), "{e}");
+    assert!(e.to_string().contains("--allow-mass-delete"));
+    let inbox_after: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(inbox_before, inbox_after, "nothing was changed");
+    let report = reconcile::run(
+        &app.pool,
+        &api(&url, 1000, Duration::from_secs(1)),
+        Options {
+            allow_mass_delete: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.drift["users"].deleted.len(), 60);
     app.stop().await;
 }

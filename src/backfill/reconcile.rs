@@ -1,0 +1,320 @@
+//! Reconcile: compares Clerk's state (listed through the Backend API) with the mirror and repairs
+//! drift through the inbox (source `reconcile`), so the one applier applies every repair with the
+//! usual rules: missing entities, stale ones (Clerk's `updated_at` newer), and entities alive in
+//! the mirror that Clerk no longer lists — tombstoned only after a direct look-up answers 404,
+//! because offset paging skips rows when others are deleted mid-scan. A run that would tombstone
+//! more than max(10, 1 %) refuses unless allowed. The report is printed, kept, and exposed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use super::{BackfillError, ClerkApi, ClerkApiError, PAGE, RESOURCES, Resource, check_instance, items};
+use crate::ingest::envelope;
+use crate::ingest::writer::{self, InboxRow};
+
+/// What one entity type's drift was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// In Clerk, not in the mirror.
+    pub missing: Vec<String>,
+    /// Newer in Clerk than in the mirror.
+    pub stale: Vec<String>,
+    /// Alive in the mirror, gone from Clerk (confirmed by a 404).
+    pub deleted: Vec<String>,
+    /// Alive in the mirror, not listed by Clerk, but found by a direct look-up (paging skipped it).
+    pub unlisted_but_present: Vec<String>,
+}
+
+/// A reconcile run's drift report, per entity type (`users`, `organizations`,
+/// `organization_memberships`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub started_at: String,
+    pub finished_at: String,
+    pub drift: BTreeMap<String, Drift>,
+}
+
+impl Report {
+    /// One line per entity type and kind; the ids too with `verbose`.
+    pub fn render(&self, verbose: bool) -> String {
+        let mut out = format!("reconcile {} → {}\n", self.started_at, self.finished_at);
+        for (entity, d) in &self.drift {
+            for (kind, ids) in [
+                ("missing", &d.missing),
+                ("stale", &d.stale),
+                ("deleted", &d.deleted),
+                ("unlisted but present", &d.unlisted_but_present),
+            ] {
+                out.push_str(&format!("  {entity:<26} {kind:<22} {}\n", ids.len()));
+                if verbose {
+                    for id in ids {
+                        out.push_str(&format!("      {id}\n"));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Allow tombstoning more than max(10, 1 %) of an entity type.
+    pub allow_mass_delete: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Backfill(#[from] BackfillError),
+    #[error(
+        "reconcile would delete {count} {entity} of {alive} (more than max(10, 1 %)); nothing was changed. \
+         If Clerk really lost them, run again with --allow-mass-delete"
+    )]
+    MassDelete { entity: String, count: usize, alive: usize },
+}
+
+impl From<sqlx::Error> for ReconcileError {
+    fn from(e: sqlx::Error) -> Self {
+        ReconcileError::Backfill(e.into())
+    }
+}
+
+impl From<ClerkApiError> for ReconcileError {
+    fn from(e: ClerkApiError) -> Self {
+        ReconcileError::Backfill(e.into())
+    }
+}
+
+/// The mirror's view of one entity: alive or not, and Clerk's `updated_at` it holds (ms).
+struct Held {
+    alive: bool,
+    updated_ms: i64,
+    organization_id: Option<String>,
+    user_id: Option<String>,
+}
+
+async fn held(pool: &PgPool, resource: &Resource) -> Result<HashMap<String, Held>, sqlx::Error> {
+    let sql = match resource.name {
+        "users" => {
+            "SELECT id, deleted_at IS NULL, coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0), NULL::text, NULL::text FROM users"
+        }
+        "organizations" => {
+            "SELECT id, deleted_at IS NULL, coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0), NULL::text, NULL::text FROM organizations"
+        }
+        _ => {
+            "SELECT id, deleted_at IS NULL, coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0), organization_id, user_id FROM memberships"
+        }
+    };
+    let rows: Vec<(String, bool, i64, Option<String>, Option<String>)> = sqlx::query_as(sql).fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, alive, updated_ms, organization_id, user_id)| {
+            (
+                id,
+                Held {
+                    alive,
+                    updated_ms,
+                    organization_id,
+                    user_id,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Whether Clerk still has the entity, by a direct look-up.
+async fn still_there(
+    api: &ClerkApi,
+    resource: &Resource,
+    id: &str,
+    held: &Held,
+) -> Result<Option<Value>, ClerkApiError> {
+    let found = match resource.name {
+        "users" => api.get(&format!("/users/{id}")).await,
+        "organizations" => api.get(&format!("/organizations/{id}")).await,
+        _ => {
+            let (Some(org), Some(user)) = (&held.organization_id, &held.user_id) else {
+                return Ok(None);
+            };
+            match api
+                .get(&format!("/organizations/{org}/memberships?limit=100&user_id={user}"))
+                .await
+            {
+                Ok(page) => Ok(items(page)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|m| m["id"] == id)
+                    .unwrap_or(Value::Null)),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match found {
+        Ok(Value::Null) | Err(ClerkApiError::NotFound) => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(e) => Err(e),
+    }
+}
+
+fn repair_row(
+    resource: &Resource,
+    instance: &str,
+    event_type: &str,
+    data: Value,
+    time_ms: i64,
+    key: String,
+) -> InboxRow {
+    let body =
+        json!({"object": "event", "type": event_type, "timestamp": time_ms, "instance_id": instance, "data": data});
+    InboxRow {
+        source: "reconcile".into(),
+        event_key: format!("{}:{key}", resource.name),
+        event_type: Some(event_type.into()),
+        event_time: envelope::event_time(&json!(time_ms)),
+        instance_id: Some(instance.into()),
+        body: Some(serde_json::to_vec(&body).expect("serialises").into()),
+    }
+}
+
+/// One reconcile run; repairs are enqueued only when the whole comparison is done and allowed.
+pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Report, ReconcileError> {
+    let started = Utc::now();
+    let instance = check_instance(pool, api).await?;
+    let mut report = Report {
+        started_at: started.to_rfc3339(),
+        ..Default::default()
+    };
+    let mut repairs: Vec<InboxRow> = Vec::new();
+    let run_key = started.timestamp_millis();
+    for resource in &RESOURCES {
+        let held = held(pool, resource).await?;
+        let mut listed: HashMap<String, Value> = HashMap::new();
+        let mut offset = 0;
+        loop {
+            let path = format!(
+                "/{}?limit={PAGE}&offset={offset}&order_by=%2Bcreated_at{}",
+                resource.name, resource.query
+            );
+            let page =
+                items(api.get(&path).await?).ok_or_else(|| ClerkApiError::Unexpected("not a list".into(), path))?;
+            let n = page.len() as i64;
+            for object in page {
+                if let Some(id) = object["id"].as_str() {
+                    listed.insert(id.to_string(), object);
+                }
+            }
+            offset += n;
+            if n < PAGE {
+                break;
+            }
+        }
+        let mut drift = Drift::default();
+        let compare = |id: &str, object: &Value, drift: &mut Drift, unlisted: bool| {
+            let updated = object["updated_at"].as_i64().unwrap_or(0);
+            let kind = match held.get(id) {
+                None => &mut drift.missing,
+                Some(h) if h.alive && updated > h.updated_ms => &mut drift.stale,
+                _ => {
+                    if unlisted {
+                        drift.unlisted_but_present.push(id.to_string());
+                    }
+                    return None;
+                }
+            };
+            kind.push(id.to_string());
+            if unlisted {
+                drift.unlisted_but_present.push(id.to_string());
+            }
+            Some(repair_row(
+                resource,
+                &instance,
+                resource.event_type,
+                object.clone(),
+                updated,
+                format!("{id}:{updated}"),
+            ))
+        };
+        let mut ids: Vec<&String> = listed.keys().collect();
+        ids.sort();
+        for id in ids {
+            repairs.extend(compare(id, &listed[id], &mut drift, false));
+        }
+        // Alive here, not listed there: confirm with a direct look-up before any tombstone.
+        let mut candidates: Vec<(&String, &Held)> = held
+            .iter()
+            .filter(|(id, h)| h.alive && !listed.contains_key(*id))
+            .collect();
+        candidates.sort_by(|a, b| a.0.cmp(b.0));
+        let mut deletes = Vec::new();
+        for (id, h) in candidates {
+            match still_there(api, resource, id, h).await? {
+                Some(object) => repairs.extend(compare(id, &object, &mut drift, true)),
+                None => deletes.push((id.clone(), h)),
+            }
+        }
+        let alive = held.values().filter(|h| h.alive).count();
+        if deletes.len() > 10.max(alive / 100) && !options.allow_mass_delete {
+            return Err(ReconcileError::MassDelete {
+                entity: resource.name.to_string(),
+                count: deletes.len(),
+                alive,
+            });
+        }
+        let now = Utc::now().timestamp_millis();
+        for (id, h) in deletes {
+            let (event_type, data) = match resource.name {
+                "users" => ("user.deleted", json!({"object": "user", "id": id, "deleted": true})),
+                "organizations" => (
+                    "organization.deleted",
+                    json!({"object": "organization", "id": id, "deleted": true}),
+                ),
+                _ => (
+                    "organizationMembership.deleted",
+                    json!({"object": "organization_membership", "id": id,
+                           "organization": {"id": h.organization_id}, "public_user_data": {"user_id": h.user_id}}),
+                ),
+            };
+            repairs.push(repair_row(
+                resource,
+                &instance,
+                event_type,
+                data,
+                now,
+                format!("{id}:deleted:{run_key}"),
+            ));
+            drift.deleted.push(id);
+        }
+        report.drift.insert(resource.name.to_string(), drift);
+    }
+    for chunk in repairs.chunks(500) {
+        let refs: Vec<&InboxRow> = chunk.iter().collect();
+        writer::insert(pool, &refs).await?;
+    }
+    report.finished_at = Utc::now().to_rfc3339();
+    sqlx::query("INSERT INTO reconcile_reports (started_at, report) VALUES ($1, $2)")
+        .bind(started)
+        .bind(sqlx::types::Json(&report))
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "DELETE FROM reconcile_reports WHERE id NOT IN (SELECT id FROM reconcile_reports ORDER BY id DESC LIMIT 10)",
+    )
+    .execute(pool)
+    .await?;
+    Ok(report)
+}
+
+/// The newest kept report, if any.
+pub async fn last_report(pool: &PgPool) -> Result<Option<Report>, sqlx::Error> {
+    let row: Option<sqlx::types::Json<Report>> =
+        sqlx::query_scalar("SELECT report FROM reconcile_reports ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|r| r.0))
+}
