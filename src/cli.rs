@@ -134,6 +134,19 @@ struct ServeArgs {
     /// Log format: `pretty` (text for people) or `json` (one object a line); `RUST_LOG` filters.
     #[arg(long, env = "CLERK_MIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
+    /// Reconcile with Clerk's Backend API this often (e.g. 6h), on the replica holding the applier
+    /// lock; needs --secret-key.
+    #[arg(long, env = "CLERK_MIRROR_RECONCILE_EVERY", value_parser = parse_duration, requires = "secret_key")]
+    reconcile_every: Option<Duration>,
+    /// The instance's secret key, for the periodic reconcile.
+    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Clerk's Backend API.
+    #[arg(long, env = "CLERK_API_URL", default_value = crate::backfill::client::DEFAULT_API_URL)]
+    api_url: String,
+    /// Backend API requests per 10 s for the periodic reconcile.
+    #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = 20)]
+    api_rate: usize,
     /// How long shutdown may take (in-flight webhooks, the applier's batch, streams) before the
     /// process gives up waiting.
     #[arg(long, env = "CLERK_MIRROR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -322,6 +335,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.grpc_addr = args.grpc_addr;
     config.admin_addr = args.admin_addr;
     config.shutdown_timeout = args.shutdown_timeout;
+    if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {
+        config.reconcile = Some(crate::config::ReconcileConfig {
+            api_url: args.api_url.clone(),
+            secret_key: Redacted(key.clone()),
+            rate: args.api_rate,
+            window: Duration::from_secs(10),
+            every,
+        });
+    }
     if let Some(applier) = config.applier.as_mut() {
         applier.retention.changes = args.change_retention;
         applier.retention.inbox = args.inbox_retention;
@@ -406,8 +428,11 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let s = with_pool(&args.database, async |pool| {
-        Ok(crate::store::admin::sync_status(pool).await?)
+    let (s, report) = with_pool(&args.database, async |pool| {
+        Ok((
+            crate::store::admin::sync_status(pool).await?,
+            crate::backfill::reconcile::last_report(pool).await?,
+        ))
     })
     .await?;
     let cursor = |seq| crate::grpc::cursor::Cursor::new(&s.log_id, seq).encode();
@@ -418,6 +443,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "inbox_pending": s.pending, "dead_letters": s.dead_letters,
             "last_event_received": s.last_received, "last_event_applied": s.last_applied,
             "applier": s.applier,
+            "last_reconcile": report,
         });
         println!("{value}");
     } else {
@@ -428,6 +454,10 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("last received:      {}", time(s.last_received));
         println!("last applied:       {}", time(s.last_applied));
         println!("applier:            {}", s.applier.as_deref().unwrap_or("none running"));
+        match &report {
+            Some(r) => print!("last {}", r.render(false)),
+            None => println!("last reconcile:     never"),
+        }
     }
     Ok(())
 }

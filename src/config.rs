@@ -47,6 +47,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How often gRPC health re-checks the database.
     pub health_interval: Duration,
+    /// Periodic reconcile against Clerk's Backend API (run by the applier lock holder).
+    pub reconcile: Option<ReconcileConfig>,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
     pub applier: Option<ApplierConfig>,
 }
@@ -68,6 +70,7 @@ impl Config {
             watch: WatchConfig::default(),
             health_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
+            reconcile: None,
             applier: Some(ApplierConfig::default()),
         }
     }
@@ -86,4 +89,15 @@ impl<T> std::fmt::Debug for Redacted<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// Where and how often to reconcile.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    pub api_url: String,
+    pub secret_key: Redacted<String>,
+    /// Requests per `window`.
+    pub rate: usize,
+    pub window: Duration,
+    pub every: Duration,
 }

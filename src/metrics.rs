@@ -37,6 +37,10 @@ pub struct Metrics {
     pub rpc_seconds: HistogramVec,
     /// The log and the inbox, read from the database at scrape time.
     pub log: IntGaugeVec,
+    /// Objects fetched by the backfill in progress, per resource (at scrape time).
+    pub backfill_fetched: IntGaugeVec,
+    /// The last reconcile's repairs, per resource and kind (at scrape time).
+    pub drift: IntGaugeVec,
 }
 
 impl Metrics {
@@ -105,6 +109,20 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(log.clone())).expect("registered once");
+        let backfill_fetched = IntGaugeVec::new(
+            Opts::new("backfill_fetched", "Objects fetched by the backfill in progress."),
+            &["resource"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(backfill_fetched.clone()))
+            .expect("registered once");
+        let drift = IntGaugeVec::new(
+            Opts::new("drift", "The last reconcile's repairs by resource and kind."),
+            &["resource", "kind"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(drift.clone())).expect("registered once");
         Arc::new(Metrics {
             registry,
             webhooks,
@@ -117,6 +135,8 @@ impl Metrics {
             rpcs,
             rpc_seconds,
             log,
+            backfill_fetched,
+            drift,
         })
     }
 
@@ -135,6 +155,25 @@ impl Metrics {
             self.log.with_label_values(&["oldest_seq"]).set(oldest);
             self.log.with_label_values(&["inbox_pending"]).set(pending);
             self.log.with_label_values(&["dead_letters"]).set(failed);
+        }
+        let progress: Vec<(String, i64)> = sqlx::query_as("SELECT resource, fetched FROM backfill_checkpoints")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+        self.backfill_fetched.reset();
+        for (resource, fetched) in progress {
+            self.backfill_fetched
+                .with_label_values(&[resource.as_str()])
+                .set(fetched);
+        }
+        if let Ok(Some(report)) = crate::backfill::reconcile::last_report(pool).await {
+            for (resource, d) in &report.drift {
+                for (kind, ids) in [("missing", &d.missing), ("stale", &d.stale), ("deleted", &d.deleted)] {
+                    self.drift
+                        .with_label_values(&[resource.as_str(), kind])
+                        .set(ids.len() as i64);
+                }
+            }
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

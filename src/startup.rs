@@ -155,14 +155,27 @@ impl Application {
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
 
+        let (leading_tx, leading_rx) = watch::channel(false);
+        let reconcile = self.config.reconcile.clone().map(|r| {
+            let limiter = std::sync::Arc::new(crate::backfill::rate::RateLimiter::new(r.rate, r.window));
+            let api = crate::backfill::ClerkApi::new(&r.api_url, &r.secret_key.0, limiter);
+            tokio::spawn(crate::backfill::reconcile::periodically(
+                self.pool.clone(),
+                api,
+                r.every,
+                leading_rx.clone(),
+                stop_rx_for_applier.clone(),
+            ))
+        });
         let applier = self.config.applier.clone().map(|applier_config| {
             let options = db::connect_options(&self.config.database);
             let pool = self.pool.clone();
             let stop = stop_rx_for_applier.clone();
             let metrics = metrics.clone();
+            let leading = leading_tx.clone();
             tokio::spawn(async move {
                 match options {
-                    Ok(options) => applier::run(options, pool, applier_config, stop, metrics).await,
+                    Ok(options) => applier::run(options, pool, applier_config, stop, metrics, leading).await,
                     Err(e) => tracing::error!(error = %e, "the applier cannot connect"),
                 }
             })
@@ -182,6 +195,9 @@ impl Application {
             writer_task.await.context("the inbox writer failed")?;
             let _ = health_task.await;
             let _ = hub_task.await;
+            if let Some(reconcile) = reconcile {
+                reconcile.abort();
+            }
             // The applier finishes the batch it is in.
             if let Some(applier) = applier {
                 applier.await.context("the applier failed")?;

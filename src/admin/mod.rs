@@ -20,10 +20,23 @@ pub fn router(metrics: Arc<Metrics>, pool: sqlx::PgPool) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/reconcile", get(last_reconcile))
         .with_state(AdminState { metrics, pool })
 }
 
 async fn render(State(state): State<AdminState>) -> impl IntoResponse {
     let text = state.metrics.render(&state.pool).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The last reconcile's drift report (JSON), or 404 when none ran yet.
+async fn last_reconcile(State(state): State<AdminState>) -> axum::response::Response {
+    match crate::backfill::reconcile::last_report(&state.pool).await {
+        Ok(Some(report)) => axum::Json(report).into_response(),
+        Ok(None) => (axum::http::StatusCode::NOT_FOUND, "no reconcile has run yet\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the reconcile report");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
 }

@@ -57,13 +57,15 @@ pub async fn run(
     config: ApplierConfig,
     mut stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    leading: watch::Sender<bool>,
 ) {
     loop {
         let span = tracing::info_span!("applier");
-        match lead(&options, &pool, &config, &mut stop, &metrics)
+        let led = lead(&options, &pool, &config, &mut stop, &metrics, &leading)
             .instrument(span)
-            .await
-        {
+            .await;
+        leading.send_replace(false);
+        match led {
             Ok(()) => return,
             Err(e) => {
                 warn!(error = %e, "the applier lost its database connection; retrying");
@@ -96,6 +98,7 @@ async fn lead(
     config: &ApplierConfig,
     stop: &mut watch::Receiver<bool>,
     metrics: &Metrics,
+    leading: &watch::Sender<bool>,
 ) -> Result<(), sqlx::Error> {
     let name = format!("clerk-mirror applier {}@{}", std::process::id(), hostname());
     let mut conn = options.clone().application_name(&name).connect().await?;
@@ -117,6 +120,7 @@ async fn lead(
         _ = stop.wait_for(|s| *s) => return Ok(()),
     }
     info!("holding the applier lock");
+    leading.send_replace(true);
 
     let mut listener = PgListener::connect_with(pool).await?;
     let mut next_prune = tokio::time::Instant::now();

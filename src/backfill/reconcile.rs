@@ -318,3 +318,37 @@ pub async fn last_report(pool: &PgPool) -> Result<Option<Report>, sqlx::Error> {
             .await?;
     Ok(row.map(|r| r.0))
 }
+
+/// Reconciles every `every` while this replica holds the applier lock (`leading`), until `stop`.
+pub async fn periodically(
+    pool: PgPool,
+    api: ClerkApi,
+    every: std::time::Duration,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if !*leading.borrow() {
+            continue;
+        }
+        match run(&pool, &api, Options::default()).await {
+            Ok(report) => {
+                let repairs: usize = report
+                    .drift
+                    .values()
+                    .map(|d| d.missing.len() + d.stale.len() + d.deleted.len())
+                    .sum();
+                tracing::info!(repairs, "periodic reconcile done");
+            }
+            Err(e) => tracing::error!(error = %e, "periodic reconcile failed"),
+        }
+    }
+}

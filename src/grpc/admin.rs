@@ -62,6 +62,33 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::GetSyncStatusResponse>, Status> {
         traced("GetSyncStatus", async {
             let s = admin::sync_status(&self.pool).await?;
+            let report = crate::backfill::reconcile::last_report(&self.pool).await?;
+            let parse = |t: &str| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            };
+            let last_reconcile = report.map(|r| pb::ReconcileReport {
+                start_time: timestamp(parse(&r.started_at)),
+                finish_time: timestamp(parse(&r.finished_at)),
+                counts: r
+                    .drift
+                    .iter()
+                    .flat_map(|(resource, d)| {
+                        [
+                            ("missing", d.missing.len()),
+                            ("stale", d.stale.len()),
+                            ("deleted", d.deleted.len()),
+                            ("unlisted_but_present", d.unlisted_but_present.len()),
+                        ]
+                        .map(|(kind, count)| pb::DriftCount {
+                            resource: resource.clone(),
+                            kind: kind.into(),
+                            count: count as i64,
+                        })
+                    })
+                    .collect(),
+            });
             Ok(pb::GetSyncStatusResponse {
                 head_cursor: Cursor::new(&s.log_id, s.head).encode(),
                 oldest_cursor: Cursor::new(&s.log_id, s.oldest - 1).encode(),
@@ -70,6 +97,7 @@ impl AdminService for Admin {
                 last_event_receive_time: timestamp(s.last_received),
                 last_event_apply_time: timestamp(s.last_applied),
                 applier: s.applier.unwrap_or_default(),
+                last_reconcile,
             })
         })
         .await

@@ -465,3 +465,65 @@ async fn reconcile_refuses_a_mass_delete_unless_allowed() {
     assert_eq!(report.drift["users"].deleted.len(), 60);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn serve_reconciles_periodically_on_the_lock_holder_and_exposes_the_report() {
+    let (url, fake) = fake_api(80).await;
+    let reconcile = clerk_mirror::config::ReconcileConfig {
+        api_url: url,
+        secret_key: clerk_mirror::config::Redacted(KEY.to_string()),
+        rate: 1000,
+        window: Duration::from_secs(1),
+        every: Duration::from_millis(200),
+    };
+    let app = spawn_app_with(AppOptions {
+        reconcile: Some(reconcile),
+        ..Default::default()
+    })
+    .await;
+    // The first run finds everything missing and imports it; later runs find no drift.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if users == 80 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the periodic reconcile never imported the users ({users})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.lock().unwrap().users.retain(|u| u["id"] != "user_b00005");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let r = crate::helpers::get(&format!("http://{}/reconcile", app.admin_addr)).await;
+        if r.status == hyper::StatusCode::OK {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            if v["drift"]["users"]["deleted"] == json!(["user_b00005"]) {
+                break v;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no report of the deleted user");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(report["finished_at"].is_string());
+    let mut c =
+        clerk_mirror::pb::admin_service_client::AdminServiceClient::connect(format!("http://{}", app.grpc_addr))
+            .await
+            .unwrap();
+    let status = c
+        .get_sync_status(clerk_mirror::pb::GetSyncStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.last_reconcile.is_some());
+    let metrics = crate::helpers::get(&format!("http://{}/metrics", app.admin_addr))
+        .await
+        .body;
+    assert!(metrics.contains("clerk_mirror_drift{"), "{metrics}");
+    app.stop().await;
+}

@@ -144,6 +144,8 @@ pub struct AppOptions {
     pub watch_buffer: Option<usize>,
     /// A fixed gRPC address (to restart a server where clients expect it).
     pub grpc_addr: Option<std::net::SocketAddr>,
+    /// Periodic reconcile.
+    pub reconcile: Option<clerk_mirror::config::ReconcileConfig>,
 }
 
 impl Default for AppOptions {
@@ -159,6 +161,7 @@ impl Default for AppOptions {
             hub_capacity: None,
             watch_buffer: None,
             grpc_addr: None,
+            reconcile: None,
         }
     }
 }
@@ -201,6 +204,7 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     } else {
         config.applier = None;
     }
+    config.reconcile = options.reconcile;
     if let Some(addr) = options.grpc_addr {
         config.grpc_addr = addr;
     }
