@@ -406,8 +406,27 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
 async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     let api = clerk_api(&args);
     let summary = with_pool(&args.database, async |pool| {
-        let mut progress = |resource: &str, fetched: i64, rate: f64| {
-            eprintln!("backfill: {resource}: {fetched} fetched ({rate:.0}/s)");
+        // SAFETY: isatty on a standard descriptor.
+        let tty = unsafe { libc::isatty(2) } == 1;
+        let mut progress = |p: &crate::backfill::Progress| {
+            let of = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+            let eta = match p.total {
+                Some(t) if p.per_second > 0.0 && t > p.fetched => {
+                    format!(", ETA {:.0} s", (t - p.fetched) as f64 / p.per_second)
+                }
+                _ => String::new(),
+            };
+            let line = format!(
+                "backfill: {}: {}{of} fetched ({:.0}/s{eta})",
+                p.resource, p.fetched, p.per_second
+            );
+            let finished = p.total.is_some_and(|t| p.fetched >= t);
+            if tty {
+                // One line per resource, redrawn in place.
+                eprint!("\r\x1b[2K{line}{}", if finished { "\n" } else { "" });
+            } else {
+                eprintln!("{line}");
+            }
         };
         Ok(crate::backfill::run(pool, &api, &mut progress).await?)
     })

@@ -67,6 +67,16 @@ pub enum BackfillError {
     Database(#[from] sqlx::Error),
 }
 
+/// Progress of one resource, after each page.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub resource: &'a str,
+    pub fetched: i64,
+    /// How many Clerk says there are (when it says).
+    pub total: Option<i64>,
+    pub per_second: f64,
+}
+
 /// What one resource's run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResourceSummary {
@@ -131,7 +141,7 @@ pub async fn backfill_resource(
     api: &ClerkApi,
     instance: &str,
     resource: &Resource,
-    progress: &mut dyn FnMut(&str, i64, f64),
+    progress: &mut dyn FnMut(&Progress),
 ) -> Result<ResourceSummary, BackfillError> {
     sqlx::query("INSERT INTO backfill_checkpoints (resource) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(resource.name)
@@ -150,12 +160,25 @@ pub async fn backfill_resource(
         return Ok(summary);
     }
     let started = Instant::now();
+    let fetched_before = offset;
+    // `GET /users` answers a bare array: its count is a request of its own.
+    let mut total = if resource.name == "users" {
+        api.get("/users/count")
+            .await
+            .ok()
+            .and_then(|v| v["total_count"].as_i64())
+    } else {
+        None
+    };
     loop {
         let path = format!(
             "/{}?limit={PAGE}&offset={offset}&order_by=%2Bcreated_at{}",
             resource.name, resource.query
         );
         let page = api.get(&path).await?;
+        if let Some(t) = page.get("total_count").and_then(Value::as_i64) {
+            total = Some(t);
+        }
         let objects = items(page).ok_or_else(|| ClerkApiError::Unexpected("not a list".into(), path.clone()))?;
         let rows: Vec<InboxRow> = objects.iter().filter_map(|o| row(resource, instance, o)).collect();
         let refs: Vec<&InboxRow> = rows.iter().collect();
@@ -178,11 +201,12 @@ pub async fn backfill_resource(
         .bind(last)
         .execute(pool)
         .await?;
-        progress(
-            resource.name,
-            offset,
-            offset as f64 / started.elapsed().as_secs_f64().max(0.001),
-        );
+        progress(&Progress {
+            resource: resource.name,
+            fetched: offset,
+            total,
+            per_second: (offset - fetched_before) as f64 / started.elapsed().as_secs_f64().max(0.001),
+        });
         if last {
             return Ok(summary);
         }
@@ -194,7 +218,7 @@ pub async fn backfill_resource(
 pub async fn run(
     pool: &PgPool,
     api: &ClerkApi,
-    progress: &mut dyn FnMut(&str, i64, f64),
+    progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<(&'static str, ResourceSummary)>, BackfillError> {
     let instance = check_instance(pool, api).await?;
     let mut out = Vec::new();

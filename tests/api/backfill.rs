@@ -101,6 +101,11 @@ async fn one(State(fake): State<Shared>, uri: axum::http::Uri) -> Response {
     }
 }
 
+async fn user_count(State(fake): State<Shared>) -> Response {
+    let f = fake.lock().unwrap();
+    axum::Json(json!({"object": "total_count", "total_count": f.users.len()})).into_response()
+}
+
 #[derive(serde::Deserialize)]
 struct ByUser {
     user_id: String,
@@ -158,6 +163,7 @@ async fn fake_api(n: usize) -> (String, Shared) {
         .route("/v1/users", get(list))
         .route("/v1/organizations", get(list))
         .route("/v1/organization_memberships", get(list))
+        .route("/v1/users/count", get(user_count))
         .route("/v1/users/{id}", get(one))
         .route("/v1/organizations/{id}", get(one))
         .route("/v1/organizations/{id}/memberships", get(members))
@@ -187,7 +193,7 @@ async fn count(app: &TestApp, table: &str) -> i64 {
 async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_changes() {
     let app = spawn_app().await;
     let (url, fake) = fake_api(1200).await;
-    let summary = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+    let summary = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -215,7 +221,7 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
             .unwrap();
     assert_eq!((changes, sources), (2700, 2700));
     // A second run fetches again but enqueues nothing new: the same objects are already in.
-    let again = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+    let again = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
         .await
         .unwrap();
     assert!(again.iter().all(|(_, s)| s.enqueued == 0), "{again:?}");
@@ -233,7 +239,7 @@ async fn answers_429_and_500_are_retried_within_the_request_budget() {
         f.every_500 = 7;
     }
     let (limit, window) = (5, Duration::from_millis(500));
-    backfill::run(&app.pool, &api(&url, limit, window), &mut |_, _, _| {})
+    backfill::run(&app.pool, &api(&url, limit, window), &mut |_| {})
         .await
         .unwrap();
     app.wait_until_applied().await;
@@ -257,9 +263,7 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint_and_ends_exact() {
     fake.lock().unwrap().broken_after = Some(4);
     let mut interrupted = api(&url, 1000, Duration::from_secs(1));
     interrupted.max_attempts = 2;
-    let e = backfill::run(&app.pool, &interrupted, &mut |_, _, _| {})
-        .await
-        .unwrap_err();
+    let e = backfill::run(&app.pool, &interrupted, &mut |_| {}).await.unwrap_err();
     assert!(
         matches!(e, BackfillError::Api(backfill::ClerkApiError::GaveUp { .. })),
         "{e}"
@@ -269,7 +273,7 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint_and_ends_exact() {
         f.broken_after = None;
         f.log.clear();
     }
-    let summary = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+    let summary = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
         .await
         .unwrap();
     assert_eq!(
@@ -310,7 +314,7 @@ async fn a_key_of_another_instance_is_refused_before_anything_is_imported() {
     webhook = webhook.replace("ins_test", "ins_production");
     app.send_all_and_apply(&[webhook]).await;
     let (url, fake) = fake_api(40).await;
-    let e = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+    let e = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
         .await
         .unwrap_err();
     assert!(matches!(e, BackfillError::InstanceMismatch { .. }), "{e}");
@@ -322,9 +326,7 @@ async fn a_key_of_another_instance_is_refused_before_anything_is_imported() {
         Arc::new(RateLimiter::new(100, Duration::from_secs(1))),
     );
     fake.lock().unwrap().instance = "ins_production".into();
-    let e = backfill::run(&app.pool, &wrong_key, &mut |_, _, _| {})
-        .await
-        .unwrap_err();
+    let e = backfill::run(&app.pool, &wrong_key, &mut |_| {}).await.unwrap_err();
     assert!(e.to_string().contains("CLERK_SECRET_KEY"), "{e}");
     app.stop().await;
 }
@@ -332,7 +334,7 @@ async fn a_key_of_another_instance_is_refused_before_anything_is_imported() {
 async fn backfilled(n: usize) -> (TestApp, String, Shared) {
     let app = spawn_app().await;
     let (url, fake) = fake_api(n).await;
-    backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_, _, _| {})
+    backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
         .await
         .unwrap();
     app.wait_until_applied().await;
