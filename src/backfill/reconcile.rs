@@ -100,30 +100,35 @@ struct Held {
 }
 
 async fn held(pool: &PgPool, resource: &Resource) -> Result<HashMap<String, Held>, sqlx::Error> {
-    let sql = match resource.name {
-        "users" => {
-            "SELECT id, deleted_at IS NULL, coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0), NULL::text, NULL::text FROM users"
-        }
-        "organizations" => {
-            "SELECT id, deleted_at IS NULL, coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0), NULL::text, NULL::text FROM organizations"
-        }
-        _ => {
-            "SELECT id, deleted_at IS NULL, coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0), organization_id, user_id FROM memberships"
-        }
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        alive: bool,
+        updated_ms: i64,
+        organization_id: Option<String>,
+        user_id: Option<String>,
+    }
+    let (table, ids) = match resource.name {
+        "users" => ("users", "NULL::text AS organization_id, NULL::text AS user_id"),
+        "organizations" => ("organizations", "NULL::text AS organization_id, NULL::text AS user_id"),
+        _ => ("memberships", "organization_id, user_id"),
     };
-    let rows: Vec<(String, bool, i64, Option<String>, Option<String>)> = sqlx::query_as(sql).fetch_all(pool).await?;
+    let sql = format!(
+        "SELECT id, deleted_at IS NULL AS alive,
+                coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0) AS updated_ms, {ids}
+           FROM {table}"
+    );
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
     Ok(rows
         .into_iter()
-        .map(|(id, alive, updated_ms, organization_id, user_id)| {
-            (
-                id,
-                Held {
-                    alive,
-                    updated_ms,
-                    organization_id,
-                    user_id,
-                },
-            )
+        .map(|r| {
+            let held = Held {
+                alive: r.alive,
+                updated_ms: r.updated_ms,
+                organization_id: r.organization_id,
+                user_id: r.user_id,
+            };
+            (r.id, held)
         })
         .collect())
 }
