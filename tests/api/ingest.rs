@@ -415,7 +415,10 @@ async fn health_and_readiness_answer_without_detail_and_other_paths_are_not_foun
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
     assert_eq!(ready.body, r#"{"status":"ready"}"#);
-    assert_eq!(app.get("/metrics").await.status, StatusCode::NOT_FOUND);
+    // Operator endpoints are never on the public webhook port.
+    for path in ["/metrics", "/reconcile", "/clerkmirror.v1.AdminService/GetSyncStatus"] {
+        assert_eq!(app.get(path).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
     assert_eq!(app.get("/webhooks/clerk").await.status, StatusCode::METHOD_NOT_ALLOWED);
     // Metrics live on the admin port.
     let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await;
