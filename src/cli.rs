@@ -134,6 +134,23 @@ struct ServeArgs {
     /// Log format: `pretty` (text for people) or `json` (one object a line); `RUST_LOG` filters.
     #[arg(long, env = "CLERK_MIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
+    /// A client allowed to read (DirectoryService, WatchService): `name=secret`; repeat, or
+    /// comma-separate in the variable.
+    #[arg(long, env = "CLERK_MIRROR_READER_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = parse_token)]
+    reader_token: Vec<crate::grpc::auth::Token>,
+    /// A client allowed everything, AdminService and the admin port included: `name=secret`.
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = parse_token)]
+    admin_token: Vec<crate::grpc::auth::Token>,
+    /// Serve the gRPC and admin ports on a non-loopback address without tokens (when something
+    /// else guards them).
+    #[arg(long, env = "CLERK_MIRROR_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
+    /// Most watch streams open at once on this replica.
+    #[arg(long, env = "CLERK_MIRROR_MAX_WATCHERS", default_value_t = 20_000)]
+    max_watchers: usize,
+    /// Longest a unary RPC may take.
+    #[arg(long, env = "CLERK_MIRROR_RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    rpc_timeout: Duration,
     /// Reconcile with Clerk's Backend API this often (e.g. 6h), on the replica holding the applier
     /// lock; needs --secret-key.
     #[arg(long, env = "CLERK_MIRROR_RECONCILE_EVERY", value_parser = parse_duration, requires = "secret_key")]
@@ -166,6 +183,10 @@ struct ServeArgs {
 enum LogFormat {
     Pretty,
     Json,
+}
+
+fn parse_token(text: &str) -> Result<crate::grpc::auth::Token, String> {
+    crate::grpc::auth::Token::parse(text)
 }
 
 /// `30s`, `15m`, `12h`, `7d` (a bare number is seconds).
@@ -335,6 +356,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.grpc_addr = args.grpc_addr;
     config.admin_addr = args.admin_addr;
     config.shutdown_timeout = args.shutdown_timeout;
+    config.tokens = crate::grpc::auth::Tokens {
+        readers: args.reader_token.clone(),
+        admins: args.admin_token.clone(),
+    };
+    config.allow_unauthenticated = args.allow_unauthenticated;
+    config.watch.max_streams = args.max_watchers;
+    config.rpc_timeout = args.rpc_timeout;
     if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {
         config.reconcile = Some(crate::config::ReconcileConfig {
             api_url: args.api_url.clone(),

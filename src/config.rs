@@ -47,6 +47,14 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How often gRPC health re-checks the database.
     pub health_interval: Duration,
+    /// Bearer tokens for the gRPC APIs and the admin port (empty: no authentication).
+    pub tokens: crate::grpc::auth::Tokens,
+    /// Serve without tokens on a non-loopback address anyway.
+    pub allow_unauthenticated: bool,
+    /// Longest a unary RPC may take (and a stream until its first message).
+    pub rpc_timeout: Duration,
+    /// Largest gRPC message accepted.
+    pub max_message_bytes: usize,
     /// Periodic reconcile against Clerk's Backend API (run by the applier lock holder).
     pub reconcile: Option<ReconcileConfig>,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
@@ -70,6 +78,10 @@ impl Config {
             watch: WatchConfig::default(),
             health_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
+            tokens: Default::default(),
+            allow_unauthenticated: false,
+            rpc_timeout: Duration::from_secs(30),
+            max_message_bytes: 4 * 1024 * 1024,
             reconcile: None,
             applier: Some(ApplierConfig::default()),
         }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -40,6 +41,16 @@ impl Application {
             "no webhook secret configured: pass --webhook-secret (or CLERK_WEBHOOK_SECRET) with the \
              endpoint's `whsec_…` signing secret from Clerk's dashboard"
         );
+        if config.tokens.is_empty() && !config.allow_unauthenticated {
+            for (what, addr) in [("gRPC", config.grpc_addr), ("admin", config.admin_addr)] {
+                anyhow::ensure!(
+                    addr.ip().is_loopback(),
+                    "refusing to serve the {what} API on {addr} without authentication: it holds every user's email \
+                     and metadata. Configure --reader-token/--admin-token, bind it to 127.0.0.1, or pass \
+                     --allow-unauthenticated if something else guards it"
+                );
+            }
+        }
         let pool = db::connect(&config).await.context("cannot connect to the database")?;
         db::migrate(&pool)
             .await
@@ -113,8 +124,12 @@ impl Application {
         };
         let http_router = ingest::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
         let http = axum::serve(self.http, http_router).with_graceful_shutdown(stopped());
-        let admin = axum::serve(self.admin, admin::router(metrics.clone(), self.read_pool.clone()))
-            .with_graceful_shutdown(stopped());
+        let tokens = Arc::new(self.config.tokens.clone());
+        let admin = axum::serve(
+            self.admin,
+            admin::router(metrics.clone(), self.read_pool.clone(), tokens.clone()),
+        )
+        .with_graceful_shutdown(stopped());
 
         let log_id = store::read::log_id(&self.read_pool)
             .await
@@ -137,7 +152,7 @@ impl Application {
             metrics.clone(),
         );
         let admin_service = grpc::admin::Admin::new(self.read_pool.clone());
-        let (routes, health) = grpc::routes(directory, watcher, admin_service)
+        let (routes, health) = grpc::routes(directory, watcher, admin_service, self.config.max_message_bytes)
             .await
             .context("cannot build the gRPC services")?;
         // The first status is set before the port serves, so no probe sees "unknown".
@@ -151,7 +166,9 @@ impl Application {
         let grpc = tonic::transport::Server::builder()
             // No tower-http TraceLayer here: it logs status messages, which may hold the key a
             // caller looked up (an email). Each RPC has a span of its own instead.
+            .timeout(self.config.rpc_timeout)
             .layer(RpcMetricsLayer(metrics.clone()))
+            .layer(grpc::auth::AuthLayer(tokens))
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
 

@@ -7,6 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::grpc::auth::Tokens;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -15,12 +16,31 @@ struct AdminState {
     pool: sqlx::PgPool,
 }
 
-/// The admin router.
-pub fn router(metrics: Arc<Metrics>, pool: sqlx::PgPool) -> axum::Router {
-    axum::Router::new()
+/// The admin router; with tokens configured, every path but `/healthz` needs an admin token.
+pub fn router(metrics: Arc<Metrics>, pool: sqlx::PgPool, tokens: Arc<Tokens>) -> axum::Router {
+    let guarded = axum::Router::new()
         .route("/metrics", get(render))
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/reconcile", get(last_reconcile))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let tokens = tokens.clone();
+                async move {
+                    let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+                    if tokens.is_empty() || tokens.admits_admin(header) {
+                        next.run(request).await
+                    } else {
+                        (
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "an admin bearer token is required\n",
+                        )
+                            .into_response()
+                    }
+                }
+            },
+        ));
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
         .with_state(AdminState { metrics, pool })
 }
 

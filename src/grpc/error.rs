@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A watcher that stopped reading for too long; resume from `resume_cursor`.
     #[error("the stream was not read for too long; resume from the resume cursor")]
     ConsumerTooSlow { resume_cursor: String },
+    /// This replica serves as many streams as it may.
+    #[error("too many watch streams on this replica (at most {limit}); retry later or on another replica")]
+    TooManyWatchers { limit: usize },
     /// The server is stopping; resume from `resume_cursor` on another replica or after restart.
     #[error("the server is shutting down; resume from the resume cursor")]
     ShuttingDown { resume_cursor: String },
@@ -127,6 +130,11 @@ impl From<ApiError> for Status {
                     DOMAIN,
                     metadata(&[("resumeCursor", resume_cursor)]),
                 ),
+            ),
+            ApiError::TooManyWatchers { limit } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_error_info("TOO_MANY_WATCHERS", DOMAIN, metadata(&[("limit", &limit.to_string())])),
             ),
             ApiError::ShuttingDown { resume_cursor } => Status::with_error_details(
                 Code::Unavailable,

@@ -3,6 +3,7 @@
 //! out of the box.
 
 pub mod admin;
+pub mod auth;
 pub mod convert;
 pub mod cursor;
 pub mod directory;
@@ -40,6 +41,7 @@ pub async fn routes(
     directory: directory::Directory,
     watcher: watch::Watcher,
     admin: admin::Admin,
+    max_message_bytes: usize,
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
@@ -48,9 +50,9 @@ pub async fn routes(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let routes = Routes::new(health)
-        .add_service(DirectoryServiceServer::new(directory))
-        .add_service(WatchServiceServer::new(watcher))
-        .add_service(AdminServiceServer::new(admin))
+        .add_service(DirectoryServiceServer::new(directory).max_decoding_message_size(max_message_bytes))
+        .add_service(WatchServiceServer::new(watcher).max_decoding_message_size(max_message_bytes))
+        .add_service(AdminServiceServer::new(admin).max_decoding_message_size(max_message_bytes))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
     Ok((routes, reporter))

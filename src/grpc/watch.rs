@@ -36,6 +36,8 @@ pub struct WatchConfig {
     pub buffer: usize,
     /// How long a stream may stay unread before it is dropped (`CONSUMER_TOO_SLOW`).
     pub send_timeout: Duration,
+    /// Most streams open at once on this replica (more: `RESOURCE_EXHAUSTED`).
+    pub max_streams: usize,
 }
 
 impl Default for WatchConfig {
@@ -44,6 +46,7 @@ impl Default for WatchConfig {
             page: 500,
             buffer: 64,
             send_timeout: Duration::from_secs(300),
+            max_streams: 20_000,
         }
     }
 }
@@ -358,6 +361,12 @@ impl WatchService for Watcher {
             };
             Ok::<_, ApiError>((selection, heartbeat, position))
         };
+        if self.metrics.watchers.get() as usize >= self.config.max_streams {
+            return Err(ApiError::TooManyWatchers {
+                limit: self.config.max_streams,
+            }
+            .into());
+        }
         let (selection, heartbeat, position) = start.instrument(span.clone()).await.map_err(Status::from)?;
         // Subscribe before the backlog is read: what the hub publishes meanwhile is kept.
         let live = self.hub.subscribe();

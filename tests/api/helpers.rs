@@ -146,6 +146,10 @@ pub struct AppOptions {
     pub grpc_addr: Option<std::net::SocketAddr>,
     /// Periodic reconcile.
     pub reconcile: Option<clerk_mirror::config::ReconcileConfig>,
+    /// Bearer tokens, and the limits of issue "security".
+    pub tokens: clerk_mirror::grpc::auth::Tokens,
+    pub max_watchers: Option<usize>,
+    pub max_message_bytes: Option<usize>,
 }
 
 impl Default for AppOptions {
@@ -162,6 +166,9 @@ impl Default for AppOptions {
             watch_buffer: None,
             grpc_addr: None,
             reconcile: None,
+            tokens: Default::default(),
+            max_watchers: None,
+            max_message_bytes: None,
         }
     }
 }
@@ -205,6 +212,13 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
         config.applier = None;
     }
     config.reconcile = options.reconcile;
+    config.tokens = options.tokens;
+    if let Some(n) = options.max_watchers {
+        config.watch.max_streams = n;
+    }
+    if let Some(n) = options.max_message_bytes {
+        config.max_message_bytes = n;
+    }
     if let Some(addr) = options.grpc_addr {
         config.grpc_addr = addr;
     }

@@ -14,4 +14,5 @@ mod lists;
 mod logs;
 mod process;
 mod reflection;
+mod security;
 mod watch;

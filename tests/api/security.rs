@@ -1,0 +1,222 @@
+//! Who may read the directory, safe defaults, and bounds.
+
+use clerk_mirror::grpc::auth::{Token, Tokens};
+use clerk_mirror::pb;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic_types::StatusExt;
+
+use crate::helpers::*;
+
+const READER: &str = "reader-secret-0123456789";
+const ADMIN: &str = "admin-secret-0123456789ab";
+
+fn tokens() -> Tokens {
+    Tokens {
+        readers: vec![Token::parse(&format!("billing={READER}")).unwrap()],
+        admins: vec![Token::parse(&format!("ops={ADMIN}")).unwrap()],
+    }
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", MetadataValue::try_from(format!("Bearer {t}")).unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn tokens_open_what_they_may_and_nothing_else() {
+    let app = spawn_app_with(AppOptions {
+        tokens: tokens(),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("http://{}", app.grpc_addr);
+    let mut directory = pb::directory_service_client::DirectoryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let get = |t: Option<&str>| {
+        with_token(
+            pb::GetUserRequest {
+                name: "users/user_1".into(),
+                show_deleted: false,
+            },
+            t,
+        )
+    };
+    for token in [None, Some("wrong-secret-0123456789"), Some("")] {
+        let e = directory.get_user(get(token)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{token:?}");
+    }
+    // A valid token passes (the user does not exist: NOT_FOUND, not UNAUTHENTICATED).
+    for token in [READER, ADMIN] {
+        assert_eq!(
+            directory.get_user(get(Some(token))).await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+    let mut admin = pb::admin_service_client::AdminServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let status = |t: Option<&str>| with_token(pb::GetSyncStatusRequest {}, t);
+    assert_eq!(
+        admin.get_sync_status(status(None)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        admin.get_sync_status(status(Some(READER))).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(admin.get_sync_status(status(Some(ADMIN))).await.is_ok());
+    let mut watch = pb::watch_service_client::WatchServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        watch
+            .watch_changes(with_token(pb::WatchChangesRequest::default(), None))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    assert!(
+        watch
+            .watch_changes(with_token(pb::WatchChangesRequest::default(), Some(READER)))
+            .await
+            .is_ok()
+    );
+    // Health and reflection stay open.
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    assert!(
+        health
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .is_ok()
+    );
+    // The admin port wants an admin token for everything but liveness.
+    let admin_url = format!("http://{}", app.admin_addr);
+    assert_eq!(
+        get_with(&format!("{admin_url}/metrics"), None).await.status,
+        hyper::StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with(&format!("{admin_url}/metrics"), Some(READER)).await.status,
+        hyper::StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with(&format!("{admin_url}/metrics"), Some(ADMIN)).await.status,
+        hyper::StatusCode::OK
+    );
+    assert_eq!(
+        get_with(&format!("{admin_url}/healthz"), None).await.status,
+        hyper::StatusCode::OK
+    );
+    app.stop().await;
+}
+
+async fn get_with(url: &str, token: Option<&str>) -> clerk_mirror::send_event::Response {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut request = hyper::Request::get(url);
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let response = client.request(request.body(Empty::new()).unwrap()).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    clerk_mirror::send_event::Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn serving_open_on_a_public_address_is_refused_unless_explicitly_allowed() {
+    let (cluster, name) = shared_database().await;
+    let secrets = clerk_mirror::ingest::verify::WebhookSecrets::parse(&[SECRET]).unwrap();
+    let database = clerk_mirror::config::DatabaseConfig::Options(Box::new(cluster.connect_options(&name)));
+    let mut config = clerk_mirror::Config::new(database, secrets);
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.grpc_addr = "0.0.0.0:0".parse().unwrap();
+    let refused = clerk_mirror::Application::build(config.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("--allow-unauthenticated"), "{refused}");
+    let mut allowed = config.clone();
+    allowed.allow_unauthenticated = true;
+    assert!(clerk_mirror::Application::build(allowed).await.is_ok());
+    let mut guarded = config;
+    guarded.tokens = tokens();
+    assert!(clerk_mirror::Application::build(guarded).await.is_ok());
+}
+
+#[tokio::test]
+async fn watchers_past_the_limit_and_oversized_messages_are_refused() {
+    let app = spawn_app_with(AppOptions {
+        max_watchers: Some(2),
+        max_message_bytes: Some(16 * 1024),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("http://{}", app.grpc_addr);
+    let mut watch = pb::watch_service_client::WatchServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = watch
+            .watch_changes(pb::WatchChangesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap();
+        open.push(s);
+    }
+    let e = watch
+        .watch_changes(pb::WatchChangesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.get_details_error_info().unwrap().reason.as_str()),
+        (Code::ResourceExhausted, "TOO_MANY_WATCHERS")
+    );
+    drop(open);
+    let mut directory = pb::directory_service_client::DirectoryServiceClient::connect(url)
+        .await
+        .unwrap();
+    let names: Vec<String> = (0..400)
+        .map(|i| format!("users/user_with_a_rather_long_identifier_{i:06}"))
+        .collect();
+    let e = directory
+        .batch_get_users(pb::BatchGetUsersRequest {
+            names,
+            show_deleted: false,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted), "{e:?}");
+    // Freed slots open again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match watch.watch_changes(pb::WatchChangesRequest::default()).await {
+            Ok(_) => break,
+            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted),
+        }
+        assert!(std::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
