@@ -141,6 +141,15 @@ struct ServeArgs {
     /// A client allowed everything, AdminService and the admin port included: `name=secret`.
     #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = parse_token)]
     admin_token: Vec<crate::grpc::auth::Token>,
+    /// TLS certificate (PEM, with its chain) for the gRPC port.
+    #[arg(long, env = "CLERK_MIRROR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the gRPC port.
+    #[arg(long, env = "CLERK_MIRROR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates the gRPC port requires (mTLS).
+    #[arg(long, env = "CLERK_MIRROR_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Serve the gRPC and admin ports on a non-loopback address without tokens (when something
     /// else guards them).
     #[arg(long, env = "CLERK_MIRROR_ALLOW_UNAUTHENTICATED")]
@@ -361,6 +370,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admins: args.admin_token.clone(),
     };
     config.allow_unauthenticated = args.allow_unauthenticated;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        config.tls = Some(crate::config::TlsConfig {
+            cert: read(cert)?,
+            key: Redacted(read(key)?),
+            client_ca: args.client_ca.as_ref().map(read).transpose()?,
+        });
+    }
     config.watch.max_streams = args.max_watchers;
     config.rpc_timeout = args.rpc_timeout;
     if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {

@@ -49,6 +49,8 @@ pub struct Config {
     pub health_interval: Duration,
     /// Bearer tokens for the gRPC APIs and the admin port (empty: no authentication).
     pub tokens: crate::grpc::auth::Tokens,
+    /// TLS (and, with a client CA, mTLS) for the gRPC port.
+    pub tls: Option<TlsConfig>,
     /// Serve without tokens on a non-loopback address anyway.
     pub allow_unauthenticated: bool,
     /// Longest a unary RPC may take (and a stream until its first message).
@@ -79,6 +81,7 @@ impl Config {
             health_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
             tokens: Default::default(),
+            tls: None,
             allow_unauthenticated: false,
             rpc_timeout: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
@@ -112,4 +115,13 @@ pub struct ReconcileConfig {
     pub rate: usize,
     pub window: Duration,
     pub every: Duration,
+}
+
+/// The gRPC port's TLS material, PEM-encoded.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub cert: Vec<u8>,
+    pub key: Redacted<Vec<u8>>,
+    /// Clients must present a certificate this CA signed (mTLS).
+    pub client_ca: Option<Vec<u8>>,
 }

@@ -41,12 +41,13 @@ impl Application {
             "no webhook secret configured: pass --webhook-secret (or CLERK_WEBHOOK_SECRET) with the \
              endpoint's `whsec_…` signing secret from Clerk's dashboard"
         );
-        if config.tokens.is_empty() && !config.allow_unauthenticated {
+        let mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if config.tokens.is_empty() && !mtls && !config.allow_unauthenticated {
             for (what, addr) in [("gRPC", config.grpc_addr), ("admin", config.admin_addr)] {
                 anyhow::ensure!(
                     addr.ip().is_loopback(),
                     "refusing to serve the {what} API on {addr} without authentication: it holds every user's email \
-                     and metadata. Configure --reader-token/--admin-token, bind it to 127.0.0.1, or pass \
+                     and metadata. Configure --reader-token/--admin-token or --client-ca (mTLS), bind it to 127.0.0.1, or pass \
                      --allow-unauthenticated if something else guards it"
                 );
             }
@@ -163,7 +164,18 @@ impl Application {
             self.config.health_interval,
             stop_rx_for_applier.clone(),
         ));
-        let grpc = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &self.config.tls {
+            let mut tls_config = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key.0));
+            if let Some(ca) = &tls.client_ca {
+                tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            builder = builder
+                .tls_config(tls_config)
+                .context("invalid TLS certificate or key")?;
+        }
+        let grpc = builder
             // No tower-http TraceLayer here: it logs status messages, which may hold the key a
             // caller looked up (an email). Each RPC has a span of its own instead.
             .timeout(self.config.rpc_timeout)

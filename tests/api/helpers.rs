@@ -150,6 +150,7 @@ pub struct AppOptions {
     pub tokens: clerk_mirror::grpc::auth::Tokens,
     pub max_watchers: Option<usize>,
     pub max_message_bytes: Option<usize>,
+    pub tls: Option<clerk_mirror::config::TlsConfig>,
 }
 
 impl Default for AppOptions {
@@ -169,6 +170,7 @@ impl Default for AppOptions {
             tokens: Default::default(),
             max_watchers: None,
             max_message_bytes: None,
+            tls: None,
         }
     }
 }
@@ -213,6 +215,7 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     }
     config.reconcile = options.reconcile;
     config.tokens = options.tokens;
+    config.tls = options.tls;
     if let Some(n) = options.max_watchers {
         config.watch.max_streams = n;
     }

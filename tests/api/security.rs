@@ -220,3 +220,97 @@ async fn watchers_past_the_limit_and_oversized_messages_are_refused() {
     }
     app.stop().await;
 }
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all PEM.
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["billing-client".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    Pki {
+        ca: ca.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        client_cert: client_cert.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+#[tokio::test]
+async fn mtls_admits_clients_with_a_certificate_of_the_ca_and_refuses_the_rest() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let pki = pki();
+    let tls = clerk_mirror::config::TlsConfig {
+        cert: pki.server_cert.clone().into_bytes(),
+        key: clerk_mirror::config::Redacted(pki.server_key.clone().into_bytes()),
+        client_ca: Some(pki.ca.clone().into_bytes()),
+    };
+    let app = spawn_app_with(AppOptions {
+        tls: Some(tls),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("https://localhost:{}", app.grpc_addr.port());
+    let connect = |identity: Option<Identity>| {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca))
+            .domain_name("localhost");
+        if let Some(identity) = identity {
+            tls = tls.identity(identity);
+        }
+        let endpoint = Channel::from_shared(url.clone()).unwrap().tls_config(tls).unwrap();
+        async move { endpoint.connect().await }
+    };
+    let get = pb::GetUserRequest {
+        name: "users/user_1".into(),
+        show_deleted: false,
+    };
+    // With the client certificate: through (NOT_FOUND: the user does not exist).
+    let channel = connect(Some(Identity::from_pem(&pki.client_cert, &pki.client_key)))
+        .await
+        .unwrap();
+    let mut directory = pb::directory_service_client::DirectoryServiceClient::new(channel);
+    assert_eq!(
+        directory.get_user(get.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // Without one: the handshake (or the first call) fails.
+    let refused = match connect(None).await {
+        Err(_) => true,
+        Ok(channel) => pb::directory_service_client::DirectoryServiceClient::new(channel)
+            .get_user(get.clone())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate got through");
+    // Plain text: refused too.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{}", app.grpc_addr.port()))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        assert!(
+            pb::directory_service_client::DirectoryServiceClient::new(channel)
+                .get_user(get)
+                .await
+                .is_err()
+        );
+    }
+    app.stop().await;
+}
