@@ -105,6 +105,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// How long a taken lock must stay taken before its holder counts as the owner.
+const LOCK_GRACE: Duration = Duration::from_millis(500);
+
 impl Cluster {
     /// initdb on first use, then start the postmaster — or adopt one whose owner vanished, or
     /// attach to one that another live process owns on this data dir (waiting up to 60 s for it
@@ -118,6 +121,7 @@ impl Cluster {
         let lock_path = data_dir.join(LOCK_FILE);
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut said_waiting = false;
+        let mut blocked_since: Option<Instant> = None;
         loop {
             match lock.try_lock() {
                 Ok(()) => {
@@ -135,6 +139,14 @@ impl Cluster {
                 Err(TryLockError::Error(e)) => {
                     return Err(ClusterError::io("lock", lock_path, e));
                 }
+            }
+            // A process forked (not yet exec'd) anywhere in this program holds a copy of every
+            // descriptor, a just-released lock included: an owner is only believed after the
+            // lock stayed taken for a moment.
+            let blocked = *blocked_since.get_or_insert_with(Instant::now);
+            if blocked.elapsed() < LOCK_GRACE {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
             }
             // Another process owns the cluster: use its postmaster once it is ready.
             if let Some(pf) = pidfile::read(&pgdata)

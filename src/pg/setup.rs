@@ -238,6 +238,9 @@ pub(super) fn postgres_command(prepared: &Prepared, pgdata: &Path, durable: bool
             "synchronous_commit=off",
             "-c",
             "full_page_writes=off",
+            // Test binaries run many servers against one cluster at once.
+            "-c",
+            "max_connections=500",
         ]);
     }
     // Own process group: a terminal's Ctrl-C reaches clerk-mirror, which stops the database last.

@@ -200,7 +200,10 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     config.http_addr = loopback;
     config.grpc_addr = loopback;
     config.admin_addr = loopback;
-    config.acquire_timeout = std::time::Duration::from_secs(1);
+    // Small pools: many apps share the binary's cluster. A database that does not answer within
+    // 3 s counts as unavailable (the outage tests rely on it).
+    config.max_connections = 6;
+    config.acquire_timeout = std::time::Duration::from_secs(3);
     if options.applier {
         if let Some(applier) = config.applier.as_mut() {
             applier.idle_poll = options.idle_poll;
