@@ -207,67 +207,64 @@ fn heartbeat_interval(d: Option<&prost_types::Duration>) -> Result<Duration, Api
     Ok(Duration::from_millis(ms as u64))
 }
 
+/// A change's new and previous state, converted (the previous one without an update cursor: it
+/// is not known which change made it).
+fn states<R: serde::de::DeserializeOwned, M>(
+    c: &ChangeRow,
+    log_id: &str,
+    convert: fn(&R, i64, &str) -> M,
+    without_cursor: fn(M) -> M,
+) -> Result<(M, Option<M>), ApiError> {
+    let bad =
+        |e: serde_json::Error| ApiError::Internal(anyhow::anyhow!("change {} has an unreadable state: {e}", c.seq));
+    let now: R = serde_json::from_value(c.state.clone()).map_err(bad)?;
+    let before = c
+        .previous
+        .clone()
+        .map(serde_json::from_value::<R>)
+        .transpose()
+        .map_err(bad)?;
+    Ok((
+        convert(&now, c.seq, log_id),
+        before.map(|b| without_cursor(convert(&b, 0, log_id))),
+    ))
+}
+
 /// The change as the API shows it.
 pub fn to_change(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<pb::Change, ApiError> {
     use pb::change::{Entity, Previous};
-    let bad =
-        |e: serde_json::Error| ApiError::Internal(anyhow::anyhow!("change {} has an unreadable state: {e}", c.seq));
     let (entity_type, entity, previous) = match c.entity_type() {
         Some(EntityType::User) => {
-            let now: UserRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
-            let before = c
-                .previous
-                .clone()
-                .map(serde_json::from_value::<UserRecord>)
-                .transpose()
-                .map_err(bad)?;
+            let (now, before) = states(c, log_id, convert::user, |u| pb::User {
+                update_cursor: String::new(),
+                ..u
+            })?;
             (
                 pb::EntityType::User,
-                Entity::User(convert::user(&now, c.seq, log_id)),
-                before.map(|b| {
-                    Previous::PreviousUser(pb::User {
-                        update_cursor: String::new(),
-                        ..convert::user(&b, 0, log_id)
-                    })
-                }),
+                Entity::User(now),
+                before.map(Previous::PreviousUser),
             )
         }
         Some(EntityType::Organization) => {
-            let now: OrganizationRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
-            let before = c
-                .previous
-                .clone()
-                .map(serde_json::from_value::<OrganizationRecord>)
-                .transpose()
-                .map_err(bad)?;
+            let (now, before) = states(c, log_id, convert::organization, |o| pb::Organization {
+                update_cursor: String::new(),
+                ..o
+            })?;
             (
                 pb::EntityType::Organization,
-                Entity::Organization(convert::organization(&now, c.seq, log_id)),
-                before.map(|b| {
-                    Previous::PreviousOrganization(pb::Organization {
-                        update_cursor: String::new(),
-                        ..convert::organization(&b, 0, log_id)
-                    })
-                }),
+                Entity::Organization(now),
+                before.map(Previous::PreviousOrganization),
             )
         }
         Some(EntityType::Membership) => {
-            let now: MembershipRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
-            let before = c
-                .previous
-                .clone()
-                .map(serde_json::from_value::<MembershipRecord>)
-                .transpose()
-                .map_err(bad)?;
+            let (now, before) = states(c, log_id, convert::membership, |m| pb::Membership {
+                update_cursor: String::new(),
+                ..m
+            })?;
             (
                 pb::EntityType::Membership,
-                Entity::Membership(convert::membership(&now, c.seq, log_id)),
-                before.map(|b| {
-                    Previous::PreviousMembership(pb::Membership {
-                        update_cursor: String::new(),
-                        ..convert::membership(&b, 0, log_id)
-                    })
-                }),
+                Entity::Membership(now),
+                before.map(Previous::PreviousMembership),
             )
         }
         None => {
@@ -392,6 +389,9 @@ impl WatchService for Watcher {
         tokio::spawn(
             async move {
                 let _open = open;
+                // Keep the channel open until the end is recorded, so the client sees the error,
+                // never a clean end.
+                let _keep_open = stream.tx.clone();
                 if let Err(end) = stream.run(live, stop).await {
                     metrics.watchers_ended.with_label_values(&[end_reason(&end)]).inc();
                     if let Some(e) = end {

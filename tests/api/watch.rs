@@ -62,7 +62,13 @@ async fn head(app: &TestApp) -> i64 {
 /// Collects changes (their seqs) until the stream has passed `until`.
 async fn changes_until(stream: &mut Streaming<pb::WatchChangesResponse>, until: i64) -> Vec<pb::Change> {
     let mut out = Vec::new();
+    // Heartbeats keep a stream alive forever: bound the whole wait, not only each message.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not pass seq {until} within 180 s"
+        );
         let at = match next(stream).await {
             Event::Change(c) => {
                 let s = seq(&c.cursor);
@@ -589,8 +595,12 @@ async fn a_watcher_that_stops_reading_is_dropped_with_consumer_too_slow_and_resu
     }
     // What was queued arrives, then the error with the cursor to resume from.
     let mut seqs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let status = loop {
-        match s.message().await {
+        match tokio::time::timeout_at(deadline, s.message())
+            .await
+            .expect("the error within 60 s")
+        {
             Ok(Some(pb::WatchChangesResponse {
                 event: Some(Event::Change(c)),
             })) => seqs.push(seq(&c.cursor)),
@@ -709,17 +719,21 @@ async fn a_live_watcher_that_falls_behind_the_retained_window_gets_cursor_expire
         .into_inner();
     next(&mut s).await;
     next(&mut s).await;
-    let bodies: Vec<String> = (0..600)
+    // More than every buffer on the way can hold (h2 windows and send buffers, the stream's
+    // queue), so the watcher is certainly left behind the hub's 4 changes.
+    let bodies: Vec<String> = (0..3000)
         .map(|i| user_event("created", &format!("user_g{i}"), T, T, "Gap?"))
         .collect();
     enqueue(&app.pool, &bodies).await;
     app.wait_until_applied().await;
     wait_until_pruned(&app).await;
     let mut seqs = Vec::new();
+    // A stream that only heartbeats would never end this loop: bound it as a whole.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let status = loop {
-        match tokio::time::timeout(Duration::from_secs(30), s.message())
+        match tokio::time::timeout_at(deadline, s.message())
             .await
-            .expect("an answer")
+            .expect("CURSOR_EXPIRED within 60 s")
         {
             Ok(Some(pb::WatchChangesResponse {
                 event: Some(Event::Change(c)),
@@ -739,7 +753,7 @@ async fn a_live_watcher_that_falls_behind_the_retained_window_gets_cursor_expire
         (1..=seqs.len() as i64).collect::<Vec<_>>(),
         "what arrived before the error has no gap"
     );
-    assert!(seqs.len() < 600);
+    assert!(seqs.len() < 3000);
     app.stop().await;
 }
 
