@@ -25,7 +25,7 @@ use crate::pb;
 use crate::pb::watch_service_server::WatchService;
 use crate::store::changes::{self, ChangeRow, Scope};
 use crate::store::read::{self, ListQuery};
-use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord};
+use crate::store::{EntityType, Record};
 
 /// How watch streams behave.
 #[derive(Debug, Clone)]
@@ -205,6 +205,31 @@ fn heartbeat_interval(d: Option<&prost_types::Duration>) -> Result<Duration, Api
         ));
     }
     Ok(Duration::from_millis(ms as u64))
+}
+
+/// One page of current entities, each with its id, converted and wrapped as a change's entity.
+async fn listed<R, M>(
+    pool: &sqlx::PgPool,
+    query: &ListQuery<'_>,
+    log_id: &str,
+    convert: fn(&R, i64, &str) -> M,
+    wrap: fn(M) -> pb::change::Entity,
+) -> Result<Vec<(String, pb::change::Entity)>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Record,
+{
+    let snapshot = read::list::<R>(pool, query).await?;
+    Ok(snapshot
+        .items
+        .iter()
+        .flatten()
+        .map(|item| {
+            (
+                item.record.id().to_string(),
+                wrap(convert(&item.record, item.update_cursor, log_id)),
+            )
+        })
+        .collect())
 }
 
 /// A change's new and previous state, converted (the previous one without an update cursor: it
@@ -545,47 +570,18 @@ impl Stream {
     ) -> Result<(Vec<pb::Change>, Option<String>), sqlx::Error> {
         use pb::change::Entity;
         let log_id = &self.log_id;
-        let (entity_type, items): (pb::EntityType, Vec<(String, Entity)>) = match entity {
+        let (entity_type, items) = match entity {
             EntityType::User => (
                 pb::EntityType::User,
-                read::list::<UserRecord>(&self.pool, query)
-                    .await?
-                    .items
-                    .into_iter()
-                    .flatten()
-                    .map(|u| {
-                        (
-                            u.record.id.clone(),
-                            Entity::User(convert::user(&u.record, u.update_cursor, log_id)),
-                        )
-                    })
-                    .collect(),
+                listed(&self.pool, query, log_id, convert::user, Entity::User).await?,
             ),
             EntityType::Organization => (
                 pb::EntityType::Organization,
-                read::list::<OrganizationRecord>(&self.pool, query)
-                    .await?
-                    .items
-                    .into_iter()
-                    .flatten()
-                    .map(|o| {
-                        let org = convert::organization(&o.record, o.update_cursor, log_id);
-                        (o.record.id.clone(), Entity::Organization(org))
-                    })
-                    .collect(),
+                listed(&self.pool, query, log_id, convert::organization, Entity::Organization).await?,
             ),
             EntityType::Membership => (
                 pb::EntityType::Membership,
-                read::list::<MembershipRecord>(&self.pool, query)
-                    .await?
-                    .items
-                    .into_iter()
-                    .flatten()
-                    .map(|m| {
-                        let membership = convert::membership(&m.record, m.update_cursor, log_id);
-                        (m.record.id.clone(), Entity::Membership(membership))
-                    })
-                    .collect(),
+                listed(&self.pool, query, log_id, convert::membership, Entity::Membership).await?,
             ),
         };
         let last = items.last().map(|(id, _)| id.clone());
