@@ -562,19 +562,7 @@ async fn a_watcher_that_stops_reading_is_dropped_with_consumer_too_slow_and_resu
         ..Default::default()
     })
     .await;
-    // A client with small HTTP/2 windows, so the server's side fills quickly.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .initial_stream_window_size(Some(64 * 1024))
-        .initial_connection_window_size(Some(64 * 1024))
-        .connect()
-        .await
-        .unwrap();
-    let mut s = WatchServiceClient::new(channel)
-        .watch_changes(pb::WatchChangesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = small_window_watch(&app).await;
     next(&mut s).await;
     next(&mut s).await;
     let bodies: Vec<String> = (0..1500)
@@ -705,18 +693,7 @@ async fn a_live_watcher_that_falls_behind_the_retained_window_gets_cursor_expire
         ..Default::default()
     })
     .await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .initial_stream_window_size(Some(64 * 1024))
-        .initial_connection_window_size(Some(64 * 1024))
-        .connect()
-        .await
-        .unwrap();
-    let mut s = WatchServiceClient::new(channel)
-        .watch_changes(pb::WatchChangesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = small_window_watch(&app).await;
     next(&mut s).await;
     next(&mut s).await;
     // More than every buffer on the way can hold (h2 windows and send buffers, the stream's
@@ -1016,4 +993,21 @@ async fn ten_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_t
     drop(streams);
     served.terminate().await;
     pool.close().await;
+}
+
+/// A watch from now through a client with small HTTP/2 windows, so the server's side of a stream
+/// that is not read fills quickly.
+async fn small_window_watch(app: &TestApp) -> Streaming<pb::WatchChangesResponse> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(Some(64 * 1024))
+        .initial_connection_window_size(Some(64 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    WatchServiceClient::new(channel)
+        .watch_changes(pb::WatchChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
 }
