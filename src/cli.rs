@@ -48,6 +48,8 @@ enum Command {
     Status(StatusArgs),
     /// Re-apply dead letters (after an upgrade) or given deliveries, through the inbox.
     Replay(ReplayArgs),
+    /// Measure ingest, lookups, watch streams and backfill against same-run baselines.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -265,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => reconcile(args).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status(args).await.map(|()| ExitCode::SUCCESS),
         Command::Replay(args) => replay(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -339,7 +342,7 @@ async fn ensure_database(cluster: &Cluster) -> anyhow::Result<()> {
 }
 
 /// Raises the soft open-file limit to the hard one (many watch connections), where allowed.
-fn raise_open_file_limit() {
+pub(crate) fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

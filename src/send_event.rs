@@ -77,3 +77,26 @@ pub async fn post(url: &str, headers: &[(String, String)], body: Bytes) -> anyho
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
+
+/// Gets `url` (http or https).
+pub async fn get(url: &str) -> anyhow::Result<Response> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(hyper_tls::HttpsConnector::new());
+    let request = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .with_context(|| format!("invalid request to {url}"))?;
+    let response = client
+        .request(request)
+        .await
+        .with_context(|| format!("cannot get {url}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("cannot read the response")?
+        .to_bytes();
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::config::Config;
@@ -182,7 +181,12 @@ impl Application {
             .layer(RpcMetricsLayer(metrics.clone()))
             .layer(grpc::auth::AuthLayer(tokens))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
+            // TCP_NODELAY: without it a response written as two segments waits for the client's
+            // delayed ACK (~40 ms a unary call; `bench lookup` found it).
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
+                stopped(),
+            );
 
         let (leading_tx, leading_rx) = watch::channel(false);
         let reconcile = self.config.reconcile.clone().map(|r| {

@@ -1,0 +1,132 @@
+//! `clerk-mirror bench SCENARIO`: measures the server the way users load it — webhooks in,
+//! lookups and watch streams out, a backfill — each against a baseline measured in the same run
+//! on the same machine (the database's own limit, the transport's, one watcher), and prints
+//! the ratios with the targets. Never part of the tests' assertions: figures drift on a
+//! shared machine, ratios much less.
+
+pub mod env;
+pub mod fixtures;
+pub mod ingest;
+pub mod load;
+pub mod lookup;
+pub mod stats;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::cli::parse_duration;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Signed webhooks from concurrent senders vs one INSERT per commit.
+    Ingest,
+    /// GetUser, LookupUser, LookupMembership, BatchGetUsers(100) vs direct SQL and Health/Check.
+    Lookup,
+    /// Every scenario, one after another.
+    All,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The scenarios to run.
+    #[arg(value_enum, required = true)]
+    scenarios: Vec<Scenario>,
+    /// PostgreSQL server to use (a database per scenario is created and dropped on it). Without
+    /// it, a private durable cluster is made in a temporary directory with the machine's initdb.
+    #[arg(long, env = "CLERK_MIRROR_BENCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Print JSON instead of Markdown tables.
+    #[arg(long)]
+    json: bool,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Small sizes everywhere (a smoke run: seconds, not minutes; its figures mean little).
+    #[arg(long)]
+    quick: bool,
+    /// ingest: webhooks per run at the highest concurrency.
+    #[arg(long, default_value_t = 20_000)]
+    events: u64,
+    /// ingest and lookup: the concurrencies measured.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    concurrency: Vec<usize>,
+    /// lookup: users in the mirror (organizations: 1 %, memberships: 20 % of it).
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    /// lookup: how long each row runs (after a warm-up of a fifth of it).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+}
+
+/// Runs the benchmarks and prints their reports.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::cli::raise_open_file_limit();
+    let mut scenarios = args.scenarios.clone();
+    if scenarios.contains(&Scenario::All) {
+        scenarios = vec![Scenario::Ingest, Scenario::Lookup];
+    }
+    let pg = env::Postgres::open(args.database_url.as_deref()).await?;
+    let result = run_all(&args, &scenarios, &pg).await;
+    pg.close().await;
+    let reports = result?;
+    let mut text = format!(
+        "# clerk-mirror bench\n\n- machine: {}\n- command: `{}`\n- the load generator runs in the bench process on the same cores as the server and PostgreSQL; its CPU seconds are the `bench` column\n\n",
+        env::machine(),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    for r in &reports {
+        text.push_str(&r.render());
+        text.push('\n');
+    }
+    if let Some(path) = &args.out {
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+async fn run_all(args: &BenchArgs, scenarios: &[Scenario], pg: &env::Postgres) -> anyhow::Result<Vec<stats::Report>> {
+    let mut reports = Vec::new();
+    for scenario in scenarios {
+        eprintln!("bench: running {scenario:?}…");
+        let report = match scenario {
+            Scenario::Ingest => {
+                ingest::run(
+                    pg,
+                    &ingest::Options {
+                        events: if args.quick { 300 } else { args.events },
+                        concurrency: args.concurrency.clone(),
+                    },
+                )
+                .await?
+            }
+            Scenario::Lookup => {
+                lookup::run(
+                    pg,
+                    &lookup::Options {
+                        users: if args.quick { 1_000 } else { args.users },
+                        concurrency: args.concurrency.clone(),
+                        duration: if args.quick {
+                            Duration::from_millis(500)
+                        } else {
+                            args.duration
+                        },
+                    },
+                )
+                .await?
+            }
+            Scenario::All => continue,
+        };
+        eprintln!("{}", report.render());
+        reports.push(report);
+    }
+    Ok(reports)
+}
