@@ -31,6 +31,9 @@ pub struct Metrics {
     pub watchers_ended: IntCounterVec,
     /// Times a stream behind the hub's buffer read the database instead.
     pub watch_catch_ups: IntCounter,
+    /// Change-log rows read from the database, by reader: `hub` (once per replica) or `stream`
+    /// (a watcher's backlog, or a catch-up after falling behind the hub).
+    pub changes_read: IntCounterVec,
     /// gRPC requests by method and status code.
     pub rpcs: IntCounterVec,
     /// gRPC latency to the response headers (for streams: to the stream's start), by method.
@@ -62,6 +65,11 @@ impl Metrics {
             &["type", "status"],
         );
         let watchers_ended = counter_vec("watchers_ended_total", "Watch streams ended, by reason.", &["reason"]);
+        let changes_read = counter_vec(
+            "change_log_rows_read_total",
+            "Change-log rows read from the database, by reader (hub or stream).",
+            &["reader"],
+        );
         let rpcs = counter_vec(
             "grpc_requests_total",
             "gRPC requests by method and status code.",
@@ -132,6 +140,7 @@ impl Metrics {
             watchers,
             watchers_ended,
             watch_catch_ups,
+            changes_read,
             rpcs,
             rpc_seconds,
             log,

@@ -140,6 +140,7 @@ impl Application {
             self.config.hub_capacity,
             Duration::from_secs(1),
             stop_rx_for_applier.clone(),
+            metrics.clone(),
         )
         .await
         .context("cannot start the change hub")?;

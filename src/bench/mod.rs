@@ -4,12 +4,14 @@
 //! the ratios with the targets. Never part of the tests' assertions: figures drift on a
 //! shared machine, ratios much less.
 
+pub mod backfill;
 pub mod env;
 pub mod fixtures;
 pub mod ingest;
 pub mod load;
 pub mod lookup;
 pub mod stats;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +28,10 @@ pub enum Scenario {
     Ingest,
     /// GetUser, LookupUser, LookupMembership, BatchGetUsers(100) vs direct SQL and Health/Check.
     Lookup,
+    /// Ack→delivery latency and server memory with 1, 1,000 and 10,000 watchers.
+    Watch,
+    /// Objects/s imported from a local fake Backend API vs a bulk COPY of the same rows.
+    Backfill,
     /// Every scenario, one after another.
     All,
 }
@@ -54,9 +60,23 @@ pub struct BenchArgs {
     /// ingest and lookup: the concurrencies measured.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     concurrency: Vec<usize>,
+    /// backfill: users the fake Backend API holds (organizations: 1 %, memberships: 20 %).
+    #[arg(long, default_value_t = 20_000)]
+    backfill_users: u64,
     /// lookup: users in the mirror (organizations: 1 %, memberships: 20 % of it).
     #[arg(long, default_value_t = 100_000)]
     users: u64,
+    /// watch: the watcher counts after the one-watcher baseline.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    watchers: Vec<usize>,
+    /// watch: deliveries per second to aim at: events/s = this / watchers (at most 100/s), so
+    /// every phase moves about as many messages; the one-watcher baseline gets the first
+    /// phase's event rate.
+    #[arg(long, default_value_t = 20_000.0)]
+    deliveries: f64,
+    /// watch: seconds of events per phase.
+    #[arg(long, default_value_t = 10.0)]
+    watch_seconds: f64,
     /// lookup: how long each row runs (after a warm-up of a fifth of it).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
@@ -67,7 +87,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::cli::raise_open_file_limit();
     let mut scenarios = args.scenarios.clone();
     if scenarios.contains(&Scenario::All) {
-        scenarios = vec![Scenario::Ingest, Scenario::Lookup];
+        scenarios = vec![Scenario::Ingest, Scenario::Lookup, Scenario::Watch, Scenario::Backfill];
     }
     let pg = env::Postgres::open(args.database_url.as_deref()).await?;
     let result = run_all(&args, &scenarios, &pg).await;
@@ -119,6 +139,35 @@ async fn run_all(args: &BenchArgs, scenarios: &[Scenario], pg: &env::Postgres) -
                         } else {
                             args.duration
                         },
+                    },
+                )
+                .await?
+            }
+            Scenario::Watch => {
+                let rate = |w: usize| (args.deliveries / w.max(1) as f64).min(100.0);
+                let watchers: Vec<usize> = if args.quick {
+                    vec![50, 200]
+                } else {
+                    args.watchers.clone()
+                };
+                let first = watchers.first().copied().unwrap_or(1);
+                let mut phases = vec![(1, rate(first))];
+                phases.extend(watchers.iter().map(|&w| (w, rate(w))));
+                watch::run(
+                    pg,
+                    &watch::Options {
+                        phases,
+                        seconds: if args.quick { 1.0 } else { args.watch_seconds },
+                        connections: 100,
+                    },
+                )
+                .await?
+            }
+            Scenario::Backfill => {
+                backfill::run(
+                    pg,
+                    &backfill::Options {
+                        users: if args.quick { 1_000 } else { args.backfill_users },
                     },
                 )
                 .await?

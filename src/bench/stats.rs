@@ -227,9 +227,21 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join("; ");
             let pg = r.cpu.postgres.map_or("-".to_string(), |p| format!("{p:.1}"));
+            let ms = |v: f64| match r.max_ms > 0.0 {
+                true => format!("{v:.2}"),
+                false => "-".to_string(),
+            };
             out.push_str(&format!(
-                "| {name} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {vs} | {:.1}/{:.1}/{pg} |\n",
-                r.concurrency, r.ops, r.errors, r.per_second, r.p50_ms, r.p99_ms, r.max_ms, r.cpu.bench, r.cpu.server,
+                "| {name} | {} | {} | {} | {:.0} | {} | {} | {} | {vs} | {:.1}/{:.1}/{pg} |\n",
+                r.concurrency,
+                r.ops,
+                r.errors,
+                r.per_second,
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                ms(r.max_ms),
+                r.cpu.bench,
+                r.cpu.server,
             ));
         }
         let noted: Vec<_> = self.rows.iter().filter(|r| !r.notes.is_empty()).collect();

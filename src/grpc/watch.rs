@@ -505,6 +505,10 @@ impl Stream {
                 }));
             }
             let full = rows.len() as i64 >= self.config.page;
+            self.metrics
+                .changes_read
+                .with_label_values(&["stream"])
+                .inc_by(rows.len() as u64);
             for row in &rows {
                 self.offer(row).await?;
             }

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
 use crate::applier::CHANGES_CHANNEL;
+use crate::metrics::Metrics;
 use crate::store::changes::{self, ChangeRow, Scope};
 
 /// Changes read per query.
@@ -32,11 +33,12 @@ impl Hub {
         capacity: usize,
         poll: Duration,
         stop: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Result<(Hub, tokio::task::JoinHandle<()>), sqlx::Error> {
         let (_, bounds) = changes::bounds(&pool).await?;
         let (tx, _) = broadcast::channel(capacity.max(1));
         let (latest_tx, latest) = watch::channel(bounds.head);
-        let task = tokio::spawn(run(pool, tx.clone(), latest_tx, bounds.head, poll, stop));
+        let task = tokio::spawn(run(pool, tx.clone(), latest_tx, bounds.head, poll, stop, metrics));
         Ok((Hub { tx, latest }, task))
     }
 
@@ -58,7 +60,9 @@ async fn run(
     mut last: i64,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
+    let read = metrics.changes_read.with_label_values(&["hub"]);
     let mut listener: Option<PgListener> = None;
     loop {
         if listener.is_none() {
@@ -75,6 +79,7 @@ async fn run(
             match changes::page(&pool, last, &Scope::default(), PAGE).await {
                 Ok((rows, _)) => {
                     let n = rows.len();
+                    read.inc_by(n as u64);
                     for row in rows {
                         last = row.seq;
                         // No receivers is fine: nobody is watching.

@@ -1,0 +1,284 @@
+//! `bench watch`: webhooks sent at a fixed rate while N watchers stream every change: ack →
+//! delivery latency at every watcher, server RSS (idle with N streams, and peak), and how many
+//! rows of the change log the server read per change appended (the hub reads each once per
+//! replica). Baseline: one watcher at the same rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use super::env::{self, Postgres, Probe, Server};
+use super::fixtures;
+use super::stats::{Latencies, Report, Row, Target};
+use crate::pb::watch_changes_response::Event;
+use crate::pb::watch_service_client::WatchServiceClient;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The watcher counts measured (the first is the baseline), each with its event rate.
+    pub phases: Vec<(usize, f64)>,
+    /// How long events are sent in each phase.
+    pub seconds: f64,
+    /// Most connections the watchers share.
+    pub connections: usize,
+}
+
+pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
+    let mut report = Report::new("watch");
+    let db = pg.fresh_database("bench_watch").await?;
+    let server = Server::start(&db, &[]).await?;
+    let probe = Probe {
+        server: Some(server.pid),
+        postgres: pg.is_private(),
+    };
+    report.setup(
+        "events",
+        format!(
+            "user.created (~1.5 KB) webhooks at a fixed rate for {} s per phase; the rate is lowered as watchers grow so that deliveries/s stay comparable",
+            opts.seconds
+        ),
+    );
+    report.setup(
+        "watchers",
+        format!(
+            "WatchChanges from now, every change, over min(watchers, {}) HTTP/2 connections from this process",
+            opts.connections
+        ),
+    );
+    report.setup(
+        "latency",
+        "from the webhook's 2xx at the sender to the change's arrival at each watcher (0 when the change arrived first)",
+    );
+    let mut next_event = 0u64;
+    let mut baseline: Option<Row> = None;
+    let mut most_reads = None;
+    for &(watchers, rate) in &opts.phases {
+        let events = ((rate * opts.seconds).round() as u64).max(1);
+        let reads_before = server.metric(CHANGES_READ, "").await?;
+        let mut row = phase(probe, &server, watchers, rate, next_event, events, opts.connections).await?;
+        next_event += events;
+        let reads = server.metric(CHANGES_READ, "").await? - reads_before;
+        let per_change = reads / events as f64;
+        row = row.note(format!(
+            "change-log rows read from PostgreSQL per change: {per_change:.2} ({reads} rows for {events} changes)"
+        ));
+        most_reads = Some(per_change);
+        match &baseline {
+            None => baseline = Some(row.clone().baseline()),
+            Some(base) => {
+                row.versus(base);
+                if watchers == 1000 {
+                    report.targets.push(Target::at_most(
+                        "p99 ack→delivery with 1,000 watchers vs one watcher",
+                        row.vs[0].2,
+                        5.0,
+                    ));
+                }
+            }
+        }
+        report
+            .rows
+            .push(if report.rows.is_empty() { row.baseline() } else { row });
+    }
+    if let Some(reads) = most_reads {
+        report.targets.push(Target::at_most(
+            "change-log rows read from PostgreSQL per change appended, with the most watchers (1 = once per replica)",
+            reads,
+            1.05,
+        ));
+    }
+    server.stop().await?;
+    Ok(report)
+}
+
+/// The server's count of change-log rows read from PostgreSQL (by its hub and its streams).
+const CHANGES_READ: &str = "clerk_mirror_change_log_rows_read_total";
+
+/// The server's count of streams that fell behind the hub and read the database.
+const CATCH_UPS: &str = "clerk_mirror_watch_database_catch_ups_total";
+
+async fn phase(
+    probe: Probe,
+    server: &Server,
+    watchers: usize,
+    rate: f64,
+    first: u64,
+    events: u64,
+    connections: usize,
+) -> anyhow::Result<Row> {
+    let channels = {
+        let mut out = Vec::new();
+        for _ in 0..watchers.min(connections).max(1) {
+            out.push(
+                Endpoint::from_shared(server.grpc_url())?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?,
+            );
+        }
+        Arc::new(out)
+    };
+    let rss_before = server.rss();
+    let catch_ups_before = server.metric(CATCH_UPS, "").await?;
+    // Open every stream and wait until each has caught up.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(watchers);
+    let tasks: Vec<_> = (0..watchers)
+        .map(|w| {
+            let channel: Channel = channels[w % channels.len()].clone();
+            let ready = ready_tx.clone();
+            tokio::spawn(watcher(channel, ready, first, events))
+        })
+        .collect();
+    drop(ready_tx);
+    for _ in 0..watchers {
+        anyhow::ensure!(ready_rx.recv().await.is_some(), "a watch stream failed to start");
+    }
+    let rss_idle = server.rss();
+    // Send at the rate, recording each ack.
+    let acks: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; events as usize]));
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(rss_idle));
+    let sampling = {
+        let (peak, pid) = (peak.clone(), server.pid);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(env::rss(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let cpu_before = probe.cpu();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    for k in 0..events {
+        let at = started + Duration::from_secs_f64(k as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+        let (client, acks, url, secrets) = (
+            client.clone(),
+            acks.clone(),
+            server.webhook_url(),
+            server.secrets.clone(),
+        );
+        sends.push(tokio::spawn(async move {
+            let i = first + k;
+            let body = Bytes::from(
+                serde_json::to_vec(&fixtures::event(
+                    "user.created",
+                    &fixtures::user(i, 1024),
+                    fixtures::T0 + i as i64,
+                ))
+                .expect("serialises"),
+            );
+            let id = format!("msg_watch{i}");
+            let headers = crate::send_event::svix_headers(&secrets, &id, chrono::Utc::now().timestamp(), &body)?;
+            let mut request = hyper::Request::post(&url).header("content-type", "application/json");
+            for (name, value) in &headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let response = client.request(request.body(Full::new(body))?).await?;
+            let at = Instant::now();
+            anyhow::ensure!(response.status().is_success(), "answered {}", response.status());
+            acks.lock().await[k as usize] = Some(at);
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let sent_in = started.elapsed();
+    let mut received = Vec::with_capacity(watchers);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for t in tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        received.push(
+            tokio::time::timeout(left, t)
+                .await
+                .map_err(|_| anyhow::anyhow!("watchers did not receive every change within 120 s"))???,
+        );
+    }
+    let elapsed = started.elapsed();
+    let cpu = probe.cpu() - cpu_before;
+    sampling.abort();
+    let acks = acks.lock().await.clone();
+    let mut latencies = Latencies::default();
+    let mut early = 0u64;
+    for got in &received {
+        for (k, at) in got {
+            let ack = acks[*k as usize].expect("every event was acked");
+            match at.checked_duration_since(ack) {
+                Some(d) => latencies.push(d),
+                None => {
+                    early += 1;
+                    latencies.push(Duration::ZERO);
+                }
+            }
+        }
+    }
+    let delivered = latencies.0.len() as u64;
+    let catch_ups = server.metric(CATCH_UPS, "").await? - catch_ups_before;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut row = Row::new(format!("{watchers} watchers"), watchers, delivered, 0, elapsed)
+        .latencies(latencies)
+        .cpu(cpu)
+        .note(format!("{events} events at {rate}/s (sent in {:.1} s)", sent_in.as_secs_f64()))
+        .note(format!(
+            "server RSS {:.1} MiB before the streams, {:.1} MiB with them idle, peak {:.1} MiB; {:.1} KiB per watcher idle",
+            mib(rss_before),
+            mib(rss_idle),
+            mib(peak.load(std::sync::atomic::Ordering::Relaxed)),
+            (rss_idle.saturating_sub(rss_before)) as f64 / 1024.0 / watchers as f64
+        ))
+        .note(format!("{catch_ups} times a stream read the database instead of the hub"));
+    if early > 0 {
+        row = row.note(format!("{early} deliveries arrived before their ack"));
+    }
+    Ok(row)
+}
+
+/// One watcher: streams from now, reports when caught up, and records when each of the
+/// benchmark's `events` changes (numbered from `first`) arrives.
+async fn watcher(
+    channel: Channel,
+    ready: tokio::sync::mpsc::Sender<()>,
+    first: u64,
+    events: u64,
+) -> anyhow::Result<Vec<(u64, Instant)>> {
+    let mut client = WatchServiceClient::new(channel);
+    let mut stream = client
+        .watch_changes(crate::pb::WatchChangesRequest::default())
+        .await?
+        .into_inner();
+    let mut got = Vec::with_capacity(events as usize);
+    while let Some(message) = stream.message().await? {
+        let now = Instant::now();
+        match message.event {
+            Some(Event::CaughtUp(_)) => {
+                let _ = ready.send(()).await;
+            }
+            Some(Event::Change(c)) => {
+                if let Some(i) = c
+                    .source
+                    .strip_prefix("webhook:msg_watch")
+                    .and_then(|i| i.parse::<u64>().ok())
+                    && (first..first + events).contains(&i)
+                {
+                    got.push((i - first, now));
+                    if got.len() as u64 == events {
+                        return Ok(got);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    anyhow::bail!("a watch stream ended after {} of {events} changes", got.len())
+}
