@@ -85,6 +85,7 @@ impl BatchOutcome {
 
 /// Applies up to `limit` pending inbox rows in one transaction on `conn`.
 pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOutcome, sqlx::Error> {
+    let started = std::time::Instant::now();
     let mut tx = sqlx::Connection::begin(conn).await?;
     let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head FOR UPDATE")
         .fetch_one(&mut *tx)
@@ -100,6 +101,7 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         tx.rollback().await?;
         return Ok(BatchOutcome::default());
     }
+    let read = started.elapsed();
     let parsed: Vec<(InboxEvent, Result<Action, event::ParseError>)> = rows
         .into_iter()
         .map(|row| {
@@ -108,7 +110,9 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         })
         .collect();
 
+    let parse = started.elapsed();
     let mut ws = load(&mut tx, &parsed, head).await?;
+    let loaded = started.elapsed();
     let mut outcome = BatchOutcome {
         events: parsed.len(),
         ..Default::default()
@@ -145,8 +149,9 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         ));
     }
     outcome.changes = ws.changes.len();
-
+    let ruled = started.elapsed();
     write(&mut tx, &ws).await?;
+    let written = started.elapsed();
     sqlx::query(
         "UPDATE inbox SET status = r.status, error = r.error, processed_at = now(), attempts = inbox.attempts + 1
            FROM jsonb_to_recordset($1) AS r(id bigint, status text, error text)
@@ -166,6 +171,17 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
             .await?;
     }
     tx.commit().await?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    tracing::debug!(
+        events = outcome.events,
+        read_ms = ms(read),
+        parse_ms = ms(parse - read),
+        load_ms = ms(loaded - parse),
+        rules_ms = ms(ruled - loaded),
+        write_ms = ms(written - ruled),
+        finish_ms = ms(started.elapsed() - written),
+        "batch applied"
+    );
     Ok(outcome)
 }
 

@@ -174,7 +174,11 @@ impl Server {
             ])
             .args(["--database-url", url, "--webhook-secret", SECRET])
             .args(extra)
-            .env("RUST_LOG", "warn,clerk_mirror::startup=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CLERK_MIRROR_BENCH_SERVER_LOG")
+                    .unwrap_or_else(|_| "warn,clerk_mirror::startup=info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -195,8 +199,14 @@ impl Server {
             }
             seen.push(line);
         };
+        // The server's log is kept (and printed if it fails); with CLERK_MIRROR_BENCH_SERVER_LOG
+        // (a RUST_LOG filter for the server, for profiling) it is also written to stderr.
+        let echo = std::env::var_os("CLERK_MIRROR_BENCH_SERVER_LOG").is_some();
         let log = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("{line}");
+                }
                 seen.push(line);
             }
             seen
