@@ -141,13 +141,13 @@ struct ServeArgs {
     /// A client allowed everything, AdminService and the admin port included: `name=secret`.
     #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = parse_token)]
     admin_token: Vec<crate::grpc::auth::Token>,
-    /// TLS certificate (PEM, with its chain) for the gRPC port.
+    /// TLS certificate (PEM, with its chain) for the gRPC and admin ports.
     #[arg(long, env = "CLERK_MIRROR_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) for the gRPC port.
+    /// TLS private key (PEM) for the gRPC and admin ports.
     #[arg(long, env = "CLERK_MIRROR_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// CA (PEM) whose client certificates the gRPC port requires (mTLS).
+    /// CA (PEM) whose client certificates the gRPC and admin ports require (mTLS).
     #[arg(long, env = "CLERK_MIRROR_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
     /// Serve the gRPC and admin ports on a non-loopback address without tokens (when something
@@ -160,6 +160,16 @@ struct ServeArgs {
     /// Longest a unary RPC may take.
     #[arg(long, env = "CLERK_MIRROR_RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     rpc_timeout: Duration,
+    /// Largest webhook body, in bytes (larger: 413).
+    #[arg(long, env = "CLERK_MIRROR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Most header fields in one request on the webhook and admin ports (more: 431).
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_COUNT", default_value_t = 100)]
+    max_header_count: usize,
+    /// Most bytes in one request's head (request line and headers) on the webhook and admin
+    /// ports (more: 431).
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    max_header_bytes: usize,
     /// Reconcile with Clerk's Backend API this often (e.g. 6h), on the replica holding the applier
     /// lock; needs --secret-key.
     #[arg(long, env = "CLERK_MIRROR_RECONCILE_EVERY", value_parser = parse_duration, requires = "secret_key")]
@@ -380,6 +390,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.watch.max_streams = args.max_watchers;
     config.rpc_timeout = args.rpc_timeout;
+    config.max_body_bytes = args.max_body_bytes;
+    config.http_limits.max_headers = args.max_header_count;
+    config.http_limits.max_header_bytes = args.max_header_bytes;
     if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {
         config.reconcile = Some(crate::config::ReconcileConfig {
             api_url: args.api_url.clone(),
