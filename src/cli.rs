@@ -160,6 +160,13 @@ struct ServeArgs {
     /// Longest a unary RPC may take.
     #[arg(long, env = "CLERK_MIRROR_RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     rpc_timeout: Duration,
+    /// Most RPCs in flight at once on the gRPC port; more are refused at once
+    /// (RESOURCE_EXHAUSTED), never queued. Health checks are never refused.
+    #[arg(long, env = "CLERK_MIRROR_MAX_CONCURRENT_RPCS", default_value_t = 1024)]
+    max_concurrent_rpcs: usize,
+    /// Largest gRPC request message, in bytes.
+    #[arg(long, env = "CLERK_MIRROR_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_message_bytes: usize,
     /// Largest webhook body, in bytes (larger: 413).
     #[arg(long, env = "CLERK_MIRROR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
@@ -390,6 +397,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.watch.max_streams = args.max_watchers;
     config.rpc_timeout = args.rpc_timeout;
+    config.max_concurrent_rpcs = args.max_concurrent_rpcs;
+    config.max_message_bytes = args.max_message_bytes;
     config.max_body_bytes = args.max_body_bytes;
     config.http_limits.max_headers = args.max_header_count;
     config.http_limits.max_header_bytes = args.max_header_bytes;

@@ -58,6 +58,8 @@ pub struct Config {
     pub rpc_timeout: Duration,
     /// Largest gRPC message accepted.
     pub max_message_bytes: usize,
+    /// Most RPCs in flight at once on the gRPC port (more are refused, never queued).
+    pub max_concurrent_rpcs: usize,
     /// Bounds on request heads on the webhook and admin ports.
     pub http_limits: HttpLimits,
     /// Periodic reconcile against Clerk's Backend API (run by the applier lock holder).
@@ -88,6 +90,7 @@ impl Config {
             allow_unauthenticated: false,
             rpc_timeout: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_rpcs: 1024,
             http_limits: HttpLimits::default(),
             reconcile: None,
             applier: Some(ApplierConfig::default()),

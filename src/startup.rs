@@ -56,6 +56,7 @@ impl Application {
         }
         let limits = &config.http_limits;
         for (flag, value) in [
+            ("--max-concurrent-rpcs", config.max_concurrent_rpcs),
             ("--max-header-count", limits.max_headers),
             ("--max-header-bytes", limits.max_header_bytes),
         ] {
@@ -201,6 +202,8 @@ impl Application {
             .timeout(self.config.rpc_timeout)
             .layer(RpcMetricsLayer(metrics.clone()))
             .layer(grpc::auth::AuthLayer(tokens))
+            // Inside authentication: a request without a valid token never takes a slot.
+            .layer(grpc::limit::ConcurrencyLimitLayer::new(self.config.max_concurrent_rpcs))
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped());
 

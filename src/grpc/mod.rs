@@ -8,6 +8,7 @@ pub mod convert;
 pub mod cursor;
 pub mod directory;
 pub mod error;
+pub mod limit;
 pub mod list;
 pub mod names;
 pub mod watch;

@@ -151,6 +151,7 @@ pub struct AppOptions {
     pub max_watchers: Option<usize>,
     pub max_message_bytes: Option<usize>,
     pub tls: Option<clerk_mirror::config::TlsConfig>,
+    pub max_concurrent_rpcs: Option<usize>,
     pub http_limits: Option<clerk_mirror::http_server::HttpLimits>,
 }
 
@@ -172,6 +173,7 @@ impl Default for AppOptions {
             max_watchers: None,
             max_message_bytes: None,
             tls: None,
+            max_concurrent_rpcs: None,
             http_limits: None,
         }
     }
@@ -226,6 +228,9 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     }
     if let Some(n) = options.max_message_bytes {
         config.max_message_bytes = n;
+    }
+    if let Some(n) = options.max_concurrent_rpcs {
+        config.max_concurrent_rpcs = n;
     }
     if let Some(limits) = options.http_limits {
         config.http_limits = limits;

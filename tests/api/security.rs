@@ -379,3 +379,72 @@ async fn requests_with_too_many_or_too_large_headers_get_431_and_store_nothing()
     assert_eq!(response.status(), hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn rpcs_past_the_concurrency_limit_are_shed_at_once_while_health_stays_open() {
+    let app = spawn_app_with(AppOptions {
+        max_concurrent_rpcs: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("http://{}", app.grpc_addr);
+    let mut directory = pb::directory_service_client::DirectoryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let get = || pb::GetUserRequest {
+        name: "users/user_1".into(),
+        show_deleted: false,
+    };
+    // Hold one RPC in flight: it waits for a lock on `users` the test holds.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut held_client = directory.clone();
+    let held = tokio::spawn(async move { held_client.get_user(get()).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first RPC never reached the database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The one slot is taken: the next RPC is refused at once, not queued.
+    let e = directory.get_user(get()).await.unwrap_err();
+    let info = e.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(
+        (e.code(), info.reason.as_str(), info.domain.as_str()),
+        (Code::ResourceExhausted, "TOO_MANY_REQUESTS", "clerkmirror")
+    );
+    assert_eq!(info.metadata.get("limit").map(String::as_str), Some("1"));
+    // Health never waits for a slot.
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // Released: the held RPC finishes (the user does not exist) and the slot serves again.
+    lock.rollback().await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap_err().code(), Code::NotFound);
+    assert_eq!(directory.get_user(get()).await.unwrap_err().code(), Code::NotFound);
+    app.stop().await;
+}
