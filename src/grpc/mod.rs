@@ -11,6 +11,7 @@ pub mod error;
 pub mod limit;
 pub mod list;
 pub mod names;
+pub mod token_file;
 pub mod watch;
 
 use std::time::Duration;

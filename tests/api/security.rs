@@ -448,3 +448,139 @@ async fn rpcs_past_the_concurrency_limit_are_shed_at_once_while_health_stays_ope
     assert_eq!(directory.get_user(get()).await.unwrap_err().code(), Code::NotFound);
     app.stop().await;
 }
+
+/// A secret that must never be echoed back.
+const LEAKY: &str = "leaky-secret-0123456789abcdef";
+
+/// Runs `clerk-mirror serve` with `args` (and `env`) expecting it to refuse to start; its stderr.
+async fn refused_to_serve(args: &[std::ffi::OsString], env: &[(&str, &str)]) -> String {
+    let output = tokio::process::Command::new(crate::process::binary())
+        .args(["serve", "--webhook-secret", SECRET, "--data-dir"])
+        .arg(temp_dir("refused"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("DATABASE_URL")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "serve started: {stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn tokens_from_files_open_the_api_and_bad_files_are_refused_by_file_and_line() {
+    let dir = temp_dir("tokens");
+    let readers = dir.join("readers.txt");
+    std::fs::write(&readers, format!("# who may read\n\nbilling={READER}\n")).unwrap();
+    let admins = dir.join("admins.txt");
+    std::fs::write(&admins, format!("  # operators\nops = {ADMIN}\n")).unwrap();
+    let (cluster, name) = shared_database().await;
+    let served = crate::process::Served::start(&[
+        "--database-url".into(),
+        cluster.url(&name).into(),
+        "--webhook-secret".into(),
+        SECRET.into(),
+        "--reader-tokens-file".into(),
+        readers.clone().into(),
+        "--admin-tokens-file".into(),
+        admins.into(),
+    ])
+    .await;
+    let url = format!("http://{}", served.grpc_addr);
+    let mut directory = pb::directory_service_client::DirectoryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let get = |t: Option<&str>| {
+        with_token(
+            pb::GetUserRequest {
+                name: "users/user_1".into(),
+                show_deleted: false,
+            },
+            t,
+        )
+    };
+    assert_eq!(
+        directory.get_user(get(None)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        directory.get_user(get(Some(READER))).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let mut admin = pb::admin_service_client::AdminServiceClient::connect(url)
+        .await
+        .unwrap();
+    let status = |t: Option<&str>| with_token(pb::GetSyncStatusRequest {}, t);
+    assert_eq!(
+        admin.get_sync_status(status(Some(READER))).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(admin.get_sync_status(status(Some(ADMIN))).await.is_ok());
+    served.terminate().await;
+
+    // A bad line: the file and the line are named, the line's secret is not.
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, format!("# ok so far\nbilling={READER}\nops:{LEAKY}\n")).unwrap();
+    let stderr = refused_to_serve(&["--admin-tokens-file".into(), bad.clone().into()], &[]).await;
+    assert!(stderr.contains(&format!("{}, line 3", bad.display())), "{stderr}");
+    assert!(!stderr.contains(LEAKY), "{stderr}");
+    // A missing file.
+    let missing = dir.join("missing.txt");
+    let stderr = refused_to_serve(&["--reader-tokens-file".into(), missing.clone().into()], &[]).await;
+    assert!(
+        stderr.contains(&format!("cannot read the token file {}", missing.display())),
+        "{stderr}"
+    );
+    // A bad token in a flag or variable: the flag is named, the value is not.
+    let stderr = refused_to_serve(&["--reader-token".into(), format!("billing:{LEAKY}").into()], &[]).await;
+    assert!(stderr.contains("--reader-token value #1"), "{stderr}");
+    assert!(!stderr.contains(LEAKY), "{stderr}");
+    let stderr = refused_to_serve(
+        &[],
+        &[("CLERK_MIRROR_ADMIN_TOKENS", &format!("ops={READER},ci:{LEAKY}"))],
+    )
+    .await;
+    assert!(stderr.contains("--admin-token value #2"), "{stderr}");
+    assert!(!stderr.contains(LEAKY), "{stderr}");
+}
+
+#[test]
+fn configured_secrets_never_show_in_debug_output() {
+    let pki = pki();
+    let url = "postgres://mirror:pg-password-4711@db.internal/mirror";
+    let secrets = clerk_mirror::ingest::verify::WebhookSecrets::parse(&[SECRET, SECOND_SECRET]).unwrap();
+    let database = clerk_mirror::config::DatabaseConfig::Url(clerk_mirror::config::Redacted(url.into()));
+    let mut config = clerk_mirror::Config::new(database, secrets);
+    config.tokens = tokens();
+    config.tls = Some(pki.server_tls(true));
+    config.reconcile = Some(clerk_mirror::config::ReconcileConfig {
+        api_url: "https://api.clerk.com/v1".into(),
+        secret_key: clerk_mirror::config::Redacted("sk_live_never_shown_0815".into()),
+        rate: 20,
+        window: std::time::Duration::from_secs(10),
+        every: std::time::Duration::from_secs(3600),
+    });
+    let debug = format!("{config:?}");
+    for secret in [
+        "pg-password-4711",
+        SECRET.trim_start_matches("whsec_"),
+        SECOND_SECRET.trim_start_matches("whsec_"),
+        READER,
+        ADMIN,
+        "sk_live_never_shown_0815",
+    ]
+    .into_iter()
+    .chain(key_material(&pki.server_key))
+    {
+        assert!(!debug.contains(secret), "`{secret}` shows in {debug}");
+    }
+}
+
+/// The lines of a PEM private key that carry key material (not its BEGIN/END markers).
+pub fn key_material(pem: &str) -> Vec<&str> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .collect()
+}
