@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing::{error, info};
 
 use crate::config::{Config, DatabaseConfig, Redacted, default_data_dir};
+use crate::grpc::auth::Token;
 use crate::ingest::verify::WebhookSecrets;
 use crate::pg::{Cluster, ClusterOptions};
 use crate::{Application, db, send_event, telemetry};
@@ -60,8 +61,8 @@ struct BackfillArgs {
     #[arg(long, env = "CLERK_API_URL", default_value = crate::backfill::client::DEFAULT_API_URL)]
     api_url: String,
     /// The instance's secret key (`sk_live_…` / `sk_test_…`).
-    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
-    secret_key: String,
+    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, value_parser = secret)]
+    secret_key: Redacted<String>,
     /// Requests per 10 s: the instance's limit is shared with your own application.
     #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = 20)]
     api_rate: usize,
@@ -104,8 +105,8 @@ struct ReplayArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL. Without it, an embedded cluster in --data-dir is used.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    database_url: Option<Redacted<String>>,
     /// Where the embedded cluster lives (created on first start, kept across restarts).
     #[arg(long, env = "CLERK_MIRROR_DATA_DIR", default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
@@ -130,26 +131,33 @@ struct ServeArgs {
         env = "CLERK_WEBHOOK_SECRET",
         hide_env_values = true,
         value_delimiter = ',',
-        required = true
+        required = true,
+        value_parser = secret
     )]
-    webhook_secret: Vec<String>,
+    webhook_secret: Vec<Redacted<String>>,
     /// Log format: `pretty` (text for people) or `json` (one object a line); `RUST_LOG` filters.
     #[arg(long, env = "CLERK_MIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
     /// A client allowed to read (DirectoryService, WatchService): `name=secret`; repeat, or
     /// comma-separate in the variable.
-    #[arg(long, env = "CLERK_MIRROR_READER_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = parse_token)]
-    reader_token: Vec<crate::grpc::auth::Token>,
+    #[arg(long, env = "CLERK_MIRROR_READER_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = secret)]
+    reader_token: Vec<Redacted<String>>,
     /// A client allowed everything, AdminService and the admin port included: `name=secret`.
-    #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = parse_token)]
-    admin_token: Vec<crate::grpc::auth::Token>,
-    /// TLS certificate (PEM, with its chain) for the gRPC port.
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = secret)]
+    admin_token: Vec<Redacted<String>>,
+    /// A file of reader tokens: one `name=secret` a line, `#` comments.
+    #[arg(long, env = "CLERK_MIRROR_READER_TOKENS_FILE")]
+    reader_tokens_file: Option<PathBuf>,
+    /// A file of admin tokens: one `name=secret` a line, `#` comments.
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS_FILE")]
+    admin_tokens_file: Option<PathBuf>,
+    /// TLS certificate (PEM, with its chain) for the gRPC and admin ports.
     #[arg(long, env = "CLERK_MIRROR_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) for the gRPC port.
+    /// TLS private key (PEM) for the gRPC and admin ports.
     #[arg(long, env = "CLERK_MIRROR_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// CA (PEM) whose client certificates the gRPC port requires (mTLS).
+    /// CA (PEM) whose client certificates the gRPC and admin ports require (mTLS).
     #[arg(long, env = "CLERK_MIRROR_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
     /// Serve the gRPC and admin ports on a non-loopback address without tokens (when something
@@ -162,13 +170,30 @@ struct ServeArgs {
     /// Longest a unary RPC may take.
     #[arg(long, env = "CLERK_MIRROR_RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     rpc_timeout: Duration,
+    /// Most RPCs in flight at once on the gRPC port; more are refused at once
+    /// (RESOURCE_EXHAUSTED), never queued. Health checks are never refused.
+    #[arg(long, env = "CLERK_MIRROR_MAX_CONCURRENT_RPCS", default_value_t = 1024)]
+    max_concurrent_rpcs: usize,
+    /// Largest gRPC request message, in bytes.
+    #[arg(long, env = "CLERK_MIRROR_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Largest webhook body, in bytes (larger: 413).
+    #[arg(long, env = "CLERK_MIRROR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Most header fields in one request on the webhook and admin ports (more: 431).
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_COUNT", default_value_t = 100)]
+    max_header_count: usize,
+    /// Most bytes in one request's head (request line and headers) on the webhook and admin
+    /// ports (more: 431).
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    max_header_bytes: usize,
     /// Reconcile with Clerk's Backend API this often (e.g. 6h), on the replica holding the applier
     /// lock; needs --secret-key.
     #[arg(long, env = "CLERK_MIRROR_RECONCILE_EVERY", value_parser = parse_duration, requires = "secret_key")]
     reconcile_every: Option<Duration>,
     /// The instance's secret key, for the periodic reconcile.
-    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true)]
-    secret_key: Option<String>,
+    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, value_parser = secret)]
+    secret_key: Option<Redacted<String>>,
     /// Clerk's Backend API.
     #[arg(long, env = "CLERK_API_URL", default_value = crate::backfill::client::DEFAULT_API_URL)]
     api_url: String,
@@ -196,8 +221,23 @@ enum LogFormat {
     Json,
 }
 
-fn parse_token(text: &str) -> Result<crate::grpc::auth::Token, String> {
-    crate::grpc::auth::Token::parse(text)
+/// A secret, kept out of `Debug` output. Nothing is checked here: clap would quote a refused
+/// value in its error; the command checks it and names only the flag.
+fn secret(text: &str) -> Result<Redacted<String>, String> {
+    Ok(Redacted(text.to_string()))
+}
+
+/// The tokens given for one role: the flags' (or variable's) values, then the file's.
+fn tokens(flag: &str, values: &[Redacted<String>], file: Option<&PathBuf>) -> anyhow::Result<Vec<Token>> {
+    let mut tokens = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Token::parse(&value.0).map_err(|e| anyhow::anyhow!("{flag} value #{}: {e}", i + 1)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(path) = file {
+        tokens.extend(crate::grpc::token_file::read(path)?);
+    }
+    Ok(tokens)
 }
 
 /// `30s`, `15m`, `12h`, `7d` (a bare number is seconds).
@@ -223,8 +263,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Args, Debug)]
 struct SendEventArgs {
     /// The signing secret, `whsec_…` (the first one when several are given).
-    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true)]
-    secret: String,
+    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret)]
+    secret: Redacted<String>,
     /// Where to post.
     #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/clerk")]
     url: String,
@@ -293,7 +333,7 @@ impl OpenDatabase {
 pub async fn open_database(args: &DatabaseArgs) -> anyhow::Result<OpenDatabase> {
     if let Some(url) = &args.database_url {
         return Ok(OpenDatabase {
-            config: DatabaseConfig::Url(Redacted(url.clone())),
+            config: DatabaseConfig::Url(url.clone()),
             cluster: None,
         });
     }
@@ -361,17 +401,20 @@ pub(crate) fn raise_open_file_limit() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
-    let secrets = WebhookSecrets::parse(&args.webhook_secret)?;
+    let webhook_secrets: Vec<&str> = args.webhook_secret.iter().map(|s| s.0.as_str()).collect();
+    let secrets = WebhookSecrets::parse(&webhook_secrets)?;
+    // Before the database starts: a bad token or token file fails at once.
+    let tokens = crate::grpc::auth::Tokens {
+        readers: tokens("--reader-token", &args.reader_token, args.reader_tokens_file.as_ref())?,
+        admins: tokens("--admin-token", &args.admin_token, args.admin_tokens_file.as_ref())?,
+    };
     let database = open_database(&args.database).await?;
     let mut config = Config::new(database.config.clone(), secrets);
     config.http_addr = args.http_addr;
     config.grpc_addr = args.grpc_addr;
     config.admin_addr = args.admin_addr;
     config.shutdown_timeout = args.shutdown_timeout;
-    config.tokens = crate::grpc::auth::Tokens {
-        readers: args.reader_token.clone(),
-        admins: args.admin_token.clone(),
-    };
+    config.tokens = tokens;
     config.allow_unauthenticated = args.allow_unauthenticated;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
@@ -383,10 +426,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.watch.max_streams = args.max_watchers;
     config.rpc_timeout = args.rpc_timeout;
+    config.max_concurrent_rpcs = args.max_concurrent_rpcs;
+    config.max_message_bytes = args.max_message_bytes;
+    config.max_body_bytes = args.max_body_bytes;
+    config.http_limits.max_headers = args.max_header_count;
+    config.http_limits.max_header_bytes = args.max_header_bytes;
     if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {
         config.reconcile = Some(crate::config::ReconcileConfig {
             api_url: args.api_url.clone(),
-            secret_key: Redacted(key.clone()),
+            secret_key: key.clone(),
             rate: args.api_rate,
             window: Duration::from_secs(10),
             every,
@@ -435,7 +483,7 @@ async fn with_pool<T>(
 fn clerk_api(args: &BackfillArgs) -> crate::backfill::ClerkApi {
     use crate::backfill::{ClerkApi, rate::RateLimiter};
     let limiter = std::sync::Arc::new(RateLimiter::new(args.api_rate, Duration::from_secs(10)));
-    ClerkApi::new(&args.api_url, &args.secret_key, limiter)
+    ClerkApi::new(&args.api_url, &args.secret_key.0, limiter)
 }
 
 async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
@@ -557,7 +605,7 @@ async fn send(args: SendEventArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let secrets = WebhookSecrets::parse(&[args.secret.as_str()])?;
+    let secrets = WebhookSecrets::parse(&[args.secret.0.as_str()])?;
     let id = args.id.unwrap_or_else(send_event::new_message_id);
     let response = send_event::send(&args.url, &secrets, &id, &body).await?;
     println!(
@@ -595,6 +643,50 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_on_the_command_line_never_show_in_debug_output() {
+        let secrets = [
+            "postgres://mirror:pg-password-4711@db/mirror",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "reader-secret-0123456789",
+            "admin-secret-0123456789ab",
+            "sk_test_secret_key_0815",
+        ];
+        let serve = Cli::try_parse_from([
+            "clerk-mirror",
+            "serve",
+            "--database-url",
+            secrets[0],
+            "--webhook-secret",
+            secrets[1],
+            "--reader-token",
+            &format!("billing={}", secrets[2]),
+            "--admin-token",
+            &format!("ops={}", secrets[3]),
+            "--reconcile-every",
+            "6h",
+            "--secret-key",
+            secrets[4],
+        ])
+        .unwrap();
+        let backfill = Cli::try_parse_from([
+            "clerk-mirror",
+            "backfill",
+            "--secret-key",
+            secrets[4],
+            "--database-url",
+            secrets[0],
+        ])
+        .unwrap();
+        let send = Cli::try_parse_from(["clerk-mirror", "send-event", "--secret", secrets[1], "-"]).unwrap();
+        for cli in [serve, backfill, send] {
+            let debug = format!("{cli:?}");
+            for secret in secrets.iter().chain(&["pg-password-4711"]) {
+                assert!(!debug.contains(secret), "`{secret}` shows in {debug}");
+            }
+        }
+    }
 
     #[test]
     fn durations_read_with_their_units() {

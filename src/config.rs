@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::applier::ApplierConfig;
 use crate::grpc::watch::WatchConfig;
+use crate::http_server::HttpLimits;
 use crate::ingest::verify::WebhookSecrets;
 
 /// Where the database is.
@@ -49,7 +50,7 @@ pub struct Config {
     pub health_interval: Duration,
     /// Bearer tokens for the gRPC APIs and the admin port (empty: no authentication).
     pub tokens: crate::grpc::auth::Tokens,
-    /// TLS (and, with a client CA, mTLS) for the gRPC port.
+    /// TLS (and, with a client CA, mTLS) for the gRPC and admin ports.
     pub tls: Option<TlsConfig>,
     /// Serve without tokens on a non-loopback address anyway.
     pub allow_unauthenticated: bool,
@@ -57,6 +58,10 @@ pub struct Config {
     pub rpc_timeout: Duration,
     /// Largest gRPC message accepted.
     pub max_message_bytes: usize,
+    /// Most RPCs in flight at once on the gRPC port (more are refused, never queued).
+    pub max_concurrent_rpcs: usize,
+    /// Bounds on request heads on the webhook and admin ports.
+    pub http_limits: HttpLimits,
     /// Periodic reconcile against Clerk's Backend API (run by the applier lock holder).
     pub reconcile: Option<ReconcileConfig>,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
@@ -85,6 +90,8 @@ impl Config {
             allow_unauthenticated: false,
             rpc_timeout: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_rpcs: 1024,
+            http_limits: HttpLimits::default(),
             reconcile: None,
             applier: Some(ApplierConfig::default()),
         }
@@ -117,7 +124,7 @@ pub struct ReconcileConfig {
     pub every: Duration,
 }
 
-/// The gRPC port's TLS material, PEM-encoded.
+/// The TLS material of the gRPC and admin ports, PEM-encoded.
 #[derive(Clone, Debug)]
 pub struct TlsConfig {
     pub cert: Vec<u8>,

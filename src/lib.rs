@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod filter;
 pub mod grpc;
+pub mod http_server;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod send_event;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod watch_command;
 
 pub use config::Config;

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::ingest::{InboxWriter, IngestState};
 use crate::metrics::{Metrics, RpcMetricsLayer};
-use crate::{admin, applier, db, grpc, ingest, store};
+use crate::{admin, applier, db, grpc, http_server, ingest, store};
 
 /// A built, bound, not yet serving server.
 pub struct Application {
@@ -26,6 +26,8 @@ pub struct Application {
     http: TcpListener,
     grpc: TcpListener,
     admin: TcpListener,
+    /// The admin port's TLS (the gRPC port's comes from tonic, with the same material).
+    admin_tls: Option<Arc<rustls::ServerConfig>>,
     pool: sqlx::PgPool,
     /// Reads have a pool of their own: they never wait behind ingest or the applier.
     read_pool: sqlx::PgPool,
@@ -51,6 +53,20 @@ impl Application {
                 );
             }
         }
+        let limits = &config.http_limits;
+        for (flag, value) in [
+            ("--max-concurrent-rpcs", config.max_concurrent_rpcs),
+            ("--max-header-count", limits.max_headers),
+            ("--max-header-bytes", limits.max_header_bytes),
+        ] {
+            anyhow::ensure!(value > 0, "{flag} must be at least 1");
+        }
+        // Checked before anything else starts: a wrong file fails here, naming which.
+        let admin_tls = config
+            .tls
+            .as_ref()
+            .map(|tls| crate::tls::server_config(tls, &[b"http/1.1"]))
+            .transpose()?;
         let pool = db::connect(&config).await.context("cannot connect to the database")?;
         db::migrate(&pool)
             .await
@@ -71,6 +87,7 @@ impl Application {
             http,
             grpc,
             admin,
+            admin_tls,
             pool,
             read_pool,
             config,
@@ -123,13 +140,16 @@ impl Application {
             metrics: metrics.clone(),
         };
         let http_router = ingest::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-        let http = axum::serve(self.http, http_router).with_graceful_shutdown(stopped());
+        let limits = self.config.http_limits;
+        let http = http_server::serve(self.http, http_router, None, limits, stopped());
         let tokens = Arc::new(self.config.tokens.clone());
-        let admin = axum::serve(
+        let admin = http_server::serve(
             self.admin,
             admin::router(metrics.clone(), self.read_pool.clone(), tokens.clone()),
-        )
-        .with_graceful_shutdown(stopped());
+            self.admin_tls.clone(),
+            limits,
+            stopped(),
+        );
 
         let log_id = store::read::log_id(&self.read_pool)
             .await
@@ -167,7 +187,8 @@ impl Application {
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.config.tls {
             let mut tls_config = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key.0));
+                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key.0))
+                .timeout(crate::tls::HANDSHAKE_TIMEOUT);
             if let Some(ca) = &tls.client_ca {
                 tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
             }
@@ -181,6 +202,8 @@ impl Application {
             .timeout(self.config.rpc_timeout)
             .layer(RpcMetricsLayer(metrics.clone()))
             .layer(grpc::auth::AuthLayer(tokens))
+            // Inside authentication: a request without a valid token never takes a slot.
+            .layer(grpc::limit::ConcurrencyLimitLayer::new(self.config.max_concurrent_rpcs))
             .add_routes(routes)
             // TCP_NODELAY: without it a response written as two segments waits for the client's
             // delayed ACK (~40 ms a unary call; `bench lookup` found it).

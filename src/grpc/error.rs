@@ -43,6 +43,11 @@ pub enum ApiError {
     /// This replica serves as many streams as it may.
     #[error("too many watch streams on this replica (at most {limit}); retry later or on another replica")]
     TooManyWatchers { limit: usize },
+    /// This replica serves as many requests at once as it may (load shedding, never queueing).
+    #[error(
+        "this replica is serving as many requests as it may (at most {limit} at once); retry with backoff or on another replica"
+    )]
+    TooManyRequests { limit: usize },
     /// The server is stopping; resume from `resume_cursor` on another replica or after restart.
     #[error("the server is shutting down; resume from the resume cursor")]
     ShuttingDown { resume_cursor: String },
@@ -136,6 +141,15 @@ impl From<ApiError> for Status {
                 message,
                 ErrorDetails::with_error_info("TOO_MANY_WATCHERS", DOMAIN, metadata(&[("limit", &limit.to_string())])),
             ),
+            ApiError::TooManyRequests { limit } => {
+                let mut details = ErrorDetails::with_error_info(
+                    "TOO_MANY_REQUESTS",
+                    DOMAIN,
+                    metadata(&[("limit", &limit.to_string())]),
+                );
+                details.set_retry_info(Some(std::time::Duration::from_millis(100)));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             ApiError::ShuttingDown { resume_cursor } => Status::with_error_details(
                 Code::Unavailable,
                 message,

@@ -8,8 +8,10 @@ pub mod convert;
 pub mod cursor;
 pub mod directory;
 pub mod error;
+pub mod limit;
 pub mod list;
 pub mod names;
+pub mod token_file;
 pub mod watch;
 
 use std::time::Duration;

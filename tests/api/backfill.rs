@@ -15,10 +15,10 @@ use tokio::time::Instant;
 use crate::events::*;
 use crate::helpers::*;
 
-const KEY: &str = "sk_test_fake";
+pub(crate) const KEY: &str = "sk_test_fake";
 
 #[derive(Default)]
-struct Fake {
+pub(crate) struct Fake {
     users: Vec<Value>,
     organizations: Vec<Value>,
     memberships: Vec<Value>,
@@ -35,7 +35,7 @@ struct Fake {
     hidden: Vec<String>,
 }
 
-type Shared = Arc<Mutex<Fake>>;
+pub(crate) type Shared = Arc<Mutex<Fake>>;
 
 #[derive(serde::Deserialize)]
 struct Page {
@@ -133,7 +133,7 @@ async fn instance(State(fake): State<Shared>) -> Response {
 }
 
 /// A fake Backend API holding `n` users, `n / 4` organizations and `n` memberships.
-async fn fake_api(n: usize) -> (String, Shared) {
+pub(crate) async fn fake_api(n: usize) -> (String, Shared) {
     let mut fake = Fake {
         instance: "ins_test".into(),
         ..Default::default()

@@ -151,6 +151,8 @@ pub struct AppOptions {
     pub max_watchers: Option<usize>,
     pub max_message_bytes: Option<usize>,
     pub tls: Option<clerk_mirror::config::TlsConfig>,
+    pub max_concurrent_rpcs: Option<usize>,
+    pub http_limits: Option<clerk_mirror::http_server::HttpLimits>,
 }
 
 impl Default for AppOptions {
@@ -171,6 +173,8 @@ impl Default for AppOptions {
             max_watchers: None,
             max_message_bytes: None,
             tls: None,
+            max_concurrent_rpcs: None,
+            http_limits: None,
         }
     }
 }
@@ -224,6 +228,12 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     }
     if let Some(n) = options.max_message_bytes {
         config.max_message_bytes = n;
+    }
+    if let Some(n) = options.max_concurrent_rpcs {
+        config.max_concurrent_rpcs = n;
+    }
+    if let Some(limits) = options.http_limits {
+        config.http_limits = limits;
     }
     if let Some(addr) = options.grpc_addr {
         config.grpc_addr = addr;
@@ -416,4 +426,112 @@ pub async fn enqueue(pool: &PgPool, bodies: &[String]) {
     .execute(pool)
     .await
     .unwrap();
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all PEM.
+pub struct Pki {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["billing-client".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    Pki {
+        ca: ca.pem(),
+        server_cert: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        client_cert: client_cert.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+impl Pki {
+    /// The server's TLS material, with the CA as client CA (mTLS) or without.
+    pub fn server_tls(&self, mtls: bool) -> clerk_mirror::config::TlsConfig {
+        clerk_mirror::config::TlsConfig {
+            cert: self.server_cert.clone().into_bytes(),
+            key: clerk_mirror::config::Redacted(self.server_key.clone().into_bytes()),
+            client_ca: mtls.then(|| self.ca.clone().into_bytes()),
+        }
+    }
+
+    /// A gRPC channel to `localhost:port` over TLS trusting the CA, with the client certificate
+    /// or without.
+    pub async fn grpc_channel(
+        &self,
+        port: u16,
+        client_certificate: bool,
+    ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca))
+            .domain_name("localhost");
+        if client_certificate {
+            tls = tls.identity(Identity::from_pem(&self.client_cert, &self.client_key));
+        }
+        Channel::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(tls)?
+            .connect()
+            .await
+    }
+
+    /// GET `path` over HTTPS (HTTP/1.1) from `addr`, trusting the CA, with the client
+    /// certificate or without, and with a bearer token or without.
+    pub async fn https_get(
+        &self,
+        addr: std::net::SocketAddr,
+        path: &str,
+        client_certificate: bool,
+        token: Option<&str>,
+    ) -> Result<Response, Box<dyn std::error::Error + Send + Sync>> {
+        use http_body_util::{BodyExt, Empty};
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let config = if client_certificate {
+            let chain = CertificateDer::pem_slice_iter(self.client_cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(self.client_key.as_bytes())?)?
+        } else {
+            builder.with_no_client_auth()
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(connection);
+        let mut request = hyper::Request::get(path).header("host", "localhost");
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        let response = sender.send_request(request.body(Empty::<Bytes>::new())?).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
 }

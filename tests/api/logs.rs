@@ -1,12 +1,27 @@
 //! Logs name ids, never people: a server at debug level sees every kind of traffic, and its whole
-//! log holds no email address, name, metadata, body or secret.
+//! log holds no email address, name, metadata, body or secret (webhook secrets, API tokens, the
+//! Backend API key, TLS key material).
 
 use clerk_mirror::pb;
 use serde_json::json;
+use tonic::metadata::MetadataValue;
 
 use crate::events::*;
 use crate::helpers::*;
 use crate::process::Served;
+
+const READER: &str = "log-scan-reader-token-0123456789";
+const ADMIN: &str = "log-scan-admin-token-0123456789";
+const WRONG: &str = "log-scan-wrong-token-0123456789";
+
+/// Adds a bearer token to every request.
+fn bearer(token: &'static str) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |mut request| {
+        let value = MetadataValue::try_from(format!("Bearer {token}")).unwrap();
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
 
 #[tokio::test]
 async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
@@ -14,11 +29,38 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
     let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
         .await
         .unwrap();
+    // Every kind of secret the server can be given: webhook secrets, reader tokens (from a
+    // file) and admin tokens (a flag), the Backend API key (a periodic reconcile against a fake
+    // API) and a TLS key (gRPC and admin over TLS).
+    let pki = pki();
+    let dir = temp_dir("log-scan");
+    let write = |file: &str, text: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        std::ffi::OsString::from(path)
+    };
+    let (api_url, _fake) = crate::backfill::fake_api(8).await;
     let args: Vec<std::ffi::OsString> = vec![
         "--database-url".into(),
         cluster.url(&name).into(),
         "--webhook-secret".into(),
         format!("{SECRET},{SECOND_SECRET}").into(),
+        "--reader-tokens-file".into(),
+        write("readers", &format!("billing={READER}\n")),
+        "--admin-token".into(),
+        format!("ops={ADMIN}").into(),
+        "--tls-cert".into(),
+        write("cert.pem", &pki.server_cert),
+        "--tls-key".into(),
+        write("key.pem", &pki.server_key),
+        "--reconcile-every".into(),
+        "1s".into(),
+        "--secret-key".into(),
+        crate::backfill::KEY.into(),
+        "--api-url".into(),
+        api_url.into(),
+        "--api-rate".into(),
+        "1000".into(),
     ];
     let served = Served::start_logging(&args, "debug,h2=info,hyper=info,tower=info").await;
     let mut person = user("user_private", T, "Zelda");
@@ -51,10 +93,9 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
         )
         .await;
     wait_until_applied(&pool).await;
-    let grpc = format!("http://{}", served.grpc_addr);
-    let mut d = pb::directory_service_client::DirectoryServiceClient::connect(grpc.clone())
-        .await
-        .unwrap();
+    let grpc_port: u16 = served.grpc_addr.rsplit(':').next().unwrap().parse().unwrap();
+    let channel = pki.grpc_channel(grpc_port, false).await.unwrap();
+    let mut d = pb::directory_service_client::DirectoryServiceClient::with_interceptor(channel.clone(), bearer(READER));
     use pb::lookup_user_request::Key;
     d.lookup_user(pb::LookupUserRequest {
         key: Some(Key::Email("zelda.private@example.com".into())),
@@ -78,9 +119,7 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
             ..Default::default()
         })
         .await;
-    let mut w = pb::watch_service_client::WatchServiceClient::connect(grpc)
-        .await
-        .unwrap();
+    let mut w = pb::watch_service_client::WatchServiceClient::with_interceptor(channel.clone(), bearer(READER));
     let request = pb::WatchChangesRequest {
         start: Some(pb::watch_changes_request::Start::StartFromOldest(true)),
         filter: r#"public_metadata.secret_plan = "moonshot-7""#.into(),
@@ -90,8 +129,48 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
     s.message().await.unwrap();
     s.message().await.unwrap();
     drop(s);
+    // Refused tokens: a wrong one, and a reader's on AdminService.
+    let mut wrong =
+        pb::directory_service_client::DirectoryServiceClient::with_interceptor(channel.clone(), bearer(WRONG));
+    let lookup = pb::LookupUserRequest {
+        key: Some(Key::Email("zelda.private@example.com".into())),
+    };
+    assert_eq!(
+        wrong.lookup_user(lookup).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut admin = pb::admin_service_client::AdminServiceClient::with_interceptor(channel.clone(), bearer(READER));
+    assert_eq!(
+        admin
+            .get_sync_status(pb::GetSyncStatusRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::PermissionDenied
+    );
+    let mut admin = pb::admin_service_client::AdminServiceClient::with_interceptor(channel, bearer(ADMIN));
+    admin.get_sync_status(pb::GetSyncStatusRequest {}).await.unwrap();
+    // The admin port over TLS, and a reconcile that has used the API key.
+    let admin_addr: std::net::SocketAddr = served.admin_addr.parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let report = pki
+            .https_get(admin_addr, "/reconcile", false, Some(ADMIN))
+            .await
+            .unwrap();
+        if report.status == hyper::StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reconcile ran: {report:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let metrics = pki.https_get(admin_addr, "/metrics", false, Some(WRONG)).await.unwrap();
+    assert_eq!(metrics.status, hyper::StatusCode::UNAUTHORIZED);
     let log = served.terminate().await.join("\n");
     assert!(log.contains("msg_private"), "ids are logged: the log is not empty");
+    for path in ["periodic reconcile done", "a reader token was used on AdminService"] {
+        assert!(log.contains(path), "the log shows `{path}`: the path ran");
+    }
     for secret in [
         "zelda.private",
         "nobody.private",
@@ -102,7 +181,15 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
         SECRET.trim_start_matches("whsec_"),
         SECOND_SECRET.trim_start_matches("whsec_"),
         "whsec_",
-    ] {
+        READER,
+        ADMIN,
+        WRONG,
+        crate::backfill::KEY,
+        "PRIVATE KEY",
+    ]
+    .into_iter()
+    .chain(crate::security::key_material(&pki.server_key))
+    {
         let line = log.lines().find(|l| l.contains(secret)).unwrap_or_default();
         assert!(!log.contains(secret), "`{secret}` appears in the server's log: {line}");
     }

@@ -221,77 +221,28 @@ async fn watchers_past_the_limit_and_oversized_messages_are_refused() {
     app.stop().await;
 }
 
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all PEM.
-struct Pki {
-    ca: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client_cert = CertificateParams::new(vec!["billing-client".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &ca)
-        .unwrap();
-    Pki {
-        ca: ca.pem(),
-        server_cert: server_cert.pem(),
-        server_key: server_key.serialize_pem(),
-        client_cert: client_cert.pem(),
-        client_key: client_key.serialize_pem(),
-    }
-}
-
 #[tokio::test]
 async fn mtls_admits_clients_with_a_certificate_of_the_ca_and_refuses_the_rest() {
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
     let pki = pki();
-    let tls = clerk_mirror::config::TlsConfig {
-        cert: pki.server_cert.clone().into_bytes(),
-        key: clerk_mirror::config::Redacted(pki.server_key.clone().into_bytes()),
-        client_ca: Some(pki.ca.clone().into_bytes()),
-    };
     let app = spawn_app_with(AppOptions {
-        tls: Some(tls),
+        tls: Some(pki.server_tls(true)),
         ..Default::default()
     })
     .await;
-    let url = format!("https://localhost:{}", app.grpc_addr.port());
-    let connect = |identity: Option<Identity>| {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&pki.ca))
-            .domain_name("localhost");
-        if let Some(identity) = identity {
-            tls = tls.identity(identity);
-        }
-        let endpoint = Channel::from_shared(url.clone()).unwrap().tls_config(tls).unwrap();
-        async move { endpoint.connect().await }
-    };
+    let port = app.grpc_addr.port();
     let get = pb::GetUserRequest {
         name: "users/user_1".into(),
         show_deleted: false,
     };
     // With the client certificate: through (NOT_FOUND: the user does not exist).
-    let channel = connect(Some(Identity::from_pem(&pki.client_cert, &pki.client_key)))
-        .await
-        .unwrap();
+    let channel = pki.grpc_channel(port, true).await.unwrap();
     let mut directory = pb::directory_service_client::DirectoryServiceClient::new(channel);
     assert_eq!(
         directory.get_user(get.clone()).await.unwrap_err().code(),
         Code::NotFound
     );
     // Without one: the handshake (or the first call) fails.
-    let refused = match connect(None).await {
+    let refused = match pki.grpc_channel(port, false).await {
         Err(_) => true,
         Ok(channel) => pb::directory_service_client::DirectoryServiceClient::new(channel)
             .get_user(get.clone())
@@ -300,7 +251,7 @@ async fn mtls_admits_clients_with_a_certificate_of_the_ca_and_refuses_the_rest()
     };
     assert!(refused, "a client without a certificate got through");
     // Plain text: refused too.
-    let plain = Channel::from_shared(format!("http://127.0.0.1:{}", app.grpc_addr.port()))
+    let plain = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
         .await;
@@ -312,5 +263,324 @@ async fn mtls_admits_clients_with_a_certificate_of_the_ca_and_refuses_the_rest()
                 .is_err()
         );
     }
+    // The admin port takes the same certificate and requires the same client CA.
+    let metrics = pki.https_get(app.admin_addr, "/metrics", true, None).await.unwrap();
+    assert_eq!(metrics.status, hyper::StatusCode::OK);
+    assert!(metrics.body.contains("clerk_mirror_"), "{}", metrics.body);
+    assert!(
+        pki.https_get(app.admin_addr, "/metrics", false, None).await.is_err(),
+        "the admin port answered a client without a certificate"
+    );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_port_serves_https_with_the_configured_certificate_and_refuses_plain_http() {
+    let pki = pki();
+    let app = spawn_app_with(AppOptions {
+        tls: Some(pki.server_tls(false)),
+        tokens: tokens(),
+        ..Default::default()
+    })
+    .await;
+    let metrics = pki
+        .https_get(app.admin_addr, "/metrics", false, Some(ADMIN))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status, hyper::StatusCode::OK);
+    assert!(metrics.body.contains("clerk_mirror_"), "{}", metrics.body);
+    // Over TLS the admin token is still required.
+    let refused = pki.https_get(app.admin_addr, "/metrics", false, None).await.unwrap();
+    assert_eq!(refused.status, hyper::StatusCode::UNAUTHORIZED);
+    // Plain HTTP gets no HTTP answer at all (the server reads it as a broken TLS handshake).
+    let plain = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        send_plain_get(app.admin_addr, "/healthz"),
+    )
+    .await
+    .expect("the server closes a plain-text connection");
+    assert!(!plain.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&plain));
+    // The webhook port stays plain HTTP (TLS ends at the proxy in front of it).
+    assert_eq!(app.get("/healthz").await.status, hyper::StatusCode::OK);
+    app.stop().await;
+}
+
+/// Sends a plain-text GET and returns whatever comes back until the server closes.
+async fn send_plain_get(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // A reset is as good as a close here.
+    let _ = stream.read_to_end(&mut answer).await;
+    answer
+}
+
+#[tokio::test]
+async fn requests_with_too_many_or_too_large_headers_get_431_and_store_nothing() {
+    let app = spawn_app_with(AppOptions {
+        http_limits: Some(clerk_mirror::http_server::HttpLimits {
+            max_headers: 20,
+            max_header_bytes: 8 * 1024,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await;
+    let body = user_created("user_h1");
+    let signed = |id: &str, extra: Vec<(String, String)>| {
+        let mut headers =
+            clerk_mirror::send_event::svix_headers(&app.secrets, id, chrono::Utc::now().timestamp(), body.as_bytes())
+                .unwrap();
+        headers.extend(extra);
+        headers
+    };
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| (format!("x-extra-{i}"), "1".to_string()))
+            .collect::<Vec<_>>()
+    };
+    let large = |bytes: usize| vec![("x-large".to_string(), "a".repeat(bytes))];
+    // hyper answers 431 and closes the connection before any handler runs.
+    for (what, headers) in [
+        ("too many headers", signed("msg_many", many(20))),
+        ("too large a header", signed("msg_large", large(9 * 1024))),
+    ] {
+        let response = clerk_mirror::send_event::post(&app.webhook_url(), &headers, body.clone().into())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status,
+            hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{what}"
+        );
+    }
+    assert_eq!(app.inbox_count().await, 0);
+    // Within both bounds: stored.
+    let mut fine = many(10);
+    fine.extend(large(4 * 1024));
+    let response = clerk_mirror::send_event::post(&app.webhook_url(), &signed("msg_fine", fine), body.clone().into())
+        .await
+        .unwrap();
+    assert_eq!(response.status, hyper::StatusCode::OK, "{}", response.body);
+    assert_eq!(app.inbox_count().await, 1);
+    // The admin port has the same bounds.
+    let mut request = hyper::Request::get(format!("http://{}/healthz", app.admin_addr));
+    for (name, value) in many(30) {
+        request = request.header(name, value);
+    }
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = client.request(request.body(Default::default()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rpcs_past_the_concurrency_limit_are_shed_at_once_while_health_stays_open() {
+    let app = spawn_app_with(AppOptions {
+        max_concurrent_rpcs: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("http://{}", app.grpc_addr);
+    let mut directory = pb::directory_service_client::DirectoryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let get = || pb::GetUserRequest {
+        name: "users/user_1".into(),
+        show_deleted: false,
+    };
+    // Hold one RPC in flight: it waits for a lock on `users` the test holds.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut held_client = directory.clone();
+    let held = tokio::spawn(async move { held_client.get_user(get()).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE relation = 'users'::regclass AND NOT granted")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first RPC never reached the database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The one slot is taken: the next RPC is refused at once, not queued.
+    let e = directory.get_user(get()).await.unwrap_err();
+    let info = e.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(
+        (e.code(), info.reason.as_str(), info.domain.as_str()),
+        (Code::ResourceExhausted, "TOO_MANY_REQUESTS", "clerkmirror")
+    );
+    assert_eq!(info.metadata.get("limit").map(String::as_str), Some("1"));
+    // Health never waits for a slot.
+    let channel = tonic::transport::Channel::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // Released: the held RPC finishes (the user does not exist) and the slot serves again.
+    lock.rollback().await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap_err().code(), Code::NotFound);
+    assert_eq!(directory.get_user(get()).await.unwrap_err().code(), Code::NotFound);
+    app.stop().await;
+}
+
+/// A secret that must never be echoed back.
+const LEAKY: &str = "leaky-secret-0123456789abcdef";
+
+/// Runs `clerk-mirror serve` with `args` (and `env`) expecting it to refuse to start; its stderr.
+async fn refused_to_serve(args: &[std::ffi::OsString], env: &[(&str, &str)]) -> String {
+    let output = tokio::process::Command::new(crate::process::binary())
+        .args(["serve", "--webhook-secret", SECRET, "--data-dir"])
+        .arg(temp_dir("refused"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("DATABASE_URL")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "serve started: {stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn tokens_from_files_open_the_api_and_bad_files_are_refused_by_file_and_line() {
+    let dir = temp_dir("tokens");
+    let readers = dir.join("readers.txt");
+    std::fs::write(&readers, format!("# who may read\n\nbilling={READER}\n")).unwrap();
+    let admins = dir.join("admins.txt");
+    std::fs::write(&admins, format!("  # operators\nops = {ADMIN}\n")).unwrap();
+    let (cluster, name) = shared_database().await;
+    let served = crate::process::Served::start(&[
+        "--database-url".into(),
+        cluster.url(&name).into(),
+        "--webhook-secret".into(),
+        SECRET.into(),
+        "--reader-tokens-file".into(),
+        readers.clone().into(),
+        "--admin-tokens-file".into(),
+        admins.into(),
+    ])
+    .await;
+    let url = format!("http://{}", served.grpc_addr);
+    let mut directory = pb::directory_service_client::DirectoryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let get = |t: Option<&str>| {
+        with_token(
+            pb::GetUserRequest {
+                name: "users/user_1".into(),
+                show_deleted: false,
+            },
+            t,
+        )
+    };
+    assert_eq!(
+        directory.get_user(get(None)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        directory.get_user(get(Some(READER))).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let mut admin = pb::admin_service_client::AdminServiceClient::connect(url)
+        .await
+        .unwrap();
+    let status = |t: Option<&str>| with_token(pb::GetSyncStatusRequest {}, t);
+    assert_eq!(
+        admin.get_sync_status(status(Some(READER))).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert!(admin.get_sync_status(status(Some(ADMIN))).await.is_ok());
+    served.terminate().await;
+
+    // A bad line: the file and the line are named, the line's secret is not.
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, format!("# ok so far\nbilling={READER}\nops:{LEAKY}\n")).unwrap();
+    let stderr = refused_to_serve(&["--admin-tokens-file".into(), bad.clone().into()], &[]).await;
+    assert!(stderr.contains(&format!("{}, line 3", bad.display())), "{stderr}");
+    assert!(!stderr.contains(LEAKY), "{stderr}");
+    // A missing file.
+    let missing = dir.join("missing.txt");
+    let stderr = refused_to_serve(&["--reader-tokens-file".into(), missing.clone().into()], &[]).await;
+    assert!(
+        stderr.contains(&format!("cannot read the token file {}", missing.display())),
+        "{stderr}"
+    );
+    // A bad token in a flag or variable: the flag is named, the value is not.
+    let stderr = refused_to_serve(&["--reader-token".into(), format!("billing:{LEAKY}").into()], &[]).await;
+    assert!(stderr.contains("--reader-token value #1"), "{stderr}");
+    assert!(!stderr.contains(LEAKY), "{stderr}");
+    let stderr = refused_to_serve(
+        &[],
+        &[("CLERK_MIRROR_ADMIN_TOKENS", &format!("ops={READER},ci:{LEAKY}"))],
+    )
+    .await;
+    assert!(stderr.contains("--admin-token value #2"), "{stderr}");
+    assert!(!stderr.contains(LEAKY), "{stderr}");
+}
+
+#[test]
+fn configured_secrets_never_show_in_debug_output() {
+    let pki = pki();
+    let url = "postgres://mirror:pg-password-4711@db.internal/mirror";
+    let secrets = clerk_mirror::ingest::verify::WebhookSecrets::parse(&[SECRET, SECOND_SECRET]).unwrap();
+    let database = clerk_mirror::config::DatabaseConfig::Url(clerk_mirror::config::Redacted(url.into()));
+    let mut config = clerk_mirror::Config::new(database, secrets);
+    config.tokens = tokens();
+    config.tls = Some(pki.server_tls(true));
+    config.reconcile = Some(clerk_mirror::config::ReconcileConfig {
+        api_url: "https://api.clerk.com/v1".into(),
+        secret_key: clerk_mirror::config::Redacted("sk_live_never_shown_0815".into()),
+        rate: 20,
+        window: std::time::Duration::from_secs(10),
+        every: std::time::Duration::from_secs(3600),
+    });
+    let debug = format!("{config:?}");
+    for secret in [
+        "pg-password-4711",
+        SECRET.trim_start_matches("whsec_"),
+        SECOND_SECRET.trim_start_matches("whsec_"),
+        READER,
+        ADMIN,
+        "sk_live_never_shown_0815",
+    ]
+    .into_iter()
+    .chain(key_material(&pki.server_key))
+    {
+        assert!(!debug.contains(secret), "`{secret}` shows in {debug}");
+    }
+}
+
+/// The lines of a PEM private key that carry key material (not its BEGIN/END markers).
+pub fn key_material(pem: &str) -> Vec<&str> {
+    pem.lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .collect()
 }
