@@ -223,7 +223,7 @@ enum LogFormat {
 
 /// A secret, kept out of `Debug` output. Nothing is checked here: clap would quote a refused
 /// value in its error; the command checks it and names only the flag.
-fn secret(text: &str) -> Result<Redacted<String>, String> {
+pub(crate) fn secret(text: &str) -> Result<Redacted<String>, String> {
     Ok(Redacted(text.to_string()))
 }
 

@@ -42,6 +42,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         postgres: pg.is_private(),
     };
     let pool = env::pool(&db.options, 4).await?;
+    let monitor = env::monitor(&db.options).await?;
     let users = opts.users;
     let organizations = (users / 100).max(10);
     let memberships = (users / 5).max(10);
@@ -75,15 +76,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let fetched_in = started.elapsed();
     let fetched: i64 = summary.iter().map(|(_, s)| s.fetched).sum();
     anyhow::ensure!(fetched as u64 == objects, "fetched {fetched} of {objects} objects");
-    loop {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'pending'")
-            .fetch_one(&pool)
-            .await?;
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env::drained(&monitor, Duration::from_millis(50)).await?;
     let elapsed = started.elapsed();
     let cpu = probe.cpu() - before;
     let applied: i64 = sqlx::query_scalar(

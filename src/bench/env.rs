@@ -146,6 +146,39 @@ pub async fn pool(options: &PgConnectOptions, size: u32) -> anyhow::Result<PgPoo
         .context("cannot connect to the benchmark database")
 }
 
+/// A one-connection pool for watching the inbox drain: it never plans a sequential scan (the
+/// count is served by the `inbox_pending` partial index; a scan of the whole growing inbox every
+/// few milliseconds would take PostgreSQL's CPU from the server being measured).
+pub async fn monitor(options: &PgConnectOptions) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            options
+                .clone()
+                .application_name("clerk-mirror bench monitor")
+                .options([("enable_seqscan", "off")]),
+        )
+        .await
+        .context("cannot connect to the benchmark database")
+}
+
+/// Inbox rows not yet applied (on a `monitor` pool).
+pub async fn pending(monitor: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'pending'")
+            .fetch_one(monitor)
+            .await?,
+    )
+}
+
+/// Waits until every inbox row is applied, polling every `every`.
+pub async fn drained(monitor: &PgPool, every: std::time::Duration) -> anyhow::Result<()> {
+    while pending(monitor).await? > 0 {
+        tokio::time::sleep(every).await;
+    }
+    Ok(())
+}
+
 /// A running `clerk-mirror serve` child.
 pub struct Server {
     child: Child,

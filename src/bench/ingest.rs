@@ -36,6 +36,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     };
     let top = opts.concurrency.iter().copied().max().unwrap_or(1);
     let pool = env::pool(&db.options, top as u32 + 2).await?;
+    let monitor = env::monitor(&db.options).await?;
     sqlx::query("CREATE TABLE bench_inbox (LIKE inbox INCLUDING ALL)")
         .execute(&pool)
         .await?;
@@ -60,7 +61,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     for &c in &opts.concurrency {
         let n = events_at(opts, c);
         let baseline = baseline(probe, &pool, bodies.clone(), c, offset, n).await?;
-        let mut served = ingest(probe, &server, &pool, bodies.clone(), c, offset, n).await?;
+        let mut served = ingest(probe, &server, &monitor, bodies.clone(), c, offset, n).await?;
         served.versus(&baseline);
         if c == top {
             let (t, p99) = report_ratio(&served);
@@ -139,7 +140,7 @@ async fn baseline(
     )
 }
 
-/// Webhooks to the server, with the backlog sampled while they are sent.
+/// Webhooks to the server, with the backlog sampled (on the `monitor` pool) while they are sent.
 async fn ingest(
     probe: Probe,
     server: &Server,
@@ -187,7 +188,7 @@ async fn ingest(
     check("webhooks", &m)?;
     // Applied: the backlog drains.
     let drained = loop {
-        if pending(pool).await? == 0 {
+        if env::pending(pool).await? == 0 {
             break started.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -226,20 +227,12 @@ async fn ingest(
         )))
 }
 
-async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'pending'")
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
 /// The inbox backlog every 100 ms until told to stop.
 async fn sample_backlog(pool: PgPool, mut stop: tokio::sync::watch::Receiver<bool>) -> Vec<(Duration, i64)> {
     let started = Instant::now();
     let mut out = Vec::new();
     loop {
-        if let Ok(b) = pending(&pool).await {
+        if let Ok(b) = env::pending(&pool).await {
             out.push((started.elapsed(), b));
         }
         tokio::select! {

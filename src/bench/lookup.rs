@@ -38,7 +38,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     };
     let pool = env::pool(&db.options, READ_POOL).await?;
     let d = Dataset::new(opts.users);
-    let loaded = load(&pool, &d).await?;
+    let loaded = load(&pool, &env::monitor(&db.options).await?, &d).await?;
     report.setup(
         "data",
         format!(
@@ -149,7 +149,7 @@ fn row(source_key: String, kind: &str, data: &serde_json::Value, t: i64) -> Inbo
 
 /// Enqueues every object (organizations, users, then memberships) and waits until the applier
 /// has applied them all; objects per second.
-async fn load(pool: &sqlx::PgPool, d: &Dataset) -> anyhow::Result<f64> {
+async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyhow::Result<f64> {
     let started = Instant::now();
     let enqueue = |rows: Vec<InboxRow>| {
         let pool = pool.clone();
@@ -199,15 +199,7 @@ async fn load(pool: &sqlx::PgPool, d: &Dataset) -> anyhow::Result<f64> {
             .collect();
         enqueue(rows).await?;
     }
-    loop {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'pending'")
-            .fetch_one(pool)
-            .await?;
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env::drained(monitor, Duration::from_millis(100)).await?;
     let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status <> 'applied'")
         .fetch_one(pool)
         .await?;

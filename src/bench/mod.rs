@@ -43,8 +43,8 @@ pub struct BenchArgs {
     scenarios: Vec<Scenario>,
     /// PostgreSQL server to use (a database per scenario is created and dropped on it). Without
     /// it, a private durable cluster is made in a temporary directory with the machine's initdb.
-    #[arg(long, env = "CLERK_MIRROR_BENCH_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[arg(long, env = "CLERK_MIRROR_BENCH_DATABASE_URL", hide_env_values = true, value_parser = crate::cli::secret)]
+    database_url: Option<crate::config::Redacted<String>>,
     /// Print JSON instead of Markdown tables.
     #[arg(long)]
     json: bool,
@@ -89,7 +89,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if scenarios.contains(&Scenario::All) {
         scenarios = vec![Scenario::Ingest, Scenario::Lookup, Scenario::Watch, Scenario::Backfill];
     }
-    let pg = env::Postgres::open(args.database_url.as_deref()).await?;
+    let pg = env::Postgres::open(args.database_url.as_ref().map(|u| u.0.as_str())).await?;
     let result = run_all(&args, &scenarios, &pg).await;
     pg.close().await;
     let reports = result?;

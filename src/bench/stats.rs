@@ -223,7 +223,10 @@ impl Report {
             };
             let vs =
                 r.vs.iter()
-                    .map(|(b, t, p)| format!("{t:.2}×, p99 {p:.2}× `{b}`"))
+                    .map(|(b, t, p)| match p.is_finite() {
+                        true => format!("{t:.2}×, p99 {p:.2}× `{b}`"),
+                        false => format!("{t:.2}× `{b}`"),
+                    })
                     .collect::<Vec<_>>()
                     .join("; ");
             let pg = r.cpu.postgres.map_or("-".to_string(), |p| format!("{p:.1}"));
