@@ -98,6 +98,9 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Streams opened at once.
+const WAVE: usize = 500;
+
 /// The server's count of change-log rows read from PostgreSQL (by its hub and its streams).
 const CHANGES_READ: &str = "clerk_mirror_change_log_rows_read_total";
 
@@ -127,19 +130,24 @@ async fn phase(
     };
     let rss_before = server.rss();
     let catch_ups_before = server.metric(CATCH_UPS, "").await?;
-    // Open every stream and wait until each has caught up.
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(watchers);
-    let tasks: Vec<_> = (0..watchers)
-        .map(|w| {
+    // Open the streams in waves (as clients ramp up; the server sheds RPCs past its in-flight
+    // limit), each wave caught up before the next.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(watchers);
+    let mut tasks = Vec::with_capacity(watchers);
+    for wave in (0..watchers).collect::<Vec<_>>().chunks(WAVE) {
+        for &w in wave {
             let channel: Channel = channels[w % channels.len()].clone();
-            let ready = ready_tx.clone();
-            tokio::spawn(watcher(channel, ready, first, events))
-        })
-        .collect();
-    drop(ready_tx);
-    for _ in 0..watchers {
-        anyhow::ensure!(ready_rx.recv().await.is_some(), "a watch stream failed to start");
+            tasks.push(tokio::spawn(watcher(channel, ready_tx.clone(), first, events)));
+        }
+        for _ in wave {
+            match ready_rx.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => anyhow::bail!("a watch stream failed to start: {e}"),
+                None => anyhow::bail!("the watchers stopped"),
+            }
+        }
     }
+    drop(ready_tx);
     let rss_idle = server.rss();
     // Send at the rate, recording each ack.
     let acks: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; events as usize]));
@@ -248,21 +256,44 @@ async fn phase(
 /// benchmark's `events` changes (numbered from `first`) arrives.
 async fn watcher(
     channel: Channel,
-    ready: tokio::sync::mpsc::Sender<()>,
+    ready: tokio::sync::mpsc::Sender<Result<(), String>>,
     first: u64,
     events: u64,
 ) -> anyhow::Result<Vec<(u64, Instant)>> {
     let mut client = WatchServiceClient::new(channel);
-    let mut stream = client
-        .watch_changes(crate::pb::WatchChangesRequest::default())
-        .await?
-        .into_inner();
+    let mut attempt = 0;
+    let mut stream = loop {
+        match client.watch_changes(crate::pb::WatchChangesRequest::default()).await {
+            Ok(r) => break r.into_inner(),
+            // Shed at the in-flight limit: back off and retry, as a client should.
+            Err(s) if s.code() == tonic::Code::ResourceExhausted && attempt < 50 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(s) => {
+                let _ = ready.send(Err(format!("{s}"))).await;
+                return Err(s.into());
+            }
+        }
+    };
     let mut got = Vec::with_capacity(events as usize);
-    while let Some(message) = stream.message().await? {
+    let mut caught_up = false;
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => anyhow::bail!("a watch stream ended after {} of {events} changes", got.len()),
+            Err(s) => {
+                if !caught_up {
+                    let _ = ready.send(Err(format!("{s}"))).await;
+                }
+                return Err(s.into());
+            }
+        };
         let now = Instant::now();
         match message.event {
-            Some(Event::CaughtUp(_)) => {
-                let _ = ready.send(()).await;
+            Some(Event::CaughtUp(_)) if !caught_up => {
+                caught_up = true;
+                let _ = ready.send(Ok(())).await;
             }
             Some(Event::Change(c)) => {
                 if let Some(i) = c
@@ -280,5 +311,4 @@ async fn watcher(
             _ => {}
         }
     }
-    anyhow::bail!("a watch stream ended after {} of {events} changes", got.len())
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod applier;
 mod backfill;
+mod bench;
 mod cluster;
 mod directory;
 mod embedded;

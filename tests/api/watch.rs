@@ -934,8 +934,10 @@ async fn the_watch_command_prints_json_lines_and_resumes_across_a_server_restart
     second.stop().await;
 }
 
+/// 1,000 streams here; `clerk-mirror bench watch` runs 10,000 over 100 connections (with
+/// latencies and memory per watcher), which takes too long for every test run.
 #[tokio::test]
-async fn ten_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_their_memory_is_measured() {
+async fn a_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_their_memory_is_bounded() {
     use crate::process::Served;
     let (cluster, name) = shared_database().await;
     let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
@@ -954,7 +956,7 @@ async fn ten_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_t
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", served.grpc_addr)).unwrap();
         channels.push(endpoint.connect().await.unwrap());
     }
-    // Warm up: one watcher per connection, then measure the next 9,900.
+    // Warm up: one watcher per connection, then measure the next 900.
     let open = |channel: tonic::transport::Channel| async move {
         let mut s = WatchServiceClient::new(channel)
             .watch_changes(pb::WatchChangesRequest::default())
@@ -967,17 +969,17 @@ async fn ten_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_t
     };
     let mut streams = futures::future::join_all(channels.iter().cloned().map(open)).await;
     let before = rss_kib(pid);
-    for round in 0..99 {
+    for round in 0..9 {
         let batch = futures::future::join_all(channels.iter().cloned().map(open)).await;
         streams.extend(batch);
         if round == 0 {
             assert_eq!(streams.len(), 200);
         }
     }
-    assert_eq!(streams.len(), 10_000);
+    assert_eq!(streams.len(), 1_000);
     let after = rss_kib(pid);
-    let per_watcher = (after.saturating_sub(before)) as f64 * 1024.0 / 9_900.0;
-    eprintln!("10,000 watchers: server RSS {before} KiB -> {after} KiB, {per_watcher:.0} bytes per watcher");
+    let per_watcher = (after.saturating_sub(before)) as f64 * 1024.0 / 900.0;
+    eprintln!("1,000 watchers: server RSS {before} KiB -> {after} KiB, {per_watcher:.0} bytes per watcher");
     assert!(per_watcher < 64.0 * 1024.0, "{per_watcher} bytes per watcher");
     // One change reaches every one of them.
     enqueue(&pool, &[user_event("created", "user_many", T, T, "Many")]).await;
