@@ -21,7 +21,11 @@ pub fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sq
 
 /// A pool for `config`, connected once so a wrong URL fails at start, not on the first webhook.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
-    let options = connect_options(&config.database)?.application_name("clerk-mirror");
+    // No JIT: every query here is a short, index-driven read or write, for which compiling with
+    // LLVM costs more than it saves (and the applier's plans would always cross its thresholds).
+    let options = connect_options(&config.database)?
+        .application_name("clerk-mirror")
+        .options([("jit", "off")]);
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)

@@ -116,6 +116,9 @@ async fn lead(
     // apply rate fall as they grew (measured by `bench backfill`: 1.0 M rows read for 48 k
     // objects). So this connection never plans a sequential scan where an index can do.
     sqlx::query("SET enable_seqscan = off").execute(&mut conn).await?;
+    // A disabled plan's cost (1e10) is far above the JIT thresholds: without this, PostgreSQL
+    // compiled `UPDATE log_head` (which has no index to use) with LLVM on every batch, ~50 ms each.
+    sqlx::query("SET jit = off").execute(&mut conn).await?;
     sqlx::query("SET tcp_user_timeout = 10000").execute(&mut conn).await?;
     debug!("waiting for the applier lock");
     let lock = sqlx::query("SELECT pg_advisory_lock($1)")

@@ -141,7 +141,13 @@ pub async fn pool(options: &PgConnectOptions, size: u32) -> anyhow::Result<PgPoo
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(size)
-        .connect_with(options.clone().application_name("clerk-mirror bench"))
+        // The server's own session settings (see `db::connect`), so the baselines run the same plans.
+        .connect_with(
+            options
+                .clone()
+                .application_name("clerk-mirror bench")
+                .options([("jit", "off")]),
+        )
         .await
         .context("cannot connect to the benchmark database")
 }
@@ -156,7 +162,7 @@ pub async fn monitor(options: &PgConnectOptions) -> anyhow::Result<PgPool> {
             options
                 .clone()
                 .application_name("clerk-mirror bench monitor")
-                .options([("enable_seqscan", "off")]),
+                .options([("enable_seqscan", "off"), ("jit", "off")]),
         )
         .await
         .context("cannot connect to the benchmark database")

@@ -107,7 +107,11 @@ pub fn membership(i: u64, org: u64, user: u64) -> Value {
     let mut m = MEMBERSHIP.clone();
     let t = T0 + i as i64;
     m["id"] = json!(membership_id(i));
-    m["role"] = json!(if i.is_multiple_of(10) { "org:admin" } else { "org:member" });
+    m["role"] = json!(if i.is_multiple_of(10) {
+        "org:admin"
+    } else {
+        "org:member"
+    });
     m["organization"] = organization(org);
     m["public_user_data"]["user_id"] = json!(user_id(user));
     m["public_user_data"]["identifier"] = json!(email(user));
