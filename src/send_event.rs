@@ -53,7 +53,6 @@ pub async fn send(url: &str, secrets: &WebhookSecrets, id: &str, body: &[u8]) ->
 
 /// Posts `body` as JSON with extra `headers` (http or https).
 pub async fn post(url: &str, headers: &[(String, String)], body: Bytes) -> anyhow::Result<Response> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(hyper_tls::HttpsConnector::new());
     let mut request = hyper::Request::post(url).header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
@@ -61,33 +60,23 @@ pub async fn post(url: &str, headers: &[(String, String)], body: Bytes) -> anyho
     let request = request
         .body(Full::new(body))
         .with_context(|| format!("invalid request to {url}"))?;
-    let response = client
-        .request(request)
-        .await
-        .with_context(|| format!("cannot post to {url}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("cannot read the response")?
-        .to_bytes();
-    Ok(Response {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    send_request(url, request).await
 }
 
 /// Gets `url` (http or https).
 pub async fn get(url: &str) -> anyhow::Result<Response> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(hyper_tls::HttpsConnector::new());
     let request = hyper::Request::get(url)
         .body(Full::new(Bytes::new()))
         .with_context(|| format!("invalid request to {url}"))?;
+    send_request(url, request).await
+}
+
+async fn send_request(url: &str, request: hyper::Request<Full<Bytes>>) -> anyhow::Result<Response> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(hyper_tls::HttpsConnector::new());
     let response = client
         .request(request)
         .await
-        .with_context(|| format!("cannot get {url}"))?;
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body = response
         .into_body()

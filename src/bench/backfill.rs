@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio_stream::StreamExt;
 
-use super::env::{self, Postgres, Probe, Server};
+use super::env::{self, Postgres};
 use super::fixtures;
 use super::stats::{Report, Row, Target};
 use crate::backfill::{self, ClerkApi, rate::RateLimiter};
@@ -35,12 +35,7 @@ const TABLES: [&str; 5] = [
 
 pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new("backfill");
-    let db = pg.fresh_database("bench_backfill").await?;
-    let server = Server::start(&db, &[]).await?;
-    let probe = Probe {
-        server: Some(server.pid),
-        postgres: pg.is_private(),
-    };
+    let (db, server, probe) = pg.scenario("bench_backfill").await?;
     let pool = env::pool(&db.options, 4).await?;
     let monitor = env::monitor(&db.options).await?;
     let users = opts.users;

@@ -78,6 +78,17 @@ impl Postgres {
         })
     }
 
+    /// A scenario's start: the fresh database `name`, a server on it, and the probe of both.
+    pub async fn scenario(&self, name: &str) -> anyhow::Result<(Database, Server, Probe)> {
+        let db = self.fresh_database(name).await?;
+        let server = Server::start(&db, &[]).await?;
+        let probe = Probe {
+            server: Some(server.pid),
+            postgres: self.is_private(),
+        };
+        Ok((db, server, probe))
+    }
+
     /// PostgreSQL's version and durability settings, for the report.
     pub async fn settings(&self) -> anyhow::Result<String> {
         let mut conn = self.base.connect().await?;

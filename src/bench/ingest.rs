@@ -28,12 +28,7 @@ pub struct Options {
 
 pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new("ingest");
-    let db = pg.fresh_database("bench_ingest").await?;
-    let server = Server::start(&db, &[]).await?;
-    let probe = Probe {
-        server: Some(server.pid),
-        postgres: pg.is_private(),
-    };
+    let (db, server, probe) = pg.scenario("bench_ingest").await?;
     let top = opts.concurrency.iter().copied().max().unwrap_or(1);
     let pool = env::pool(&db.options, top as u32 + 2).await?;
     let monitor = env::monitor(&db.options).await?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
 
-use super::env::{self, Postgres, Probe, Server};
+use super::env::{self, Postgres, Server};
 use super::fixtures;
 use super::load::measure;
 use super::stats::{Report, Target};
@@ -30,12 +30,7 @@ const MAX_CHANNELS: usize = 8;
 
 pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new("lookup");
-    let db = pg.fresh_database("bench_lookup").await?;
-    let server = Server::start(&db, &[]).await?;
-    let probe = Probe {
-        server: Some(server.pid),
-        postgres: pg.is_private(),
-    };
+    let (db, server, probe) = pg.scenario("bench_lookup").await?;
     let pool = env::pool(&db.options, READ_POOL).await?;
     let d = Dataset::new(opts.users);
     let loaded = load(&pool, &env::monitor(&db.options).await?, &d).await?;

@@ -32,12 +32,7 @@ pub struct Options {
 
 pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new("watch");
-    let db = pg.fresh_database("bench_watch").await?;
-    let server = Server::start(&db, &[]).await?;
-    let probe = Probe {
-        server: Some(server.pid),
-        postgres: pg.is_private(),
-    };
+    let (_db, server, probe) = pg.scenario("bench_watch").await?;
     report.setup(
         "events",
         format!(
