@@ -331,19 +331,9 @@ impl TestApp {
     }
 }
 
-/// A GET with the tests' client.
+/// A GET (the library's small client, as `bench` uses it).
 pub async fn get(url: &str) -> Response {
-    use http_body_util::{BodyExt, Empty};
-    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let response = client.get(url.parse().expect("url")).await.expect("get");
-    let status = response.status();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Response {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    send_event::get(url).await.expect("get")
 }
 
 /// A clock fixed at `ts` seconds.
