@@ -76,6 +76,20 @@ pub const APPLIED_TYPES: [&str; 9] = [
     "organizationMembership.deleted",
 ];
 
+/// The strings at the places an event names ids: `id`, `organization.id`, `organization_id`,
+/// `public_user_data.user_id`, `user_id`.
+fn id_paths(data: &Value) -> impl Iterator<Item = &str> {
+    [
+        data.get("id"),
+        data.get("organization").and_then(|o| o.get("id")),
+        data.get("organization_id"),
+        data.get("public_user_data").and_then(|u| u.get("user_id")),
+        data.get("user_id"),
+    ]
+    .into_iter()
+    .filter_map(|v| v?.as_str())
+}
+
 /// Decides what `event` asks for.
 pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
     let Some(event_type) = event.event_type.as_deref().filter(|t| APPLIED_TYPES.contains(t)) else {
@@ -87,6 +101,10 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
         .ok_or_else(|| ParseError(format!("`{event_type}` stored without its body")))?;
     let envelope: Value = serde_json::from_slice(body).map_err(|e| ParseError(format!("the body is not JSON: {e}")))?;
     let data = match envelope.get("data") {
+        // Cleaning removes NUL characters, which would silently turn a bad id into another one.
+        Some(d @ Value::Object(_)) if id_paths(d).any(|id| id.contains('\0')) => {
+            return Err(ParseError(format!("`{event_type}` has an invalid id: it contains NUL")));
+        }
         Some(d @ Value::Object(_)) => records::clean(d.clone()),
         _ => return Err(ParseError(format!("`{event_type}` has no `data` object"))),
     };
@@ -101,13 +119,7 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
         event_ms: event_time.timestamp_millis(),
         key: event.event_key.clone(),
     };
-    let id = || {
-        data.get("id")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| ParseError(format!("`{event_type}` has no `data.id`")))
-    };
+    let id = || records::required_id(&data, &format!("`{event_type}`")).map_err(ParseError::from);
     Ok(match event_type {
         "user.created" | "user.updated" => {
             let v = version(&data);

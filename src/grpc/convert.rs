@@ -9,29 +9,43 @@ use super::cursor::Cursor;
 use crate::pb;
 use crate::store::{MembershipRecord, OrganizationRecord, UserRecord};
 
-/// JSON → `google.protobuf.Value`.
+/// How deep JSON is nested in a `Struct` before the rest is sent as its JSON text. Protobuf
+/// decoders stop at a recursion depth (100 in prost, C++, Java and Python), and each JSON level
+/// costs up to three of them (`Value`, `Struct`, its map entry): metadata nested deeper than this
+/// would make every client fail to decode the user, and a watcher fail at that change forever.
+pub const MAX_STRUCT_DEPTH: usize = 20;
+
+/// JSON → `google.protobuf.Value`; below `MAX_STRUCT_DEPTH` levels an array or object becomes a
+/// string holding its JSON.
 pub fn to_value(v: &Value) -> prost_types::Value {
+    value_at(v, 1)
+}
+
+fn value_at(v: &Value, depth: usize) -> prost_types::Value {
     let kind = match v {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(_) | Value::Object(_) if depth > MAX_STRUCT_DEPTH => Kind::StringValue(v.to_string()),
         Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(to_value).collect(),
+            values: items.iter().map(|v| value_at(v, depth + 1)).collect(),
         }),
-        Value::Object(map) => Kind::StructValue(prost_types::Struct {
-            fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-        }),
+        Value::Object(map) => Kind::StructValue(struct_at(map, depth)),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+fn struct_at(map: &serde_json::Map<String, Value>, depth: usize) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.iter().map(|(k, v)| (k.clone(), value_at(v, depth + 1))).collect(),
+    }
 }
 
 /// A JSON object → `google.protobuf.Struct` (anything else → absent).
 pub fn to_struct(v: Option<&Value>) -> Option<prost_types::Struct> {
     match v? {
-        Value::Object(map) => Some(prost_types::Struct {
-            fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-        }),
+        Value::Object(map) => Some(struct_at(map, 1)),
         _ => None,
     }
 }
@@ -151,5 +165,57 @@ pub fn membership(r: &MembershipRecord, update_cursor: i64, log_id: &str) -> pb:
         update_time: timestamp(r.updated_at),
         delete_time: timestamp(r.deleted_at),
         update_cursor: Cursor::new(log_id, update_cursor).encode(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use serde_json::json;
+
+    use super::*;
+
+    /// `{"a": {"a": … "bottom" …}}`, `depth` objects deep.
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!("bottom"), |inner, _| json!({ "a": inner }))
+    }
+
+    #[test]
+    fn deeply_nested_metadata_reaches_clients_that_decode_with_the_usual_recursion_limit() {
+        let data = json!({"id": "user_1", "public_metadata": nested(120), "unsafe_metadata": {"list": [[[[[[1]]]]]]}});
+        let user = user(&UserRecord::from_clerk(data).unwrap(), 7, "log");
+        let response = pb::WatchChangesResponse {
+            event: Some(pb::watch_changes_response::Event::Change(pb::Change {
+                entity: Some(pb::change::Entity::User(user.clone())),
+                previous: Some(pb::change::Previous::PreviousUser(user)),
+                ..Default::default()
+            })),
+        };
+        // prost stops at depth 100, as protobuf's C++, Java and Python runtimes do.
+        let decoded = pb::WatchChangesResponse::decode(response.encode_to_vec().as_slice()).expect("decodes");
+        let Some(pb::watch_changes_response::Event::Change(change)) = decoded.event else {
+            panic!()
+        };
+        let Some(pb::change::Entity::User(user)) = change.entity else {
+            panic!()
+        };
+        // Twenty levels as Structs, then the rest as its JSON text: nothing is lost.
+        let mut level = user.public_metadata.unwrap().fields["a"].clone();
+        for _ in 1..MAX_STRUCT_DEPTH {
+            let Some(Kind::StructValue(s)) = level.kind else {
+                panic!("{level:?}")
+            };
+            level = s.fields["a"].clone();
+        }
+        let Some(Kind::StringValue(rest)) = level.kind else {
+            panic!("{level:?}")
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&rest).unwrap(),
+            nested(120 - MAX_STRUCT_DEPTH)
+        );
+        // Shallow metadata is untouched.
+        let list = &user.unsafe_metadata.unwrap().fields["list"];
+        assert!(matches!(list.kind, Some(Kind::ListValue(_))));
     }
 }

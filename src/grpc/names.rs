@@ -3,11 +3,11 @@
 
 use super::error::ApiError;
 
-/// Longest id accepted in a name (Clerk's are ~32 characters).
-const MAX_ID: usize = 128;
+use crate::store::records::is_valid_id;
 
+/// The id segment of `name`: a valid id by the rule every stored id obeys.
 fn id<'a>(field: &str, name: &'a str, segment: &'a str) -> Result<&'a str, ApiError> {
-    if segment.is_empty() || segment.len() > MAX_ID || !segment.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+    if !is_valid_id(segment) {
         return Err(ApiError::invalid(
             field,
             "INVALID_NAME",

@@ -146,10 +146,16 @@ impl WebhookSecrets {
     }
 }
 
+/// The `svix-{name}` header, else `webhook-{name}`. A header sent more than once is refused: which
+/// copy a proxy or a library would pick is not defined, and Svix sends each once.
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
+    let (svix, standard) = (format!("svix-{name}"), format!("webhook-{name}"));
+    if headers.get_all(&svix).iter().nth(1).is_some() || headers.get_all(&standard).iter().nth(1).is_some() {
+        return Err(VerifyError::MalformedHeader(name));
+    }
     let value = headers
-        .get(format!("svix-{name}"))
-        .or_else(|| headers.get(format!("webhook-{name}")))
+        .get(&svix)
+        .or_else(|| headers.get(&standard))
         .ok_or(VerifyError::MissingHeader(name))?;
     value.to_str().map_err(|_| VerifyError::MalformedHeader(name))
 }

@@ -144,10 +144,28 @@ fn time_at(v: &Value, key: &str) -> Option<DateTime<Utc>> {
     ms_at(v, key).and_then(time_from_ms)
 }
 
-fn required_id(v: &Value, what: &str) -> Result<String, RecordError> {
-    str_at(v, "id")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| RecordError(format!("{what} has no string `id`")))
+/// Longest id the mirror stores (Clerk's are ~32 characters).
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` can be a Clerk id here: 1 to 128 printable ASCII characters, no `/`. Every stored
+/// id is addressable by a resource name (`users/{id}`), so the applier and the API share this rule.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
+/// `id`, if it is a valid id; else an error naming `what` and `field`.
+fn valid_id(id: Option<String>, what: &str, field: &str) -> Result<String, RecordError> {
+    match id {
+        None => Err(RecordError(format!("{what} has no string `{field}`"))),
+        Some(id) if is_valid_id(&id) => Ok(id),
+        Some(_) => Err(RecordError(format!(
+            "{what} has an invalid `{field}` (1 to {MAX_ID_LEN} printable ASCII characters, no `/`)"
+        ))),
+    }
+}
+
+pub fn required_id(v: &Value, what: &str) -> Result<String, RecordError> {
+    valid_id(str_at(v, "id"), what, "id")
 }
 
 /// The object, with every `\u0000` removed (jsonb cannot hold it) and null metadata made `{}`.
@@ -297,18 +315,20 @@ impl OrganizationRecord {
 impl MembershipRecord {
     pub fn from_clerk(data: Value) -> Result<MembershipRecord, RecordError> {
         let id = required_id(&data, "the membership")?;
-        let organization_id = data
-            .get("organization")
-            .and_then(|o| str_at(o, "id"))
-            .or_else(|| str_at(&data, "organization_id"))
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| RecordError("the membership has no `organization.id`".into()))?;
-        let user_id = data
-            .get("public_user_data")
-            .and_then(|u| str_at(u, "user_id"))
-            .or_else(|| str_at(&data, "user_id"))
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| RecordError("the membership has no `public_user_data.user_id`".into()))?;
+        let organization_id = valid_id(
+            data.get("organization")
+                .and_then(|o| str_at(o, "id"))
+                .or_else(|| str_at(&data, "organization_id")),
+            "the membership",
+            "organization.id",
+        )?;
+        let user_id = valid_id(
+            data.get("public_user_data")
+                .and_then(|u| str_at(u, "user_id"))
+                .or_else(|| str_at(&data, "user_id")),
+            "the membership",
+            "public_user_data.user_id",
+        )?;
         let permissions = data
             .get("permissions")
             .and_then(Value::as_array)

@@ -10,6 +10,7 @@ mod directory;
 mod embedded;
 mod events;
 mod helpers;
+mod hostile;
 mod ingest;
 mod lists;
 mod logs;
