@@ -228,4 +228,141 @@ mod tests {
             .is_err()
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::store::records::is_valid_id;
+
+        const KEYS: [&str; 16] = [
+            "type",
+            "timestamp",
+            "id",
+            "object",
+            "organization",
+            "organization_id",
+            "public_user_data",
+            "user_id",
+            "email_addresses",
+            "email_address",
+            "primary_email_address_id",
+            "updated_at",
+            "created_at",
+            "public_metadata",
+            "first_name",
+            "deleted",
+        ];
+
+        /// Any JSON, biased towards the keys and id shapes events use.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                ".{0,10}".prop_map(Value::from),
+                "(user|org|orgmem)_[a-zA-Z0-9/ é\\x00]{0,4}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(5, 48, 6, |inner| {
+                let key = prop_oneof![proptest::sample::select(&KEYS[..]).prop_map(str::to_string), ".{0,6}"];
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    proptest::collection::vec((key, inner), 0..8)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn event_type() -> impl Strategy<Value = Option<String>> {
+            prop_oneof![
+                8 => proptest::sample::select(&APPLIED_TYPES[..]).prop_map(|t| Some(t.to_string())),
+                1 => Just(Some("session.created".to_string())),
+                1 => Just(None),
+            ]
+        }
+
+        fn row_with(event_type: Option<String>, body: Vec<u8>) -> InboxEvent {
+            InboxEvent {
+                event_type,
+                body: Some(body),
+                ..row("user.created", json!({}))
+            }
+        }
+
+        /// What parse made of a row, checked: no record or delete names an id the API cannot address.
+        fn check(action: Result<Action, ParseError>) -> Result<(), TestCaseError> {
+            let ids: Vec<String> = match action {
+                Err(e) => {
+                    prop_assert!(!e.0.is_empty(), "a dead letter without its error");
+                    return Ok(());
+                }
+                Ok(Action::Skip) => vec![],
+                Ok(Action::UpsertUser(u, _)) => vec![u.id],
+                Ok(Action::UpsertOrganization(o, _)) => vec![o.id],
+                Ok(Action::UpsertMembership(m, _)) => vec![m.id, m.organization_id, m.user_id],
+                Ok(Action::DeleteUser { id, .. } | Action::DeleteOrganization { id, .. }) => vec![id],
+                Ok(Action::DeleteMembership {
+                    id,
+                    organization_id,
+                    user_id,
+                    ..
+                }) => vec![id, organization_id, user_id],
+            };
+            for id in ids {
+                prop_assert!(is_valid_id(&id), "applied with the id {id:?}");
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_verified_body_is_applied_skipped_or_dead_lettered_with_an_error_never_a_panic(
+                event_type in event_type(),
+                data in json(),
+                timestamp in json(),
+            ) {
+                let body = json!({"type": event_type, "timestamp": timestamp, "data": data}).to_string();
+                check(parse(&row_with(event_type, body.into_bytes())))?;
+            }
+
+            #[test]
+            fn a_well_formed_event_with_any_field_replaced_is_applied_or_dead_lettered_never_a_panic(
+                kind in 0..3usize,
+                replaced in proptest::collection::vec((proptest::sample::select(&KEYS[..]), json()), 0..3),
+            ) {
+                let (event_type, mut data) = [
+                    ("user.updated", json!({"id": "user_1", "first_name": "Ada", "updated_at": 1,
+                        "email_addresses": [{"id": "idn_1", "email_address": "a@example.com"}],
+                        "primary_email_address_id": "idn_1", "public_metadata": {"plan": "pro"}})),
+                    ("organization.created", json!({"id": "org_1", "name": "Org", "slug": "org", "updated_at": 1})),
+                    ("organizationMembership.deleted", json!({"id": "orgmem_1", "role": "org:admin",
+                        "organization": {"id": "org_1", "name": "Org"}, "public_user_data": {"user_id": "user_1"}})),
+                ][kind].clone();
+                for (key, value) in replaced {
+                    data[key] = value;
+                }
+                let body = json!({"type": event_type, "timestamp": 1, "data": data}).to_string();
+                check(parse(&row_with(Some(event_type.to_string()), body.into_bytes())))?;
+            }
+
+            #[test]
+            fn any_bytes_as_a_body_never_panic(event_type in event_type(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+                check(parse(&row_with(event_type, body)))?;
+            }
+
+            #[test]
+            fn the_envelope_reader_accepts_exactly_the_json_documents(body in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..32),
+                json().prop_map(|v| v.to_string().into_bytes()),
+            ]) {
+                let is_json = serde_json::from_slice::<Value>(&body).is_ok();
+                prop_assert_eq!(envelope::parse(&body).is_ok(), is_json);
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Reads the few envelope fields the inbox indexes (`type`, `timestamp`, `instance_id`) from a
 //! verified body, leniently: the body itself is stored verbatim, never re-serialised.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 /// The indexed envelope fields of one event.
@@ -67,15 +67,15 @@ pub fn parse(body: &[u8]) -> Result<Envelope, NotJson> {
 }
 
 /// Clerk documents the envelope timestamp in milliseconds, its examples use seconds: a value
-/// below 10^12 is read as seconds.
+/// below 10^12 is read as seconds. Outside years 1 to 9999: none.
 pub fn event_time(value: &serde_json::Value) -> Option<DateTime<Utc>> {
     let n = value.as_i64().or_else(|| value.as_f64().map(|f| f as i64))?;
-    let ms = if n.abs() < 1_000_000_000_000 {
+    let ms = if n.unsigned_abs() < 1_000_000_000_000 {
         n.checked_mul(1000)?
     } else {
         n
     };
-    Utc.timestamp_millis_opt(ms).single()
+    crate::store::records::time_from_ms(ms)
 }
 
 #[cfg(test)]

@@ -135,9 +135,12 @@ pub fn ms_at(v: &Value, key: &str) -> Option<i64> {
     n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))
 }
 
-/// A time from milliseconds since the epoch.
+/// A time from milliseconds since the epoch, if within years 1 to 9999: beyond them chrono and
+/// PostgreSQL disagree (a time PostgreSQL cannot store would make a verified event unstorable).
 pub fn time_from_ms(ms: i64) -> Option<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms).single()
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
 }
 
 fn time_at(v: &Value, key: &str) -> Option<DateTime<Utc>> {
