@@ -36,7 +36,7 @@ async fn membership_row(pool: &PgPool, id: &str) -> Option<MembershipRecord> {
 }
 
 #[derive(Debug, sqlx::FromRow)]
-struct ChangeRow {
+pub struct ChangeRow {
     seq: i64,
     entity_type: String,
     entity_id: String,
@@ -46,7 +46,7 @@ struct ChangeRow {
     source: String,
 }
 
-async fn changes(pool: &PgPool) -> Vec<ChangeRow> {
+pub async fn changes(pool: &PgPool) -> Vec<ChangeRow> {
     sqlx::query_as("SELECT seq, entity_type, entity_id, operation, state, previous, source FROM changes ORDER BY seq")
         .fetch_all(pool)
         .await
@@ -519,7 +519,7 @@ async fn snapshot(pool: &PgPool, s: &str) -> String {
 
 /// Replays a run's changes entity by entity: each change's `previous` is the state before it,
 /// no change repeats the state it replaces, and the last state is the projection.
-async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[ChangeRow], s: &str) -> usize {
+pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[ChangeRow], s: &str) -> usize {
     let log: Vec<&ChangeRow> = all.iter().filter(|c| c.entity_id.ends_with(s)).collect();
     let mut state: BTreeMap<String, Value> = BTreeMap::new();
     for c in log.iter().copied() {
@@ -547,7 +547,7 @@ async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[ChangeRow
     log.len()
 }
 
-async fn insert_inbox(conn: &mut PgConnection, key: &str, body: &str) {
+pub async fn insert_inbox(conn: &mut PgConnection, key: &str, body: &str) {
     let envelope = clerk_mirror::ingest::envelope::parse(body.as_bytes()).unwrap();
     sqlx::query(
         "INSERT INTO inbox (source, event_key, event_type, event_time, body) VALUES ('webhook', $1, $2, $3, $4)

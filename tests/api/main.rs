@@ -15,6 +15,7 @@ mod ingest;
 mod lists;
 mod logs;
 mod process;
+mod properties;
 mod reflection;
 mod security;
 mod watch;
