@@ -71,9 +71,22 @@ pub async fn get(url: &str) -> anyhow::Result<Response> {
     send_request(url, request).await
 }
 
+type HttpsClient = Client<hyper_tls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+/// One client for the process: making the TLS connector loads the system's CA store (~50 ms of
+/// CPU), far more than a request. No idle connections are kept, so each request has a connection
+/// of its own (servers come and go in tests and benchmarks).
+fn client() -> &'static HttpsClient {
+    static CLIENT: std::sync::OnceLock<HttpsClient> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(hyper_tls::HttpsConnector::new())
+    })
+}
+
 async fn send_request(url: &str, request: hyper::Request<Full<Bytes>>) -> anyhow::Result<Response> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(hyper_tls::HttpsConnector::new());
-    let response = client
+    let response = client()
         .request(request)
         .await
         .with_context(|| format!("cannot reach {url}"))?;

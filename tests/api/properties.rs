@@ -122,7 +122,7 @@ async fn any_sequence_of_verified_events_ends_each_row_applied_skipped_or_dead_l
     let conn = PgConnection::connect_with(&cluster.connect_options(&name))
         .await
         .unwrap();
-    let conn = std::sync::Mutex::new(conn);
+    let conn = tokio::sync::Mutex::new(conn);
     let handle = tokio::runtime::Handle::current();
     let run = std::sync::atomic::AtomicUsize::new(0);
 
@@ -136,7 +136,7 @@ async fn any_sequence_of_verified_events_ends_each_row_applied_skipped_or_dead_l
         let s = format!("_p{}", run.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         tokio::task::block_in_place(|| {
             handle.block_on(async {
-                let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut conn = conn.lock().await;
                 for (i, step) in steps.iter().enumerate() {
                     let body = step.body(&s);
                     insert_inbox(&mut conn, &format!("msg{s}_{i}"), &body).await;
