@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clerk_mirror::grpc::cursor::Cursor;
@@ -37,13 +38,30 @@ async fn example(name: &str) -> PathBuf {
 
 fn build_examples() -> HashMap<String, PathBuf> {
     let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
-    let output = std::process::Command::new(env!("CARGO"))
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo
         .args(["build", "--examples", "--message-format=json", "--profile", profile])
         .arg("--manifest-path")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run cargo");
+        .stderr(Stdio::piped());
+    // Without the variables cargo sets for running this test: some build scripts (ring's) rerun
+    // when they change, which would rebuild half the dependencies on every run.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = [
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        if set_for_tests || ["CARGO_PRIMARY_PACKAGE", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&&*name) {
+            cargo.env_remove(&*name);
+        }
+    }
+    let output = cargo.output().expect("run cargo");
     assert!(
         output.status.success(),
         "`cargo build --examples` failed:\n{}",
@@ -341,4 +359,220 @@ async fn crm_sync_lists_again_when_its_stored_cursor_has_expired() {
             "links": {},
         })
     );
+}
+
+/// One request the test receiver got: when, to which path, its idempotency key and body, and
+/// the status it answered.
+#[derive(Clone, Debug)]
+struct Received {
+    at: Instant,
+    path: String,
+    key: String,
+    body: Value,
+    status: u16,
+}
+
+/// A receiver for on_signup's POSTs that fails the first two attempts of every idempotency key
+/// (503) and accepts the third; it records every request.
+async fn flaky_receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let log = Arc::new(Mutex::new(Vec::<Received>::new()));
+    let handler = {
+        let log = log.clone();
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|k| k.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let mut log = log.lock().unwrap();
+                let attempts = log.iter().filter(|r| r.key == key).count();
+                let status = if attempts < 2 { 503 } else { 200 };
+                log.push(Received {
+                    at: Instant::now(),
+                    path: uri.path().to_string(),
+                    key,
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    status,
+                });
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }
+    };
+    let router = axum::Router::new().fallback(axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, log)
+}
+
+fn accepted(log: &Mutex<Vec<Received>>) -> Vec<Received> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.status == 200)
+        .cloned()
+        .collect()
+}
+
+/// Waits (at most 30 s) until the receiver has accepted `count` requests.
+async fn accepted_count(log: &Mutex<Vec<Received>>, count: usize, running: &Running) -> Vec<Received> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = accepted(log);
+        if ok.len() >= count {
+            return ok;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the receiver accepted {} of {count} within {WAIT:?}: {ok:?}\n{}",
+            ok.len(),
+            running.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The rule and cursor of an idempotency key (`rule/cursor`).
+fn key_parts(key: &str) -> (&str, &str) {
+    key.split_once('/').expect("a rule/cursor key")
+}
+
+/// Waits until on_signup's state records every key as done.
+async fn recorded(state: &Path, keys: &[String], running: &Running) -> Value {
+    let done = |s: &Value| {
+        keys.iter().all(|key| {
+            let (rule, cursor) = key_parts(key);
+            s["cursors"][rule].as_str().is_some_and(|c| c >= cursor)
+        })
+    };
+    file_where(state, "every action recorded", done, running).await
+}
+
+fn printed_keys(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("a JSON line")["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn plan(plan: &str, mut user: Value) -> Value {
+    user["public_metadata"] = json!({"plan": plan});
+    user
+}
+
+#[tokio::test]
+async fn on_signup_runs_each_action_once_with_retries_and_backoff_across_a_kill() {
+    let app = spawn_app().await;
+    let (receiver, log) = flaky_receiver().await;
+    let dir = temp_dir("on-signup");
+    let (config, state) = (dir.join("rules.json"), dir.join("state.json"));
+    let rules = json!({"rules": [
+        {"name": "welcome", "types": ["user"], "operations": ["created"], "post": format!("{receiver}/welcome"),
+         "fields": {"user_id": "id", "email": "primary_email_address", "plan": "public_metadata.plan"}},
+        {"name": "upgraded", "types": ["user"], "operations": ["updated"], "filter": "public_metadata.plan = \"pro\"",
+         "post": format!("{receiver}/upgraded"), "fields": {"user_id": "id", "plan": "public_metadata.plan"}},
+        {"name": "new-organization", "types": ["organization"], "operations": ["created"],
+         "fields": {"organization": "id", "name": "display_name"}},
+    ]});
+    std::fs::write(&config, rules.to_string()).unwrap();
+    let args: Vec<String> = ["--url", &grpc_url(&app), "--config", &config.display().to_string()]
+        .into_iter()
+        .chain(["--state", &state.display().to_string()])
+        .map(String::from)
+        .collect();
+
+    // Before its first start: not its business (a first run starts from now).
+    app.send_all_and_apply(&[user_event("created", "user_0", T, T, "Zed")])
+        .await;
+    let mut signup = Running::start("on_signup", &args).await;
+    signup
+        .lines_where("the three watches", 3, |l| l.contains(": watching from "))
+        .await;
+    app.send_all_and_apply(&[
+        user_event("created", "user_a", T, T, "Ada"),
+        org_event("created", "org_x", T, T, "Xco"),
+        envelope("user.created", T, plan("pro", user("user_b", T, "Bob"))),
+    ])
+    .await;
+    let first = accepted_count(&log, 2, &signup).await;
+    let prints = signup.lines_where("the organization", 1, |l| l.starts_with('{')).await;
+    let mut done: Vec<String> = first.iter().map(|r| r.key.clone()).collect();
+    done.extend(printed_keys(&prints));
+    let stored = recorded(&state, &done, &signup).await;
+    let first_run = signup.kill().await;
+
+    // While it is down: a signup, an upgrade, an organization.
+    app.send_all_and_apply(&[
+        user_event("created", "user_c", T, T, "Cy"),
+        envelope("user.updated", T + 10, plan("pro", user("user_a", T + 10, "Ada"))),
+        org_event("created", "org_y", T, T, "Yco"),
+    ])
+    .await;
+    let mut signup = Running::start("on_signup", &args).await;
+    for rule in ["welcome", "upgraded", "new-organization"] {
+        let from = format!("{rule}: watching from {}", stored["cursors"][rule].as_str().unwrap());
+        signup.line_where(&from, |l| l == from).await;
+    }
+    let all = accepted_count(&log, 4, &signup).await;
+    let prints_after = signup.lines_where("the organization", 1, |l| l.starts_with('{')).await;
+
+    // Exactly these actions, with these bodies, each accepted once.
+    let mut bodies: Vec<(String, Value)> = all.iter().map(|r| (r.path.clone(), r.body.clone())).collect();
+    bodies.sort_by_key(|(path, body)| (path.clone(), body.to_string()));
+    let welcome = |id: &str, plan: &str| json!({"user_id": id, "email": format!("{id}@Example.com"), "plan": plan});
+    assert_eq!(
+        bodies,
+        vec![
+            ("/upgraded".into(), json!({"user_id": "user_a", "plan": "pro"})),
+            ("/welcome".into(), welcome("user_a", "free")),
+            ("/welcome".into(), welcome("user_b", "pro")),
+            ("/welcome".into(), welcome("user_c", "free")),
+        ]
+    );
+    let prints: Vec<Value> = prints
+        .iter()
+        .chain(&prints_after)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let printed: Vec<&Value> = prints.iter().map(|p| &p["body"]).collect();
+    assert_eq!(
+        printed,
+        [
+            &json!({"organization": "org_x", "name": "Xco"}),
+            &json!({"organization": "org_y", "name": "Yco"})
+        ],
+        "first run:\n{first_run}\nsecond run:\n{}",
+        signup.output()
+    );
+    // Every key: two refusals, then one success, and nothing after it (not even after the kill);
+    // the waits between attempts grow (backoff of 100 ms, then 200 ms).
+    let received = log.lock().unwrap().clone();
+    for success in &all {
+        let attempts: Vec<&Received> = received.iter().filter(|r| r.key == success.key).collect();
+        let statuses: Vec<u16> = attempts.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [503, 503, 200], "{}", success.key);
+        assert!(
+            attempts[1].at - attempts[0].at >= Duration::from_millis(100),
+            "{attempts:?}"
+        );
+        assert!(
+            attempts[2].at - attempts[1].at >= Duration::from_millis(200),
+            "{attempts:?}"
+        );
+        let (rule, cursor) = key_parts(&success.key);
+        assert!(
+            ["welcome", "upgraded"].contains(&rule) && Cursor::decode(cursor).is_ok(),
+            "{}",
+            success.key
+        );
+    }
+    let keys: std::collections::HashSet<&str> = all.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys.len(), 4, "one key per action: {all:?}");
 }
