@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use clerk_mirror::grpc::cursor::Cursor;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{OnceCell, watch};
 
 use crate::events::*;
@@ -82,6 +82,7 @@ fn build_examples() -> HashMap<String, PathBuf> {
 /// A running example: its standard output and error, line by line, as they come.
 struct Running {
     child: Child,
+    stdin: Option<ChildStdin>,
     stdout: watch::Receiver<Vec<String>>,
     stderr: watch::Receiver<Vec<String>>,
 }
@@ -108,6 +109,7 @@ impl Running {
             .spawn()
             .unwrap_or_else(|e| panic!("start example {name}: {e}"));
         Running {
+            stdin: child.stdin.take(),
             stdout: collect(child.stdout.take().unwrap()),
             stderr: collect(child.stderr.take().unwrap()),
             child,
@@ -136,6 +138,22 @@ impl Running {
 
     async fn line_where(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
         self.lines_where(what, 1, matches).await.remove(0)
+    }
+
+    /// Writes `query` on standard input and returns the next `answers` JSON lines with a `user`.
+    async fn ask(&mut self, query: &str, answers: usize) -> Vec<Value> {
+        let is_answer = |l: &str| json_line(l).get("user").is_some();
+        let before = self.stdout.borrow().iter().filter(|l| is_answer(l)).count();
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin.write_all(format!("{query}\n").as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+        let lines = self
+            .lines_where(&format!("answers to `{query}`"), before + answers, is_answer)
+            .await;
+        lines[before..]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// Kills the process (SIGKILL: no chance to tidy up) and waits for it.
@@ -179,6 +197,11 @@ fn seq(cursor: &str) -> i64 {
 
 fn grpc_url(app: &TestApp) -> String {
     format!("http://{}", app.grpc_addr)
+}
+
+/// A line of output as JSON (`null` when it is not JSON).
+fn json_line(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or(Value::Null)
 }
 
 /// A crm_sync store without its cursors: what a CRM user would see.
@@ -575,4 +598,88 @@ async fn on_signup_runs_each_action_once_with_retries_and_backoff_across_a_kill(
     }
     let keys: std::collections::HashSet<&str> = all.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(keys.len(), 4, "one key per action: {all:?}");
+}
+
+#[tokio::test]
+async fn entitlements_answers_plans_from_a_cache_that_its_watch_keeps_current() {
+    let app = spawn_app().await;
+    let with_plan = |id: &str, updated: i64, name: &str, plan: Option<&str>| {
+        let mut organization = org(id, updated, name);
+        organization["public_metadata"] = plan.map_or(json!({}), |p| json!({"plan": p}));
+        organization
+    };
+    app.send_all_and_apply(&[
+        user_event("created", "user_a", T, T, "Ada"),
+        user_event("created", "user_b", T, T, "Bob"),
+        envelope("organization.created", T, with_plan("org_x", T, "Xco", Some("pro"))),
+        envelope("organization.created", T, with_plan("org_y", T, "Yco", Some("free"))),
+        envelope("organization.created", T, with_plan("org_z", T, "Zco", None)),
+        membership_event("created", "mem_ax", "org_x", "user_a", T, T, "org:admin"),
+        membership_event("created", "mem_by", "org_y", "user_b", T, T, "org:member"),
+        membership_event("created", "mem_az", "org_z", "user_a", T, T, "org:member"),
+    ])
+    .await;
+    let mut ent = Running::start("entitlements", &["--url".into(), grpc_url(&app)]).await;
+    ent.line_where("the live watch", |l| json_line(l)["watch"] == "live")
+        .await;
+    let answer = |organization: &str, role: &str, plan: Value, cached: bool| json!({"user": "user_a", "organization": organization, "member": true, "role": role, "plan": plan, "cached": cached});
+    let not_member =
+        |user: &str, organization: &str| json!({"user": user, "organization": organization, "member": false});
+
+    // First asked: read (one batch), then cached.
+    assert_eq!(
+        ent.ask("user_a org_x org_y org_z", 3).await,
+        [
+            answer("org_x", "org:admin", json!("pro"), false),
+            not_member("user_a", "org_y"),
+            answer("org_z", "org:member", Value::Null, false),
+        ]
+    );
+    assert_eq!(
+        ent.ask("user_a org_x", 1).await,
+        [answer("org_x", "org:admin", json!("pro"), true)]
+    );
+
+    // A plan change reaches the cache through the watch: still cached, and current.
+    app.send_all_and_apply(&[envelope(
+        "organization.updated",
+        T + 10,
+        with_plan("org_x", T + 10, "Xco", Some("enterprise")),
+    )])
+    .await;
+    ent.line_where("the cache update", |l| {
+        json_line(l) == json!({"cache": "updated", "organization": "org_x", "plan": "enterprise"})
+    })
+    .await;
+    assert_eq!(
+        ent.ask("user_a org_x", 1).await,
+        [answer("org_x", "org:admin", json!("enterprise"), true)]
+    );
+
+    // Memberships are asked each time: a removed member has no plan at once.
+    app.send_all_and_apply(&[membership_event(
+        "deleted",
+        "mem_ax",
+        "org_x",
+        "user_a",
+        T,
+        T + 20,
+        "org:admin",
+    )])
+    .await;
+    assert_eq!(ent.ask("user_a org_x", 1).await, [not_member("user_a", "org_x")]);
+
+    // A deleted organization leaves the cache (and its memberships end).
+    app.send_all_and_apply(&[org_deleted("org_z", T + 30)]).await;
+    ent.line_where("the eviction", |l| {
+        json_line(l) == json!({"cache": "evicted", "organization": "org_z"})
+    })
+    .await;
+    assert_eq!(ent.ask("user_a org_z", 1).await, [not_member("user_a", "org_z")]);
+    assert_eq!(
+        ent.ask("user_b org_y", 1).await,
+        [
+            json!({"user": "user_b", "organization": "org_y", "member": true, "role": "org:member", "plan": "free", "cached": false})
+        ]
+    );
 }
