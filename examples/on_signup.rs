@@ -18,7 +18,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -41,23 +41,19 @@ struct Config {
 
 /// When (`types`, `filter`: the watch; `operations`), what (`fields`: body key → field path of the
 /// entity, e.g. `public_metadata.plan`) and where (`post` to a URL; without it, print).
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct Rule {
     name: String,
-    #[serde(default)]
     types: Vec<String>,
-    #[serde(default)]
     filter: String,
-    #[serde(default)]
     operations: Vec<String>,
     fields: BTreeMap<String, String>,
     post: Option<String>,
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct State {
-    cursors: BTreeMap<String, String>,
-}
+/// Rule name → the cursor of the last change it finished.
+type State = BTreeMap<String, String>;
 
 struct Shared {
     state: Mutex<State>,
@@ -70,7 +66,7 @@ impl Shared {
     /// Records that `rule` is done with everything up to `cursor`, atomically (temp file + rename).
     fn record(&self, rule: &str, cursor: &str) -> anyhow::Result<()> {
         let mut state = self.state.lock().unwrap();
-        state.cursors.insert(rule.to_string(), cursor.to_string());
+        state.insert(rule.to_string(), cursor.to_string());
         let temp = self.path.with_extension("tmp");
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(&serde_json::to_vec_pretty(&*state)?)?;
@@ -110,7 +106,7 @@ impl Shared {
 
 /// Follows one rule's watch from its cursor (none yet: from now, recording the first position).
 async fn follow(shared: &Shared, rule: &Rule, channel: Channel) -> anyhow::Result<()> {
-    let cursor = shared.state.lock().unwrap().cursors.get(&rule.name).cloned();
+    let cursor = shared.state.lock().unwrap().get(&rule.name).cloned();
     let types = rule.types.iter().map(|t| pb::EntityType::from_str_name(&format!("ENTITY_TYPE_{}", t.to_uppercase())));
     let request = pb::WatchChangesRequest {
         start: cursor.clone().map(Start::StartCursor),

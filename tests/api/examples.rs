@@ -467,7 +467,7 @@ async fn recorded(state: &Path, keys: &[String], running: &Running) -> Value {
     let done = |s: &Value| {
         keys.iter().all(|key| {
             let (rule, cursor) = key_parts(key);
-            s["cursors"][rule].as_str().is_some_and(|c| c >= cursor)
+            s[rule].as_str().is_some_and(|c| c >= cursor)
         })
     };
     file_where(state, "every action recorded", done, running).await
@@ -540,7 +540,7 @@ async fn on_signup_runs_each_action_once_with_retries_and_backoff_across_a_kill(
     .await;
     let mut signup = Running::start("on_signup", &args).await;
     for rule in ["welcome", "upgraded", "new-organization"] {
-        let from = format!("{rule}: watching from {}", stored["cursors"][rule].as_str().unwrap());
+        let from = format!("{rule}: watching from {}", stored[rule].as_str().unwrap());
         signup.line_where(&from, |l| l == from).await;
     }
     let all = accepted_count(&log, 4, &signup).await;
