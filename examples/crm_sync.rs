@@ -174,14 +174,16 @@ async fn main() -> anyhow::Result<()> {
         let error = watch(channel.clone(), &mut store, &args.store).await.unwrap_err();
         let status = error.downcast_ref::<tonic::Status>();
         let reason = status.and_then(|s| s.get_details_error_info()).map(|i| i.reason);
+        use tonic::Code::{InvalidArgument, OutOfRange, PermissionDenied, Unauthenticated};
         match (status.map(|s| s.code()), reason.as_deref()) {
             (_, Some("CURSOR_EXPIRED")) => println!("cursor {} expired: listing again", store.cursor),
-            (Some(tonic::Code::Unavailable), _) => {
+            // Not a tonic error (the store file), or one that resuming cannot fix.
+            (None | Some(InvalidArgument | OutOfRange | PermissionDenied | Unauthenticated), _) => return Err(error),
+            _ => {
                 eprintln!("{error:#}: resuming in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 stored = Some(store);
             }
-            _ => return Err(error),
         }
     }
 }

@@ -176,14 +176,17 @@ async fn main() -> anyhow::Result<()> {
         rules.spawn(async move {
             loop {
                 let error = follow(&shared, &rule, channel.clone()).await.unwrap_err();
+                use tonic::Code::{InvalidArgument, OutOfRange, PermissionDenied, Unauthenticated};
                 match error.downcast_ref::<tonic::Status>().map(|s| s.code()) {
-                    Some(tonic::Code::Unavailable) => eprintln!("{}: {error:#}; resuming in 1 s", rule.name),
-                    _ => return Err(error.context(rule.name)),
+                    None | Some(InvalidArgument | OutOfRange | PermissionDenied | Unauthenticated) => {
+                        return Err(error.context(rule.name));
+                    }
+                    Some(_) => eprintln!("{}: {error:#}; resuming in 1 s", rule.name),
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     }
-    // A rule that fails for good (a bad filter, an expired cursor) stops the whole program.
+    // A rule that fails for good (a bad filter, an expired cursor, its state file) stops the program.
     rules.join_next().await.context("no rules")??
 }
