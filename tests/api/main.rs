@@ -9,6 +9,7 @@ mod cluster;
 mod directory;
 mod embedded;
 mod events;
+mod examples;
 mod faults;
 mod helpers;
 mod hostile;
