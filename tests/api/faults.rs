@@ -310,6 +310,17 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
     );
     assert!(refused.iter().all(|s| *s == Some(StatusCode::SERVICE_UNAVAILABLE)));
     assert_eq!(app.get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let mut directory =
+        pb::directory_service_client::DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
+            .await
+            .unwrap();
+    let read = directory
+        .get_user(pb::GetUserRequest {
+            name: "users/user_s0".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(read.unwrap_err().code(), Code::Unavailable);
 
     // It comes back; the same server recovers by itself, and Svix's retries (same ids) land.
     let cluster = restart(&cluster).await;
