@@ -181,6 +181,20 @@ const WATCHED: [&[pb::EntityType]; 4] = [
     &[pb::EntityType::Membership, pb::EntityType::User],
 ];
 
+/// `n` watchers, each of one of the `WATCHED` selections in turn.
+fn spawn_watchers(
+    grpc: &watch::Receiver<String>,
+    until: &watch::Receiver<Option<i64>>,
+    n: usize,
+) -> Vec<(Vec<pb::EntityType>, tokio::task::JoinHandle<Seen>)> {
+    (0..n)
+        .map(|i| {
+            let types = WATCHED[i % WATCHED.len()].to_vec();
+            (types.clone(), spawn_watcher(grpc.clone(), types, until.clone()))
+        })
+        .collect()
+}
+
 /// The seqs of the changes a watcher of `types` must see, from the log itself.
 async fn expected(pool: &PgPool, types: &[pb::EntityType]) -> Vec<i64> {
     let names: Vec<&str> = types
@@ -351,10 +365,7 @@ async fn serve_sigkilled_mid_batch_and_restarted_applies_every_acked_event_once_
     let (url_tx, url) = watch::channel(format!("http://{}/webhooks/clerk", first.http_addr));
     let (grpc_tx, grpc) = watch::channel(format!("http://{}", first.grpc_addr));
     let (until_tx, until) = watch::channel(None);
-    let watchers: Vec<_> = WATCHED
-        .iter()
-        .map(|t| (t.to_vec(), spawn_watcher(grpc.clone(), t.to_vec(), until.clone())))
-        .collect();
+    let watchers = spawn_watchers(&grpc, &until, WATCHED.len());
 
     // A burst; `serve` is SIGKILLed while its applier has a batch's transaction open.
     let acked = AtomicUsize::new(0);
@@ -422,10 +433,7 @@ async fn postgresql_restarted_under_streaming_watchers_ends_streams_with_unavail
     let url = watch::channel(app.webhook_url()).1;
     let grpc = watch::channel(format!("http://{}", app.grpc_addr)).1;
     let (until_tx, until) = watch::channel(None);
-    let watchers: Vec<_> = WATCHED
-        .iter()
-        .map(|t| (t.to_vec(), spawn_watcher(grpc.clone(), t.to_vec(), until.clone())))
-        .collect();
+    let watchers = spawn_watchers(&grpc, &until, WATCHED.len());
     let acked = AtomicUsize::new(0);
     let (mut ok, refused) = send_events(&url, "r", 0..300, 16, &acked).await;
     assert!(refused.is_empty());
@@ -472,12 +480,7 @@ async fn a_soak_of_sustained_ingest_a_hundred_watchers_and_lookups_ends_with_ack
     let url = watch::channel(app.webhook_url()).1;
     let grpc = watch::channel(format!("http://{}", app.grpc_addr)).1;
     let (until_tx, until) = watch::channel(None);
-    let watchers: Vec<_> = (0..100)
-        .map(|i| {
-            let types = WATCHED[i % WATCHED.len()].to_vec();
-            (types.clone(), spawn_watcher(grpc.clone(), types, until.clone()))
-        })
-        .collect();
+    let watchers = spawn_watchers(&grpc, &until, 100);
     let deadline = tokio::time::Instant::now() + soak_duration();
     let acked = Arc::new(AtomicUsize::new(0));
 
