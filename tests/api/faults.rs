@@ -304,7 +304,7 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
     let acked = AtomicUsize::new(0);
 
     // A burst; PostgreSQL stops once a third of it is acknowledged.
-    let burst = send_events(&url, "s", 0..600, 16, &acked);
+    let burst = send_events(&url, "s", 0..1000, 16, &acked);
     let stop = async {
         while acked.load(Ordering::SeqCst) < 200 {
             tokio::task::yield_now().await;
@@ -317,7 +317,7 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
         assert_eq!(*status, Some(StatusCode::SERVICE_UNAVAILABLE));
     }
     // While it is down, every delivery gets 503, and readiness says so.
-    let (during, refused) = send_events(&url, "s", 600..650, 8, &acked).await;
+    let (during, refused) = send_events(&url, "s", 1000..1050, 8, &acked).await;
     assert!(
         during.is_empty(),
         "acknowledged while the database was down: {during:?}"
@@ -338,11 +338,11 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
 
     // It comes back; the same server recovers by itself, and Svix's retries (same ids) land.
     let cluster = restart(&cluster).await;
-    let retried: Vec<usize> = (0..650).filter(|i| ok.binary_search(i).is_err()).collect();
+    let retried: Vec<usize> = (0..1050).filter(|i| ok.binary_search(i).is_err()).collect();
     let (again, refused) = send_events(&url, "s", retried.iter().copied(), 16, &acked).await;
     assert!(refused.is_empty(), "refused after the database returned: {refused:?}");
     ok.extend(again);
-    assert_eq!(ok.len(), 650);
+    assert_eq!(ok.len(), 1050);
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
     let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
     assert_applied_exactly_once(&pool, "s", &ok).await;
@@ -369,7 +369,7 @@ async fn serve_sigkilled_mid_batch_and_restarted_applies_every_acked_event_once_
 
     // A burst; `serve` is SIGKILLed while its applier has a batch's transaction open.
     let acked = AtomicUsize::new(0);
-    let burst = send_events(&url, "k", 0..900, 32, &acked);
+    let burst = send_events(&url, "k", 0..1500, 32, &acked);
     let kill = async {
         while acked.load(Ordering::SeqCst) < 300 {
             tokio::task::yield_now().await;
@@ -394,7 +394,7 @@ async fn serve_sigkilled_mid_batch_and_restarted_applies_every_acked_event_once_
         first.kill().await;
     };
     let ((mut ok, _), ()) = tokio::join!(burst, kill);
-    assert!(ok.len() >= 300 && ok.len() < 900, "{} acked", ok.len());
+    assert!(ok.len() >= 300 && ok.len() < 1500, "{} acked", ok.len());
 
     // Restarted, it finishes the batch's events, takes Svix's retries, and the watchers resume.
     let second = Served::start(&args).await;
@@ -402,11 +402,11 @@ async fn serve_sigkilled_mid_batch_and_restarted_applies_every_acked_event_once_
         .send(format!("http://{}/webhooks/clerk", second.http_addr))
         .unwrap();
     grpc_tx.send(format!("http://{}", second.grpc_addr)).unwrap();
-    let retried: Vec<usize> = (0..900).filter(|i| ok.binary_search(i).is_err()).collect();
-    let (again, refused) = send_events(&url, "k", retried.into_iter().chain(900..1200), 32, &acked).await;
+    let retried: Vec<usize> = (0..1500).filter(|i| ok.binary_search(i).is_err()).collect();
+    let (again, refused) = send_events(&url, "k", retried.into_iter().chain(1500..1800), 32, &acked).await;
     assert!(refused.is_empty(), "refused after the restart: {refused:?}");
     ok.extend(again);
-    assert_eq!(ok.len(), 1200);
+    assert_eq!(ok.len(), 1800);
     assert_applied_exactly_once(&pool, "k", &ok).await;
     // A killed server ends streams with a transport error; nothing else is acceptable.
     let seen = finish_watchers(
