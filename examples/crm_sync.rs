@@ -3,15 +3,10 @@
 //!
 //! `cargo run --example crm_sync -- --url http://127.0.0.1:50051 --store crm.json`
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::{collections::BTreeMap, io::Write, path::Path, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use clerk_mirror::pb::directory_service_client::DirectoryServiceClient;
-use clerk_mirror::pb::watch_service_client::WatchServiceClient;
 use clerk_mirror::pb::{self, change::Entity, watch_changes_request::Start, watch_changes_response::Event};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,7 +15,6 @@ use tonic_types::StatusExt;
 
 #[derive(Parser)]
 struct Args {
-    /// The mirror's gRPC address.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     url: String,
     /// The store: contacts, accounts, links and the cursor they reflect.
@@ -46,22 +40,13 @@ struct Record {
 }
 
 impl Store {
-    fn load(path: &Path) -> anyhow::Result<Option<Store>> {
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).context("a corrupt store")?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Atomically: a crash leaves the old file or the new one, never half of one.
     fn save(&self, path: &Path) -> anyhow::Result<()> {
         let temp = path.with_extension("tmp");
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(&serde_json::to_vec_pretty(self)?)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        Ok(())
+        Ok(std::fs::rename(&temp, path)?)
     }
 
     /// Applies an entity's state (a tombstone removes it), unless the store already holds it at
@@ -82,72 +67,68 @@ impl Store {
                 (&mut self.links, m.id, m.delete_time.is_some(), fields, m.update_cursor)
             }
         };
-        match map.get(&id) {
-            Some(known) if cursor <= known.update_cursor => format!("{id} already up to date"),
-            _ if deleted => map.remove(&id).map_or(format!("{id} absent"), |_| format!("{id} removed")),
-            _ => {
-                map.insert(id.clone(), Record { fields, update_cursor: cursor });
-                format!("{id} saved")
-            }
+        let outcome = match map.get(&id) {
+            Some(known) if cursor <= known.update_cursor => "already up to date",
+            _ if deleted => map.remove(&id).map_or("absent", |_| "removed"),
+            _ => map.insert(id.clone(), Record { fields, update_cursor: cursor }).map_or("added", |_| "updated"),
+        };
+        format!("{id} {outcome}")
+    }
+
+    /// Adds a listed page (the store's cursor is the first page's); returns the next page's token.
+    fn add_page(&mut self, cursor: String, entities: impl Iterator<Item = Entity>, next: String) -> Option<String> {
+        if self.cursor.is_empty() {
+            self.cursor = cursor;
         }
+        entities.for_each(|entity| drop(self.apply(entity)));
+        Some(next).filter(|next| !next.is_empty())
     }
 }
 
-/// Lists everything. The watch starts from the FIRST page's cursor: every later page, and every
-/// change, is at or after it, so nothing that happens while listing is missed.
-async fn list(channel: Channel) -> anyhow::Result<Store> {
-    let mut client = DirectoryServiceClient::new(channel);
+/// Lists everything into a new store, saved. The watch starts from the FIRST page's cursor: every
+/// later page, and every change, is at or after it, so nothing that happens while listing is missed.
+async fn list(channel: Channel, path: &Path) -> anyhow::Result<Store> {
+    let mut client = pb::directory_service_client::DirectoryServiceClient::new(channel);
     let mut store = Store::default();
-    for kind in ["users", "organizations", "memberships"] {
-        let mut page_token = String::new();
-        loop {
-            let (cursor, entities, next_page_token): (_, Vec<Entity>, _) = match kind {
-                "users" => {
-                    let request = pb::ListUsersRequest { page_size: 1000, page_token, ..Default::default() };
-                    let page = client.list_users(request).await?.into_inner();
-                    (page.cursor, page.users.into_iter().map(Entity::User).collect(), page.next_page_token)
-                }
-                "organizations" => {
-                    let request = pb::ListOrganizationsRequest { page_size: 1000, page_token, ..Default::default() };
-                    let page = client.list_organizations(request).await?.into_inner();
-                    let organizations = page.organizations.into_iter().map(Entity::Organization).collect();
-                    (page.cursor, organizations, page.next_page_token)
-                }
-                _ => {
-                    let parent = "organizations/-".to_string();
-                    let request =
-                        pb::ListMembershipsRequest { parent, page_size: 1000, page_token, ..Default::default() };
-                    let page = client.list_memberships(request).await?.into_inner();
-                    let memberships = page.memberships.into_iter().map(Entity::Membership).collect();
-                    (page.cursor, memberships, page.next_page_token)
-                }
-            };
-            if store.cursor.is_empty() {
-                store.cursor = cursor;
-            }
-            entities.into_iter().for_each(|entity| drop(store.apply(entity)));
-            page_token = next_page_token;
-            if page_token.is_empty() {
-                break;
-            }
-        }
+    let mut next = Some(String::new());
+    while let Some(page_token) = next.take() {
+        let request = pb::ListUsersRequest { page_size: 1000, page_token, ..Default::default() };
+        let page = client.list_users(request).await?.into_inner();
+        next = store.add_page(page.cursor, page.users.into_iter().map(Entity::User), page.next_page_token);
     }
+    let mut next = Some(String::new());
+    while let Some(page_token) = next.take() {
+        let request = pb::ListOrganizationsRequest { page_size: 1000, page_token, ..Default::default() };
+        let page = client.list_organizations(request).await?.into_inner();
+        next =
+            store.add_page(page.cursor, page.organizations.into_iter().map(Entity::Organization), page.next_page_token);
+    }
+    let (parent, mut next) = ("organizations/-".to_string(), Some(String::new()));
+    while let Some(page_token) = next.take() {
+        let request =
+            pb::ListMembershipsRequest { parent: parent.clone(), page_size: 1000, page_token, ..Default::default() };
+        let page = client.list_memberships(request).await?.into_inner();
+        next = store.add_page(page.cursor, page.memberships.into_iter().map(Entity::Membership), page.next_page_token);
+    }
+    store.save(path)?;
+    let (contacts, accounts, links) = (store.contacts.len(), store.accounts.len(), store.links.len());
+    println!("listed {contacts} contacts, {accounts} accounts, {links} links at {}", store.cursor);
     Ok(store)
 }
 
 /// Applies every change after the store's cursor, saving the store (and so the cursor) after each.
 async fn watch(channel: Channel, store: &mut Store, path: &Path) -> anyhow::Result<()> {
     let start = Some(Start::StartCursor(store.cursor.clone()));
-    let request = pb::WatchChangesRequest { start, ..Default::default() };
-    let mut stream = WatchServiceClient::new(channel).watch_changes(request).await?.into_inner();
+    let mut client = pb::watch_service_client::WatchServiceClient::new(channel);
+    let mut stream = client.watch_changes(pb::WatchChangesRequest { start, ..Default::default() }).await?.into_inner();
+    println!("resuming from {}", store.cursor);
     while let Some(message) = stream.message().await? {
-        let Some(Event::Change(pb::Change { cursor, entity: Some(entity), .. })) = message.event else {
-            continue;
-        };
-        let outcome = store.apply(entity); // its `update_cursor` is the change's cursor
-        store.cursor = cursor;
-        store.save(path)?;
-        println!("{}: {outcome}", store.cursor);
+        if let Some(Event::Change(pb::Change { cursor, entity: Some(entity), .. })) = message.event {
+            let outcome = store.apply(entity); // its `update_cursor` is the change's cursor
+            store.cursor = cursor;
+            store.save(path)?;
+            println!("{}: {outcome}", store.cursor);
+        }
     }
     anyhow::bail!("the server ended the stream")
 }
@@ -156,33 +137,26 @@ async fn watch(channel: Channel, store: &mut Store, path: &Path) -> anyhow::Resu
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let channel = Channel::from_shared(args.url)?.connect_lazy();
-    let mut stored = Store::load(&args.store)?;
+    let mut store = match std::fs::read(&args.store) {
+        Ok(bytes) => serde_json::from_slice(&bytes).context("a corrupt store")?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => list(channel.clone(), &args.store).await?,
+        Err(e) => return Err(e.into()),
+    };
     loop {
-        let mut store = match stored.take() {
-            Some(store) => {
-                println!("resuming from {}", store.cursor);
-                store
-            }
-            None => {
-                let store = list(channel.clone()).await?;
-                store.save(&args.store)?;
-                let (contacts, accounts, links) = (store.contacts.len(), store.accounts.len(), store.links.len());
-                println!("listed {contacts} contacts, {accounts} accounts, {links} links at {}", store.cursor);
-                store
-            }
-        };
         let error = watch(channel.clone(), &mut store, &args.store).await.unwrap_err();
         let status = error.downcast_ref::<tonic::Status>();
         let reason = status.and_then(|s| s.get_details_error_info()).map(|i| i.reason);
         use tonic::Code::{InvalidArgument, OutOfRange, PermissionDenied, Unauthenticated};
         match (status.map(|s| s.code()), reason.as_deref()) {
-            (_, Some("CURSOR_EXPIRED")) => println!("cursor {} expired: listing again", store.cursor),
-            // Not a tonic error (the store file), or one that resuming cannot fix.
+            (_, Some("CURSOR_EXPIRED")) => {
+                println!("cursor {} expired: listing again", store.cursor);
+                store = list(channel.clone(), &args.store).await?;
+            }
+            // Not a gRPC error (the store file), or one that resuming cannot fix.
             (None | Some(InvalidArgument | OutOfRange | PermissionDenied | Unauthenticated), _) => return Err(error),
             _ => {
                 eprintln!("{error:#}: resuming in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                stored = Some(store);
             }
         }
     }

@@ -8,9 +8,7 @@
 // Request messages gain fields over time: `..Default::default()` keeps this compiling.
 #![allow(clippy::needless_update)]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
 use clap::Parser;
 use clerk_mirror::pb::directory_service_client::DirectoryServiceClient;
@@ -36,10 +34,7 @@ struct Cache {
 
 fn plan_of(organization: &pb::Organization) -> Value {
     let plan = organization.public_metadata.as_ref().and_then(|m| m.fields.get("plan"));
-    match plan.and_then(|v| v.kind.as_ref()) {
-        Some(Kind::StringValue(plan)) => json!(plan),
-        _ => Value::Null,
-    }
+    if let Some(Kind::StringValue(plan)) = plan.and_then(|v| v.kind.as_ref()) { json!(plan) } else { Value::Null }
 }
 
 /// Follows every organization change from now, updating or evicting what the cache holds.
@@ -59,16 +54,12 @@ async fn keep_warm(channel: Channel, cache: &Mutex<Cache>) -> anyhow::Result<()>
             Some(Event::Heartbeat(h)) => cache.seen = h.cursor,
             Some(Event::Change(pb::Change { cursor, entity: Some(Entity::Organization(o)), .. })) => {
                 cache.seen = cursor.clone();
-                let Some((_, known)) = cache.plans.get(&o.id) else {
-                    continue;
-                };
-                if cursor <= *known {
-                    continue; // the cached read is newer than this change
-                }
-                if o.delete_time.is_some() {
+                // Only what is cached, and only if the cached read is older than this change.
+                let newer = cache.plans.get(&o.id).is_some_and(|(_, read)| *read < cursor);
+                if newer && o.delete_time.is_some() {
                     cache.plans.remove(&o.id);
                     println!("{}", json!({"cache": "evicted", "organization": o.id}));
-                } else {
+                } else if newer {
                     println!("{}", json!({"cache": "updated", "organization": o.id, "plan": plan_of(&o)}));
                     cache.plans.insert(o.id.clone(), (plan_of(&o), cursor));
                 }
@@ -97,8 +88,7 @@ async fn answer(
             Err(status) => return Err(status.into()),
         });
     }
-    let mut plans: HashMap<String, (Value, bool)> = HashMap::new();
-    let mut misses = Vec::new();
+    let (mut plans, mut misses) = (HashMap::new(), Vec::new());
     for (organization, _) in organizations.iter().zip(&roles).filter(|(_, role)| role.is_some()) {
         match cache.lock().unwrap().plans.get(*organization) {
             Some((plan, _)) => drop(plans.insert(organization.to_string(), (plan.clone(), true))),

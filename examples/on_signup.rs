@@ -4,17 +4,11 @@
 //!
 //! `cargo run --example on_signup -- --url http://127.0.0.1:50051 --config rules.json --state on_signup.json`
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::{collections::BTreeMap, io::Write, path::PathBuf, sync::Arc, sync::Mutex, time::Duration};
 
 use anyhow::Context;
-use bytes::Bytes;
 use clap::Parser;
 use clerk_mirror::pb::{self, change::Entity, watch_changes_request::Start, watch_changes_response::Event};
-use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
@@ -52,13 +46,11 @@ struct Rule {
     post: Option<String>,
 }
 
-/// Rule name → the cursor of the last change it finished.
-type State = BTreeMap<String, String>;
-
 struct Shared {
-    state: Mutex<State>,
+    /// Rule name → the cursor of the last change it finished.
+    state: Mutex<BTreeMap<String, String>>,
     path: PathBuf,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpConnector, String>,
     descriptors: DescriptorPool,
 }
 
@@ -74,8 +66,9 @@ impl Shared {
         Ok(std::fs::rename(&temp, &self.path)?)
     }
 
-    /// The entity as JSON with the proto's field names (those the filter language uses).
-    fn entity_json(&self, entity: &Entity) -> anyhow::Result<Value> {
+    /// The rule's body: its field paths looked up in the entity as JSON with the proto's field names
+    /// (those the filter language uses), `null` where there is nothing.
+    fn body(&self, rule: &Rule, entity: &Entity) -> anyhow::Result<Value> {
         let (name, bytes) = match entity {
             Entity::User(u) => ("clerkmirror.v1.User", u.encode_to_vec()),
             Entity::Organization(o) => ("clerkmirror.v1.Organization", o.encode_to_vec()),
@@ -84,7 +77,9 @@ impl Shared {
         let descriptor = self.descriptors.get_message_by_name(name).context("no descriptor")?;
         let message = DynamicMessage::decode(descriptor, bytes.as_slice())?;
         let options = SerializeOptions::new().use_proto_field_name(true);
-        Ok(message.serialize_with_options(serde_json::value::Serializer, &options)?)
+        let entity = message.serialize_with_options(serde_json::value::Serializer, &options)?;
+        let field = |path: &String| path.split('.').try_fold(&entity, |v, k| v.get(k)).cloned().unwrap_or(Value::Null);
+        Ok(rule.fields.iter().map(|(key, path)| (key.clone(), field(path))).collect())
     }
 
     /// Runs the action once; `key` lets the receiver drop a repeat (after a crash between the
@@ -97,14 +92,14 @@ impl Shared {
         let request = hyper::Request::post(url)
             .header("content-type", "application/json")
             .header("idempotency-key", key)
-            .body(Full::new(Bytes::from(body.to_string())))?;
+            .body(body.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request)).await??;
         anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
         Ok(())
     }
 }
 
-/// Follows one rule's watch from its cursor (none yet: from now, recording the first position).
+/// Follows one rule's watch from its cursor (none yet: from now).
 async fn follow(shared: &Shared, rule: &Rule, channel: Channel) -> anyhow::Result<()> {
     let cursor = shared.state.lock().unwrap().get(&rule.name).cloned();
     let types = rule.types.iter().map(|t| pb::EntityType::from_str_name(&format!("ENTITY_TYPE_{}", t.to_uppercase())));
@@ -114,36 +109,29 @@ async fn follow(shared: &Shared, rule: &Rule, channel: Channel) -> anyhow::Resul
         filter: rule.filter.clone(),
         ..Default::default()
     };
-    let mut stream =
-        pb::watch_service_client::WatchServiceClient::new(channel).watch_changes(request).await?.into_inner();
-    let mut first = true;
+    let mut client = pb::watch_service_client::WatchServiceClient::new(channel);
+    let mut stream = client.watch_changes(request).await?.into_inner();
+    // The stream starts with a heartbeat at its start position: a first run records it, so that a
+    // restart before any change misses nothing.
+    let Some(Event::Heartbeat(start)) = stream.message().await?.and_then(|m| m.event) else {
+        anyhow::bail!("the stream did not start with a heartbeat");
+    };
+    if cursor.is_none() {
+        shared.record(&rule.name, &start.cursor)?;
+    }
+    println!("{}: watching from {}", rule.name, start.cursor);
     while let Some(message) = stream.message().await? {
-        let change = match message.event {
-            // The stream's first message: where it starts (a first run records it, so that a
-            // restart before any change misses nothing).
-            Some(Event::Heartbeat(h)) if first => {
-                first = false;
-                if cursor.is_none() {
-                    shared.record(&rule.name, &h.cursor)?;
-                }
-                println!("{}: watching from {}", rule.name, h.cursor);
-                continue;
-            }
-            Some(Event::Change(change)) => change,
-            _ => continue,
+        let Some(Event::Change(change)) = message.event else {
+            continue;
         };
         let operation = pb::Operation::try_from(change.operation).map(|o| o.as_str_name()).unwrap_or_default();
         let wanted = rule.operations.is_empty()
             || rule.operations.iter().any(|o| operation == format!("OPERATION_{}", o.to_uppercase()));
         // `left_filter`: the entity matched before, not now (the rule is about the new state).
         if let (true, false, Some(entity)) = (wanted, change.left_filter, &change.entity) {
-            let entity = shared.entity_json(entity)?;
-            let field =
-                |path: &String| path.split('.').try_fold(&entity, |v, k| v.get(k)).cloned().unwrap_or(Value::Null);
-            let body: serde_json::Map<_, _> = rule.fields.iter().map(|(k, path)| (k.clone(), field(path))).collect();
-            let key = format!("{}/{}", rule.name, change.cursor);
+            let (key, body) = (format!("{}/{}", rule.name, change.cursor), shared.body(rule, entity)?);
             let mut delay = Duration::from_millis(100);
-            while let Err(e) = shared.perform(rule, &key, &Value::Object(body.clone())).await {
+            while let Err(e) = shared.perform(rule, &key, &body).await {
                 eprintln!("{key}: {e:#}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -160,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = serde_json::from_slice(&std::fs::read(&args.config)?).context("the config")?;
     let state = match std::fs::read(&args.state) {
         Ok(bytes) => serde_json::from_slice(&bytes).context("the state file")?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(e.into()),
     };
     let shared = Arc::new(Shared {
@@ -176,13 +164,13 @@ async fn main() -> anyhow::Result<()> {
         rules.spawn(async move {
             loop {
                 let error = follow(&shared, &rule, channel.clone()).await.unwrap_err();
+                // Not a gRPC error (the state file), or one that resuming cannot fix.
                 use tonic::Code::{InvalidArgument, OutOfRange, PermissionDenied, Unauthenticated};
-                match error.downcast_ref::<tonic::Status>().map(|s| s.code()) {
-                    None | Some(InvalidArgument | OutOfRange | PermissionDenied | Unauthenticated) => {
-                        return Err(error.context(rule.name));
-                    }
-                    Some(_) => eprintln!("{}: {error:#}; resuming in 1 s", rule.name),
+                let code = error.downcast_ref::<tonic::Status>().map(|s| s.code());
+                if let None | Some(InvalidArgument | OutOfRange | PermissionDenied | Unauthenticated) = code {
+                    return Err(error.context(rule.name));
                 }
+                eprintln!("{}: {error:#}; resuming in 1 s", rule.name);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
