@@ -258,7 +258,7 @@ fn ops(pool: &sqlx::PgPool, channels: &Arc<Vec<Channel>>, d: &Arc<Dataset>) -> V
                     client
                         .get_user(crate::pb::GetUserRequest {
                             name,
-                            show_deleted: false,
+                            ..Default::default()
                         })
                         .await?;
                     Ok(())
@@ -288,6 +288,7 @@ fn ops(pool: &sqlx::PgPool, channels: &Arc<Vec<Channel>>, d: &Arc<Dataset>) -> V
                     client
                         .lookup_user(crate::pb::LookupUserRequest {
                             key: Some(crate::pb::lookup_user_request::Key::Email(email)),
+                            ..Default::default()
                         })
                         .await?;
                     Ok(())
@@ -322,6 +323,7 @@ fn ops(pool: &sqlx::PgPool, channels: &Arc<Vec<Channel>>, d: &Arc<Dataset>) -> V
                 let request = crate::pb::LookupMembershipRequest {
                     organization: format!("organizations/{}", fixtures::organization_id(o)),
                     user: format!("users/{}", fixtures::user_id(u)),
+                    ..Default::default()
                 };
                 Box::pin(async move {
                     client.lookup_membership(request).await?;
@@ -361,7 +363,7 @@ fn ops(pool: &sqlx::PgPool, channels: &Arc<Vec<Channel>>, d: &Arc<Dataset>) -> V
                     let r = client
                         .batch_get_users(crate::pb::BatchGetUsersRequest {
                             names,
-                            show_deleted: false,
+                            ..Default::default()
                         })
                         .await?;
                     anyhow::ensure!(r.get_ref().users.len() == 100, "not every user was returned");

@@ -195,6 +195,7 @@ async fn health_is_serving_and_follows_the_database_down_and_back_up() {
         .get_user(clerk_mirror::pb::GetUserRequest {
             name: "users/user_1".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -212,6 +213,7 @@ async fn health_is_serving_and_follows_the_database_down_and_back_up() {
         .get_user(clerk_mirror::pb::GetUserRequest {
             name: "users/user_1".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
