@@ -22,6 +22,10 @@ const PAGE: i64 = 1000;
 /// Changes applied under one hold of the write lock.
 const BATCH: usize = 256;
 
+/// How long without a change before the cache compares its cursor with the log's head (changes
+/// pruned before the hub read them are never published: only the log shows the gap).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// How long to wait before retrying a load or a catch-up the database refused.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -135,8 +139,21 @@ async fn follow(
 ) -> Ended {
     loop {
         let first = tokio::select! {
-            r = live.recv() => r,
+            r = live.recv() => Some(r),
+            () = tokio::time::sleep(IDLE_CHECK) => None,
             _ = stop.wait_for(|s| *s) => return Ended::Stopped,
+        };
+        let Some(first) = first else {
+            let behind = match changes::bounds(pool).await {
+                Ok((_, bounds)) => bounds.head > cache.state().cursor,
+                Err(_) => false,
+            };
+            if behind && let Some(ended) = catch_up(cache, pool, stop).await {
+                return ended;
+            }
+            cache.lag(hub.latest());
+            cache.gauges();
+            continue;
         };
         let mut batch = Vec::new();
         let mut lagged = false;
