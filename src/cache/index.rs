@@ -4,10 +4,12 @@
 //! answers exactly what the PostgreSQL reads of `store::read` answer at that cursor, or says it
 //! does not know (then the caller reads PostgreSQL).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 
-use prost::Message;
+/// The ids holding one key, sorted (usually one: a `Vec` costs one small allocation, a
+/// `BTreeSet` a node of eleven slots).
+type Ids = Vec<String>;
+use std::sync::Arc;
 
 use crate::grpc::convert;
 use crate::pb;
@@ -33,17 +35,13 @@ pub struct ApplyError {
     pub why: String,
 }
 
-/// Bookkeeping per entry beyond its message: the map slots, the `Arc`, the index sets.
-const ENTRY_OVERHEAD: usize = 192;
-/// A decoded message takes about this many times its encoded size (strings, maps, vectors);
-/// `bench lookup` compares the accounted bytes with the server's RSS.
-const DECODED_FACTOR: usize = 3;
+use super::size;
 
 /// A key of a secondary index: case-insensitive ones fold ASCII, and hold values that are not
 /// ASCII aside (PostgreSQL's `lower()` depends on the database's locale for those).
 #[derive(Default)]
 struct KeyIndex {
-    map: HashMap<String, BTreeSet<String>>,
+    map: HashMap<String, Ids>,
     /// Held values this index could not fold (their lookups go to PostgreSQL).
     unfoldable: usize,
     fold: bool,
@@ -70,7 +68,10 @@ impl KeyIndex {
     fn insert(&mut self, value: &str, id: &str) {
         match self.key(value) {
             Some(k) => {
-                self.map.entry(k).or_default().insert(id.to_string());
+                let ids = self.map.entry(k).or_default();
+                if let Err(at) = ids.binary_search_by(|x| x.as_str().cmp(id)) {
+                    ids.insert(at, id.to_string());
+                }
             }
             None => self.unfoldable += 1,
         }
@@ -80,7 +81,7 @@ impl KeyIndex {
         match self.key(value) {
             Some(k) => {
                 if let Some(ids) = self.map.get_mut(&k) {
-                    ids.remove(id);
+                    ids.retain(|x| x != id);
                     if ids.is_empty() {
                         self.map.remove(&k);
                     }
@@ -96,7 +97,7 @@ impl KeyIndex {
             return None;
         }
         let k = self.key(value)?;
-        Some(self.map.get(&k).and_then(|ids| ids.iter().next()))
+        Some(self.map.get(&k).and_then(|ids| ids.first()))
     }
 }
 
@@ -128,10 +129,15 @@ impl UserKeys {
         }
     }
 
-    fn bytes(&self) -> usize {
-        self.emails.iter().chain(&self.phones).map(String::len).sum::<usize>()
-            + self.username.as_ref().map_or(0, String::len)
-            + self.external_id.as_ref().map_or(0, String::len)
+    /// What the user's keys cost in the secondary indexes.
+    fn bytes(&self, id: &str) -> usize {
+        self.emails
+            .iter()
+            .chain(&self.phones)
+            .chain(&self.username)
+            .chain(&self.external_id)
+            .map(|k| size::index_key(k, id))
+            .sum()
     }
 }
 
@@ -176,7 +182,7 @@ pub struct Index {
     slugs: KeyIndex,
     memberships: HashMap<String, MembershipEntry>,
     /// Live memberships by (organization, user).
-    by_pair: HashMap<(String, String), BTreeSet<String>>,
+    by_pair: HashMap<(String, String), Ids>,
 }
 
 fn updated(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<(i64, u32)> {
@@ -241,7 +247,7 @@ impl Index {
         self.remove_user(&r.id);
         let message = convert::user(r, update_cursor, &self.log_id);
         let keys = UserKeys::of(r);
-        let bytes = ENTRY_OVERHEAD + DECODED_FACTOR * message.encoded_len() + 2 * (r.id.len() + keys.bytes());
+        let bytes = size::slot(&r.id, std::mem::size_of::<UserEntry>()) + size::user(&message) + keys.bytes(&r.id);
         if !self.fits(bytes) {
             return;
         }
@@ -291,9 +297,9 @@ impl Index {
         self.remove_organization(&r.id);
         let message = convert::organization(r, update_cursor, &self.log_id);
         let slug = r.slug.clone().filter(|_| r.deleted_at.is_none());
-        let bytes = ENTRY_OVERHEAD
-            + DECODED_FACTOR * message.encoded_len()
-            + 2 * (r.id.len() + slug.as_ref().map_or(0, String::len));
+        let bytes = size::slot(&r.id, std::mem::size_of::<OrgEntry>())
+            + size::organization(&message)
+            + slug.as_ref().map_or(0, |s| size::index_key(s, &r.id));
         if !self.fits(bytes) {
             return;
         }
@@ -324,18 +330,22 @@ impl Index {
     pub fn put_membership(&mut self, r: &MembershipRecord, update_cursor: i64) {
         self.remove_membership(&r.id);
         let message = convert::membership(r, update_cursor, &self.log_id);
-        let bytes = ENTRY_OVERHEAD
-            + DECODED_FACTOR * message.encoded_len()
-            + 2 * (r.id.len() + r.organization_id.len() + r.user_id.len());
+        let bytes = size::slot(&r.id, std::mem::size_of::<MembershipEntry>())
+            + size::membership(&message)
+            + size::index_key(&r.organization_id, &r.id)
+            + r.user_id.len();
         if !self.fits(bytes) {
             return;
         }
         let live = r.deleted_at.is_none();
         if live {
-            self.by_pair
+            let ids = self
+                .by_pair
                 .entry((r.organization_id.clone(), r.user_id.clone()))
-                .or_default()
-                .insert(r.id.clone());
+                .or_default();
+            if let Err(at) = ids.binary_search(&r.id) {
+                ids.insert(at, r.id.clone());
+            }
         }
         self.bytes += bytes;
         self.memberships.insert(
@@ -358,7 +368,7 @@ impl Index {
         if old.live {
             let pair = (old.organization_id, old.user_id);
             if let Some(ids) = self.by_pair.get_mut(&pair) {
-                ids.remove(id);
+                ids.retain(|x| x != id);
                 if ids.is_empty() {
                     self.by_pair.remove(&pair);
                 }

@@ -5,6 +5,7 @@
 
 pub mod follow;
 pub mod index;
+pub mod size;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
