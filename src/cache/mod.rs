@@ -39,7 +39,12 @@ struct Shared {
     index: RwLock<Option<Index>>,
     state: watch::Sender<State>,
     metrics: Arc<Metrics>,
+    /// The read counters by outcome, resolved once (a label lookup per read costs a hash and a lock).
+    outcomes: Vec<(&'static str, prometheus::IntCounter)>,
 }
+
+/// The outcomes `count` knows.
+const OUTCOMES: [&str; 5] = ["hit", "absent", "fallback", "not_ready", "fully_consistent"];
 
 /// A handle to the cache (cheap to clone).
 #[derive(Clone)]
@@ -54,11 +59,16 @@ impl ReadCache {
             ready: false,
             cursor: 0,
         });
+        let outcomes = OUTCOMES
+            .iter()
+            .map(|o| (*o, metrics.cache_reads.with_label_values(&[o])))
+            .collect();
         ReadCache {
             shared: Arc::new(Shared {
                 index: RwLock::new(None),
                 state,
                 metrics,
+                outcomes,
             }),
         }
     }
@@ -77,7 +87,10 @@ impl ReadCache {
     /// Counts a read's outcome: `hit`, `absent` (a certain negative), `fallback` (not held, or a
     /// lookup the index cannot answer), `not_ready`, `fully_consistent`.
     pub fn count(&self, outcome: &str) {
-        self.shared.metrics.cache_reads.with_label_values(&[outcome]).inc();
+        match self.shared.outcomes.iter().find(|(o, _)| *o == outcome) {
+            Some((_, counter)) => counter.inc(),
+            None => self.shared.metrics.cache_reads.with_label_values(&[outcome]).inc(),
+        }
     }
 
     /// Serves `index` from now on.
