@@ -43,7 +43,10 @@ enum Route {
 /// The request's deadline (`grpc-timeout`: up to 8 digits and a unit), if it has one.
 fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let text = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if !text.is_ascii() || text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),
@@ -718,5 +721,30 @@ impl Directory {
             .collect();
         let (messages, next) = list::page(items, size, &binding);
         Ok((messages, next, self.cursor(snapshot.head)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Option<Duration> {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", text.parse().unwrap());
+        deadline(&m)
+    }
+
+    #[test]
+    fn a_grpc_timeout_header_is_read_in_each_unit_and_nonsense_is_no_deadline() {
+        assert_eq!(parse("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(parse("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["m", "12", "5x", "123456789S", "-1S"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert_eq!(deadline(&tonic::metadata::MetadataMap::new()), None);
     }
 }
