@@ -577,6 +577,7 @@ impl DirectoryService for Directory {
                 table: "users",
                 parent: "",
                 organization: None,
+                consistency: r.consistency.as_ref(),
             };
             let (users, next_page_token, cursor) = self
                 .list(
@@ -609,6 +610,7 @@ impl DirectoryService for Directory {
                 table: "organizations",
                 parent: "",
                 organization: None,
+                consistency: r.consistency.as_ref(),
             };
             let (organizations, next_page_token, cursor) = self
                 .list(
@@ -646,6 +648,7 @@ impl DirectoryService for Directory {
                 table: "memberships",
                 parent: &r.parent,
                 organization,
+                consistency: r.consistency.as_ref(),
             };
             let (memberships, next_page_token, cursor) = self
                 .list(
@@ -676,6 +679,9 @@ struct ListPage<'a> {
     parent: &'a str,
     /// Memberships of this organization only.
     organization: Option<&'a str>,
+    /// The request's `consistency` (lists read PostgreSQL; an `at_least_as_fresh` cursor is
+    /// checked against the page's snapshot).
+    consistency: Option<&'a pb::Consistency>,
 }
 
 impl Directory {
@@ -695,6 +701,10 @@ impl Directory {
     {
         let size = list::page_size(page_size)?;
         let filter = list::filter(page.entity, filter_text)?;
+        let at_least = match page.consistency.and_then(|c| c.requirement.as_ref()) {
+            Some(pb::consistency::Requirement::AtLeastAsFresh(a)) => Some(self.token(&a.cursor).await?),
+            _ => None,
+        };
         let binding = list::binding(page.rpc, page.parent, filter_text, show_deleted);
         let after = list::decode_token(page_token, &binding)?;
         let query = ListQuery {
@@ -708,6 +718,7 @@ impl Directory {
             filter: filter.as_ref(),
         };
         let snapshot = read::list::<R>(&self.pool, &query).await?;
+        self.fresh(Route::Postgres { at_least }, snapshot.head)?;
         let items = snapshot
             .items
             .iter()

@@ -455,6 +455,29 @@ async fn at_least_as_fresh_rejects_cursors_past_the_head_from_another_log_or_mal
     }
 }
 
+#[tokio::test]
+async fn lists_read_postgresql_and_refuse_only_a_cursor_past_the_head() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[user_event("created", "user_l", T, T, "L")])
+        .await;
+    let mut c = client(&app).await;
+    let list = |consistency| pb::ListUsersRequest {
+        consistency,
+        ..Default::default()
+    };
+    let page = c.list_users(list(None)).await.unwrap().into_inner();
+    assert_eq!(page.users.len(), 1);
+    let same = c.list_users(list(fresh(&page.cursor))).await.unwrap().into_inner();
+    assert_eq!(same.cursor, page.cursor);
+    let mut ahead = Cursor::decode(&page.cursor).unwrap();
+    ahead.seq += 1;
+    let status = c.list_users(list(fresh(&ahead.encode()))).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::OutOfRange, "CURSOR_IN_FUTURE")
+    );
+}
+
 /// Asserts that memory and PostgreSQL answer the same for `n` users `user_{i}`.
 async fn assert_memory_matches_the_database(app: &TestApp, n: usize) {
     let mut c = client(app).await;
