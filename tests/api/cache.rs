@@ -478,6 +478,56 @@ async fn lists_read_postgresql_and_refuse_only_a_cursor_past_the_head() {
     );
 }
 
+#[tokio::test]
+async fn over_its_budget_the_cache_holds_what_fits_and_reads_of_the_rest_go_to_postgresql() {
+    // Room for about two of these users (each is accounted at 2 to 3 KB).
+    let app = spawn_app_with(AppOptions {
+        read_cache_bytes: Some(6_000),
+        ..Default::default()
+    })
+    .await;
+    let bodies: Vec<String> = (0..5)
+        .map(|i| user_event("created", &format!("user_{i}"), T, T, "Budget"))
+        .collect();
+    app.send_all_and_apply(&bodies).await;
+    let cache = app.cache.as_ref().unwrap();
+    let (held, bytes, complete) = cache.read(|i| (i.entries().0, i.bytes(), i.complete())).unwrap();
+    assert!(
+        (1..5).contains(&held) && bytes <= 6_000 && !complete,
+        "{held} {bytes} {complete}"
+    );
+    let mut c = client(&app).await;
+    for i in 0..6 {
+        let get = |consistency| pb::GetUserRequest {
+            name: format!("users/user_{i}"),
+            consistency,
+            ..Default::default()
+        };
+        let lookup = |consistency| pb::LookupUserRequest {
+            key: Some(pb::lookup_user_request::Key::Email(format!("USER_{i}@example.com"))),
+            consistency,
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome(c.get_user(get(memory())).await),
+            outcome(c.get_user(get(database())).await)
+        );
+        assert_eq!(
+            outcome(c.lookup_user(lookup(memory())).await),
+            outcome(c.lookup_user(lookup(database())).await)
+        );
+    }
+    assert_memory_matches_the_database(&app, 5).await;
+    let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
+    for outcome in ["hit", "fallback"] {
+        let line = format!("clerk_mirror_read_cache_reads_total{{outcome=\"{outcome}\"}} 0");
+        assert!(
+            metrics.contains(&format!("outcome=\"{outcome}\"")) && !metrics.contains(&line),
+            "{outcome}: {metrics}"
+        );
+    }
+}
+
 /// Asserts that memory and PostgreSQL answer the same for `n` users `user_{i}`.
 async fn assert_memory_matches_the_database(app: &TestApp, n: usize) {
     let mut c = client(app).await;
