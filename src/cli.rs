@@ -204,6 +204,11 @@ struct ServeArgs {
     /// process gives up waiting.
     #[arg(long, env = "CLERK_MIRROR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// Most bytes of users, organizations and memberships each replica holds in memory to serve
+    /// reads (0: none; every read goes to PostgreSQL). Above it, what is not held is read from
+    /// PostgreSQL.
+    #[arg(long, env = "CLERK_MIRROR_READ_CACHE_BYTES", default_value_t = crate::config::DEFAULT_READ_CACHE_BYTES)]
+    read_cache_bytes: usize,
     /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
     #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value = "7d", value_parser = parse_duration)]
     change_retention: Duration,
@@ -429,6 +434,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_concurrent_rpcs = args.max_concurrent_rpcs;
     config.max_message_bytes = args.max_message_bytes;
     config.max_body_bytes = args.max_body_bytes;
+    config.read_cache_bytes = args.read_cache_bytes;
     config.http_limits.max_headers = args.max_header_count;
     config.http_limits.max_header_bytes = args.max_header_bytes;
     if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {

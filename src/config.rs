@@ -64,6 +64,13 @@ pub struct Config {
     pub http_limits: HttpLimits,
     /// Periodic reconcile against Clerk's Backend API (run by the applier lock holder).
     pub reconcile: Option<ReconcileConfig>,
+    /// Most bytes the in-memory read cache holds (0: no cache; every read goes to PostgreSQL).
+    pub read_cache_bytes: usize,
+    /// Longest an `at_least_as_fresh` read waits for this replica to apply its cursor (the
+    /// request's deadline may shorten it).
+    pub consistency_wait: Duration,
+    /// How often the hub reads the log when no notification came.
+    pub hub_poll: Duration,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
     pub applier: Option<ApplierConfig>,
 }
@@ -93,10 +100,16 @@ impl Config {
             max_concurrent_rpcs: 1024,
             http_limits: HttpLimits::default(),
             reconcile: None,
+            read_cache_bytes: DEFAULT_READ_CACHE_BYTES,
+            consistency_wait: Duration::from_secs(5),
+            hub_poll: Duration::from_secs(1),
             applier: Some(ApplierConfig::default()),
         }
     }
 }
+
+/// The read cache's default budget: 1 GiB.
+pub const DEFAULT_READ_CACHE_BYTES: usize = 1 << 30;
 
 /// Where the embedded default keeps its cluster when no `--data-dir` is given.
 pub fn default_data_dir() -> PathBuf {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod applier;
 pub mod backfill;
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;

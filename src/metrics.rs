@@ -44,6 +44,13 @@ pub struct Metrics {
     pub backfill_fetched: IntGaugeVec,
     /// The last reconcile's repairs, per resource and kind (at scrape time).
     pub drift: IntGaugeVec,
+    /// Directory reads by how the read cache answered: `hit`, `absent` (a certain negative),
+    /// `fallback` (read PostgreSQL: not held, or a lookup memory cannot answer), `not_ready`
+    /// (not loaded yet, or disabled), `fully_consistent` (the caller asked for PostgreSQL).
+    pub cache_reads: IntCounterVec,
+    /// The read cache: entries (`users`, `organizations`, `memberships`), accounted `bytes`,
+    /// `complete` (1: everything held), `cursor`, `cursor_lag` (behind the hub) and `loads`.
+    pub cache: IntGaugeVec,
 }
 
 impl Metrics {
@@ -131,8 +138,24 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(drift.clone())).expect("registered once");
+        let cache_reads = counter_vec(
+            "read_cache_reads_total",
+            "Directory reads by how the read cache answered.",
+            &["outcome"],
+        );
+        let cache = IntGaugeVec::new(
+            Opts::new(
+                "read_cache",
+                "The read cache: entries, bytes, completeness, cursor and lag.",
+            ),
+            &["what"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(cache.clone())).expect("registered once");
         Arc::new(Metrics {
             registry,
+            cache_reads,
+            cache,
             webhooks,
             events,
             apply_lag,

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -31,6 +30,9 @@ pub struct Application {
     pool: sqlx::PgPool,
     /// Reads have a pool of their own: they never wait behind ingest or the applier.
     read_pool: sqlx::PgPool,
+    metrics: Arc<Metrics>,
+    /// The read cache (`None` when `read_cache_bytes` is 0).
+    cache: Option<crate::cache::ReadCache>,
     config: Config,
 }
 
@@ -80,7 +82,11 @@ impl Application {
         let http = bind(config.http_addr, "HTTP").await?;
         let grpc = bind(config.grpc_addr, "gRPC").await?;
         let admin = bind(config.admin_addr, "admin").await?;
+        let metrics = Metrics::new();
+        let cache = (config.read_cache_bytes > 0).then(|| crate::cache::ReadCache::new(metrics.clone()));
         Ok(Application {
+            metrics,
+            cache,
             http_addr: http.local_addr()?,
             grpc_addr: grpc.local_addr()?,
             admin_addr: admin.local_addr()?,
@@ -109,6 +115,11 @@ impl Application {
         self.admin_addr
     }
 
+    /// The read cache, to wait on its cursor (`None`: disabled).
+    pub fn read_cache(&self) -> Option<crate::cache::ReadCache> {
+        self.cache.clone()
+    }
+
     /// The application's pool.
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.pool
@@ -130,7 +141,7 @@ impl Application {
             }
         };
 
-        let metrics = Metrics::new();
+        let metrics = self.metrics.clone();
         let (writer, writer_task) = InboxWriter::spawn(self.pool.clone(), self.config.ingest_batch_size);
         let state = IngestState {
             secrets: self.config.webhook_secrets.clone(),
@@ -154,16 +165,38 @@ impl Application {
         let log_id = store::read::log_id(&self.read_pool)
             .await
             .context("cannot read the change log's id")?;
-        let directory = grpc::directory::Directory::new(self.read_pool.clone(), log_id.clone());
         let (hub, hub_task) = Hub::spawn(
             self.read_pool.clone(),
             self.config.hub_capacity,
-            Duration::from_secs(1),
+            self.config.hub_poll,
             stop_rx_for_applier.clone(),
             metrics.clone(),
         )
         .await
         .context("cannot start the change hub")?;
+        // The read cache loads in the background: readiness does not wait for it, and reads go
+        // to PostgreSQL until it is loaded.
+        let cache = self
+            .cache
+            .clone()
+            .unwrap_or_else(|| crate::cache::ReadCache::new(metrics.clone()));
+        let cache_task = self.cache.clone().map(|c| {
+            tokio::spawn(crate::cache::follow::run(
+                c,
+                self.read_pool.clone(),
+                hub.clone(),
+                log_id.clone(),
+                self.config.read_cache_bytes,
+                None,
+                stop_rx_for_applier.clone(),
+            ))
+        });
+        let directory = grpc::directory::Directory::new(
+            self.read_pool.clone(),
+            log_id.clone(),
+            cache,
+            self.config.consistency_wait,
+        );
         let watcher = grpc::watch::Watcher::new(
             self.read_pool.clone(),
             hub,
@@ -252,6 +285,9 @@ impl Application {
             writer_task.await.context("the inbox writer failed")?;
             let _ = health_task.await;
             let _ = hub_task.await;
+            if let Some(cache_task) = cache_task {
+                let _ = cache_task.await;
+            }
             if let Some(reconcile) = reconcile {
                 reconcile.abort();
             }

@@ -1,6 +1,8 @@
 //! `bench lookup`: GetUser, LookupUser(email), LookupMembership and BatchGetUsers(100) over
-//! loopback gRPC against a loaded mirror, next to the same queries run by sqlx from this process
-//! (the database's limit) and `grpc.health.v1.Health/Check` on the same server (the transport's).
+//! loopback gRPC against a loaded mirror — from the replica's read cache (the default
+//! `minimize_latency`) and from PostgreSQL (`fully_consistent`) — next to the same queries run by
+//! sqlx from this process (the database's limit) and `grpc.health.v1.Health/Check` on the same
+//! server (the transport's). Also what the cache costs in memory: accounted bytes and RSS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +36,8 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let pool = env::pool(&db.options, READ_POOL).await?;
     let d = Dataset::new(opts.users);
     let loaded = load(&pool, &env::monitor(&db.options).await?, &d).await?;
+    let head = read::head(&pool).await?;
+    cache_loaded(&server, head).await?;
     report.setup(
         "data",
         format!(
@@ -52,6 +56,10 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         "uniformly random existing users/memberships; BatchGet: 100 random users",
     );
     report.setup("postgres", pg.settings().await?);
+    report.setup(
+        "consistency",
+        "`gRPC memory`: no `consistency` (minimize_latency: the replica's read cache); `gRPC postgres`: `fully_consistent` (the PostgreSQL path every read took before the cache)",
+    );
     let warmup = opts.duration / 5;
     let d = Arc::new(d);
     for &c in &opts.concurrency {
@@ -69,35 +77,71 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         .await?
         .baseline();
         report.rows.push(health.clone());
-        let pairs = ops(&pool, &channels, &d);
-        for (name, sql, grpc) in pairs {
+        let top = c == opts.concurrency.iter().copied().max().unwrap_or(c);
+        for (name, sql, memory, postgres) in ops(&pool, &channels, &d) {
             let mut base = measure(probe, &format!("sql {name} c={c}"), c, warmup, opts.duration, sql)
                 .await?
                 .baseline();
             base.versus(&health);
-            let mut row = measure(probe, &format!("gRPC {name} c={c}"), c, warmup, opts.duration, grpc).await?;
-            row.versus(&base);
-            row.versus(&health);
-            if c == opts.concurrency.iter().copied().max().unwrap_or(c) {
+            let mut from_memory = measure(
+                probe,
+                &format!("gRPC memory {name} c={c}"),
+                c,
+                warmup,
+                opts.duration,
+                memory,
+            )
+            .await?;
+            from_memory.versus(&base);
+            from_memory.versus(&health);
+            let mut from_postgres = measure(
+                probe,
+                &format!("gRPC postgres {name} c={c}"),
+                c,
+                warmup,
+                opts.duration,
+                postgres,
+            )
+            .await?;
+            from_postgres.versus(&base);
+            from_postgres.versus(&health);
+            if top {
+                report.targets.push(Target::at_least(
+                    format!("{name} at c={c} from memory vs direct SQL"),
+                    from_memory.vs[0].1,
+                    1.5,
+                ));
                 if name == "GetUser" {
                     report.targets.push(Target::at_least(
-                        format!("GetUser at c={c} vs direct SQL"),
-                        row.vs[0].1,
+                        format!("GetUser at c={c} from PostgreSQL (fully_consistent) vs direct SQL"),
+                        from_postgres.vs[0].1,
                         0.7,
                     ));
                 }
                 if name == "BatchGetUsers(100)" {
                     report.targets.push(Target::at_least(
-                        format!("BatchGetUsers(100) at c={c} vs direct `= ANY($1)`"),
-                        row.vs[0].1,
+                        format!("BatchGetUsers(100) at c={c} from PostgreSQL vs direct `= ANY($1)`"),
+                        from_postgres.vs[0].1,
                         0.5,
                     ));
                 }
             }
             report.rows.push(base);
-            report.rows.push(row);
+            report.rows.push(from_memory);
+            report.rows.push(from_postgres);
         }
     }
+    let hits = server
+        .metric("clerk_mirror_read_cache_reads_total", "outcome=\"hit\"")
+        .await?;
+    let fallbacks = server
+        .metric("clerk_mirror_read_cache_reads_total", "outcome=\"fallback\"")
+        .await?;
+    report.fact(
+        "read cache answers during the run",
+        format!("{:.0} hits, {:.0} fallbacks to PostgreSQL", hits.abs(), fallbacks.abs()),
+    );
+    memory_cost(&mut report, &db, &server, &d).await?;
     report.fact(
         "BatchGetUsers(100) round trips",
         "one SQL statement per call (`unnest($1) … LEFT JOIN users`), the same function as the baseline",
@@ -105,6 +149,62 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     pool.close().await;
     server.stop().await?;
     Ok(report)
+}
+
+/// Waits until the server's read cache has applied `head` (it loads and follows in the
+/// background; reads went to PostgreSQL meanwhile).
+async fn cache_loaded(server: &Server, head: i64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let cursor = server.metric("clerk_mirror_read_cache", "what=\"cursor\"").await?;
+        let complete = server.metric("clerk_mirror_read_cache", "what=\"complete\"").await?;
+        if cursor as i64 >= head && complete == 1.0 {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the read cache did not reach {head} in 10 min (at {cursor}, complete {complete})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the cache costs: its accounted bytes per user, and the RSS of a server that loads it
+/// next to one without it, on the same data.
+async fn memory_cost(report: &mut Report, db: &env::Database, server: &Server, d: &Dataset) -> anyhow::Result<()> {
+    let bytes = server.metric("clerk_mirror_read_cache", "what=\"bytes\"").await?;
+    let head = {
+        let pool = env::pool(&db.options, 1).await?;
+        let head = read::head(&pool).await?;
+        pool.close().await;
+        head
+    };
+    let without = Server::start(db, &["--read-cache-bytes", "0"]).await?;
+    // Both servers have served nothing: their RSS differs by the cache (and the load's garbage).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_without = without.rss();
+    without.stop().await?;
+    let with = Server::start(db, &[]).await?;
+    let load_time = cache_loaded(&with, head).await?;
+    let rss_with = with.rss();
+    with.stop().await?;
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    report.fact(
+        "read cache memory",
+        format!(
+            "{:.0} accounted bytes per user ({:.1} MiB for {} users, {} organizations, {} memberships); RSS {:.1} MiB without the cache, {:.1} MiB with it loaded: {:.0} bytes per user; loaded in {:.1} s (one REPEATABLE READ snapshot, pages of 1,000)",
+            bytes / d.users as f64,
+            mib(bytes),
+            d.users,
+            d.organizations,
+            d.memberships,
+            mib(rss_without as f64),
+            mib(rss_with as f64),
+            (rss_with as f64 - rss_without as f64) / d.users as f64,
+            load_time.as_secs_f64(),
+        ),
+    );
+    Ok(())
 }
 
 /// Which objects exist.
@@ -228,147 +328,168 @@ type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Resu
 /// One benchmarked operation, by op number.
 type Op = Box<dyn Fn(u64) -> BoxFuture + Send + Sync>;
 
-/// Each operation as (name, direct SQL, gRPC), keyed by the op number.
-fn ops(pool: &sqlx::PgPool, channels: &Arc<Vec<Channel>>, d: &Arc<Dataset>) -> Vec<(&'static str, Op, Op)> {
-    let user = {
-        let d = d.clone();
-        move |i: u64| fixtures::mix(i) % d.users
-    };
-    let mut out: Vec<(&'static str, Op, Op)> = Vec::new();
-    let (p, ch) = (pool.clone(), channels.clone());
-    out.push((
-        "GetUser",
-        Box::new({
-            let (p, user) = (p.clone(), user.clone());
-            move |i| {
-                let (p, id) = (p.clone(), fixtures::user_id(user(i)));
-                Box::pin(async move {
-                    let s = read::users_by_id(&p, &[&id]).await?;
-                    anyhow::ensure!(s.items[0].is_some(), "{id} not found");
-                    Ok(())
-                })
-            }
-        }),
-        Box::new({
-            let (ch, user) = (ch.clone(), user.clone());
-            move |i| {
-                let mut client = DirectoryServiceClient::new(pick(&ch, i));
-                let name = format!("users/{}", fixtures::user_id(user(i)));
-                Box::pin(async move {
-                    client
-                        .get_user(crate::pb::GetUserRequest {
-                            name,
-                            show_deleted: false,
-                        })
-                        .await?;
-                    Ok(())
-                })
-            }
-        }),
-    ));
-    out.push((
-        "LookupUser(email)",
-        Box::new({
-            let (p, user) = (p.clone(), user.clone());
-            move |i| {
-                let (p, email) = (p.clone(), fixtures::email(user(i)));
-                Box::pin(async move {
-                    let s = read::user_by_key(&p, &read::UserKey::Email(email)).await?;
-                    anyhow::ensure!(s.items[0].is_some(), "not found");
-                    Ok(())
-                })
-            }
-        }),
-        Box::new({
-            let (ch, user) = (ch.clone(), user.clone());
-            move |i| {
-                let mut client = DirectoryServiceClient::new(pick(&ch, i));
-                let email = fixtures::email(user(i));
-                Box::pin(async move {
-                    client
-                        .lookup_user(crate::pb::LookupUserRequest {
-                            key: Some(crate::pb::lookup_user_request::Key::Email(email)),
-                        })
-                        .await?;
-                    Ok(())
-                })
-            }
-        }),
-    ));
-    let membership = {
-        let d = d.clone();
-        move |i: u64| d.membership(fixtures::mix(i) % d.memberships)
-    };
-    out.push((
-        "LookupMembership",
-        Box::new({
-            let (p, membership) = (p.clone(), membership.clone());
-            move |i| {
-                let p = p.clone();
-                let (o, u) = membership(i);
-                let (o, u) = (fixtures::organization_id(o), fixtures::user_id(u));
-                Box::pin(async move {
-                    let s = read::membership_of(&p, &o, &u).await?;
-                    anyhow::ensure!(s.items[0].is_some(), "not found");
-                    Ok(())
-                })
-            }
-        }),
-        Box::new({
-            let (ch, membership) = (ch.clone(), membership.clone());
-            move |i| {
-                let mut client = DirectoryServiceClient::new(pick(&ch, i));
-                let (o, u) = membership(i);
-                let request = crate::pb::LookupMembershipRequest {
-                    organization: format!("organizations/{}", fixtures::organization_id(o)),
-                    user: format!("users/{}", fixtures::user_id(u)),
-                };
-                Box::pin(async move {
-                    client.lookup_membership(request).await?;
-                    Ok(())
-                })
-            }
-        }),
-    ));
-    let hundred = {
-        let d = d.clone();
-        move |i: u64| -> Vec<String> {
-            (0..100)
-                .map(|k| fixtures::user_id(fixtures::mix(i * 100 + k) % d.users))
-                .collect()
-        }
-    };
-    out.push((
-        "BatchGetUsers(100)",
-        Box::new({
-            let (p, hundred) = (p.clone(), hundred.clone());
-            move |i| {
-                let (p, ids) = (p.clone(), hundred(i));
-                Box::pin(async move {
-                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    let s = read::users_by_id(&p, &refs).await?;
-                    anyhow::ensure!(s.items.iter().all(Option::is_some), "not found");
-                    Ok(())
-                })
-            }
-        }),
-        Box::new({
-            let (ch, hundred) = (ch.clone(), hundred.clone());
-            move |i| {
-                let mut client = DirectoryServiceClient::new(pick(&ch, i));
-                let names = hundred(i).into_iter().map(|id| format!("users/{id}")).collect();
-                Box::pin(async move {
-                    let r = client
-                        .batch_get_users(crate::pb::BatchGetUsersRequest {
-                            names,
-                            show_deleted: false,
-                        })
-                        .await?;
-                    anyhow::ensure!(r.get_ref().users.len() == 100, "not every user was returned");
-                    Ok(())
-                })
-            }
-        }),
-    ));
+/// Each operation as (name, direct SQL, gRPC from memory, gRPC from PostgreSQL), keyed by the op
+/// number.
+fn ops(pool: &sqlx::PgPool, channels: &Arc<Vec<Channel>>, d: &Arc<Dataset>) -> Vec<(&'static str, Op, Op, Op)> {
+    let fully = Some(crate::pb::Consistency {
+        requirement: Some(crate::pb::consistency::Requirement::FullyConsistent(true)),
+    });
+    sql_ops(pool, d)
+        .into_iter()
+        .zip(grpc_ops(channels, d, None))
+        .zip(grpc_ops(channels, d, fully))
+        .map(|(((name, sql), (_, memory)), (_, postgres))| (name, sql, memory, postgres))
+        .collect()
+}
+
+/// The random user of op `i`.
+fn user_of(d: &Arc<Dataset>) -> impl Fn(u64) -> u64 + Clone + Send + Sync + 'static {
+    let d = d.clone();
+    move |i: u64| fixtures::mix(i) % d.users
+}
+
+/// The random membership (organization, user) of op `i`.
+fn membership_of(d: &Arc<Dataset>) -> impl Fn(u64) -> (u64, u64) + Clone + Send + Sync + 'static {
+    let d = d.clone();
+    move |i: u64| d.membership(fixtures::mix(i) % d.memberships)
+}
+
+/// The 100 random users of op `i`.
+fn hundred_of(d: &Arc<Dataset>) -> impl Fn(u64) -> Vec<String> + Clone + Send + Sync + 'static {
+    let d = d.clone();
+    move |i: u64| -> Vec<String> {
+        (0..100)
+            .map(|k| fixtures::user_id(fixtures::mix(i * 100 + k) % d.users))
+            .collect()
+    }
+}
+
+/// The direct-SQL baselines: the server's own read functions from this process.
+fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
+    let (user, membership, hundred) = (user_of(d), membership_of(d), hundred_of(d));
+    let p = pool.clone();
+    let mut out: Vec<(&'static str, Op)> = Vec::new();
+    out.push(("GetUser", {
+        let (p, user) = (p.clone(), user.clone());
+        Box::new(move |i| {
+            let (p, id) = (p.clone(), fixtures::user_id(user(i)));
+            Box::pin(async move {
+                let s = read::users_by_id(&p, &[&id]).await?;
+                anyhow::ensure!(s.items[0].is_some(), "{id} not found");
+                Ok(())
+            })
+        })
+    }));
+    out.push(("LookupUser(email)", {
+        let (p, user) = (p.clone(), user.clone());
+        Box::new(move |i| {
+            let (p, email) = (p.clone(), fixtures::email(user(i)));
+            Box::pin(async move {
+                let s = read::user_by_key(&p, &read::UserKey::Email(email)).await?;
+                anyhow::ensure!(s.items[0].is_some(), "not found");
+                Ok(())
+            })
+        })
+    }));
+    out.push(("LookupMembership", {
+        let p = p.clone();
+        Box::new(move |i| {
+            let p = p.clone();
+            let (o, u) = membership(i);
+            let (o, u) = (fixtures::organization_id(o), fixtures::user_id(u));
+            Box::pin(async move {
+                let s = read::membership_of(&p, &o, &u).await?;
+                anyhow::ensure!(s.items[0].is_some(), "not found");
+                Ok(())
+            })
+        })
+    }));
+    out.push(("BatchGetUsers(100)", {
+        Box::new(move |i| {
+            let (p, ids) = (p.clone(), hundred(i));
+            Box::pin(async move {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let s = read::users_by_id(&p, &refs).await?;
+                anyhow::ensure!(s.items.iter().all(Option::is_some), "not found");
+                Ok(())
+            })
+        })
+    }));
+    out
+}
+
+/// The same reads through the server, with `consistency`, in the order of `sql_ops`.
+// Request literals end with `..Default::default()` even when every field is set today.
+#[allow(clippy::needless_update)]
+fn grpc_ops(
+    channels: &Arc<Vec<Channel>>,
+    d: &Arc<Dataset>,
+    consistency: Option<crate::pb::Consistency>,
+) -> Vec<(&'static str, Op)> {
+    let (user, membership, hundred) = (user_of(d), membership_of(d), hundred_of(d));
+    let ch = channels.clone();
+    let mut out: Vec<(&'static str, Op)> = Vec::new();
+    out.push(("GetUser", {
+        let (ch, user, consistency) = (ch.clone(), user.clone(), consistency.clone());
+        Box::new(move |i| {
+            let mut client = DirectoryServiceClient::new(pick(&ch, i));
+            let request = crate::pb::GetUserRequest {
+                name: format!("users/{}", fixtures::user_id(user(i))),
+                consistency: consistency.clone(),
+                ..Default::default()
+            };
+            Box::pin(async move {
+                client.get_user(request).await?;
+                Ok(())
+            })
+        })
+    }));
+    out.push(("LookupUser(email)", {
+        let (ch, user, consistency) = (ch.clone(), user.clone(), consistency.clone());
+        Box::new(move |i| {
+            let mut client = DirectoryServiceClient::new(pick(&ch, i));
+            let request = crate::pb::LookupUserRequest {
+                key: Some(crate::pb::lookup_user_request::Key::Email(fixtures::email(user(i)))),
+                consistency: consistency.clone(),
+                ..Default::default()
+            };
+            Box::pin(async move {
+                client.lookup_user(request).await?;
+                Ok(())
+            })
+        })
+    }));
+    out.push(("LookupMembership", {
+        let (ch, consistency) = (ch.clone(), consistency.clone());
+        Box::new(move |i| {
+            let mut client = DirectoryServiceClient::new(pick(&ch, i));
+            let (o, u) = membership(i);
+            let request = crate::pb::LookupMembershipRequest {
+                organization: format!("organizations/{}", fixtures::organization_id(o)),
+                user: format!("users/{}", fixtures::user_id(u)),
+                consistency: consistency.clone(),
+                ..Default::default()
+            };
+            Box::pin(async move {
+                client.lookup_membership(request).await?;
+                Ok(())
+            })
+        })
+    }));
+    out.push(("BatchGetUsers(100)", {
+        Box::new(move |i| {
+            let mut client = DirectoryServiceClient::new(pick(&ch, i));
+            let request = crate::pb::BatchGetUsersRequest {
+                names: hundred(i).into_iter().map(|id| format!("users/{id}")).collect(),
+                consistency: consistency.clone(),
+                ..Default::default()
+            };
+            Box::pin(async move {
+                let r = client.batch_get_users(request).await?;
+                anyhow::ensure!(r.get_ref().users.len() == 100, "not every user was returned");
+                Ok(())
+            })
+        })
+    }));
     out
 }

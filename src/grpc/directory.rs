@@ -1,5 +1,9 @@
-//! `DirectoryService`: gets, batch gets and lookups. Each RPC is one SQL statement on the read
-//! pool, whose connection is released before the response is sent.
+//! `DirectoryService`: gets, batch gets and lookups. Each is answered from the replica's read
+//! cache when its `consistency` allows and the cache holds the answer; otherwise it is one SQL
+//! statement on the read pool, whose connection is released before the response is sent.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
@@ -8,6 +12,7 @@ use super::cursor::Cursor;
 use super::error::ApiError;
 use super::names;
 use super::{list, traced};
+use crate::cache::{Answer, ReadCache, Waited};
 use crate::pb;
 use crate::pb::directory_service_server::DirectoryService;
 use crate::store::read::{self, ListQuery, Snapshot, Stored, UserKey};
@@ -21,11 +26,208 @@ pub const MAX_BATCH: usize = 500;
 pub struct Directory {
     pool: sqlx::PgPool,
     log_id: String,
+    cache: ReadCache,
+    /// Longest an `at_least_as_fresh` read waits for the cache.
+    max_wait: Duration,
+}
+
+/// Where one read goes, from its `consistency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The read cache (it has applied whatever the caller required).
+    Memory,
+    /// PostgreSQL; its snapshot must reach `at_least` (a cursor's seq), if given.
+    Postgres { at_least: Option<i64> },
+}
+
+/// The request's deadline (`grpc-timeout`: up to 8 digits and a unit), if it has one.
+fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if !text.is_ascii() || text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 impl Directory {
-    pub fn new(pool: sqlx::PgPool, log_id: String) -> Self {
-        Directory { pool, log_id }
+    pub fn new(pool: sqlx::PgPool, log_id: String, cache: ReadCache, max_wait: Duration) -> Self {
+        Directory {
+            pool,
+            log_id,
+            cache,
+            max_wait,
+        }
+    }
+
+    /// Decides where a read goes; an `at_least_as_fresh` read may wait here for the cache.
+    async fn route(
+        &self,
+        consistency: Option<&pb::Consistency>,
+        deadline: Option<Duration>,
+    ) -> Result<Route, ApiError> {
+        use pb::consistency::Requirement;
+        let requirement = consistency.and_then(|c| c.requirement.as_ref());
+        let fresh = match requirement {
+            None | Some(Requirement::MinimizeLatency(_)) => None,
+            Some(Requirement::FullyConsistent(_)) => {
+                self.cache.count("fully_consistent");
+                return Ok(Route::Postgres { at_least: None });
+            }
+            Some(Requirement::AtLeastAsFresh(a)) => Some((self.token(&a.cursor).await?, a.cursor.as_str())),
+        };
+        let state = self.cache.state();
+        if !state.ready {
+            self.cache.count("not_ready");
+            return Ok(Route::Postgres {
+                at_least: fresh.map(|(seq, _)| seq),
+            });
+        }
+        let Some((seq, requested)) = fresh else {
+            return Ok(Route::Memory);
+        };
+        if state.cursor >= seq {
+            return Ok(Route::Memory);
+        }
+        // Behind: a cursor past the database's head will never be applied.
+        let head = read::head(&self.pool).await?;
+        if seq > head {
+            return Err(self.in_future(head));
+        }
+        // Answer before the caller's deadline does, so it gets the reason rather than a timeout.
+        let wait = deadline.map_or(self.max_wait, |d| (d - d / 10).min(self.max_wait));
+        match self.cache.wait_for(seq, wait).await {
+            Waited::Reached => Ok(Route::Memory),
+            Waited::NotServing => Ok(Route::Postgres { at_least: Some(seq) }),
+            Waited::TimedOut(cursor) => Err(ApiError::NotYetConsistent {
+                replica_cursor: self.cursor(cursor),
+                requested_cursor: requested.to_string(),
+            }),
+        }
+    }
+
+    /// The seq of an `at_least_as_fresh` cursor of this log (another log's: as the watch does).
+    async fn token(&self, text: &str) -> Result<i64, ApiError> {
+        let field = "consistency.at_least_as_fresh.cursor";
+        let cursor = Cursor::decode(text)
+            .map_err(|_| ApiError::invalid(field, "INVALID_CURSOR", "not a clerk-mirror cursor"))?;
+        if cursor.log_id != self.log_id {
+            let (log_id, bounds) = crate::store::changes::bounds(&self.pool).await?;
+            return Err(ApiError::CursorExpired {
+                why: "the cursor comes from another database (restored or wiped?)".into(),
+                oldest_cursor: Cursor::new(&log_id, bounds.oldest - 1).encode(),
+            });
+        }
+        Ok(cursor.seq)
+    }
+
+    fn in_future(&self, head: i64) -> ApiError {
+        ApiError::CursorInFuture {
+            head_cursor: self.cursor(head),
+        }
+    }
+
+    /// Checks a PostgreSQL snapshot against the route's requirement.
+    fn fresh(&self, route: Route, head: i64) -> Result<(), ApiError> {
+        match route {
+            Route::Postgres { at_least: Some(seq) } if head < seq => Err(self.in_future(head)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The cache's answer on the memory route; `None`: read PostgreSQL.
+    fn memory<T>(&self, route: Route, f: impl FnOnce(&crate::cache::Index) -> Answer<T>) -> Option<Answer<T>> {
+        if route != Route::Memory {
+            return None;
+        }
+        match self.cache.read(f) {
+            Some(Answer::Unknown) | None => {
+                self.cache.count("fallback");
+                None
+            }
+            Some(answer) => {
+                self.cache.count(if matches!(answer, Answer::Found(..)) {
+                    "hit"
+                } else {
+                    "absent"
+                });
+                Some(answer)
+            }
+        }
+    }
+
+    /// A cached item, or NOT_FOUND (a tombstone too, unless `show_deleted`).
+    fn found_in_memory<T: Clone>(
+        &self,
+        answer: Answer<Arc<T>>,
+        what: &'static str,
+        name: &str,
+        show_deleted: bool,
+        deleted: impl Fn(&T) -> bool,
+    ) -> Result<(T, i64), ApiError> {
+        match answer {
+            Answer::Found(item, head) if show_deleted || !deleted(&item) => Ok(((*item).clone(), head)),
+            Answer::Found(_, head) | Answer::Absent(head) => Err(ApiError::NotFound {
+                what,
+                name: name.to_string(),
+                cursor: self.cursor(head),
+            }),
+            Answer::Unknown => Err(ApiError::Internal(anyhow::anyhow!("an unknown answer was served"))),
+        }
+    }
+
+    /// Every cached item of a batch, or NOT_FOUND naming the first missing one.
+    fn all_found_in_memory<T: Clone>(
+        &self,
+        items: Vec<Option<Arc<T>>>,
+        head: i64,
+        names: &[String],
+        what: &'static str,
+        show_deleted: bool,
+        deleted: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, ApiError> {
+        items
+            .into_iter()
+            .zip(names)
+            .map(|(item, name)| match item {
+                Some(item) if show_deleted || !deleted(&item) => Ok((*item).clone()),
+                _ => Err(ApiError::NotFound {
+                    what,
+                    name: name.clone(),
+                    cursor: self.cursor(head),
+                }),
+            })
+            .collect()
+    }
+
+    /// A batch from the cache, counted; `None`: read PostgreSQL.
+    fn batch_in_memory<T>(
+        &self,
+        route: Route,
+        f: impl FnOnce(&crate::cache::Index) -> Option<(Vec<Option<Arc<T>>>, i64)>,
+    ) -> Option<(Vec<Option<Arc<T>>>, i64)> {
+        if route != Route::Memory {
+            return None;
+        }
+        match self.cache.read(f).flatten() {
+            Some(found) => {
+                self.cache.count("hit");
+                Some(found)
+            }
+            None => {
+                self.cache.count("fallback");
+                None
+            }
+        }
     }
 
     fn cursor(&self, head: i64) -> String {
@@ -92,10 +294,21 @@ fn check_batch(names: &[String]) -> Result<(), ApiError> {
 #[tonic::async_trait]
 impl DirectoryService for Directory {
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetUser", async {
             let id = names::user_id("name", &r.name)?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some(answer) = self.memory(route, |i| i.user(id)) {
+                let (user, head) =
+                    self.found_in_memory(answer, "user", &r.name, r.show_deleted, |u| u.delete_time.is_some())?;
+                return Ok(pb::GetUserResponse {
+                    user: Some(user),
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::users_by_id(&self.pool, &[id]).await?;
+            self.fresh(route, snapshot.head)?;
             let (u, head) = self.found(snapshot, "user", &r.name, r.show_deleted, |u| u.deleted_at.is_some())?;
             Ok(pb::GetUserResponse {
                 user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)),
@@ -109,10 +322,23 @@ impl DirectoryService for Directory {
         &self,
         request: Request<pb::GetOrganizationRequest>,
     ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetOrganization", async {
             let id = names::organization_id("name", &r.name)?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some(answer) = self.memory(route, |i| i.organization(id)) {
+                let (organization, head) =
+                    self.found_in_memory(answer, "organization", &r.name, r.show_deleted, |o| {
+                        o.delete_time.is_some()
+                    })?;
+                return Ok(pb::GetOrganizationResponse {
+                    organization: Some(organization),
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::organizations_by_id(&self.pool, &[id]).await?;
+            self.fresh(route, snapshot.head)?;
             let (o, head) = self.found(snapshot, "organization", &r.name, r.show_deleted, |o| {
                 o.deleted_at.is_some()
             })?;
@@ -128,10 +354,22 @@ impl DirectoryService for Directory {
         &self,
         request: Request<pb::GetMembershipRequest>,
     ) -> Result<Response<pb::GetMembershipResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetMembership", async {
             let (org, id) = names::membership_ids("name", &r.name)?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some(answer) = self.memory(route, |i| i.membership(org, id)) {
+                let (membership, head) = self.found_in_memory(answer, "membership", &r.name, r.show_deleted, |m| {
+                    m.delete_time.is_some()
+                })?;
+                return Ok(pb::GetMembershipResponse {
+                    membership: Some(membership),
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::membership(&self.pool, org, id).await?;
+            self.fresh(route, snapshot.head)?;
             let (m, head) = self.found(snapshot, "membership", &r.name, r.show_deleted, |m| {
                 m.deleted_at.is_some()
             })?;
@@ -147,6 +385,7 @@ impl DirectoryService for Directory {
         &self,
         request: Request<pb::BatchGetUsersRequest>,
     ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("BatchGetUsers", async {
             check_batch(&r.names)?;
@@ -156,7 +395,18 @@ impl DirectoryService for Directory {
                 .enumerate()
                 .map(|(i, n)| names::user_id(&format!("names[{i}]"), n))
                 .collect::<Result<Vec<_>, _>>()?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some((items, head)) = self.batch_in_memory(route, |i| i.users(&ids)) {
+                let users = self.all_found_in_memory(items, head, &r.names, "user", r.show_deleted, |u| {
+                    u.delete_time.is_some()
+                })?;
+                return Ok(pb::BatchGetUsersResponse {
+                    users,
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::users_by_id(&self.pool, &ids).await?;
+            self.fresh(route, snapshot.head)?;
             let head = snapshot.head;
             let users = self.all_found(snapshot, &r.names, "user", r.show_deleted, |u| u.deleted_at.is_some())?;
             Ok(pb::BatchGetUsersResponse {
@@ -174,6 +424,7 @@ impl DirectoryService for Directory {
         &self,
         request: Request<pb::BatchGetOrganizationsRequest>,
     ) -> Result<Response<pb::BatchGetOrganizationsResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("BatchGetOrganizations", async {
             check_batch(&r.names)?;
@@ -183,7 +434,19 @@ impl DirectoryService for Directory {
                 .enumerate()
                 .map(|(i, n)| names::organization_id(&format!("names[{i}]"), n))
                 .collect::<Result<Vec<_>, _>>()?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some((items, head)) = self.batch_in_memory(route, |i| i.organizations(&ids)) {
+                let organizations =
+                    self.all_found_in_memory(items, head, &r.names, "organization", r.show_deleted, |o| {
+                        o.delete_time.is_some()
+                    })?;
+                return Ok(pb::BatchGetOrganizationsResponse {
+                    organizations,
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::organizations_by_id(&self.pool, &ids).await?;
+            self.fresh(route, snapshot.head)?;
             let head = snapshot.head;
             let orgs = self.all_found(snapshot, &r.names, "organization", r.show_deleted, |o| {
                 o.deleted_at.is_some()
@@ -203,6 +466,7 @@ impl DirectoryService for Directory {
         &self,
         request: Request<pb::LookupUserRequest>,
     ) -> Result<Response<pb::LookupUserResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("LookupUser", async {
             use pb::lookup_user_request::Key;
@@ -222,8 +486,18 @@ impl DirectoryService for Directory {
             if shown.is_empty() || shown.len() > 512 {
                 return Err(ApiError::invalid(field, "INVALID_KEY", "must be 1 to 512 bytes"));
             }
+            let name = format!("{field}={shown}");
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some(answer) = self.memory(route, |i| i.user_by(&key)) {
+                let (user, head) = self.found_in_memory(answer, "user", &name, false, |_| false)?;
+                return Ok(pb::LookupUserResponse {
+                    user: Some(user),
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::user_by_key(&self.pool, &key).await?;
-            let (u, head) = self.found(snapshot, "user", &format!("{field}={shown}"), false, |_| false)?;
+            self.fresh(route, snapshot.head)?;
+            let (u, head) = self.found(snapshot, "user", &name, false, |_| false)?;
             Ok(pb::LookupUserResponse {
                 user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
@@ -236,12 +510,23 @@ impl DirectoryService for Directory {
         &self,
         request: Request<pb::LookupOrganizationRequest>,
     ) -> Result<Response<pb::LookupOrganizationResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("LookupOrganization", async {
             if r.slug.is_empty() || r.slug.len() > 512 {
                 return Err(ApiError::invalid("slug", "INVALID_KEY", "must be 1 to 512 bytes"));
             }
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some(answer) = self.memory(route, |i| i.organization_by_slug(&r.slug)) {
+                let (organization, head) =
+                    self.found_in_memory(answer, "organization", &format!("slug={}", r.slug), false, |_| false)?;
+                return Ok(pb::LookupOrganizationResponse {
+                    organization: Some(organization),
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::organization_by_slug(&self.pool, &r.slug).await?;
+            self.fresh(route, snapshot.head)?;
             let (o, head) = self.found(snapshot, "organization", &format!("slug={}", r.slug), false, |_| false)?;
             Ok(pb::LookupOrganizationResponse {
                 organization: Some(convert::organization(&o.record, o.update_cursor, &self.log_id)),
@@ -255,18 +540,23 @@ impl DirectoryService for Directory {
         &self,
         request: Request<pb::LookupMembershipRequest>,
     ) -> Result<Response<pb::LookupMembershipResponse>, Status> {
+        let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("LookupMembership", async {
             let org = names::organization_id("organization", &r.organization)?;
             let user = names::user_id("user", &r.user)?;
+            let name = format!("{} in {}", r.user, r.organization);
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            if let Some(answer) = self.memory(route, |i| i.membership_of(org, user)) {
+                let (membership, head) = self.found_in_memory(answer, "membership", &name, false, |_| false)?;
+                return Ok(pb::LookupMembershipResponse {
+                    membership: Some(membership),
+                    cursor: self.cursor(head),
+                });
+            }
             let snapshot = read::membership_of(&self.pool, org, user).await?;
-            let (m, head) = self.found(
-                snapshot,
-                "membership",
-                &format!("{} in {}", r.user, r.organization),
-                false,
-                |_| false,
-            )?;
+            self.fresh(route, snapshot.head)?;
+            let (m, head) = self.found(snapshot, "membership", &name, false, |_| false)?;
             Ok(pb::LookupMembershipResponse {
                 membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
                 cursor: self.cursor(head),
@@ -287,6 +577,7 @@ impl DirectoryService for Directory {
                 table: "users",
                 parent: "",
                 organization: None,
+                consistency: r.consistency.as_ref(),
             };
             let (users, next_page_token, cursor) = self
                 .list(
@@ -319,6 +610,7 @@ impl DirectoryService for Directory {
                 table: "organizations",
                 parent: "",
                 organization: None,
+                consistency: r.consistency.as_ref(),
             };
             let (organizations, next_page_token, cursor) = self
                 .list(
@@ -356,6 +648,7 @@ impl DirectoryService for Directory {
                 table: "memberships",
                 parent: &r.parent,
                 organization,
+                consistency: r.consistency.as_ref(),
             };
             let (memberships, next_page_token, cursor) = self
                 .list(
@@ -386,6 +679,9 @@ struct ListPage<'a> {
     parent: &'a str,
     /// Memberships of this organization only.
     organization: Option<&'a str>,
+    /// The request's `consistency` (lists read PostgreSQL; an `at_least_as_fresh` cursor is
+    /// checked against the page's snapshot).
+    consistency: Option<&'a pb::Consistency>,
 }
 
 impl Directory {
@@ -405,6 +701,10 @@ impl Directory {
     {
         let size = list::page_size(page_size)?;
         let filter = list::filter(page.entity, filter_text)?;
+        let at_least = match page.consistency.and_then(|c| c.requirement.as_ref()) {
+            Some(pb::consistency::Requirement::AtLeastAsFresh(a)) => Some(self.token(&a.cursor).await?),
+            _ => None,
+        };
         let binding = list::binding(page.rpc, page.parent, filter_text, show_deleted);
         let after = list::decode_token(page_token, &binding)?;
         let query = ListQuery {
@@ -418,6 +718,7 @@ impl Directory {
             filter: filter.as_ref(),
         };
         let snapshot = read::list::<R>(&self.pool, &query).await?;
+        self.fresh(Route::Postgres { at_least }, snapshot.head)?;
         let items = snapshot
             .items
             .iter()
@@ -431,5 +732,30 @@ impl Directory {
             .collect();
         let (messages, next) = list::page(items, size, &binding);
         Ok((messages, next, self.cursor(snapshot.head)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Option<Duration> {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", text.parse().unwrap());
+        deadline(&m)
+    }
+
+    #[test]
+    fn a_grpc_timeout_header_is_read_in_each_unit_and_nonsense_is_no_deadline() {
+        assert_eq!(parse("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(parse("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["m", "12", "5x", "123456789S", "-1S"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert_eq!(deadline(&tonic::metadata::MetadataMap::new()), None);
     }
 }

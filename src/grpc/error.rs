@@ -37,6 +37,12 @@ pub enum ApiError {
     /// A start cursor past the database's head.
     #[error("the cursor is ahead of this database's change log")]
     CursorInFuture { head_cursor: String },
+    /// An `at_least_as_fresh` read whose cursor this replica had not applied by the deadline.
+    #[error("this replica has not yet applied the requested cursor; retry, or read fully_consistent")]
+    NotYetConsistent {
+        replica_cursor: String,
+        requested_cursor: String,
+    },
     /// A watcher that stopped reading for too long; resume from `resume_cursor`.
     #[error("the stream was not read for too long; resume from the resume cursor")]
     ConsumerTooSlow { resume_cursor: String },
@@ -127,6 +133,18 @@ impl From<ApiError> for Status {
                 message,
                 ErrorDetails::with_error_info("CURSOR_IN_FUTURE", DOMAIN, metadata(&[("headCursor", head_cursor)])),
             ),
+            ApiError::NotYetConsistent {
+                replica_cursor,
+                requested_cursor,
+            } => {
+                let mut details = ErrorDetails::with_error_info(
+                    "NOT_YET_CONSISTENT",
+                    DOMAIN,
+                    metadata(&[("replicaCursor", replica_cursor), ("requestedCursor", requested_cursor)]),
+                );
+                details.set_retry_info(Some(std::time::Duration::from_millis(100)));
+                Status::with_error_details(Code::Unavailable, message, details)
+            }
             ApiError::ConsumerTooSlow { resume_cursor } => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,

@@ -52,6 +52,7 @@ async fn get_user_returns_the_user_and_the_cursor_its_read_reflects() {
         .get_user(pb::GetUserRequest {
             name: "users/user_z1".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -102,6 +103,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_user(pb::GetUserRequest {
             name: "users/user_nobody".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -118,6 +120,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_user(pb::GetUserRequest {
             name: "users/user_z2".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -126,6 +129,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_user(pb::GetUserRequest {
             name: "users/user_z2".into(),
             show_deleted: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -141,6 +145,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_organization(pb::GetOrganizationRequest {
             name: "organizations/org_z".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -153,6 +158,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_organization(pb::GetOrganizationRequest {
             name: "organizations/org_none".into(),
             show_deleted: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -162,6 +168,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_membership(pb::GetMembershipRequest {
             name: "organizations/org_z/memberships/orgmem_z1".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -183,6 +190,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_membership(pb::GetMembershipRequest {
             name: name.clone(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -191,6 +199,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_membership(pb::GetMembershipRequest {
             name,
             show_deleted: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -201,6 +210,7 @@ async fn gets_answer_not_found_for_unknown_and_deleted_entities_unless_show_dele
         .get_membership(pb::GetMembershipRequest {
             name: "organizations/org_x/memberships/orgmem_z1".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -217,6 +227,7 @@ async fn malformed_names_are_invalid_arguments_naming_the_field() {
             .get_user(pb::GetUserRequest {
                 name: name.into(),
                 show_deleted: false,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -228,6 +239,7 @@ async fn malformed_names_are_invalid_arguments_naming_the_field() {
         .get_organization(pb::GetOrganizationRequest {
             name: "users/x".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -236,6 +248,7 @@ async fn malformed_names_are_invalid_arguments_naming_the_field() {
         .get_membership(pb::GetMembershipRequest {
             name: "organizations/o/members/m".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -244,6 +257,7 @@ async fn malformed_names_are_invalid_arguments_naming_the_field() {
         .batch_get_users(pb::BatchGetUsersRequest {
             names: vec!["users/a".into(), "nope".into()],
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -260,6 +274,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_users(pb::BatchGetUsersRequest {
             names: names(&["user_z1", "user_z2", "user_z1"]),
             show_deleted: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -271,6 +286,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_users(pb::BatchGetUsersRequest {
             names: names(&["user_z1", "user_z2", "user_q"]),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -283,6 +299,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_users(pb::BatchGetUsersRequest {
             names: names(&["user_z1", "user_q"]),
             show_deleted: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -295,6 +312,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_users(pb::BatchGetUsersRequest {
             names: too_many,
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -303,7 +321,8 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
     assert_eq!(
         c.batch_get_users(pb::BatchGetUsersRequest {
             names: max,
-            show_deleted: false
+            show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -316,6 +335,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_users(pb::BatchGetUsersRequest {
             names: vec![],
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -326,6 +346,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_organizations(pb::BatchGetOrganizationsRequest {
             names: vec!["organizations/org_z".into()],
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -335,6 +356,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_organizations(pb::BatchGetOrganizationsRequest {
             names: vec!["organizations/org_q".into()],
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -343,6 +365,7 @@ async fn batch_gets_return_request_order_and_name_the_first_missing_entity() {
         .batch_get_organizations(pb::BatchGetOrganizationsRequest {
             names: (0..501).map(|i| format!("organizations/o{i}")).collect(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -363,7 +386,10 @@ async fn lookup_user_finds_by_any_email_case_insensitively_external_id_username_
         Key::PhoneNumber("+15555550100".into()),
     ] {
         let r = c
-            .lookup_user(pb::LookupUserRequest { key: Some(key.clone()) })
+            .lookup_user(pb::LookupUserRequest {
+                key: Some(key.clone()),
+                ..Default::default()
+            })
             .await
             .unwrap_or_else(|e| panic!("{key:?}: {e:?}"));
         assert_eq!(r.into_inner().user.unwrap().id, "user_z1", "{key:?}");
@@ -375,16 +401,26 @@ async fn lookup_user_finds_by_any_email_case_insensitively_external_id_username_
         Key::Username("name-user_z2".into()),
     ] {
         let e = c
-            .lookup_user(pb::LookupUserRequest { key: Some(key) })
+            .lookup_user(pb::LookupUserRequest {
+                key: Some(key),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
     }
-    let e = c.lookup_user(pb::LookupUserRequest { key: None }).await.unwrap_err();
+    let e = c
+        .lookup_user(pb::LookupUserRequest {
+            key: None,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "MISSING_KEY");
     let e = c
         .lookup_user(pb::LookupUserRequest {
             key: Some(Key::Email(String::new())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -399,18 +435,25 @@ async fn lookup_organization_and_membership_answer_who_belongs_with_which_role()
     let o = c
         .lookup_organization(pb::LookupOrganizationRequest {
             slug: "slug-org_z".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(o.organization.unwrap().id, "org_z");
     let e = c
-        .lookup_organization(pb::LookupOrganizationRequest { slug: "nope".into() })
+        .lookup_organization(pb::LookupOrganizationRequest {
+            slug: "nope".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
     let e = c
-        .lookup_organization(pb::LookupOrganizationRequest { slug: String::new() })
+        .lookup_organization(pb::LookupOrganizationRequest {
+            slug: String::new(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_error(&e, Code::InvalidArgument, "INVALID_KEY");
@@ -418,6 +461,7 @@ async fn lookup_organization_and_membership_answer_who_belongs_with_which_role()
     let ask = |user: &str| pb::LookupMembershipRequest {
         organization: "organizations/org_z".into(),
         user: format!("users/{user}"),
+        ..Default::default()
     };
     let m = c
         .lookup_membership(ask("user_z1"))
@@ -437,6 +481,7 @@ async fn lookup_organization_and_membership_answer_who_belongs_with_which_role()
         .lookup_membership(pb::LookupMembershipRequest {
             organization: "org_z".into(),
             user: "users/user_z1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -465,6 +510,7 @@ async fn a_user_with_twenty_addresses_and_50_kb_of_nested_metadata_round_trips_i
         .get_user(pb::GetUserRequest {
             name: "users/user_big".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -477,6 +523,7 @@ async fn a_user_with_twenty_addresses_and_50_kb_of_nested_metadata_round_trips_i
     let by_email = c
         .lookup_user(pb::LookupUserRequest {
             key: Some(pb::lookup_user_request::Key::Email("BIG17@example.com".into())),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -299,6 +299,8 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
     let mut cluster = start_cluster("faults-dbstop").await;
     let name = fresh_database(&cluster).await;
     let app = spawn_app_on(&cluster, &name, AppOptions::default()).await;
+    app.send_all_and_apply(&[user_event("created", "user_before", T, T, "Before")])
+        .await;
     app.pool.close().await;
     let url = watch::channel(app.webhook_url()).1;
     let acked = AtomicUsize::new(0);
@@ -324,17 +326,28 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
     );
     assert!(refused.iter().all(|s| *s == Some(StatusCode::SERVICE_UNAVAILABLE)));
     assert_eq!(app.get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    let mut directory =
-        pb::directory_service_client::DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
-            .await
-            .unwrap();
-    let read = directory
-        .get_user(pb::GetUserRequest {
-            name: "users/user_s0".into(),
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(read.unwrap_err().code(), Code::Unavailable);
+    let directory = pb::directory_service_client::DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
+        .await
+        .unwrap();
+    // Reads from the replica's memory go on answering (nothing can be applied meanwhile, so it is
+    // as fresh as the log); reads that must see the database get UNAVAILABLE.
+    let read = |consistency| {
+        let mut directory = directory.clone();
+        async move {
+            let request = pb::GetUserRequest {
+                name: "users/user_before".into(),
+                consistency: Some(pb::Consistency {
+                    requirement: Some(consistency),
+                }),
+                ..Default::default()
+            };
+            directory.get_user(request).await
+        }
+    };
+    let from_memory = read(pb::consistency::Requirement::MinimizeLatency(true)).await.unwrap();
+    assert_eq!(from_memory.into_inner().user.unwrap().id, "user_before");
+    let from_database = read(pb::consistency::Requirement::FullyConsistent(true)).await;
+    assert_eq!(from_database.unwrap_err().code(), Code::Unavailable);
 
     // It comes back; the same server recovers by itself, and Svix's retries (same ids) land.
     let cluster = restart(&cluster).await;

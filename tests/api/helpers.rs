@@ -122,6 +122,8 @@ pub struct TestApp {
     /// A pool of the test's own on the app's database.
     pub pool: PgPool,
     pub secrets: WebhookSecrets,
+    /// The app's read cache (`None`: disabled).
+    pub cache: Option<clerk_mirror::cache::ReadCache>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -153,6 +155,10 @@ pub struct AppOptions {
     pub tls: Option<clerk_mirror::config::TlsConfig>,
     pub max_concurrent_rpcs: Option<usize>,
     pub http_limits: Option<clerk_mirror::http_server::HttpLimits>,
+    /// The read cache's budget (0: no cache).
+    pub read_cache_bytes: Option<usize>,
+    /// The hub's fallback poll interval.
+    pub hub_poll: Option<std::time::Duration>,
 }
 
 impl Default for AppOptions {
@@ -175,6 +181,8 @@ impl Default for AppOptions {
             tls: None,
             max_concurrent_rpcs: None,
             http_limits: None,
+            read_cache_bytes: None,
+            hub_poll: None,
         }
     }
 }
@@ -250,6 +258,12 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
     if let Some(max) = options.max_body_bytes {
         config.max_body_bytes = max;
     }
+    if let Some(bytes) = options.read_cache_bytes {
+        config.read_cache_bytes = bytes;
+    }
+    if let Some(poll) = options.hub_poll {
+        config.hub_poll = poll;
+    }
     let app = Application::build(config).await.expect("build the app");
     let (tx, rx) = oneshot::channel::<()>();
     let test_app = TestApp {
@@ -260,6 +274,7 @@ pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) ->
             .await
             .expect("connect"),
         secrets,
+        cache: app.read_cache(),
         shutdown: Some(tx),
         server: None,
     };
@@ -357,9 +372,36 @@ pub fn user_created(id: &str) -> String {
 }
 
 impl TestApp {
-    /// Waits until the applier has taken every inbox row (polling the database, bounded).
+    /// Waits until the applier has taken every inbox row (polling the database, bounded), and
+    /// the read cache (if any) is loaded and has applied the log's head: reads then see it all.
     pub async fn wait_until_applied(&self) {
-        wait_until_applied(&self.pool).await
+        wait_until_applied(&self.pool).await;
+        self.wait_for_cache().await;
+    }
+
+    /// Waits until the read cache (if any) is loaded and has applied the log's current head.
+    pub async fn wait_for_cache(&self) {
+        let Some(cache) = &self.cache else { return };
+        let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head")
+            .fetch_one(&self.pool)
+            .await
+            .expect("read the head");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let waited = cache.wait_for(head, std::time::Duration::from_secs(1)).await;
+            if waited == clerk_mirror::cache::Waited::Reached {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the read cache has not applied {head} after 30 s: {:?}",
+                cache.state()
+            );
+            // Not serving yet (loading): its state changes when it is loaded.
+            if waited == clerk_mirror::cache::Waited::NotServing {
+                cache.wait_until_ready(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
 
     /// Sends each body (fresh ids), asserting 200, then waits for the applier.

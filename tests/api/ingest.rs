@@ -466,12 +466,14 @@ async fn metrics_move_with_traffic_and_live_only_on_the_admin_port() {
     c.get_user(clerk_mirror::pb::GetUserRequest {
         name: "users/user_m".into(),
         show_deleted: false,
+        ..Default::default()
     })
     .await
     .unwrap();
     c.get_user(clerk_mirror::pb::GetUserRequest {
         name: "users/nobody".into(),
         show_deleted: false,
+        ..Default::default()
     })
     .await
     .unwrap_err();

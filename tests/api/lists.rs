@@ -40,6 +40,7 @@ async fn list_all(
                 page_token: token,
                 filter: filter.into(),
                 show_deleted,
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("{filter}: {e:?}"))

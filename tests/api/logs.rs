@@ -99,12 +99,14 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
     use pb::lookup_user_request::Key;
     d.lookup_user(pb::LookupUserRequest {
         key: Some(Key::Email("zelda.private@example.com".into())),
+        ..Default::default()
     })
     .await
     .unwrap();
     let _ = d
         .lookup_user(pb::LookupUserRequest {
             key: Some(Key::Email("nobody.private@example.com".into())),
+            ..Default::default()
         })
         .await;
     d.list_users(pb::ListUsersRequest {
@@ -134,6 +136,7 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
         pb::directory_service_client::DirectoryServiceClient::with_interceptor(channel.clone(), bearer(WRONG));
     let lookup = pb::LookupUserRequest {
         key: Some(Key::Email("zelda.private@example.com".into())),
+        ..Default::default()
     };
     assert_eq!(
         wrong.lookup_user(lookup).await.unwrap_err().code(),

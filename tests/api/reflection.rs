@@ -184,7 +184,8 @@ async fn health_is_serving_and_follows_the_database_down_and_back_up() {
     app.pool.close().await;
     cluster.stop().await.unwrap();
     wait_for_health(&app, ServingStatus::NotServing).await;
-    // Reads fail with UNAVAILABLE (retryable), never with a cause that leaks internals.
+    // Reads of the database fail with UNAVAILABLE (retryable), never with a cause that leaks
+    // internals. (Reads from the replica's memory go on answering: see faults.rs.)
     let mut c = clerk_mirror::pb::directory_service_client::DirectoryServiceClient::connect(format!(
         "http://{}",
         app.grpc_addr
@@ -195,6 +196,9 @@ async fn health_is_serving_and_follows_the_database_down_and_back_up() {
         .get_user(clerk_mirror::pb::GetUserRequest {
             name: "users/user_1".into(),
             show_deleted: false,
+            consistency: Some(clerk_mirror::pb::Consistency {
+                requirement: Some(clerk_mirror::pb::consistency::Requirement::FullyConsistent(true)),
+            }),
         })
         .await
         .unwrap_err();
@@ -212,6 +216,7 @@ async fn health_is_serving_and_follows_the_database_down_and_back_up() {
         .get_user(clerk_mirror::pb::GetUserRequest {
             name: "users/user_1".into(),
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

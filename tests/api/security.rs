@@ -44,6 +44,7 @@ async fn tokens_open_what_they_may_and_nothing_else() {
             pb::GetUserRequest {
                 name: "users/user_1".into(),
                 show_deleted: false,
+                ..Default::default()
             },
             t,
         )
@@ -204,6 +205,7 @@ async fn watchers_past_the_limit_and_oversized_messages_are_refused() {
         .batch_get_users(pb::BatchGetUsersRequest {
             names,
             show_deleted: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -233,6 +235,7 @@ async fn mtls_admits_clients_with_a_certificate_of_the_ca_and_refuses_the_rest()
     let get = pb::GetUserRequest {
         name: "users/user_1".into(),
         show_deleted: false,
+        ..Default::default()
     };
     // With the client certificate: through (NOT_FOUND: the user does not exist).
     let channel = pki.grpc_channel(port, true).await.unwrap();
@@ -394,6 +397,7 @@ async fn rpcs_past_the_concurrency_limit_are_shed_at_once_while_health_stays_ope
     let get = || pb::GetUserRequest {
         name: "users/user_1".into(),
         show_deleted: false,
+        ..Default::default()
     };
     // Hold one RPC in flight: it waits for a lock on `users` the test holds.
     let mut lock = app.pool.begin().await.unwrap();
@@ -497,6 +501,7 @@ async fn tokens_from_files_open_the_api_and_bad_files_are_refused_by_file_and_li
             pb::GetUserRequest {
                 name: "users/user_1".into(),
                 show_deleted: false,
+                ..Default::default()
             },
             t,
         )

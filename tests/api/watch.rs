@@ -503,6 +503,9 @@ async fn a_watcher_that_reads_nothing_while_20000_changes_apply_keeps_server_mem
         cluster.url(&name).into(),
         "--webhook-secret".into(),
         SECRET.into(),
+        // This measures the watch path's memory; the read cache would hold every user.
+        "--read-cache-bytes".into(),
+        "0".into(),
     ];
     let served = Served::start(&args).await;
     let pid = served.child.id().unwrap();
@@ -948,6 +951,9 @@ async fn a_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_the
         cluster.url(&name).into(),
         "--webhook-secret".into(),
         SECRET.into(),
+        // This measures the watch path's memory; the read cache would hold every user.
+        "--read-cache-bytes".into(),
+        "0".into(),
     ];
     let served = Served::start(&args).await;
     let pid = served.child.id().unwrap();

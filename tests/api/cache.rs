@@ -1,0 +1,652 @@
+//! The read cache through the API: reads from memory equal reads from PostgreSQL at the same
+//! cursor (generated workloads), `consistency` (at_least_as_fresh waits, a passed deadline is
+//! NOT_YET_CONSISTENT, cursors past the head or from another log), and the cache following the
+//! log through a lagging hub, a lost LISTEN connection and a cursor the log no longer holds.
+
+// Request literals end with `..Default::default()` even when every field is set today.
+#![allow(clippy::needless_update)]
+
+use std::time::Duration;
+
+use clerk_mirror::cache::{ReadCache, Waited};
+use clerk_mirror::grpc::cursor::Cursor;
+use clerk_mirror::pb;
+use clerk_mirror::pb::directory_service_client::DirectoryServiceClient;
+use proptest::strategy::{Strategy, ValueTree};
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::events::*;
+use crate::helpers::*;
+
+async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
+    DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
+        .await
+        .expect("connect")
+}
+
+fn memory() -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        requirement: Some(pb::consistency::Requirement::MinimizeLatency(true)),
+    })
+}
+
+fn database() -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        requirement: Some(pb::consistency::Requirement::FullyConsistent(true)),
+    })
+}
+
+fn fresh(cursor: &str) -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        requirement: Some(pb::consistency::Requirement::AtLeastAsFresh(pb::AtLeastAsFresh {
+            cursor: cursor.to_string(),
+        })),
+    })
+}
+
+/// A response or an error, comparable: the encoded message, or the code, reason and metadata.
+type Outcome = Result<Vec<u8>, (Code, String, Vec<(String, String)>)>;
+
+fn outcome<T: prost::Message>(r: Result<tonic::Response<T>, tonic::Status>) -> Outcome {
+    match r {
+        Ok(r) => Ok(r.into_inner().encode_to_vec()),
+        Err(s) => {
+            let info = s.get_details_error_info().expect("an ErrorInfo");
+            let mut metadata: Vec<_> = info.metadata.into_iter().collect();
+            metadata.sort();
+            Err((s.code(), info.reason, metadata))
+        }
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().expect("an ErrorInfo").reason
+}
+
+/// Every read the cache answers, with `consistency`, as outcomes in a fixed order.
+async fn every_read(
+    c: &mut DirectoryServiceClient<Channel>,
+    g: usize,
+    consistency: Option<pb::Consistency>,
+) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let con = || consistency.clone();
+    for u in 0..5 {
+        for show_deleted in [false, true] {
+            out.push(outcome(
+                c.get_user(pb::GetUserRequest {
+                    name: format!("users/user_{g}_{u}"),
+                    show_deleted,
+                    consistency: con(),
+                    ..Default::default()
+                })
+                .await,
+            ));
+        }
+        use pb::lookup_user_request::Key;
+        for key in [
+            Key::Email(format!("person{u}@example.com")),
+            Key::Email(format!("PERSON{u}@EXAMPLE.COM")),
+            Key::Username(format!("NAME{u}")),
+            Key::ExternalId(format!("ext-user_{g}_{u}")),
+            Key::PhoneNumber(format!("+1555555010{u}")),
+        ] {
+            out.push(outcome(
+                c.lookup_user(pb::LookupUserRequest {
+                    key: Some(key),
+                    consistency: con(),
+                    ..Default::default()
+                })
+                .await,
+            ));
+        }
+    }
+    for show_deleted in [false, true] {
+        out.push(outcome(
+            c.batch_get_users(pb::BatchGetUsersRequest {
+                names: (0..5).map(|u| format!("users/user_{g}_{u}")).collect(),
+                show_deleted,
+                consistency: con(),
+                ..Default::default()
+            })
+            .await,
+        ));
+        out.push(outcome(
+            c.batch_get_organizations(pb::BatchGetOrganizationsRequest {
+                names: (0..3).map(|o| format!("organizations/org_{g}_{o}")).collect(),
+                show_deleted,
+                consistency: con(),
+                ..Default::default()
+            })
+            .await,
+        ));
+    }
+    for o in 0..3 {
+        out.push(outcome(
+            c.get_organization(pb::GetOrganizationRequest {
+                name: format!("organizations/org_{g}_{o}"),
+                show_deleted: true,
+                consistency: con(),
+                ..Default::default()
+            })
+            .await,
+        ));
+        out.push(outcome(
+            c.lookup_organization(pb::LookupOrganizationRequest {
+                slug: format!("slug-{o}"),
+                consistency: con(),
+                ..Default::default()
+            })
+            .await,
+        ));
+        for u in 0..5 {
+            out.push(outcome(
+                c.lookup_membership(pb::LookupMembershipRequest {
+                    organization: format!("organizations/org_{g}_{o}"),
+                    user: format!("users/user_{g}_{u}"),
+                    consistency: con(),
+                    ..Default::default()
+                })
+                .await,
+            ));
+        }
+        for m in 0..4 {
+            for show_deleted in [false, true] {
+                out.push(outcome(
+                    c.get_membership(pb::GetMembershipRequest {
+                        name: format!("organizations/org_{g}_{o}/memberships/mem_{g}_{m}"),
+                        show_deleted,
+                        consistency: con(),
+                    })
+                    .await,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One generated write.
+#[derive(Debug, Clone)]
+enum Write {
+    User {
+        id: u8,
+        email: u8,
+        upper: bool,
+        username: u8,
+        phone: u8,
+        updated: i64,
+    },
+    UserDeleted(u8),
+    Org {
+        id: u8,
+        slug: u8,
+        updated: i64,
+    },
+    OrgDeleted(u8),
+    Membership {
+        id: u8,
+        org: u8,
+        user: u8,
+        updated: i64,
+        deleted: bool,
+    },
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..5u8, 0..4u8, any::<bool>(), 0..3u8, 0..3u8, 1..6i64).prop_map(|(id, email, upper, username, phone, updated)| {
+            Write::User { id, email, upper, username, phone, updated }
+        }),
+        1 => (0..5u8).prop_map(Write::UserDeleted),
+        2 => (0..3u8, 0..3u8, 1..6i64).prop_map(|(id, slug, updated)| Write::Org { id, slug, updated }),
+        1 => (0..3u8).prop_map(Write::OrgDeleted),
+        3 => (0..4u8, 0..2u8, 0..2u8, 1..3i64, proptest::bool::weighted(0.2)).prop_map(|(id, org, user, updated, deleted)| {
+            Write::Membership { id, org, user, updated, deleted }
+        }),
+    ]
+}
+
+/// The event of a write in generation `g` (its own ids: deletes are final), at event time `at`.
+/// Emails, usernames, phone numbers and slugs are shared between entities and generations on
+/// purpose: they move from one to another.
+fn event(w: &Write, g: usize, at: i64) -> String {
+    match w {
+        Write::User {
+            id,
+            email,
+            upper,
+            username,
+            phone,
+            updated,
+        } => {
+            let id = format!("user_{g}_{id}");
+            let mut u = user(&id, T + updated * 1000, "Gen");
+            let address = format!("person{email}@example.com");
+            let address = if *upper { address.to_uppercase() } else { address };
+            u["email_addresses"][0]["email_address"] = json!(address);
+            u["username"] = json!(format!("name{username}"));
+            u["phone_numbers"][0]["phone_number"] = json!(format!("+1555555010{phone}"));
+            envelope("user.updated", at, u)
+        }
+        Write::UserDeleted(id) => user_deleted(&format!("user_{g}_{id}"), at),
+        Write::Org { id, slug, updated } => {
+            let mut o = org(&format!("org_{g}_{id}"), T + updated * 1000, "Gen");
+            o["slug"] = json!(format!("slug-{slug}"));
+            envelope("organization.updated", at, o)
+        }
+        Write::OrgDeleted(id) => org_deleted(&format!("org_{g}_{id}"), at),
+        Write::Membership {
+            id,
+            org,
+            user,
+            updated,
+            deleted,
+        } => {
+            let m = membership(
+                &format!("mem_{g}_{id}"),
+                &format!("org_{g}_{org}"),
+                &format!("user_{g}_{user}"),
+                T + updated * 1000,
+                "org:member",
+            );
+            let kind = if *deleted { "deleted" } else { "updated" };
+            envelope(&format!("organizationMembership.{kind}"), at, m)
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_read_through_memory_equals_the_same_read_through_postgresql_for_generated_workloads() {
+    let app = spawn_app().await;
+    let mut c = client(&app).await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let workload = proptest::collection::vec(write(), 1..30);
+    let mut at = T;
+    for case in 0..12 {
+        let writes = workload.new_tree(&mut runner).expect("a workload").current();
+        let bodies: Vec<String> = writes
+            .iter()
+            .map(|w| {
+                at += 1000;
+                event(w, case, at)
+            })
+            .collect();
+        enqueue(&app.pool, &bodies).await;
+        // The applier has applied everything and the cache has applied the log's head.
+        app.wait_until_applied().await;
+        let from_memory = every_read(&mut c, case, memory()).await;
+        let from_database = every_read(&mut c, case, database()).await;
+        assert_eq!(from_memory.len(), from_database.len());
+        for (i, (m, d)) in from_memory.iter().zip(&from_database).enumerate() {
+            assert_eq!(m, d, "case {case}, read {i}, after {writes:?}");
+        }
+        assert!(from_memory.iter().any(Result::is_ok), "case {case} found nothing");
+    }
+    // The memory reads were answered from memory (hits and certain negatives), none refused.
+    let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
+    let count = |outcome: &str| -> f64 {
+        let prefix = format!("clerk_mirror_read_cache_reads_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    assert!(count("hit") > 0.0 && count("absent") > 0.0, "{metrics}");
+    assert_eq!(count("not_ready"), 0.0);
+}
+
+/// Commits a change of `user_id`'s first name the way the applier does, but without the NOTIFY
+/// that wakes the hubs; returns its seq.
+async fn write_behind_the_hubs_back(app: &TestApp, user_id: &str, first_name: &str) -> i64 {
+    let mut tx = app.pool.begin().await.unwrap();
+    let seq: i64 = sqlx::query_scalar("UPDATE log_head SET head_seq = head_seq + 1 RETURNING head_seq")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let state: Value = sqlx::query_scalar(
+        "UPDATE users SET first_name = $2, update_cursor = $3 WHERE id = $1
+         RETURNING to_jsonb(users.*) - 'version_updated_ms' - 'version_event_ms' - 'version_key' - 'update_cursor'",
+    )
+    .bind(user_id)
+    .bind(first_name)
+    .bind(seq)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO changes (seq, entity_type, entity_id, operation, user_id, state, source)
+         VALUES ($1, 'user', $2, 'updated', $2, $3, 'test')",
+    )
+    .bind(seq)
+    .bind(user_id)
+    .bind(&state)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    seq
+}
+
+fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.set_timeout(deadline);
+    r
+}
+
+#[tokio::test]
+async fn at_least_as_fresh_waits_until_the_replica_has_applied_the_cursor_and_a_passed_deadline_is_not_yet_consistent()
+{
+    // The hub never polls: only a NOTIFY wakes it.
+    let app = spawn_app_with(AppOptions {
+        hub_poll: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    })
+    .await;
+    app.send_all_and_apply(&[user_event("created", "user_f", T, T, "Before")])
+        .await;
+    let mut c = client(&app).await;
+    let get = |consistency| pb::GetUserRequest {
+        name: "users/user_f".into(),
+        consistency,
+        ..Default::default()
+    };
+    let seq = write_behind_the_hubs_back(&app, "user_f", "After").await;
+    let log_id: String = sqlx::query_scalar("SELECT log_id FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let token = Cursor::new(&log_id, seq).encode();
+
+    // The replica has not seen it: memory still says Before, at an older cursor.
+    let stale = c.get_user(get(memory())).await.unwrap().into_inner();
+    assert_eq!(stale.user.unwrap().first_name, "Before");
+    assert!(stale.cursor < token);
+    // Requiring it: the deadline passes, and the error says so (with both cursors).
+    let status = c
+        .get_user(with_deadline(get(fresh(&token)), Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::Unavailable, "NOT_YET_CONSISTENT")
+    );
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!(info.metadata.get("requestedCursor"), Some(&token));
+    assert_eq!(info.metadata.get("replicaCursor"), Some(&stale.cursor));
+    // PostgreSQL has it.
+    let direct = c.get_user(get(database())).await.unwrap().into_inner();
+    assert_eq!(direct.user.unwrap().first_name, "After");
+    assert_eq!(direct.cursor, token);
+
+    // A read that may wait, then the wake-up the applier would have sent: it is answered, fresh.
+    let waiting = {
+        let mut c = c.clone();
+        let request = with_deadline(get(fresh(&token)), Duration::from_secs(20));
+        tokio::spawn(async move { c.get_user(request).await })
+    };
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(clerk_mirror::applier::CHANGES_CHANNEL)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let answered = waiting.await.unwrap().unwrap().into_inner();
+    assert_eq!(answered.user.unwrap().first_name, "After");
+    assert!(answered.cursor >= token);
+    // And never older data from then on, from memory.
+    let later = c.get_user(get(fresh(&token))).await.unwrap().into_inner();
+    assert_eq!(later.user.unwrap().first_name, "After");
+    let now = c.get_user(get(memory())).await.unwrap().into_inner();
+    assert_eq!(now.user.unwrap().first_name, "After");
+}
+
+#[tokio::test]
+async fn at_least_as_fresh_rejects_cursors_past_the_head_from_another_log_or_malformed() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[user_event("created", "user_g", T, T, "G")])
+        .await;
+    let mut c = client(&app).await;
+    let head = c
+        .get_user(pb::GetUserRequest {
+            name: "users/user_g".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cursor;
+    let mut ahead = Cursor::decode(&head).unwrap();
+    ahead.seq += 10;
+    let mut other = Cursor::decode(&head).unwrap();
+    other.log_id = "anotherlog".into();
+    for (cursor, code, why) in [
+        (ahead.encode(), Code::OutOfRange, "CURSOR_IN_FUTURE"),
+        (other.encode(), Code::OutOfRange, "CURSOR_EXPIRED"),
+        ("c1.garbage".to_string(), Code::InvalidArgument, "INVALID_CURSOR"),
+    ] {
+        let status = c
+            .lookup_user(pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::Email("user_g@example.com".into())),
+                consistency: fresh(&cursor),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((status.code(), reason(&status).as_str()), (code, why), "{cursor}");
+    }
+    // The head itself is fine, and so is a cursor from before it.
+    let mut before = Cursor::decode(&head).unwrap();
+    before.seq -= 1;
+    for cursor in [head.clone(), before.encode()] {
+        let r = c
+            .lookup_user(pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::Email("USER_G@example.com".into())),
+                consistency: fresh(&cursor),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.cursor >= cursor);
+    }
+}
+
+#[tokio::test]
+async fn lists_read_postgresql_and_refuse_only_a_cursor_past_the_head() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[user_event("created", "user_l", T, T, "L")])
+        .await;
+    let mut c = client(&app).await;
+    let list = |consistency| pb::ListUsersRequest {
+        consistency,
+        ..Default::default()
+    };
+    let page = c.list_users(list(None)).await.unwrap().into_inner();
+    assert_eq!(page.users.len(), 1);
+    let same = c.list_users(list(fresh(&page.cursor))).await.unwrap().into_inner();
+    assert_eq!(same.cursor, page.cursor);
+    let mut ahead = Cursor::decode(&page.cursor).unwrap();
+    ahead.seq += 1;
+    let status = c.list_users(list(fresh(&ahead.encode()))).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::OutOfRange, "CURSOR_IN_FUTURE")
+    );
+}
+
+#[tokio::test]
+async fn over_its_budget_the_cache_holds_what_fits_and_reads_of_the_rest_go_to_postgresql() {
+    // Room for about two of these users (each is accounted at 2 to 3 KB).
+    let app = spawn_app_with(AppOptions {
+        read_cache_bytes: Some(6_000),
+        ..Default::default()
+    })
+    .await;
+    let bodies: Vec<String> = (0..5)
+        .map(|i| user_event("created", &format!("user_{i}"), T, T, "Budget"))
+        .collect();
+    app.send_all_and_apply(&bodies).await;
+    let cache = app.cache.as_ref().unwrap();
+    let (held, bytes, complete) = cache.read(|i| (i.entries().0, i.bytes(), i.complete())).unwrap();
+    assert!(
+        (1..5).contains(&held) && bytes <= 6_000 && !complete,
+        "{held} {bytes} {complete}"
+    );
+    let mut c = client(&app).await;
+    for i in 0..6 {
+        let get = |consistency| pb::GetUserRequest {
+            name: format!("users/user_{i}"),
+            consistency,
+            ..Default::default()
+        };
+        let lookup = |consistency| pb::LookupUserRequest {
+            key: Some(pb::lookup_user_request::Key::Email(format!("USER_{i}@example.com"))),
+            consistency,
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome(c.get_user(get(memory())).await),
+            outcome(c.get_user(get(database())).await)
+        );
+        assert_eq!(
+            outcome(c.lookup_user(lookup(memory())).await),
+            outcome(c.lookup_user(lookup(database())).await)
+        );
+    }
+    assert_memory_matches_the_database(&app, 5).await;
+    let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
+    for outcome in ["hit", "fallback"] {
+        let line = format!("clerk_mirror_read_cache_reads_total{{outcome=\"{outcome}\"}} 0");
+        assert!(
+            metrics.contains(&format!("outcome=\"{outcome}\"")) && !metrics.contains(&line),
+            "{outcome}: {metrics}"
+        );
+    }
+}
+
+/// Asserts that memory and PostgreSQL answer the same for `n` users `user_{i}`.
+async fn assert_memory_matches_the_database(app: &TestApp, n: usize) {
+    let mut c = client(app).await;
+    let names: Vec<String> = (0..n).map(|i| format!("users/user_{i}")).collect();
+    let batch = |consistency| pb::BatchGetUsersRequest {
+        names: names.clone(),
+        show_deleted: true,
+        consistency,
+        ..Default::default()
+    };
+    let m = c.batch_get_users(batch(memory())).await.unwrap().into_inner();
+    let d = c.batch_get_users(batch(database())).await.unwrap().into_inner();
+    assert_eq!(m, d);
+}
+
+#[tokio::test]
+async fn the_cache_survives_a_lagging_hub_buffer_and_a_lost_listen_connection_without_gaps() {
+    // A buffer of one change: a burst overruns the cache's subscription.
+    let app = spawn_app_with(AppOptions {
+        hub_capacity: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let bodies: Vec<String> = (0..60)
+        .map(|i| user_event("created", &format!("user_{i}"), T + i, T + i, "Burst"))
+        .collect();
+    enqueue(&app.pool, &bodies).await;
+    app.wait_until_applied().await;
+    assert_memory_matches_the_database(&app, 60).await;
+
+    // The hub's LISTEN connection dies; what happens meanwhile still reaches the cache.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query ILIKE 'LISTEN%') t",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "no LISTEN connection found");
+    let bodies: Vec<String> = (0..60)
+        .map(|i| user_event("updated", &format!("user_{i}"), T + 1000 + i, T + 1000 + i, "After"))
+        .collect();
+    enqueue(&app.pool, &bodies).await;
+    app.wait_until_applied().await;
+    assert_memory_matches_the_database(&app, 60).await;
+}
+
+#[tokio::test]
+async fn a_cache_whose_cursor_the_log_no_longer_holds_reloads() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[user_event("created", "user_0", T, T, "Old")])
+        .await;
+    let log_id: String = sqlx::query_scalar("SELECT log_id FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // A replica's index as loaded now…
+    let old = clerk_mirror::cache::follow::load(&app.pool, &log_id, usize::MAX)
+        .await
+        .unwrap();
+    let loaded_at = old.cursor();
+    // …then changes it never saw, which retention then prunes.
+    app.send_all_and_apply(&[
+        user_event("updated", "user_0", T + 1, T + 1, "New"),
+        user_event("created", "user_1", T, T, "Unseen"),
+    ])
+    .await;
+    sqlx::query("UPDATE log_head SET oldest_seq = head_seq + 1")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM changes").execute(&app.pool).await.unwrap();
+
+    let metrics = clerk_mirror::metrics::Metrics::new();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (hub, hub_task) = clerk_mirror::hub::Hub::spawn(
+        app.pool.clone(),
+        16,
+        Duration::from_secs(3600),
+        stop.clone(),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let cache = ReadCache::new(metrics);
+    let task = tokio::spawn(clerk_mirror::cache::follow::run(
+        cache.clone(),
+        app.pool.clone(),
+        hub,
+        log_id.clone(),
+        usize::MAX,
+        Some(old),
+        stop,
+    ));
+    assert!(cache.wait_until_ready(Duration::from_secs(10)).await);
+    assert_eq!(cache.state().cursor, loaded_at);
+    let first_name = |cache: &ReadCache, id: &str| {
+        cache.read(|i| match i.user(id) {
+            clerk_mirror::cache::Answer::Found(u, _) => Some(u.first_name.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(first_name(&cache, "user_0"), Some(Some("Old".into())));
+    // The next change shows a gap the log cannot fill: the cache reloads from the projections.
+    app.send_all_and_apply(&[user_event("created", "user_2", T, T, "Next")])
+        .await;
+    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cache.wait_for(head, Duration::from_secs(1)).await != Waited::Reached {
+        assert!(std::time::Instant::now() < deadline, "no reload: {:?}", cache.state());
+        cache.wait_until_ready(Duration::from_secs(1)).await;
+    }
+    assert_eq!(first_name(&cache, "user_0"), Some(Some("New".into())));
+    assert_eq!(first_name(&cache, "user_1"), Some(Some("Unseen".into())));
+    assert_eq!(first_name(&cache, "user_2"), Some(Some("Next".into())));
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+    hub_task.await.unwrap();
+}
