@@ -52,7 +52,9 @@ impl IngestError {
             IngestError::UnreadableBody => (StatusCode::BAD_REQUEST, "unreadable_body"),
             IngestError::Verify(e) => match e {
                 VerifyError::MissingHeader(_) => (StatusCode::BAD_REQUEST, "missing_header"),
-                VerifyError::MalformedHeader(_) => (StatusCode::BAD_REQUEST, "malformed_header"),
+                VerifyError::MalformedHeader(_) | VerifyError::RepeatedHeader(_) => {
+                    (StatusCode::BAD_REQUEST, "malformed_header")
+                }
                 VerifyError::BodyNotUtf8 => (StatusCode::BAD_REQUEST, "body_not_json"),
                 VerifyError::BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature"),
                 VerifyError::StaleTimestamp => (StatusCode::UNAUTHORIZED, "stale_timestamp"),

@@ -25,6 +25,8 @@ pub enum VerifyError {
     MissingHeader(&'static str),
     #[error("malformed header `svix-{0}` (or `webhook-{0}`)")]
     MalformedHeader(&'static str),
+    #[error("header `svix-{0}` (or `webhook-{0}`) sent more than once")]
+    RepeatedHeader(&'static str),
     #[error("the body is not UTF-8")]
     BodyNotUtf8,
     #[error("no signature matches any configured secret")]
@@ -151,7 +153,7 @@ impl WebhookSecrets {
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
     let (svix, standard) = (format!("svix-{name}"), format!("webhook-{name}"));
     if headers.get_all(&svix).iter().nth(1).is_some() || headers.get_all(&standard).iter().nth(1).is_some() {
-        return Err(VerifyError::MalformedHeader(name));
+        return Err(VerifyError::RepeatedHeader(name));
     }
     let value = headers
         .get(&svix)

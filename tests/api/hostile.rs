@@ -250,6 +250,12 @@ async fn every_refused_webhook_gets_its_status_and_code_and_stores_and_changes_n
             let reply: Value = serde_json::from_str(&response.body)
                 .unwrap_or_else(|_| panic!("{}: a JSON error body, got {:?}", case.what, response.body));
             assert_eq!(reply["error"]["code"], case.code, "{}", case.what);
+            if case.what.contains("twice") {
+                assert!(
+                    reply["error"]["message"].as_str().unwrap().contains("more than once"),
+                    "{reply}"
+                );
+            }
         }
         assert_eq!(
             (app.inbox_count().await, projections(&app.pool).await),
