@@ -241,11 +241,15 @@ pub async fn catch_up(cache: &ReadCache, pool: &PgPool, stop: &mut watch::Receiv
             )));
         }
         let n = rows.len();
-        match cache.update(|index| apply_all(index, rows.iter())) {
-            Some(Ok(applied)) if applied == n => {}
-            Some(Ok(_)) => return Some(Ended::Reload(format!("the log has a gap after {cursor}"))),
-            Some(Err(e)) => return Some(Ended::Reload(e.to_string())),
-            None => return Some(Ended::Reload("the index is gone".into())),
+        // A page is applied in holds of at most BATCH changes, as from the hub: readers wait for
+        // the write lock (blocking their threads) at most one batch long.
+        for chunk in rows.chunks(BATCH) {
+            match cache.update(|index| apply_all(index, chunk.iter())) {
+                Some(Ok(applied)) if applied == chunk.len() => {}
+                Some(Ok(_)) => return Some(Ended::Reload(format!("the log has a gap after {cursor}"))),
+                Some(Err(e)) => return Some(Ended::Reload(e.to_string())),
+                None => return Some(Ended::Reload("the index is gone".into())),
+            }
         }
         if (n as i64) < PAGE {
             return None;

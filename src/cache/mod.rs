@@ -103,8 +103,10 @@ impl ReadCache {
 
     /// Stops serving (reads go to PostgreSQL) and drops the index.
     pub(crate) fn uninstall(&self) {
-        *self.shared.index.write().unwrap_or_else(|e| e.into_inner()) = None;
+        let old = self.shared.index.write().unwrap_or_else(|e| e.into_inner()).take();
         self.shared.state.send_modify(|s| s.ready = false);
+        // Freeing a large index takes a while: not under the lock readers wait on.
+        drop(old);
         self.gauges();
     }
 

@@ -486,6 +486,10 @@ impl DirectoryService for Directory {
             if shown.is_empty() || shown.len() > 512 {
                 return Err(ApiError::invalid(field, "INVALID_KEY", "must be 1 to 512 bytes"));
             }
+            // PostgreSQL text cannot hold NUL (nothing stored has one): refused alike on every route.
+            if shown.contains('\0') {
+                return Err(ApiError::invalid(field, "INVALID_KEY", "must not contain NUL"));
+            }
             let name = format!("{field}={shown}");
             let route = self.route(r.consistency.as_ref(), deadline).await?;
             if let Some(answer) = self.memory(route, |i| i.user_by(&key)) {
@@ -515,6 +519,9 @@ impl DirectoryService for Directory {
         traced("LookupOrganization", async {
             if r.slug.is_empty() || r.slug.len() > 512 {
                 return Err(ApiError::invalid("slug", "INVALID_KEY", "must be 1 to 512 bytes"));
+            }
+            if r.slug.contains('\0') {
+                return Err(ApiError::invalid("slug", "INVALID_KEY", "must not contain NUL"));
             }
             let route = self.route(r.consistency.as_ref(), deadline).await?;
             if let Some(answer) = self.memory(route, |i| i.organization_by_slug(&r.slug)) {

@@ -650,3 +650,48 @@ async fn a_cache_whose_cursor_the_log_no_longer_holds_reloads() {
     task.await.unwrap();
     hub_task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lookup_key_with_a_nul_is_invalid_from_memory_and_from_postgresql_alike() {
+    // PostgreSQL text cannot hold NUL: the database refused the key (INTERNAL) where memory said
+    // NOT_FOUND. Both now refuse it before reading.
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[user_event("created", "user_n", T, T, "N")])
+        .await;
+    let mut c = client(&app).await;
+    use pb::lookup_user_request::Key;
+    for key in [
+        Key::Email("user_n\0@example.com".into()),
+        Key::Username("name\0".into()),
+        Key::ExternalId("ext\0".into()),
+        Key::PhoneNumber("+1555\0".into()),
+    ] {
+        let ask = |consistency| pb::LookupUserRequest {
+            key: Some(key.clone()),
+            consistency,
+            ..Default::default()
+        };
+        for consistency in [memory(), database()] {
+            let status = c.lookup_user(ask(consistency)).await.unwrap_err();
+            assert_eq!(
+                (status.code(), reason(&status).as_str()),
+                (Code::InvalidArgument, "INVALID_KEY"),
+                "{key:?}"
+            );
+        }
+    }
+    for consistency in [memory(), database()] {
+        let status = c
+            .lookup_organization(pb::LookupOrganizationRequest {
+                slug: "slug\0".into(),
+                consistency,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (Code::InvalidArgument, "INVALID_KEY")
+        );
+    }
+}
