@@ -283,6 +283,13 @@ struct SendEventArgs {
 /// Runs the command line; the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Commands whose output goes into pipes end quietly when the reader goes away
+        // (`clerk-mirror watch | head`), as Unix tools do, instead of panicking on EPIPE. Sockets
+        // are unaffected (Rust sends with MSG_NOSIGNAL). `serve` keeps ignoring SIGPIPE.
+        // SAFETY: restoring a signal's default disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let json = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
     telemetry::init(json);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -165,6 +165,23 @@ async fn send_event_signs_and_posts_a_file_and_reports_the_status() {
         .expect("run send-event");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("401"));
+
+    // Its reader gone (`send-event … | head -0`), it ends by SIGPIPE as Unix tools do: no panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(binary())
+        .args(["send-event", "--secret", SECRET, "--url", &app.webhook_url()])
+        .arg(&file)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run send-event")
+        .wait_with_output()
+        .await
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{output:?}");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
     app.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
