@@ -107,29 +107,31 @@ pub enum UserKey {
     PhoneNumber(String),
 }
 
-/// The live user with `key` (tombstones keep no emails, usernames or numbers).
+/// The live user with `key` (tombstones keep no emails, usernames or numbers). When several share
+/// it, the least id in byte order (`COLLATE "C"`, whatever the database's collation), as the read
+/// cache answers.
 pub async fn user_by_key(pool: &PgPool, key: &UserKey) -> Result<Snapshot<UserRecord>, sqlx::Error> {
     let (sql, value) = match key {
         UserKey::Email(v) => (
             "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
                 SELECT u.* FROM user_email_addresses e JOIN users u ON u.id = e.user_id
-                 WHERE lower(e.email_address) = lower($1) AND u.deleted_at IS NULL ORDER BY u.id LIMIT 1) u ON true",
+                 WHERE lower(e.email_address) = lower($1) AND u.deleted_at IS NULL ORDER BY u.id COLLATE \"C\" LIMIT 1) u ON true",
             v,
         ),
         UserKey::ExternalId(v) => (
             "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
-                SELECT * FROM users WHERE external_id = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1) u ON true",
+                SELECT * FROM users WHERE external_id = $1 AND deleted_at IS NULL ORDER BY id COLLATE \"C\" LIMIT 1) u ON true",
             v,
         ),
         UserKey::Username(v) => (
             "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
-                SELECT * FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL ORDER BY id LIMIT 1) u ON true",
+                SELECT * FROM users WHERE lower(username) = lower($1) AND deleted_at IS NULL ORDER BY id COLLATE \"C\" LIMIT 1) u ON true",
             v,
         ),
         UserKey::PhoneNumber(v) => (
             "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN LATERAL (
                 SELECT u.* FROM user_phone_numbers p JOIN users u ON u.id = p.user_id
-                 WHERE p.phone_number = $1 AND u.deleted_at IS NULL ORDER BY u.id LIMIT 1) u ON true",
+                 WHERE p.phone_number = $1 AND u.deleted_at IS NULL ORDER BY u.id COLLATE \"C\" LIMIT 1) u ON true",
             v,
         ),
     };
@@ -141,7 +143,7 @@ pub async fn organization_by_slug(pool: &PgPool, slug: &str) -> Result<Snapshot<
     snapshot(
         pool,
         "SELECT h.head_seq AS head, o.* FROM log_head h LEFT JOIN LATERAL (
-            SELECT * FROM organizations WHERE slug = $1 AND deleted_at IS NULL ORDER BY id LIMIT 1) o ON true",
+            SELECT * FROM organizations WHERE slug = $1 AND deleted_at IS NULL ORDER BY id COLLATE \"C\" LIMIT 1) o ON true",
         |q| q.bind(slug.to_string()),
     )
     .await
@@ -157,7 +159,7 @@ pub async fn membership_of(
         pool,
         "SELECT h.head_seq AS head, m.* FROM log_head h LEFT JOIN LATERAL (
             SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2 AND deleted_at IS NULL
-             ORDER BY updated_at DESC NULLS LAST, id LIMIT 1) m ON true",
+             ORDER BY updated_at DESC NULLS LAST, id COLLATE \"C\" LIMIT 1) m ON true",
         |q| q.bind(organization_id.to_string()).bind(user_id.to_string()),
     )
     .await

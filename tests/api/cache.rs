@@ -695,3 +695,35 @@ async fn a_lookup_key_with_a_nul_is_invalid_from_memory_and_from_postgresql_alik
         );
     }
 }
+
+#[tokio::test]
+async fn among_users_sharing_a_key_memory_and_postgresql_answer_the_least_id_in_byte_order_whatever_the_collation() {
+    let app = spawn_app().await;
+    // A database whose ids sort by ICU's English rules ("user_a" < "user_B"), not by bytes.
+    sqlx::query(r#"ALTER TABLE users ALTER COLUMN id TYPE text COLLATE "en-x-icu""#)
+        .execute(&app.pool)
+        .await
+        .expect("an ICU collation (PostgreSQL is built with ICU)");
+    let shared = |id: &str| {
+        let mut data = user(id, T, "Twin");
+        data["external_id"] = json!("ext-shared");
+        envelope("user.created", T, data)
+    };
+    app.send_all_and_apply(&[shared("user_a"), shared("user_B")]).await;
+    let mut c = client(&app).await;
+    for consistency in [memory(), database()] {
+        let found = c
+            .lookup_user(pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::ExternalId("ext-shared".into())),
+                consistency: consistency.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(found.id, "user_B", "{consistency:?}");
+    }
+    app.stop().await;
+}
