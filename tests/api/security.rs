@@ -589,3 +589,86 @@ pub fn key_material(pem: &str) -> Vec<&str> {
         .filter(|l| !l.starts_with("-----") && l.len() >= 16)
         .collect()
 }
+
+#[tokio::test]
+async fn the_watch_command_reaches_a_server_with_mtls_and_tokens_and_stops_at_a_refused_token() {
+    use tokio::io::AsyncBufReadExt;
+    let pki = pki();
+    let app = spawn_app_with(AppOptions {
+        tls: Some(pki.server_tls(true)),
+        tokens: tokens(),
+        ..Default::default()
+    })
+    .await;
+    enqueue(&app.pool, &[user_created("user_w1")]).await;
+    app.wait_until_applied().await;
+    let dir = temp_dir("watch-tls");
+    for (file, pem) in [
+        ("ca.pem", &pki.ca),
+        ("client.pem", &pki.client_cert),
+        ("client.key", &pki.client_key),
+    ] {
+        std::fs::write(dir.join(file), pem).unwrap();
+    }
+    std::fs::write(dir.join("wrong-token"), "\n  not-the-reader-token-0000\n").unwrap();
+    let watch = |token: Option<&str>, token_file: bool| {
+        let mut command = tokio::process::Command::new(crate::process::binary());
+        command
+            .args([
+                "watch",
+                "--from-oldest",
+                "--url",
+                &format!("https://localhost:{}", app.grpc_addr.port()),
+            ])
+            .arg("--ca")
+            .arg(dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(dir.join("client.pem"))
+            .arg("--key")
+            .arg(dir.join("client.key"))
+            .env_remove("CLERK_MIRROR_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.env("CLERK_MIRROR_TOKEN", token);
+        }
+        if token_file {
+            command.arg("--token-file").arg(dir.join("wrong-token"));
+        }
+        command.spawn().unwrap()
+    };
+
+    // TLS with the client certificate and the reader's token (from the environment): the change.
+    let mut child = watch(Some(READER), false);
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let change = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("\"change\"") {
+                return line;
+            }
+        }
+        panic!("the watch command ended without a change");
+    })
+    .await
+    .expect("a change within 30 s");
+    assert!(change.contains("user_w1"), "{change}");
+    child.kill().await.unwrap();
+
+    // No token, or a wrong one from a file: it stops at once with the server's reason.
+    for (token, file) in [(None, false), (None, true)] {
+        let output = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            watch(token, file).wait_with_output(),
+        )
+        .await
+        .expect("it stops instead of retrying")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains("a valid bearer token is required"), "{stderr}");
+        assert!(!stderr.contains("not-the-reader-token"), "{stderr}");
+    }
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
