@@ -665,12 +665,7 @@ async fn killing_the_lock_holder_lets_another_replica_take_over_with_nothing_los
     use crate::process::Served;
     let (cluster, name) = shared_database().await;
     let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let args: Vec<std::ffi::OsString> = vec![
-        "--database-url".into(),
-        cluster.url(&name).into(),
-        "--webhook-secret".into(),
-        SECRET.into(),
-    ];
+    let args = crate::process::serve_args(cluster, &name);
     let a = Served::start(&args).await;
     let b = Served::start(&args).await;
     let holder = wait_for_lock_holder(&pool, None).await;

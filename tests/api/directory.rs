@@ -531,7 +531,7 @@ async fn a_user_with_twenty_addresses_and_50_kb_of_nested_metadata_round_trips_i
     app.stop().await;
 }
 
-fn struct_to_json(s: prost_types::Struct) -> serde_json::Value {
+pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Value {
     serde_json::Value::Object(s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect())
 }
 

@@ -12,7 +12,6 @@ use clerk_mirror::ingest::verify::WebhookSecrets;
 use clerk_mirror::pb;
 use clerk_mirror::pb::watch_changes_response::Event;
 use clerk_mirror::pb::watch_service_client::WatchServiceClient;
-use clerk_mirror::pg::{Cluster, ClusterOptions};
 use futures::StreamExt;
 use hyper::StatusCode;
 use sqlx::PgPool;
@@ -283,16 +282,6 @@ async fn assert_applied_exactly_once(pool: &PgPool, w: &str, acked: &[usize]) {
     assert_eq!((max.unwrap_or(0), head), (count, count), "the change log has a gap");
 }
 
-async fn restart(cluster: &Cluster) -> Cluster {
-    Cluster::start(ClusterOptions {
-        data_dir: cluster.data_dir().to_path_buf(),
-        durable: false,
-        die_with_parent: true,
-    })
-    .await
-    .expect("restart the cluster")
-}
-
 #[tokio::test]
 async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_return_every_acked_event_is_applied_once()
 {
@@ -350,7 +339,7 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
     assert_eq!(from_database.unwrap_err().code(), Code::Unavailable);
 
     // It comes back; the same server recovers by itself, and Svix's retries (same ids) land.
-    let cluster = restart(&cluster).await;
+    let cluster = restart_cluster(&cluster).await;
     let retried: Vec<usize> = (0..1050).filter(|i| ok.binary_search(i).is_err()).collect();
     let (again, refused) = send_events(&url, "s", retried.iter().copied(), 16, &acked).await;
     assert!(refused.is_empty(), "refused after the database returned: {refused:?}");
@@ -368,12 +357,7 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
 async fn serve_sigkilled_mid_batch_and_restarted_applies_every_acked_event_once_and_watchers_resume_without_a_gap() {
     let (cluster, name) = shared_database().await;
     let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let args: Vec<std::ffi::OsString> = vec![
-        "--database-url".into(),
-        cluster.url(&name).into(),
-        "--webhook-secret".into(),
-        SECRET.into(),
-    ];
+    let args = crate::process::serve_args(cluster, &name);
     let first = Served::start(&args).await;
     let (url_tx, url) = watch::channel(format!("http://{}/webhooks/clerk", first.http_addr));
     let (grpc_tx, grpc) = watch::channel(format!("http://{}", first.grpc_addr));
@@ -458,7 +442,7 @@ async fn postgresql_restarted_under_streaming_watchers_ends_streams_with_unavail
             tokio::task::yield_now().await;
         }
         cluster.stop().await.expect("stop the cluster");
-        restart(&cluster).await
+        restart_cluster(&cluster).await
     };
     let ((during, _), cluster) = tokio::join!(burst, bounce);
     ok.extend(during);

@@ -45,6 +45,17 @@ pub async fn start_cluster(what: &str) -> Cluster {
     .expect("start a test PostgreSQL cluster")
 }
 
+/// Starts `cluster`'s data directory again (after `stop`), as `start_cluster` made it.
+pub async fn restart_cluster(cluster: &Cluster) -> Cluster {
+    Cluster::start(ClusterOptions {
+        data_dir: cluster.data_dir().to_path_buf(),
+        durable: false,
+        die_with_parent: true,
+    })
+    .await
+    .expect("restart the cluster")
+}
+
 extern "C" fn remove_shared_cluster_dir() {
     if let Some(cluster) = CLUSTER.get() {
         let _ = std::fs::remove_dir_all(cluster.data_dir());

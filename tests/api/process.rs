@@ -16,6 +16,16 @@ pub struct Served {
     log: tokio::task::JoinHandle<Vec<String>>,
 }
 
+/// `serve`'s arguments for database `name` of `cluster`, signed with `SECRET`.
+pub fn serve_args(cluster: &clerk_mirror::pg::Cluster, name: &str) -> Vec<std::ffi::OsString> {
+    vec![
+        "--database-url".into(),
+        cluster.url(name).into(),
+        "--webhook-secret".into(),
+        SECRET.into(),
+    ]
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_clerk-mirror")
 }

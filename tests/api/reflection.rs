@@ -204,13 +204,7 @@ async fn health_is_serving_and_follows_the_database_down_and_back_up() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert_eq!(e.message(), "the database is unavailable; retry later");
-    let _cluster = clerk_mirror::pg::Cluster::start(clerk_mirror::pg::ClusterOptions {
-        data_dir: cluster.data_dir().to_path_buf(),
-        durable: false,
-        die_with_parent: true,
-    })
-    .await
-    .unwrap();
+    let _cluster = restart_cluster(&cluster).await;
     wait_for_health(&app, ServingStatus::Serving).await;
     let e = c
         .get_user(clerk_mirror::pb::GetUserRequest {

@@ -498,15 +498,9 @@ async fn a_watcher_that_reads_nothing_while_20000_changes_apply_keeps_server_mem
     let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
         .await
         .unwrap();
-    let args: Vec<std::ffi::OsString> = vec![
-        "--database-url".into(),
-        cluster.url(&name).into(),
-        "--webhook-secret".into(),
-        SECRET.into(),
-        // This measures the watch path's memory; the read cache would hold every user.
-        "--read-cache-bytes".into(),
-        "0".into(),
-    ];
+    let mut args = crate::process::serve_args(cluster, &name);
+    // This measures the watch path's memory; the read cache would hold every user.
+    args.extend(["--read-cache-bytes".into(), "0".into()]);
     let served = Served::start(&args).await;
     let pid = served.child.id().unwrap();
     let mut c = WatchServiceClient::connect(format!("http://{}", served.grpc_addr))
@@ -946,15 +940,9 @@ async fn a_thousand_watchers_over_a_hundred_connections_all_get_a_change_and_the
     let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
         .await
         .unwrap();
-    let args: Vec<std::ffi::OsString> = vec![
-        "--database-url".into(),
-        cluster.url(&name).into(),
-        "--webhook-secret".into(),
-        SECRET.into(),
-        // This measures the watch path's memory; the read cache would hold every user.
-        "--read-cache-bytes".into(),
-        "0".into(),
-    ];
+    let mut args = crate::process::serve_args(cluster, &name);
+    // This measures the watch path's memory; the read cache would hold every user.
+    args.extend(["--read-cache-bytes".into(), "0".into()]);
     let served = Served::start(&args).await;
     let pid = served.child.id().unwrap();
     let mut channels = Vec::new();
