@@ -3,6 +3,8 @@
 //! clients treat it as opaque, except that two cursors of one log compare as strings in log
 //! order (the list-then-watch recipe relies on it).
 
+use super::error::ApiError;
+
 /// A position in a change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -44,6 +46,14 @@ impl Cursor {
             seq,
         })
     }
+}
+
+/// The seq of a client's cursor in request field `field`, if it is a cursor of the log `log_id`;
+/// `Ok(None)`: another log's (a restored or wiped database: `ApiError::cursor_of_another_log`).
+pub fn seq_in_log(field: &str, text: &str, log_id: &str) -> Result<Option<i64>, ApiError> {
+    let cursor =
+        Cursor::decode(text).map_err(|_| ApiError::invalid(field, "INVALID_CURSOR", "not a clerk-mirror cursor"))?;
+    Ok((cursor.log_id == log_id).then_some(cursor.seq))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::cursor::Cursor;
+use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use super::names;
 use super::{list, traced};
@@ -117,17 +117,15 @@ impl Directory {
 
     /// The seq of an `at_least_as_fresh` cursor of this log (another log's: as the watch does).
     async fn token(&self, text: &str) -> Result<i64, ApiError> {
-        let field = "consistency.at_least_as_fresh.cursor";
-        let cursor = Cursor::decode(text)
-            .map_err(|_| ApiError::invalid(field, "INVALID_CURSOR", "not a clerk-mirror cursor"))?;
-        if cursor.log_id != self.log_id {
-            let (log_id, bounds) = crate::store::changes::bounds(&self.pool).await?;
-            return Err(ApiError::CursorExpired {
-                why: "the cursor comes from another database (restored or wiped?)".into(),
-                oldest_cursor: Cursor::new(&log_id, bounds.oldest - 1).encode(),
-            });
+        match cursor::seq_in_log("consistency.at_least_as_fresh.cursor", text, &self.log_id)? {
+            Some(seq) => Ok(seq),
+            None => {
+                let (log_id, bounds) = crate::store::changes::bounds(&self.pool).await?;
+                Err(ApiError::cursor_of_another_log(
+                    Cursor::new(&log_id, bounds.oldest - 1).encode(),
+                ))
+            }
         }
-        Ok(cursor.seq)
     }
 
     fn in_future(&self, head: i64) -> ApiError {

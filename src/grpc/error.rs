@@ -66,6 +66,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A cursor of another change log than this database's (restored or wiped).
+    pub fn cursor_of_another_log(oldest_cursor: String) -> Self {
+        ApiError::CursorExpired {
+            why: "the cursor comes from another database (restored or wiped?)".into(),
+            oldest_cursor,
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, reason: &'static str, description: impl Into<String>) -> Self {
         ApiError::InvalidArgument {
             field: field.into(),

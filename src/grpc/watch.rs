@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug};
 
 use super::convert;
-use super::cursor::Cursor;
+use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use crate::filter::Filter;
 use crate::hub::Hub;
@@ -358,27 +358,21 @@ impl WatchService for Watcher {
                 None => bounds.head,
                 Some(pb::watch_changes_request::Start::StartFromOldest(_)) => bounds.oldest - 1,
                 Some(pb::watch_changes_request::Start::StartCursor(text)) => {
-                    let cursor = Cursor::decode(text).map_err(|_| {
-                        ApiError::invalid("start_cursor", "INVALID_CURSOR", "not a clerk-mirror cursor")
-                    })?;
-                    if cursor.log_id != log_id {
-                        return Err(ApiError::CursorExpired {
-                            why: "the cursor comes from another database (restored or wiped?)".into(),
-                            oldest_cursor,
-                        });
-                    }
-                    if cursor.seq < bounds.oldest - 1 {
+                    let Some(seq) = cursor::seq_in_log("start_cursor", text, &log_id)? else {
+                        return Err(ApiError::cursor_of_another_log(oldest_cursor));
+                    };
+                    if seq < bounds.oldest - 1 {
                         return Err(ApiError::CursorExpired {
                             why: "the cursor is older than the retained change log".into(),
                             oldest_cursor,
                         });
                     }
-                    if cursor.seq > bounds.head {
+                    if seq > bounds.head {
                         return Err(ApiError::CursorInFuture {
                             head_cursor: Cursor::new(&log_id, bounds.head).encode(),
                         });
                     }
-                    cursor.seq
+                    seq
                 }
             };
             Ok::<_, ApiError>((selection, heartbeat, position))
