@@ -555,3 +555,46 @@ async fn nul_characters_deep_nesting_and_unusual_unicode_are_applied_and_read_ba
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn envelope_timestamps_at_the_ends_of_every_range_are_stored_and_never_fail_the_batch() {
+    let app = spawn_app().await;
+    let extremes = [
+        json!(i64::MIN),
+        json!(i64::MAX),
+        json!(-8_000_000_000_000_000i64), // before 4713 BC: chrono has it, PostgreSQL does not
+        json!(8_000_000_000_000_000i64),
+        json!(-1),
+        json!(1e300),
+        json!(-1.5e-300),
+        json!("1767225600000"),
+        json!(null),
+    ];
+    // All at once, so they share the inbox writer's commits with an ordinary event.
+    let mut bodies: Vec<String> = extremes
+        .iter()
+        .enumerate()
+        .map(|(i, ts)| {
+            let mut body: Value =
+                serde_json::from_str(&user_event("created", &format!("user_t{i}"), T, T, "Tim")).unwrap();
+            body["timestamp"] = ts.clone();
+            body["data"]["updated_at"] = ts.clone();
+            body.to_string()
+        })
+        .collect();
+    bodies.push(user_event("created", "user_plain", T, T, "Plain"));
+    let responses = futures::future::join_all(bodies.iter().map(|b| app.send(b))).await;
+    for ((_, response), ts) in responses.iter().zip(extremes.iter().chain([&json!(T)])) {
+        assert_eq!(response.status, StatusCode::OK, "timestamp {ts}: {}", response.body);
+    }
+    app.wait_until_applied().await;
+    let outcomes: Vec<(String, Option<String>)> = sqlx::query_as("SELECT status, error FROM inbox ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), bodies.len());
+    for (status, error) in &outcomes {
+        assert_eq!(status, "applied", "{error:?}");
+    }
+    app.stop().await;
+}
