@@ -39,6 +39,42 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// Whether this server is ready: its database (see [`check_ready`]) and its own background
+/// tasks, one of which ending early marks the server not ready while it stops.
+#[derive(Clone)]
+pub struct Readiness {
+    pool: PgPool,
+    failure: std::sync::Arc<std::sync::OnceLock<String>>,
+}
+
+impl Readiness {
+    /// Readiness that follows `pool`'s database.
+    pub fn new(pool: PgPool) -> Readiness {
+        Readiness {
+            pool,
+            failure: Default::default(),
+        }
+    }
+
+    /// Marks the server not ready for good (the first reason is kept).
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
+    }
+
+    /// Why the server was marked not ready, if it was.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
+    }
+
+    /// Ready, or why not.
+    pub async fn check(&self) -> Result<(), String> {
+        match self.failure() {
+            Some(reason) => Err(reason),
+            None => check_ready(&self.pool).await,
+        }
+    }
+}
+
 /// Ready means: the database answers within two seconds and every embedded migration is applied.
 pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
     let query =

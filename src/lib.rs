@@ -23,6 +23,7 @@ pub mod pg;
 pub mod send_event;
 pub mod startup;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod tls;
 pub mod watch_command;

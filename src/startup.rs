@@ -1,5 +1,6 @@
-//! `Application::build` connects, migrates and binds every port; `run_until_stopped` serves
-//! until the shutdown signal it is given, then drains in-flight webhooks before returning.
+//! `Application::build` connects, migrates and binds every port; `run_until_stopped` starts
+//! every server and background task under one supervisor, waits for the shutdown signal it is
+//! given or for a task to end early, then drains in-flight work before returning.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,12 +10,16 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tonic_health::server::HealthReporter;
+use tracing::{error, info};
 
 use crate::config::Config;
+use crate::db::Readiness;
 use crate::hub::Hub;
 use crate::ingest::{InboxWriter, IngestState};
 use crate::metrics::{Metrics, RpcMetricsLayer};
+use crate::supervise::Supervisor;
 use crate::{admin, applier, db, grpc, http_server, ingest, store};
 
 /// A built, bound, not yet serving server.
@@ -34,7 +39,12 @@ pub struct Application {
     /// The read cache (`None` when `read_cache_bytes` is 0).
     cache: Option<crate::cache::ReadCache>,
     config: Config,
+    /// Tasks an embedder added with [`Application::supervise`].
+    extra: Vec<(&'static str, ExtraTask)>,
 }
+
+type ExtraTask =
+    Box<dyn FnOnce(CancellationToken) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
 
 impl Application {
     /// Connects to the database, applies migrations and binds the three ports.
@@ -97,6 +107,7 @@ impl Application {
             pool,
             read_pool,
             config,
+            extra: Vec::new(),
         })
     }
 
@@ -120,46 +131,91 @@ impl Application {
         self.cache.clone()
     }
 
+    /// Runs `task(stop)` beside the server's own background tasks, under the same supervision:
+    /// it is meant to run until `stop` is cancelled (when the server stops), and ending before
+    /// that, with an error, a panic or not, stops the server with an error naming `name`.
+    pub fn supervise<F, Fut>(&mut self, name: &'static str, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.extra.push((name, Box::new(move |stop| Box::pin(task(stop)))));
+    }
+
     /// The application's pool.
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.pool
     }
 
-    /// Serves until `shutdown` completes; then stops accepting, lets in-flight requests finish
-    /// (every acknowledged webhook is committed) and returns.
+    /// Serves until `shutdown` completes or a background task ends early; then stops accepting,
+    /// lets in-flight requests finish (every acknowledged webhook is committed) and returns: `Ok`
+    /// after a requested stop, an error naming the task that ended early otherwise.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-        let stop_rx_for_applier = stop_rx.clone();
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
+        let readiness = Readiness::new(self.read_pool.clone());
+        let mut supervisor = Supervisor::new(readiness.clone());
+        let (pool, read_pool) = (self.pool.clone(), self.read_pool.clone());
+        let timeout = self.config.shutdown_timeout;
+        let health = match self.start(&supervisor, readiness.clone()).await {
+            Ok(health) => health,
+            Err(e) => {
+                supervisor.drain().await;
+                return Err(e);
             }
         };
+        let early = supervisor.run_until(shutdown).await;
+        if let Some(ended) = &early {
+            error!(task = ended.task, reason = %ended.reason, "a background task ended early; stopping the server");
+            grpc::check_health(&health, &readiness, None).await;
+        }
+        // Once asked to stop, everything has `timeout` to finish.
+        let failures = tokio::time::timeout(timeout, supervisor.drain()).await;
+        pool.close().await;
+        read_pool.close().await;
+        let Ok(failures) = failures else {
+            error!(?timeout, "shutdown did not finish in time; stopping anyway");
+            anyhow::bail!("shutdown did not finish within {timeout:?}");
+        };
+        info!("stopped");
+        match failures.into_iter().next() {
+            Some(first) if first.early => Err(anyhow::anyhow!("{first}; the server stopped")),
+            Some(first) => Err(anyhow::anyhow!("{first} while stopping")),
+            None => Ok(()),
+        }
+    }
 
+    /// Starts every server and background task under `supervisor`; returns the health reporter.
+    async fn start(self, supervisor: &Supervisor, readiness: Readiness) -> anyhow::Result<HealthReporter> {
+        let stop = supervisor.stop_signal();
+        for (name, task) in self.extra {
+            supervisor.spawn(name, task(supervisor.token()));
+        }
         let metrics = self.metrics.clone();
         let (writer, writer_task) = InboxWriter::spawn(self.pool.clone(), self.config.ingest_batch_size);
+        // It ends when the last handle drops with the HTTP router, after the HTTP server.
+        supervisor.spawn("inbox writer", writer_task);
         let state = IngestState {
             secrets: self.config.webhook_secrets.clone(),
             writer,
-            pool: self.pool.clone(),
+            readiness: readiness.clone(),
             max_body_bytes: self.config.max_body_bytes,
             metrics: metrics.clone(),
         };
         let http_router = ingest::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
         let limits = self.config.http_limits;
-        let http = http_server::serve(self.http, http_router, None, limits, stopped());
+        supervisor.spawn(
+            "HTTP server",
+            http_server::serve(self.http, http_router, None, limits, supervisor.stopped()),
+        );
         let tokens = Arc::new(self.config.tokens.clone());
-        let admin = http_server::serve(
-            self.admin,
-            admin::router(metrics.clone(), self.read_pool.clone(), tokens.clone()),
-            self.admin_tls.clone(),
-            limits,
-            stopped(),
+        supervisor.spawn(
+            "admin server",
+            http_server::serve(
+                self.admin,
+                admin::router(metrics.clone(), self.read_pool.clone(), tokens.clone()),
+                self.admin_tls.clone(),
+                limits,
+                supervisor.stopped(),
+            ),
         );
 
         let log_id = store::read::log_id(&self.read_pool)
@@ -169,28 +225,32 @@ impl Application {
             self.read_pool.clone(),
             self.config.hub_capacity,
             self.config.hub_poll,
-            stop_rx_for_applier.clone(),
+            stop.clone(),
             metrics.clone(),
         )
         .await
         .context("cannot start the change hub")?;
+        supervisor.spawn("change hub", hub_task);
         // The read cache loads in the background: readiness does not wait for it, and reads go
         // to PostgreSQL until it is loaded.
         let cache = self
             .cache
             .clone()
             .unwrap_or_else(|| crate::cache::ReadCache::new(metrics.clone()));
-        let cache_task = self.cache.clone().map(|c| {
-            tokio::spawn(crate::cache::follow::run(
-                c,
-                self.read_pool.clone(),
-                hub.clone(),
-                log_id.clone(),
-                self.config.read_cache_bytes,
-                None,
-                stop_rx_for_applier.clone(),
-            ))
-        });
+        if let Some(c) = self.cache.clone() {
+            supervisor.spawn(
+                "read cache",
+                crate::cache::follow::run(
+                    c,
+                    self.read_pool.clone(),
+                    hub.clone(),
+                    log_id.clone(),
+                    self.config.read_cache_bytes,
+                    None,
+                    stop.clone(),
+                ),
+            );
+        }
         let directory = grpc::directory::Directory::new(
             self.read_pool.clone(),
             log_id.clone(),
@@ -202,7 +262,7 @@ impl Application {
             hub,
             log_id,
             self.config.watch.clone(),
-            stop_rx_for_applier.clone(),
+            stop.clone(),
             metrics.clone(),
         );
         let admin_service = grpc::admin::Admin::new(self.read_pool.clone());
@@ -210,13 +270,11 @@ impl Application {
             .await
             .context("cannot build the gRPC services")?;
         // The first status is set before the port serves, so no probe sees "unknown".
-        grpc::check_health(&health, &self.read_pool, None).await;
-        let health_task = tokio::spawn(grpc::report_health(
-            health,
-            self.read_pool.clone(),
-            self.config.health_interval,
-            stop_rx_for_applier.clone(),
-        ));
+        grpc::check_health(&health, &readiness, None).await;
+        supervisor.spawn(
+            "health reporter",
+            grpc::report_health(health.clone(), readiness, self.config.health_interval, stop.clone()),
+        );
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &self.config.tls {
             let mut tls_config = tonic::transport::ServerTlsConfig::new()
@@ -242,77 +300,42 @@ impl Application {
             // delayed ACK (~40 ms a unary call; `bench lookup` found it).
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
-                stopped(),
+                supervisor.stopped(),
             );
+        supervisor.spawn("gRPC server", grpc);
 
         let (leading_tx, leading_rx) = watch::channel(false);
-        let reconcile = self.config.reconcile.clone().map(|r| {
+        if let Some(r) = self.config.reconcile.clone() {
             let limiter = std::sync::Arc::new(crate::backfill::rate::RateLimiter::new(r.rate, r.window));
             let api = crate::backfill::ClerkApi::new(&r.api_url, &r.secret_key.0, limiter);
-            tokio::spawn(crate::backfill::reconcile::periodically(
-                self.pool.clone(),
-                api,
-                r.every,
-                leading_rx.clone(),
-                stop_rx_for_applier.clone(),
-            ))
-        });
-        let applier = self.config.applier.clone().map(|applier_config| {
-            let options = db::connect_options(&self.config.database);
-            let pool = self.pool.clone();
-            let stop = stop_rx_for_applier.clone();
-            let metrics = metrics.clone();
-            let leading = leading_tx.clone();
-            tokio::spawn(async move {
-                match options {
-                    Ok(options) => applier::run(options, pool, applier_config, stop, metrics, leading).await,
-                    Err(e) => tracing::error!(error = %e, "the applier cannot connect"),
-                }
-            })
-        });
+            supervisor.spawn(
+                "periodic reconcile",
+                crate::backfill::reconcile::periodically(
+                    self.pool.clone(),
+                    api,
+                    r.every,
+                    leading_rx.clone(),
+                    stop.clone(),
+                ),
+            );
+        }
+        if let Some(applier_config) = self.config.applier.clone() {
+            let options = db::connect_options(&self.config.database).context("the applier cannot connect")?;
+            // It finishes the batch it is in when asked to stop.
+            supervisor.spawn(
+                "applier",
+                applier::run(
+                    options,
+                    self.pool.clone(),
+                    applier_config,
+                    stop.clone(),
+                    metrics.clone(),
+                    leading_tx,
+                ),
+            );
+        }
 
         info!(http = %self.http_addr, grpc = %self.grpc_addr, admin = %self.admin_addr, "serving");
-        let timeout = self.config.shutdown_timeout;
-        let (pool, read_pool) = (self.pool.clone(), self.read_pool.clone());
-        let (pool_for_drain, read_pool_for_drain) = (self.pool.clone(), self.read_pool.clone());
-        let drain = async move {
-            let (http, admin, grpc) = tokio::join!(
-                async { http.await.context("the HTTP server failed") },
-                async { admin.await.context("the admin server failed") },
-                async { grpc.await.context("the gRPC server failed") },
-            );
-            // Every handler is done: the writer's last handle drops with the router; wait for it.
-            writer_task.await.context("the inbox writer failed")?;
-            let _ = health_task.await;
-            let _ = hub_task.await;
-            if let Some(cache_task) = cache_task {
-                let _ = cache_task.await;
-            }
-            if let Some(reconcile) = reconcile {
-                reconcile.abort();
-            }
-            // The applier finishes the batch it is in.
-            if let Some(applier) = applier {
-                applier.await.context("the applier failed")?;
-            }
-            pool_for_drain.close().await;
-            read_pool_for_drain.close().await;
-            info!("stopped");
-            http.and(admin).and(grpc)
-        };
-        // Once asked to stop, everything has `timeout` to finish.
-        let deadline = async {
-            stopped().await;
-            tokio::time::sleep(timeout).await;
-        };
-        tokio::select! {
-            result = drain => result,
-            () = deadline => {
-                tracing::error!(?timeout, "shutdown did not finish in time; stopping anyway");
-                pool.close().await;
-                read_pool.close().await;
-                anyhow::bail!("shutdown did not finish within {timeout:?}")
-            }
-        }
+        Ok(health)
     }
 }

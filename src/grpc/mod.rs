@@ -63,10 +63,10 @@ pub async fn routes(
 /// Sets the health status from one readiness check; returns the status set.
 pub async fn check_health(
     reporter: &HealthReporter,
-    pool: &sqlx::PgPool,
+    readiness: &crate::db::Readiness,
     last: Option<ServingStatus>,
 ) -> ServingStatus {
-    let status = match crate::db::check_ready(pool).await {
+    let status = match readiness.check().await {
         Ok(()) => ServingStatus::Serving,
         Err(reason) => {
             if last != Some(ServingStatus::NotServing) {
@@ -84,20 +84,20 @@ pub async fn check_health(
     status
 }
 
-/// Keeps the health status current: SERVING while the database answers and every migration is
-/// applied, NOT_SERVING otherwise (checked every `every`).
+/// Keeps the health status current: SERVING while the database answers, every migration is
+/// applied and no background task has failed, NOT_SERVING otherwise (checked every `every`).
 pub async fn report_health(
     reporter: HealthReporter,
-    pool: sqlx::PgPool,
+    readiness: crate::db::Readiness,
     every: Duration,
     mut stop: signal::Receiver<bool>,
 ) {
-    let mut last = Some(check_health(&reporter, &pool, None).await);
+    let mut last = Some(check_health(&reporter, &readiness, None).await);
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        last = Some(check_health(&reporter, &pool, last).await);
+        last = Some(check_health(&reporter, &readiness, last).await);
     }
 }

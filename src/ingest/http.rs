@@ -23,7 +23,8 @@ use crate::metrics::Metrics;
 pub struct IngestState {
     pub secrets: WebhookSecrets,
     pub writer: InboxWriter,
-    pub pool: sqlx::PgPool,
+    /// What `/readyz` answers from.
+    pub readiness: db::Readiness,
     pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
 }
@@ -178,7 +179,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<IngestState>) -> Response {
-    match db::check_ready(&state.pool).await {
+    match state.readiness.check().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(reason) => {
             warn!(%reason, "not ready");

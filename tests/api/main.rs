@@ -21,4 +21,5 @@ mod process;
 mod properties;
 mod reflection;
 mod security;
+mod supervise;
 mod watch;
