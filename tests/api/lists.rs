@@ -218,7 +218,10 @@ async fn bad_filters_are_invalid_arguments_with_the_position() {
     for (filter, position) in [
         ("banned = ", "9"),
         ("nope = 1", "0"),
-        (r#"first_name = "a" first_name = "b""#, "17"),
+        // A bare word after a complete comparison is free text, which is refused. (Two
+        // comparisons side by side are an implicit AND since AIP-160's grammar; see `filters`.)
+        (r#"first_name = "a" Lovelace"#, "17"),
+        ("first_name = Ada Lovelace", "13"),
     ] {
         let e = c
             .list_users(pb::ListUsersRequest {
