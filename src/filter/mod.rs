@@ -1023,4 +1023,73 @@ mod tests {
         yes("NOT banned = true");
         yes(r#"first_name = "x" OR first_name = "Ada""#);
     }
+
+    #[test]
+    fn wildcards_match_ends_only_and_other_stars_percent_and_underscore_are_literal() {
+        let state = json!({
+            "first_name": "50%_off*", "last_name": null,
+            "data": {"public_metadata": {"plan": "pro-annual", "n": 5},
+                     "email_addresses": [{"email_address": "Ada@Example.COM"}, {"email_address": "ÉVA@example.org"}]}
+        });
+        let yes = |t: &str| assert!(user_filter(t).unwrap().unwrap().matches(&state), "{t}");
+        let no = |t: &str| assert!(!user_filter(t).unwrap().unwrap().matches(&state), "{t}");
+        yes(r#"first_name = "50*""#);
+        yes(r#"first_name = "*off\*""#);
+        yes(r#"first_name = "*%_*""#);
+        yes(r#"first_name:"50*""#);
+        no(r#"first_name = "5_*""#);
+        no(r#"first_name = "*%off*""#);
+        yes(r#"first_name = "50%_off\*""#);
+        no(r#"first_name = "50%_off""#);
+        no(r#"first_name = "50*off\*""#);
+        no(r#"first_name != "50*""#);
+        yes(r#"first_name != "60*""#);
+        // An absent text field is "": `= "*"` matches it, `:*` asks for presence.
+        yes(r#"last_name = "*""#);
+        yes(r#"last_name = "**""#);
+        no(r#"last_name = "*x*""#);
+        yes(r#"last_name != "x*""#);
+        no("last_name:*");
+        // Metadata: a wildcard matches strings only; `!=` is its negation (true when absent).
+        yes(r#"public_metadata.plan = "pro*""#);
+        yes(r#"public_metadata.plan = "*annual""#);
+        yes(r#"public_metadata.plan = "*""#);
+        no(r#"public_metadata.n = "*""#);
+        no(r#"public_metadata.absent = "*""#);
+        yes(r#"public_metadata.absent != "*""#);
+        no(r#"public_metadata.plan != "*-annual""#);
+        yes(r#"public_metadata:"plan""#);
+        no(r#"public_metadata:"absent""#);
+        // email folds ASCII letters only.
+        yes(r#"email = "*@example.com""#);
+        yes(r#"email:"ADA@*""#);
+        yes(r#"email = "ÉVA@EXAMPLE.ORG""#);
+        no(r#"email = "éva@example.org""#);
+        no(r#"email = "*@example""#);
+        yes(r#"email = "*""#);
+    }
+
+    #[test]
+    fn a_wildcard_where_no_string_equality_takes_one_is_refused_with_the_escape_to_use() {
+        for (entity, text, position, needle) in [
+            (EntityType::User, r#"first_name > "A*""#, 13, "write `\\*`"),
+            (EntityType::User, r#"public_metadata.tags:"b*""#, 21, "wildcard"),
+            (EntityType::User, r#"public_metadata.n < "*1""#, 20, "wildcard"),
+            (EntityType::User, r#"create_time = "2026*""#, 14, "`create_time:*`"),
+            (EntityType::Membership, r#"permissions:"org:*""#, 12, "whole strings"),
+            (EntityType::User, r#"email != "*@x.com""#, 0, "use = or :"),
+        ] {
+            let e = Filter::parse(entity, text).unwrap_err();
+            assert_eq!(e.position, position, "{text}: {e}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+        // Escaped, the same stars are literals and the filters are fine.
+        for text in [
+            r#"first_name > "A\*""#,
+            r#"public_metadata.tags:"b\*""#,
+            r#"first_name = "\*""#,
+        ] {
+            assert!(user_filter(text).is_ok(), "{text}");
+        }
+    }
 }

@@ -418,6 +418,13 @@ impl Parser<'_> {
         let op = match self.peek() {
             Some(Token::Op(op)) => *op,
             Some(Token::Other(_)) => return self.expected("an operator"),
+            Some(Token::LParen) => {
+                let word = &self.input[position..self.tokens[self.at - 1].end];
+                return error(
+                    position,
+                    format!("`{word}(…)`: this service defines no filter functions; compare a field with an operator"),
+                );
+            }
             _ => {
                 let word = &self.input[position..self.tokens[self.at - 1].end];
                 return error(
@@ -721,6 +728,7 @@ mod tests {
             (r#"a = "x" Lovelace"#, 8, "`Lovelace` stands alone"),
             ("a = 1 and b = 2", 6, "write `AND`"),
             ("a = (1 OR 2)", 4, "one value"),
+            ("regex(m.key, '^a')", 0, "no filter functions"),
             (
                 "first_name = Ada Lovelace",
                 13,

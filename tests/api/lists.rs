@@ -18,14 +18,14 @@ use tonic_types::StatusExt;
 use crate::events::*;
 use crate::helpers::*;
 
-async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
+pub(crate) async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
     DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
         .await
         .expect("connect")
 }
 
 /// Every user a filter lists, walking all pages.
-async fn list_all(
+pub(crate) async fn list_all(
     c: &mut DirectoryServiceClient<Channel>,
     filter: &str,
     show_deleted: bool,
