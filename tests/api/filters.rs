@@ -20,6 +20,8 @@ const EINRIDE_CHECKER: &str = "einride/aip-go filtering/checker_test.go";
 const SQLALCHEMY: &str = "rcleveng/sqlalchemy_aip160 tests/test_aip160_filter.py";
 const DIESEL: &str = "comradesharf/diesel-aip-160 diesel-aip-160/src/compiler.rs";
 const ZSHAINSKY: &str = "zshainsky/aip160 pkg/filter/parser/parser_test.go";
+/// Where AIP-160 leaves the choice to the service (README, "The filter language").
+const OURS: &str = "clerk-mirror";
 
 /// What a filter must do: list exactly these users (by number: `user_c01` is 1), or be refused
 /// with INVALID_FILTER at this byte position.
@@ -129,6 +131,16 @@ const TABLE: &[(&str, &str, &str, Expect)] = &[
     (ZSHAINSKY, "TRUE (suite: a boolean)", "banned = TRUE", Refused(9)),
     (ZSHAINSKY, "(age > 18", "(public_metadata.seats > 18", Refused(27)),
     (ZSHAINSKY, "age > ", "public_metadata.seats > ", Refused(24)),
+    // Ours: email folds ASCII letters only, in memory and in SQL, whatever the collation.
+    // Ours: `\*` is a literal star, at the ends too (AIP-160 defines no escape for it).
+    (OURS, r"\* is a literal", r#"last_name = "*\*b\\c""#, Users(&[7])),
+    (OURS, r"\* is a literal", r#"last_name = "a%_\*b\\c""#, Users(&[7])),
+    (OURS, r"\* is a literal", r#"last_name != "a%_\*b\\c""#, Users(&[1, 2, 3, 4, 5, 6, 8, 9, 10])),
+    (OURS, "ASCII-only folding", r#"email = "Éva@EXAMPLE.org""#, Users(&[8])),
+    (OURS, "ASCII-only folding", r#"email = "ÉVA@EXAMPLE.COM""#, Users(&[])),
+    (OURS, "ASCII-only folding", r#"email = "éva@example.org""#, Users(&[])),
+    (OURS, "ASCII-only folding", r#"email = "*ÉVA@example.COM""#, Users(&[])),
+    (OURS, "ASCII-only folding", r#"email = "*éva@example.COM""#, Users(&[8])),
 ];
 
 /// The population: ten users whose fields tell the readings of each case apart.
