@@ -1,7 +1,9 @@
-//! One filter language for lists and watches (a subset of AIP-160, grammar in `parse`). A filter
-//! is parsed once, checked against the fields of one entity type, and then either translated to
-//! SQL with bound parameters (lists) or evaluated in memory on a record's JSON state (watches);
-//! both give the same answer.
+//! One filter language for lists and watches (AIP-160's grammar, in `parse`). A filter is parsed
+//! once, checked against the fields of one entity type, and then either translated to SQL with
+//! bound parameters (lists) or evaluated in memory on a record's JSON state (watches); both give
+//! the same answer. Strings compare by code point (`COLLATE "C"`), wildcards with
+//! `starts_with`/`right`/`strpos` (a user's `%` and `_` are never patterns), and `email` folds
+//! ASCII letters only, on both sides, whatever the database's collation.
 
 pub mod parse;
 
@@ -241,6 +243,54 @@ fn fields(entity: EntityType) -> &'static [Field] {
     }
 }
 
+/// A string compared for equality: exactly, or with a wildcard at its start and/or end.
+#[derive(Debug, Clone, PartialEq)]
+struct Pattern {
+    text: String,
+    /// `"*x"`: ends with `text`.
+    leading: bool,
+    /// `"x*"`: starts with `text`.
+    trailing: bool,
+}
+
+impl Pattern {
+    /// The pattern of a string literal (`None` for other literals).
+    fn of(value: &Literal) -> Option<Pattern> {
+        match value {
+            Literal::String(s) => Some(Pattern {
+                text: s.clone(),
+                leading: false,
+                trailing: false,
+            }),
+            Literal::Wildcard {
+                value,
+                leading,
+                trailing,
+            } => Some(Pattern {
+                text: value.clone(),
+                leading: *leading,
+                trailing: *trailing,
+            }),
+            _ => None,
+        }
+    }
+
+    /// As `email` compares: ASCII letters folded to lower case, nothing else.
+    fn ascii_folded(mut self) -> Pattern {
+        self.text.make_ascii_lowercase();
+        self
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        match (self.leading, self.trailing) {
+            (false, false) => s == self.text,
+            (false, true) => s.starts_with(&self.text),
+            (true, false) => s.ends_with(&self.text),
+            (true, true) => s.contains(&self.text),
+        }
+    }
+}
+
 /// One checked comparison.
 #[derive(Debug, Clone, PartialEq)]
 enum Check {
@@ -271,8 +321,15 @@ enum Check {
         column: &'static str,
         value: Option<String>,
     },
+    /// `=` / `!=` (`negate`) on a text column with a wildcard.
+    TextMatch {
+        column: &'static str,
+        negate: bool,
+        pattern: Pattern,
+    },
+    /// Any of the user's addresses matches (ASCII-folded on both sides).
     Email {
-        value: String,
+        pattern: Pattern,
     },
     /// `data #> {root, path…} op value`.
     Json {
@@ -280,6 +337,13 @@ enum Check {
         path: Vec<String>,
         op: Op,
         value: Literal,
+    },
+    /// `=` / `!=` (`negate`) on a metadata string with a wildcard.
+    JsonMatch {
+        root: &'static str,
+        path: Vec<String>,
+        negate: bool,
+        pattern: Pattern,
     },
 }
 
@@ -318,7 +382,14 @@ fn op_name(op: Op) -> &'static str {
     }
 }
 
-fn check(entity: EntityType, path: &[String], op: Op, value: &Literal, at: usize) -> Result<Check, FilterError> {
+fn check(
+    entity: EntityType,
+    path: &[String],
+    op: Op,
+    value: &Literal,
+    at: usize,
+    value_at: usize,
+) -> Result<Check, FilterError> {
     let name = &path[0];
     let Some(field) = fields(entity).iter().find(|f| f.name == name) else {
         let known: Vec<&str> = fields(entity).iter().map(|f| f.name).collect();
@@ -334,11 +405,22 @@ fn check(entity: EntityType, path: &[String], op: Op, value: &Literal, at: usize
     if field.kind != Kind::Json && path.len() > 1 {
         return bad(at, format!("`{name}` has no sub-fields"));
     }
-    if let Literal::String(s) = value
+    if let Literal::String(s) | Literal::Wildcard { value: s, .. } = value
         && s.contains('\0')
     {
         return bad(at, "strings cannot contain NUL");
     }
+    // A wildcard where no string equality takes one is refused rather than read as a literal `*`.
+    let no_wildcard = |why: &str| {
+        bad(
+            value_at,
+            format!(
+                "a `*` at the start or end of a string is a wildcard, which `{name} {}` does not take ({why}); \
+                 write `\\*` for a literal `*`",
+                op_name(op)
+            ),
+        )
+    };
     let wrong = |what: &str| {
         bad(
             at,
@@ -358,6 +440,14 @@ fn check(entity: EntityType, path: &[String], op: Op, value: &Literal, at: usize
             value: None,
             any: false,
         },
+        (Kind::Text, Literal::Wildcard { .. }) if matches!(op, Op::Eq | Op::Ne | Op::Has) => Check::TextMatch {
+            column: field.column,
+            negate: op == Op::Ne,
+            pattern: Pattern::of(value).expect("a wildcard is a string"),
+        },
+        (Kind::Text, Literal::Wildcard { .. }) => {
+            return no_wildcard("only = and != do; an order compares whole strings");
+        }
         (Kind::Text, Literal::String(s)) => {
             let op = if op == Op::Has { Op::Eq } else { op };
             Check::Text {
@@ -392,6 +482,12 @@ fn check(entity: EntityType, path: &[String], op: Op, value: &Literal, at: usize
             value: None,
             any: false,
         },
+        (Kind::Time, Literal::Wildcard { .. }) => {
+            return bad(
+                value_at,
+                format!("`{name}` is a time: wildcards apply to text; `{name}:*` asks whether it is set"),
+            );
+        }
         (Kind::Time, Literal::String(s)) if op != Op::Has => match DateTime::parse_from_rfc3339(s) {
             Ok(t) => Check::Time {
                 column: field.column,
@@ -411,18 +507,44 @@ fn check(entity: EntityType, path: &[String], op: Op, value: &Literal, at: usize
             column: field.column,
             value: None,
         },
+        (Kind::TextList, Literal::Wildcard { .. }) => return no_wildcard("list membership compares whole strings"),
         (Kind::TextList, Literal::String(s)) if op == Op::Has => Check::List {
             column: field.column,
             value: Some(s.clone()),
         },
         (Kind::TextList, _) => return wrong("a list: use `:` (has)"),
-        (Kind::Email, Literal::String(s)) if matches!(op, Op::Eq | Op::Has) => Check::Email { value: s.clone() },
+        (Kind::Email, Literal::String(_) | Literal::Wildcard { .. }) if matches!(op, Op::Eq | Op::Has) => {
+            Check::Email {
+                pattern: Pattern::of(value).expect("a string").ascii_folded(),
+            }
+        }
         (Kind::Email, _) => return wrong("any of the user's email addresses: use = or : with a string"),
         (Kind::Json, value) => {
             if path.len() < 2 {
-                return bad(at, format!("name a key inside `{name}`, e.g. `{name}.plan`"));
+                // AIP-160's `m:"key"`: the map has the key (as `m.key:*`).
+                if let (Op::Has, Literal::String(key)) = (op, value) {
+                    return Ok(Check::Json {
+                        root: field.column,
+                        path: vec![key.clone()],
+                        op: Op::Has,
+                        value: Literal::Any,
+                    });
+                }
+                return bad(
+                    at,
+                    format!("name a key inside `{name}`, e.g. `{name}.plan`, or ask for one with `{name}:\"plan\"`"),
+                );
             }
             match (op, value) {
+                (Op::Eq | Op::Ne, Literal::Wildcard { .. }) => {
+                    return Ok(Check::JsonMatch {
+                        root: field.column,
+                        path: path[1..].to_vec(),
+                        negate: op == Op::Ne,
+                        pattern: Pattern::of(value).expect("a wildcard is a string"),
+                    });
+                }
+                (_, Literal::Wildcard { .. }) => return no_wildcard("only = and != do"),
                 (Op::Lt | Op::Le | Op::Gt | Op::Ge, Literal::String(_) | Literal::Number(_)) => {}
                 (Op::Lt | Op::Le | Op::Gt | Op::Ge, _) => return wrong("metadata: order only strings and numbers"),
                 (Op::Eq | Op::Ne, Literal::Any) => return wrong("metadata"),
@@ -448,7 +570,8 @@ fn lower(entity: EntityType, expr: &Expr) -> Result<Node, FilterError> {
             op,
             value,
             position,
-        } => Node::Check(check(entity, path, *op, value, *position)?),
+            value_position,
+        } => Node::Check(check(entity, path, *op, value, *position, *value_position)?),
     })
 }
 
@@ -524,6 +647,7 @@ fn literal_json(value: &Literal) -> Value {
             .map(Value::Number)
             .unwrap_or(Value::Null),
         Literal::Bool(b) => Value::Bool(*b),
+        Literal::Wildcard { value, .. } => Value::String(value.clone()),
         Literal::Null | Literal::Any => Value::Null,
     }
 }
@@ -532,6 +656,21 @@ impl Sql {
     fn bind(&mut self, b: Bind) -> String {
         self.binds.push(b);
         format!("${}", self.first + self.binds.len() - 1)
+    }
+
+    /// `x` (a text expression) against `p`, by code point whatever the column's collation;
+    /// the bound text is never a LIKE pattern, so `%` and `_` are themselves.
+    fn pattern(&mut self, x: &str, p: &Pattern) -> String {
+        if (p.leading || p.trailing) && p.text.is_empty() {
+            return "true".into();
+        }
+        let v = self.bind(Bind::Text(p.text.clone()));
+        match (p.leading, p.trailing) {
+            (false, false) => format!("{x} COLLATE \"C\" = {v}::text COLLATE \"C\""),
+            (false, true) => format!("starts_with({x} COLLATE \"C\", {v}::text)"),
+            (true, false) => format!("right({x}, length({v}::text)) COLLATE \"C\" = {v}::text COLLATE \"C\""),
+            (true, true) => format!("strpos({x} COLLATE \"C\", {v}::text) > 0"),
+        }
     }
 
     fn node(&mut self, node: &Node) -> String {
@@ -598,11 +737,33 @@ impl Sql {
                 let p = self.bind(Bind::Text(v.clone()));
                 format!("{p}::text = ANY(t.{column})")
             }
-            Check::Email { value } => {
-                let p = self.bind(Bind::Text(value.clone()));
-                format!(
-                    "EXISTS (SELECT 1 FROM user_email_addresses e WHERE e.user_id = t.id AND lower(e.email_address) = lower({p}::text))"
-                )
+            Check::TextMatch {
+                column,
+                negate,
+                pattern,
+            } => {
+                let m = self.pattern(&format!("coalesce(t.{column}, '')"), pattern);
+                if *negate { format!("NOT ({m})") } else { m }
+            }
+            Check::Email { pattern } => {
+                // lower() under the "C" collation folds A-Z only, as to_ascii_lowercase does;
+                // the pattern was folded before it was bound.
+                let m = self.pattern("lower(e.email_address COLLATE \"C\")", pattern);
+                format!("EXISTS (SELECT 1 FROM user_email_addresses e WHERE e.user_id = t.id AND {m})")
+            }
+            Check::JsonMatch {
+                root,
+                path,
+                negate,
+                pattern,
+            } => {
+                let mut full = vec![root.to_string()];
+                full.extend(path.iter().cloned());
+                let p = self.bind(Bind::TextArray(full));
+                let x = format!("(t.data #> {p}::text[])");
+                let m = self.pattern(&format!("({x} #>> '{{}}')"), pattern);
+                let hit = format!("coalesce(jsonb_typeof({x}) = 'string' AND {m}, false)");
+                if *negate { format!("NOT {hit}") } else { hit }
             }
             Check::Json { root, path, op, value } => {
                 let mut full = vec![root.to_string()];
@@ -747,17 +908,31 @@ fn eval_check(c: &Check, state: &Value) -> bool {
                 Some(v) => items.contains(&v.as_str()),
             }
         }
-        Check::Email { value } => {
-            let want = value.to_lowercase();
-            state
+        Check::TextMatch {
+            column,
+            negate,
+            pattern,
+        } => pattern.matches(text(column).unwrap_or("")) != *negate,
+        Check::Email { pattern } => state
+            .get("data")
+            .and_then(|d| d.get("email_addresses"))
+            .and_then(Value::as_array)
+            .is_some_and(|list| {
+                list.iter()
+                    .filter_map(|e| e.get("email_address").and_then(Value::as_str))
+                    .any(|a| pattern.matches(&a.to_ascii_lowercase()))
+            }),
+        Check::JsonMatch {
+            root,
+            path,
+            negate,
+            pattern,
+        } => {
+            let x = state
                 .get("data")
-                .and_then(|d| d.get("email_addresses"))
-                .and_then(Value::as_array)
-                .is_some_and(|list| {
-                    list.iter()
-                        .filter_map(|e| e.get("email_address").and_then(Value::as_str))
-                        .any(|a| a.to_lowercase() == want)
-                })
+                .and_then(|d| d.get(*root))
+                .and_then(|r| at_path(r, path));
+            x.and_then(Value::as_str).is_some_and(|s| pattern.matches(s)) != *negate
         }
         Check::Json { root, path, op, value } => {
             let x = state
@@ -847,5 +1022,74 @@ mod tests {
         no("banned = true");
         yes("NOT banned = true");
         yes(r#"first_name = "x" OR first_name = "Ada""#);
+    }
+
+    #[test]
+    fn wildcards_match_ends_only_and_other_stars_percent_and_underscore_are_literal() {
+        let state = json!({
+            "first_name": "50%_off*", "last_name": null,
+            "data": {"public_metadata": {"plan": "pro-annual", "n": 5},
+                     "email_addresses": [{"email_address": "Ada@Example.COM"}, {"email_address": "ÉVA@example.org"}]}
+        });
+        let yes = |t: &str| assert!(user_filter(t).unwrap().unwrap().matches(&state), "{t}");
+        let no = |t: &str| assert!(!user_filter(t).unwrap().unwrap().matches(&state), "{t}");
+        yes(r#"first_name = "50*""#);
+        yes(r#"first_name = "*off\*""#);
+        yes(r#"first_name = "*%_*""#);
+        yes(r#"first_name:"50*""#);
+        no(r#"first_name = "5_*""#);
+        no(r#"first_name = "*%off*""#);
+        yes(r#"first_name = "50%_off\*""#);
+        no(r#"first_name = "50%_off""#);
+        no(r#"first_name = "50*off\*""#);
+        no(r#"first_name != "50*""#);
+        yes(r#"first_name != "60*""#);
+        // An absent text field is "": `= "*"` matches it, `:*` asks for presence.
+        yes(r#"last_name = "*""#);
+        yes(r#"last_name = "**""#);
+        no(r#"last_name = "*x*""#);
+        yes(r#"last_name != "x*""#);
+        no("last_name:*");
+        // Metadata: a wildcard matches strings only; `!=` is its negation (true when absent).
+        yes(r#"public_metadata.plan = "pro*""#);
+        yes(r#"public_metadata.plan = "*annual""#);
+        yes(r#"public_metadata.plan = "*""#);
+        no(r#"public_metadata.n = "*""#);
+        no(r#"public_metadata.absent = "*""#);
+        yes(r#"public_metadata.absent != "*""#);
+        no(r#"public_metadata.plan != "*-annual""#);
+        yes(r#"public_metadata:"plan""#);
+        no(r#"public_metadata:"absent""#);
+        // email folds ASCII letters only.
+        yes(r#"email = "*@example.com""#);
+        yes(r#"email:"ADA@*""#);
+        yes(r#"email = "ÉVA@EXAMPLE.ORG""#);
+        no(r#"email = "éva@example.org""#);
+        no(r#"email = "*@example""#);
+        yes(r#"email = "*""#);
+    }
+
+    #[test]
+    fn a_wildcard_where_no_string_equality_takes_one_is_refused_with_the_escape_to_use() {
+        for (entity, text, position, needle) in [
+            (EntityType::User, r#"first_name > "A*""#, 13, "write `\\*`"),
+            (EntityType::User, r#"public_metadata.tags:"b*""#, 21, "wildcard"),
+            (EntityType::User, r#"public_metadata.n < "*1""#, 20, "wildcard"),
+            (EntityType::User, r#"create_time = "2026*""#, 14, "`create_time:*`"),
+            (EntityType::Membership, r#"permissions:"org:*""#, 12, "whole strings"),
+            (EntityType::User, r#"email != "*@x.com""#, 0, "use = or :"),
+        ] {
+            let e = Filter::parse(entity, text).unwrap_err();
+            assert_eq!(e.position, position, "{text}: {e}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+        // Escaped, the same stars are literals and the filters are fine.
+        for text in [
+            r#"first_name > "A\*""#,
+            r#"public_metadata.tags:"b\*""#,
+            r#"first_name = "\*""#,
+        ] {
+            assert!(user_filter(text).is_ok(), "{text}");
+        }
     }
 }

@@ -18,14 +18,14 @@ use tonic_types::StatusExt;
 use crate::events::*;
 use crate::helpers::*;
 
-async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
+pub(crate) async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
     DirectoryServiceClient::connect(format!("http://{}", app.grpc_addr))
         .await
         .expect("connect")
 }
 
 /// Every user a filter lists, walking all pages.
-async fn list_all(
+pub(crate) async fn list_all(
     c: &mut DirectoryServiceClient<Channel>,
     filter: &str,
     show_deleted: bool,
@@ -135,13 +135,25 @@ const ATOMS: &[&str] = &[
     r#"email = "shared3@example.com""#,
     r#"email:"SHARED5@EXAMPLE.COM""#,
     r#"id >= "user_p0100""#,
+    // Wildcards (AIP-160's `*` at either end); `%` and `_` are literals.
+    r#"first_name = "A*""#,
+    r#"first_name = "*a""#,
+    r#"first_name = "*d*""#,
+    r#"first_name != "É*""#,
+    r#"first_name = "*""#,
+    r#"first_name = "%*""#,
+    r#"external_id = "ext-1*""#,
+    r#"email = "*@example.com""#,
+    r#"email = "shared3*""#,
+    r#"public_metadata.plan = "*r*""#,
+    r#"public_metadata.nested.level != "x*""#,
     // Injection attempts: inert strings.
     r#"first_name = "x' OR '1'='1""#,
     r#"public_metadata."plan'); DROP TABLE users; --" = 1"#,
 ];
 
 fn random_filter(rng: &mut Rng, depth: u32) -> String {
-    match if depth > 2 { 0 } else { rng.next() % 4 } {
+    match if depth > 2 { 0 } else { rng.next() % 6 } {
         0 => rng.pick(ATOMS).to_string(),
         1 => format!(
             "({} AND {})",
@@ -153,6 +165,14 @@ fn random_filter(rng: &mut Rng, depth: u32) -> String {
             random_filter(rng, depth + 1),
             random_filter(rng, depth + 1)
         ),
+        // Unparenthesized: AIP-160's precedence (OR first) and its implicit AND.
+        3 => format!(
+            "{} OR {} AND {}",
+            random_filter(rng, depth + 1),
+            random_filter(rng, depth + 1),
+            random_filter(rng, depth + 1)
+        ),
+        4 => format!("{} {}", random_filter(rng, depth + 1), random_filter(rng, depth + 1)),
         _ => format!("NOT {}", random_filter(rng, depth + 1)),
     }
 }
@@ -218,7 +238,10 @@ async fn bad_filters_are_invalid_arguments_with_the_position() {
     for (filter, position) in [
         ("banned = ", "9"),
         ("nope = 1", "0"),
-        (r#"first_name = "a" first_name = "b""#, "17"),
+        // A bare word after a complete comparison is free text, which is refused. (Two
+        // comparisons side by side are an implicit AND since AIP-160's grammar; see `filters`.)
+        (r#"first_name = "a" Lovelace"#, "17"),
+        ("first_name = Ada Lovelace", "13"),
     ] {
         let e = c
             .list_users(pb::ListUsersRequest {

@@ -12,6 +12,7 @@ mod embedded;
 mod events;
 mod examples;
 mod faults;
+mod filters;
 mod helpers;
 mod hostile;
 mod ingest;

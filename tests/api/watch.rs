@@ -317,6 +317,74 @@ async fn a_change_that_leaves_the_filter_is_sent_with_left_filter() {
 }
 
 #[tokio::test]
+async fn watch_filters_read_or_before_and_and_side_by_side_as_and_as_lists_do() {
+    let app = spawn_app().await;
+    let filters = [
+        // (Karin OR Ada) AND banned; the other reading, Karin OR (Ada AND banned), would also
+        // send user_k1.
+        r#"first_name = "Karin" OR first_name = "Ada" AND banned = true"#,
+        // Ada AND (banned OR Karin): the other reading would also send user_k1.
+        r#"first_name = "Ada" AND banned = true OR first_name = "Karin""#,
+        // Implicit AND.
+        r#"first_name = "Ada" banned = true"#,
+        // A suffix wildcard, case-folded: user_k2's address is user_k2@Example.com.
+        r#"email = "*_k2@EXAMPLE.COM""#,
+        // A prefix wildcard whose `_` is a literal (LIKE would read it as any character).
+        r#"first_name = "A_*""#,
+    ];
+    let mut streams = Vec::new();
+    for f in filters {
+        let request = pb::WatchChangesRequest {
+            filter: f.into(),
+            entity_types: vec![pb::EntityType::User as i32],
+            // Streams that match nothing late pass the head by their heartbeats.
+            heartbeat_interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+            ..Default::default()
+        };
+        let mut s = watch(&app, request).await.unwrap();
+        next(&mut s).await;
+        streams.push(s);
+    }
+    let person = |id: &str, first: &str, banned: bool| {
+        let mut u = user(id, T, first);
+        u["banned"] = serde_json::json!(banned);
+        envelope("user.created", T, u)
+    };
+    app.send_all_and_apply(&[
+        person("user_k1", "Karin", false),
+        person("user_k2", "Ada", true),
+        person("user_k3", "Ada", false),
+        person("user_k4", "Karin", true),
+        person("user_k5", "Ab", false),
+    ])
+    .await;
+    let head = head(&app).await;
+    let mut got = Vec::new();
+    for s in &mut streams {
+        let ids: Vec<String> = changes_until(s, head)
+            .await
+            .into_iter()
+            .map(|c| match c.entity {
+                Some(pb::change::Entity::User(u)) => u.id,
+                other => panic!("users only here: {other:?}"),
+            })
+            .collect();
+        got.push(ids);
+    }
+    assert_eq!(
+        got,
+        [
+            vec!["user_k2", "user_k4"],
+            vec!["user_k2"],
+            vec!["user_k2"],
+            vec!["user_k2"],
+            Vec::<&str>::new(),
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn fifty_concurrent_watchers_each_get_exactly_their_changes_in_order_while_events_arrive() {
     let app = spawn_app().await;
     let start = head(&app).await;
