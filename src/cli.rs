@@ -482,8 +482,48 @@ async fn with_pool<T>(
 ) -> anyhow::Result<T> {
     let database = open_database(args).await?;
     let result = async {
-        let pool = sqlx::PgPool::connect_with(db::connect_options(&database.config)?).await?;
-        db::migrate(&pool).await?;
+        // sqlx errors are formatted with `{e}` (their text already holds their cause) and never
+        // name the URL: it may hold a password.
+        let options = db::connect_options(&database.config).map_err(|e| {
+            anyhow::anyhow!(
+                "--database-url / DATABASE_URL is not a PostgreSQL URL ({e}): write it as \
+                 postgres://user:password@host:5432/database"
+            )
+        })?;
+        let place = format!(
+            "PostgreSQL at {}:{} (database {}, user {})",
+            options.get_host(),
+            options.get_port(),
+            // PostgreSQL's default database is the user's.
+            options.get_database().unwrap_or(options.get_username()),
+            options.get_username()
+        );
+        let unreachable = |e: sqlx::Error| {
+            anyhow::anyhow!(
+                "cannot connect to {place}: {e}; check --database-url / DATABASE_URL and that PostgreSQL runs there"
+            )
+        };
+        // One connection first: the pool retries a refused connection until its timeout and then
+        // says only "pool timed out", without the cause.
+        {
+            use sqlx::Connection;
+            let conn = sqlx::PgConnection::connect_with(&options).await.map_err(unreachable)?;
+            let _ = conn.close().await;
+        }
+        let pool = sqlx::PgPool::connect_with(options).await.map_err(unreachable)?;
+        if let Err(e) = db::migrate(&pool).await {
+            pool.close().await;
+            let what_to_do = match e {
+                sqlx::migrate::MigrateError::VersionMissing(_) => {
+                    "this database was migrated by a newer clerk-mirror: run that version (or newer)"
+                }
+                sqlx::migrate::MigrateError::VersionMismatch(_) => {
+                    "an applied migration differs from this build's: was the database migrated by another build?"
+                }
+                _ => "run `clerk-mirror migrate` again once the cause is fixed",
+            };
+            anyhow::bail!("cannot apply the migrations to {place}: {e}; {what_to_do}");
+        }
         let out = f(&pool).await;
         pool.close().await;
         out
