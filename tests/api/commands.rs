@@ -314,3 +314,29 @@ async fn watch_ends_quietly_when_its_reader_goes_away() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_build_says_to_run_that_build() {
+    let (cluster, name) = shared_database().await;
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99990101000000, 'from a newer build', true, '\\x00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let stderr = fails(command(&["migrate", "--database-url", &cluster.url(&name)])).await;
+    assert_says(
+        &stderr,
+        &[
+            "error: cannot apply the migrations to PostgreSQL at ",
+            &format!("(database {name}, user "),
+            "migration 99990101000000 was previously applied but is missing",
+            "this database was migrated by a newer clerk-mirror: run that version (or newer)",
+        ],
+    );
+}
