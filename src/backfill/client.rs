@@ -1,6 +1,7 @@
 //! A small client for Clerk's Backend API (`https://api.clerk.com/v1`, bearer secret key):
 //! paged lists, within a request budget, retrying 429s (honouring `Retry-After`, which pauses
 //! every request), 5xx and network errors with jittered exponential backoff, up to a bound.
+//! Every error names the request (never the key), what answered, and what to do.
 
 use std::sync::Arc;
 use std::time::Duration;
