@@ -482,8 +482,48 @@ async fn with_pool<T>(
 ) -> anyhow::Result<T> {
     let database = open_database(args).await?;
     let result = async {
-        let pool = sqlx::PgPool::connect_with(db::connect_options(&database.config)?).await?;
-        db::migrate(&pool).await?;
+        // sqlx errors are formatted with `{e}` (their text already holds their cause) and never
+        // name the URL: it may hold a password.
+        let options = db::connect_options(&database.config).map_err(|e| {
+            anyhow::anyhow!(
+                "--database-url / DATABASE_URL is not a PostgreSQL URL ({e}): write it as \
+                 postgres://user:password@host:5432/database"
+            )
+        })?;
+        let place = format!(
+            "PostgreSQL at {}:{} (database {}, user {})",
+            options.get_host(),
+            options.get_port(),
+            // PostgreSQL's default database is the user's.
+            options.get_database().unwrap_or(options.get_username()),
+            options.get_username()
+        );
+        let unreachable = |e: sqlx::Error| {
+            anyhow::anyhow!(
+                "cannot connect to {place}: {e}; check --database-url / DATABASE_URL and that PostgreSQL runs there"
+            )
+        };
+        // One connection first: the pool retries a refused connection until its timeout and then
+        // says only "pool timed out", without the cause.
+        {
+            use sqlx::Connection;
+            let conn = sqlx::PgConnection::connect_with(&options).await.map_err(unreachable)?;
+            let _ = conn.close().await;
+        }
+        let pool = sqlx::PgPool::connect_with(options).await.map_err(unreachable)?;
+        if let Err(e) = db::migrate(&pool).await {
+            pool.close().await;
+            let what_to_do = match e {
+                sqlx::migrate::MigrateError::VersionMissing(_) => {
+                    "this database was migrated by a newer clerk-mirror: run that version (or newer)"
+                }
+                sqlx::migrate::MigrateError::VersionMismatch(_) => {
+                    "an applied migration differs from this build's: was the database migrated by another build?"
+                }
+                _ => "run `clerk-mirror migrate` again once the cause is fixed",
+            };
+            anyhow::bail!("cannot apply the migrations to {place}: {e}; {what_to_do}");
+        }
         let out = f(&pool).await;
         pool.close().await;
         out
@@ -558,8 +598,12 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let (s, report) = with_pool(&args.database, async |pool| {
         Ok((
-            crate::store::admin::sync_status(pool).await?,
-            crate::backfill::reconcile::last_report(pool).await?,
+            crate::store::admin::sync_status(pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the mirror's sync status: {e}"))?,
+            crate::backfill::reconcile::last_report(pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the last drift report: {e}"))?,
         ))
     })
     .await?;
@@ -597,14 +641,22 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         crate::store::admin::Replay::SvixIds(args.id.clone())
     };
     let (replayed, not_found) = with_pool(&args.database, async |pool| {
-        Ok(crate::store::admin::replay(pool, &what).await?)
+        crate::store::admin::replay(pool, &what)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot put the deliveries back into the inbox: {e}"))
     })
     .await?;
     println!("replayed {replayed} event(s); a running serve applies them");
     for id in &not_found {
         println!("not found: {id}");
     }
-    anyhow::ensure!(not_found.is_empty(), "{} svix-id(s) not in the inbox", not_found.len());
+    anyhow::ensure!(
+        not_found.is_empty(),
+        "{} svix-id(s) not in the inbox: give the svix-id of a delivery this mirror received (the Clerk \
+         Dashboard lists them under Webhooks, Message Attempts); applied rows older than serve's \
+         --inbox-retention are deleted",
+        not_found.len()
+    );
     Ok(())
 }
 
@@ -618,7 +670,12 @@ async fn send(args: SendEventArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let secrets = WebhookSecrets::parse(&[args.secret.0.as_str()])?;
+    let secrets = WebhookSecrets::parse(&[args.secret.0.as_str()]).map_err(|e| {
+        anyhow::anyhow!(
+            "--secret / CLERK_WEBHOOK_SECRET: {e}; copy the endpoint's signing secret from the Clerk Dashboard \
+             (Webhooks, the endpoint, Signing Secret)"
+        )
+    })?;
     let id = args.id.unwrap_or_else(send_event::new_message_id);
     let response = send_event::send(&args.url, &secrets, &id, &body).await?;
     println!(
@@ -627,11 +684,19 @@ async fn send(args: SendEventArgs) -> anyhow::Result<ExitCode> {
         response.status.canonical_reason().unwrap_or("")
     );
     println!("{}", response.body);
-    Ok(if response.status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if response.status.is_success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what_to_do = match response.status.as_u16() {
+        401 => "sign with the secret the server verifies with: --secret / CLERK_WEBHOOK_SECRET as given to serve",
+        413 => "the event is larger than the server accepts (serve's --max-body-bytes)",
+        400 => "the server could not read the event: see its answer above",
+        503 => "the server's database is unavailable: send it again later (the same --id is a redelivery)",
+        404 | 405 => "is --url the server's webhook endpoint, http://<serve's --http-addr>/webhooks/clerk?",
+        _ => "see the server's answer above",
+    };
+    eprintln!("error: {} answered {}: {what_to_do}", args.url, response.status);
+    Ok(ExitCode::FAILURE)
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

@@ -11,9 +11,13 @@ use crate::config::{Config, DatabaseConfig};
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// The connect options a configuration names.
+/// The connect options a configuration names. (A URL of another scheme is refused here: sqlx
+/// would read `user:password@host` as a scheme and a database name, and errors would show it.)
 pub fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
     match database {
+        DatabaseConfig::Url(url) if !url.0.starts_with("postgres://") && !url.0.starts_with("postgresql://") => Err(
+            sqlx::Error::Configuration("it does not start with postgres:// or postgresql://".into()),
+        ),
         DatabaseConfig::Url(url) => url.0.parse(),
         DatabaseConfig::Options(options) => Ok((**options).clone()),
     }

@@ -51,9 +51,19 @@ pub async fn send(url: &str, secrets: &WebhookSecrets, id: &str, body: &[u8]) ->
     post(url, &headers, Bytes::copy_from_slice(body)).await
 }
 
+/// `url` as a URI, if it is an absolute http:// or https:// URL (nothing else can be sent to).
+fn http_uri(url: &str) -> anyhow::Result<hyper::Uri> {
+    url.parse::<hyper::Uri>()
+        .ok()
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+        .with_context(|| {
+            format!("`{url}` is not an http:// or https:// URL (such as http://127.0.0.1:8080/webhooks/clerk)")
+        })
+}
+
 /// Posts `body` as JSON with extra `headers` (http or https).
 pub async fn post(url: &str, headers: &[(String, String)], body: Bytes) -> anyhow::Result<Response> {
-    let mut request = hyper::Request::post(url).header("content-type", "application/json");
+    let mut request = hyper::Request::post(http_uri(url)?).header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
     }
@@ -65,7 +75,7 @@ pub async fn post(url: &str, headers: &[(String, String)], body: Bytes) -> anyho
 
 /// Gets `url` (http or https).
 pub async fn get(url: &str) -> anyhow::Result<Response> {
-    let request = hyper::Request::get(url)
+    let request = hyper::Request::get(http_uri(url)?)
         .body(Full::new(Bytes::new()))
         .with_context(|| format!("invalid request to {url}"))?;
     send_request(url, request).await
@@ -89,16 +99,32 @@ async fn send_request(url: &str, request: hyper::Request<Full<Bytes>>) -> anyhow
     let response = client()
         .request(request)
         .await
-        .with_context(|| format!("cannot reach {url}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {}; is the server running there?", causes(&e)))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .context("cannot read the response")?
+        .map_err(|e| anyhow::anyhow!("{url} answered {status}, then its answer broke off: {}", causes(&e)))?
         .to_bytes();
     Ok(Response {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// An error's causes on one line, outermost first, without hyper's bare "client error (Connect)",
+/// each text once.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        let bare = text.starts_with("client error (") && cause.source().is_some();
+        if !bare && parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
 }

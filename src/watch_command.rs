@@ -69,8 +69,18 @@ pub struct WatchArgs {
 
 /// The connection `args` ask for: plain or TLS (`--ca`, `--cert`/`--key`) to `--url`.
 fn endpoint(args: &WatchArgs) -> anyhow::Result<Endpoint> {
-    let endpoint = Endpoint::from_shared(args.url.clone()).with_context(|| format!("invalid --url `{}`", args.url))?;
-    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let form = "write it as http://127.0.0.1:50051 (or https://… with --ca)";
+    let endpoint = Endpoint::from_shared(args.url.clone())
+        .with_context(|| format!("--url `{}` is not a URL; {form}", args.url))?;
+    anyhow::ensure!(
+        matches!(endpoint.uri().scheme_str(), Some("http" | "https")),
+        "--url `{}` is not an http:// or https:// URL; {form}",
+        args.url
+    );
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+    };
+    let endpoint = endpoint.connect_timeout(ANSWER_WITHIN);
     if !args.url.starts_with("https://") {
         anyhow::ensure!(
             args.ca.is_none() && args.cert.is_none(),
@@ -82,11 +92,13 @@ fn endpoint(args: &WatchArgs) -> anyhow::Result<Endpoint> {
         .ca
         .as_ref()
         .context("an https:// URL needs --ca (the server's CA certificate, PEM)")?;
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca", ca)?));
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        tls = tls.identity(Identity::from_pem(read("--cert", cert)?, read("--key", key)?));
     }
-    endpoint.tls_config(tls).context("the TLS settings")
+    endpoint
+        .tls_config(tls)
+        .context("cannot use --ca, --cert and --key for TLS (are they PEM?)")
 }
 
 /// The `authorization` header for `--token` or `--token-file`, if either is given.
@@ -94,15 +106,16 @@ fn authorization(args: &WatchArgs) -> anyhow::Result<Option<MetadataValue<Ascii>
     let token = match (&args.token, &args.token_file) {
         (Some(token), _) => token.0.trim().to_string(),
         (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
+            .with_context(|| format!("cannot read --token-file {}", path.display()))?
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty())
-            .with_context(|| format!("{} holds no token", path.display()))?
+            .with_context(|| format!("--token-file {} holds no token (only empty lines)", path.display()))?
             .to_string(),
         (None, None) => return Ok(None),
     };
-    let value = MetadataValue::try_from(format!("Bearer {token}")).context("the token is not printable ASCII")?;
+    let value = MetadataValue::try_from(format!("Bearer {token}"))
+        .context("the token holds characters other than printable ASCII: copy it again")?;
     Ok(Some(value))
 }
 
@@ -117,6 +130,12 @@ fn entity_type(name: &str) -> anyhow::Result<i32> {
 
 /// Prints the stream until interrupted; returns only on an error that resuming cannot fix.
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    // A server that closes the connection while h2 writes to it (one that is not a gRPC server,
+    // or one that crashed) raises SIGPIPE: hyper's vectored writes do not suppress it, and its
+    // default kills the command silently instead of letting it resume. Ignored, every closed pipe
+    // is an error: the server's is resumed from, standard output's ends the command quietly.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).context("the embedded descriptor set")?;
     let descriptor = pool
         .get_message_by_name("clerkmirror.v1.WatchChangesResponse")
@@ -151,19 +170,23 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }),
         };
         let outcome = async {
-            let channel = endpoint
-                .connect()
+            let channel = tokio::time::timeout(ANSWER_WITHIN, endpoint.connect())
                 .await
-                .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+                .map_err(|_| Ended::NoAnswer)?
+                .map_err(Ended::Connect)?;
             let mut request = tonic::Request::new(request);
             if let Some(value) = &authorization {
                 request.metadata_mut().insert("authorization", value.clone());
             }
-            let mut stream = WatchServiceClient::new(channel)
-                .watch_changes(request)
-                .await?
+            // A mirror answers a watch at once (its first message may come much later): a server
+            // that does not (another protocol on that port) would otherwise be waited for forever.
+            let mut client = WatchServiceClient::new(channel);
+            let mut stream = tokio::time::timeout(ANSWER_WITHIN, client.watch_changes(request))
+                .await
+                .map_err(|_| Ended::NoAnswer)?
+                .map_err(Ended::Refused)?
                 .into_inner();
-            while let Some(message) = stream.message().await? {
+            while let Some(message) = stream.message().await.map_err(Ended::Refused)? {
                 failures = 0;
                 let next = match &message.event {
                     Some(Event::Change(c)) if !c.cursor.is_empty() => Some(c.cursor.clone()),
@@ -180,36 +203,145 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 let mut out = stdout.lock();
                 writeln!(out, "{line}")
                     .and_then(|()| out.flush())
-                    .map_err(|e| tonic::Status::aborted(e.to_string()))?;
+                    .map_err(|_| Ended::StdoutGone)?;
                 if next.is_some() {
                     cursor = next;
                 }
             }
-            Err::<std::convert::Infallible, _>(tonic::Status::unavailable("the server ended the stream"))
+            Err::<std::convert::Infallible, _>(Ended::Closed)
         }
         .await;
-        let Err(status) = outcome;
-        let reason = status.get_details_error_info().map(|i| i.reason).unwrap_or_default();
-        match (status.code(), reason.as_str()) {
-            (Code::Aborted, _) => return Ok(()), // stdout closed (e.g. `| head`)
-            (Code::OutOfRange | Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied, _) => {
-                anyhow::bail!("{} ({reason})", status.message());
+        let Err(ended) = outcome;
+        let problem = match ended {
+            Ended::StdoutGone => return Ok(()), // e.g. `| head`
+            Ended::Connect(e) => format!("cannot connect: {}", causes(&e)),
+            Ended::Closed => "the server ended the stream".into(),
+            Ended::NoAnswer => format!(
+                "no answer within {} s (is --url the mirror's gRPC address, not its webhook port?)",
+                ANSWER_WITHIN.as_secs()
+            ),
+            Ended::Refused(status) => {
+                if let Some(refusal) = refusal(&args.url, &status) {
+                    anyhow::bail!(refusal);
+                }
+                let said = match std::error::Error::source(&status) {
+                    Some(cause) => one_line([status.message().to_string(), causes(cause)]),
+                    None => status.message().to_string(),
+                };
+                if status.get_details_error_info().is_none()
+                    && matches!(status.code(), Code::Internal | Code::Unknown | Code::Cancelled)
+                {
+                    // Not the mirror's status (each carries an ErrorInfo): the connection's.
+                    format!("the connection failed: {said} (is --url the mirror's gRPC address, not its webhook port?)")
+                } else {
+                    format!("the stream ended: {said} ({})", code_and_reason(&status))
+                }
             }
-            _ => {}
-        }
+        };
         failures += 1;
         let base = Duration::from_millis(100 * 2u64.saturating_pow(failures.min(7)));
         let delay = base
             .mul_f64(rand::rng().random_range(0.5..1.5))
             .min(Duration::from_secs(15));
         eprintln!(
-            "watch: {} — resuming from {} in {:.1} s",
-            status.message(),
+            "watch: {}: {problem} — resuming from {} in {:.1} s",
+            args.url,
             cursor.as_deref().unwrap_or("now"),
             delay.as_secs_f64()
         );
         tokio::time::sleep(delay).await;
     }
+}
+
+/// How long connecting, and then the server's answer to the watch (not its first message), may
+/// take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// How one attempt at the stream ended.
+enum Ended {
+    /// No connection (the server down or restarting, a wrong address, TLS refused).
+    Connect(tonic::transport::Error),
+    /// The server answered with a status, at once or mid-stream.
+    Refused(tonic::Status),
+    /// The server ended the stream without a status.
+    Closed,
+    /// Connected, but no answer to the watch in time.
+    NoAnswer,
+    /// Standard output is closed (`| head`): the end, not a failure.
+    StdoutGone,
+}
+
+/// An error's causes, outermost first, on one line (without tonic's bare "transport error").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut texts = Vec::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        texts.push(cause.to_string());
+        next = cause.source();
+    }
+    one_line(texts)
+}
+
+/// Texts of an error and its causes joined by ": ", each part once where hyper and h2 repeat
+/// their cause's text in their own.
+fn one_line(texts: impl IntoIterator<Item = String>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for text in texts {
+        for part in text.split(": ") {
+            if part != "transport error" && parts.last().map(String::as_str) != Some(part) {
+                parts.push(part.to_string());
+            }
+        }
+    }
+    parts.join(": ")
+}
+
+/// `OutOfRange, CURSOR_EXPIRED` (the reason when the status carries an `ErrorInfo`).
+fn code_and_reason(status: &tonic::Status) -> String {
+    match status.get_details_error_info() {
+        Some(info) if !info.reason.is_empty() => format!("{:?}, {}", status.code(), info.reason),
+        _ => format!("{:?}", status.code()),
+    }
+}
+
+/// The option a request field comes from.
+fn flag_of(field: &str) -> &'static str {
+    match field {
+        "filter" => "--filter",
+        "start_cursor" => "--from",
+        "entity_types" => "--type",
+        "organization_id" => "--org",
+        "user_id" => "--user",
+        "heartbeat_interval" => "--heartbeat",
+        "send_initial_state" => "--initial",
+        _ => "the options",
+    }
+}
+
+/// The error that ends the command when resuming cannot help (`None`: resume): what the server
+/// said, and what to do.
+fn refusal(url: &str, status: &tonic::Status) -> Option<String> {
+    let info = status.get_details_error_info();
+    let reason = info.as_ref().map(|i| i.reason.as_str()).unwrap_or_default();
+    let field = info.as_ref().and_then(|i| i.metadata.get("field")).map(|f| flag_of(f));
+    let what_to_do = match (status.code(), reason) {
+        (Code::Unauthenticated, _) => "give a reader token: CLERK_MIRROR_TOKEN, --token-file or --token".to_string(),
+        (Code::PermissionDenied, _) => "give a token of a reader or an admin".into(),
+        (Code::OutOfRange, "CURSOR_EXPIRED") => {
+            "start again with --initial (the current state, then its changes) or --from-oldest".into()
+        }
+        (Code::OutOfRange, _) => "start again without --from: the cursor is not of this server's database".into(),
+        (Code::InvalidArgument, _) => format!("fix {}", field.unwrap_or("the options")),
+        (Code::Unimplemented, _) => {
+            "is --url the mirror's gRPC address (serve's --grpc-addr, 127.0.0.1:50051 by default)?".into()
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "the server at {url} refused the watch: {} ({}); {what_to_do}",
+        status.message(),
+        code_and_reason(status)
+    ))
 }
 
 /// One message as canonical protobuf JSON.
@@ -239,11 +371,105 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_ends_the_watch_with_the_servers_words_and_the_option_to_fix() {
+        use crate::grpc::error::ApiError;
+        let url = "http://127.0.0.1:50051";
+        let says = |status: tonic::Status| refusal(url, &status).expect("a refusal");
+        let expired = says(ApiError::cursor_of_another_log("c1.x".into()).into());
+        assert!(
+            expired.starts_with(
+                "the server at http://127.0.0.1:50051 refused the watch: the cursor comes from another database"
+            ),
+            "{expired}"
+        );
+        assert!(expired.contains("(OutOfRange, CURSOR_EXPIRED)"), "{expired}");
+        assert!(expired.ends_with("start again with --initial (the current state, then its changes) or --from-oldest"));
+        let ahead = says(
+            ApiError::CursorInFuture {
+                head_cursor: "c1.x".into(),
+            }
+            .into(),
+        );
+        assert!(
+            ahead.ends_with("start again without --from: the cursor is not of this server's database"),
+            "{ahead}"
+        );
+        let filter = says(
+            ApiError::InvalidFilter {
+                position: 3,
+                message: "no field `nope`".into(),
+            }
+            .into(),
+        );
+        assert!(
+            filter.contains("no field `nope`") && filter.ends_with("fix --filter"),
+            "{filter}"
+        );
+        let org = says(ApiError::invalid("organization_id", "INVALID_ID", "not a Clerk id").into());
+        assert!(org.ends_with("(InvalidArgument, INVALID_ID); fix --org"), "{org}");
+        let token = says(tonic::Status::unauthenticated("a valid bearer token is required"));
+        assert!(
+            token.contains("a valid bearer token is required (Unauthenticated); give a reader token"),
+            "{token}"
+        );
+        let other = says(tonic::Status::unimplemented(""));
+        assert!(other.contains("is --url the mirror's gRPC address"), "{other}");
+        // What resuming can fix is no refusal.
+        assert!(
+            refusal(
+                url,
+                &ApiError::ShuttingDown {
+                    resume_cursor: "c1.x".into()
+                }
+                .into()
+            )
+            .is_none()
+        );
+        assert!(refusal(url, &tonic::Status::unavailable("connection reset")).is_none());
+    }
+
+    #[test]
+    fn an_errors_causes_read_as_one_line_each_text_once() {
+        assert_eq!(
+            one_line([
+                "h2 protocol error: http2 error".to_string(),
+                "http2 error: connection error detected: frame with invalid size".to_string()
+            ]),
+            "h2 protocol error: http2 error: connection error detected: frame with invalid size"
+        );
+        assert_eq!(
+            one_line([
+                "transport error".to_string(),
+                "tcp connect error".to_string(),
+                "tcp connect error".to_string()
+            ]),
+            "tcp connect error"
+        );
+    }
+
+    #[test]
     fn tls_options_must_match_the_url_scheme() {
         let https = endpoint(&args(&["--url", "https://localhost:50051"])).unwrap_err();
         assert!(format!("{https:#}").contains("needs --ca"), "{https:#}");
         let http = endpoint(&args(&["--url", "http://localhost:50051", "--ca", "ca.pem"])).unwrap_err();
         assert!(format!("{http:#}").contains("for an https:// URL"), "{http:#}");
+        let bare = endpoint(&args(&["--url", "localhost:50051"])).unwrap_err();
+        assert!(
+            format!("{bare:#}")
+                .contains("--url `localhost:50051` is not an http:// or https:// URL; write it as http://"),
+            "{bare:#}"
+        );
+        let unreadable = endpoint(&args(&[
+            "--url",
+            "https://localhost:50051",
+            "--ca",
+            "/nonexistent/ca.pem",
+        ]))
+        .unwrap_err();
+        assert!(
+            format!("{unreadable:#}").starts_with("cannot read --ca /nonexistent/ca.pem: "),
+            "{unreadable:#}"
+        );
         assert!(
             Cli::try_parse_from(["watch", "--cert", "c.pem"]).is_err(),
             "--cert without --key"

@@ -63,8 +63,21 @@ pub enum BackfillError {
     },
     #[error(transparent)]
     Api(#[from] ClerkApiError),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// A step on the mirror's database failed; `doing` names it.
+    #[error("{doing}: {cause}; run again once PostgreSQL answers")]
+    Database { doing: &'static str, cause: sqlx::Error },
+}
+
+/// Names the database step an error comes from (there is no bare `From<sqlx::Error>`: every
+/// step says what it was doing).
+pub(crate) trait Doing<T> {
+    fn doing(self, doing: &'static str) -> Result<T, BackfillError>;
+}
+
+impl<T> Doing<T> for Result<T, sqlx::Error> {
+    fn doing(self, doing: &'static str) -> Result<T, BackfillError> {
+        self.map_err(|cause| BackfillError::Database { doing, cause })
+    }
 }
 
 /// Progress of one resource, after each page.
@@ -94,7 +107,8 @@ pub async fn check_instance(pool: &PgPool, api: &ClerkApi) -> Result<String, Bac
         "SELECT DISTINCT instance_id FROM inbox WHERE instance_id IS NOT NULL AND source = 'webhook' LIMIT 5",
     )
     .fetch_all(pool)
-    .await?;
+    .await
+    .doing("cannot read which instance the mirror's webhooks come from")?;
     if let Some(other) = seen.into_iter().find(|i| *i != key_instance) {
         return Err(BackfillError::InstanceMismatch {
             key_instance,
@@ -103,6 +117,9 @@ pub async fn check_instance(pool: &PgPool, api: &ClerkApi) -> Result<String, Bac
     }
     Ok(key_instance)
 }
+
+/// What a page that `items` cannot read is, for the error.
+pub(crate) const NOT_A_LIST: &str = "a body that is neither a list nor `{\"data\": [...]}`";
 
 /// The objects of one page (`GET /users` answers a bare array, the others `{data, total_count}`).
 pub(crate) fn items(page: Value) -> Option<Vec<Value>> {
@@ -146,12 +163,14 @@ pub async fn backfill_resource(
     sqlx::query("INSERT INTO backfill_checkpoints (resource) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(resource.name)
         .execute(pool)
-        .await?;
+        .await
+        .doing("cannot create the backfill checkpoint")?;
     let (mut offset, done): (i64, bool) =
         sqlx::query_as("SELECT \"offset\", done FROM backfill_checkpoints WHERE resource = $1")
             .bind(resource.name)
             .fetch_one(pool)
-            .await?;
+            .await
+            .doing("cannot read the backfill checkpoint")?;
     let mut summary = ResourceSummary {
         resumed_at: offset,
         ..Default::default()
@@ -179,13 +198,15 @@ pub async fn backfill_resource(
         if let Some(t) = page.get("total_count").and_then(Value::as_i64) {
             total = Some(t);
         }
-        let objects = items(page).ok_or_else(|| ClerkApiError::Unexpected("not a list".into(), path.clone()))?;
+        let objects = items(page).ok_or_else(|| api.unexpected(&path, NOT_A_LIST))?;
         let rows: Vec<InboxRow> = objects.iter().filter_map(|o| row(resource, instance, o)).collect();
         let refs: Vec<&InboxRow> = rows.iter().collect();
         let inserted = if refs.is_empty() {
             Vec::new()
         } else {
-            writer::insert(pool, &refs).await?
+            writer::insert(pool, &refs)
+                .await
+                .doing("cannot write the fetched objects to the inbox")?
         };
         let n = objects.len() as i64;
         offset += n;
@@ -200,7 +221,8 @@ pub async fn backfill_resource(
         .bind(n)
         .bind(last)
         .execute(pool)
-        .await?;
+        .await
+        .doing("cannot update the backfill checkpoint")?;
         progress(&Progress {
             resource: resource.name,
             fetched: offset,
@@ -228,6 +250,9 @@ pub async fn run(
             backfill_resource(pool, api, &instance, resource, progress).await?,
         ));
     }
-    sqlx::query("DELETE FROM backfill_checkpoints").execute(pool).await?;
+    sqlx::query("DELETE FROM backfill_checkpoints")
+        .execute(pool)
+        .await
+        .doing("cannot clear the finished backfill's checkpoints")?;
     Ok(out)
 }

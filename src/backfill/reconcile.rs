@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{BackfillError, ClerkApi, ClerkApiError, PAGE, RESOURCES, Resource, check_instance, items};
+use super::{
+    BackfillError, ClerkApi, ClerkApiError, Doing, NOT_A_LIST, PAGE, RESOURCES, Resource, check_instance, items,
+};
 use crate::ingest::envelope;
 use crate::ingest::writer::{self, InboxRow};
 
@@ -77,12 +79,6 @@ pub enum ReconcileError {
          If Clerk really lost them, run again with --allow-mass-delete"
     )]
     MassDelete { entity: String, count: usize, alive: usize },
-}
-
-impl From<sqlx::Error> for ReconcileError {
-    fn from(e: sqlx::Error) -> Self {
-        ReconcileError::Backfill(e.into())
-    }
 }
 
 impl From<ClerkApiError> for ReconcileError {
@@ -161,7 +157,7 @@ async fn still_there(
         }
     };
     match found {
-        Ok(Value::Null) | Err(ClerkApiError::NotFound) => Ok(None),
+        Ok(Value::Null) | Err(ClerkApiError::NotFound { .. }) => Ok(None),
         Ok(v) => Ok(Some(v)),
         Err(e) => Err(e),
     }
@@ -198,7 +194,9 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
     let mut repairs: Vec<InboxRow> = Vec::new();
     let run_key = started.timestamp_millis();
     for resource in &RESOURCES {
-        let held = held(pool, resource).await?;
+        let held = held(pool, resource)
+            .await
+            .doing("cannot read the mirror's entities to compare")?;
         let mut listed: HashMap<String, Value> = HashMap::new();
         let mut offset = 0;
         loop {
@@ -206,8 +204,7 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
                 "/{}?limit={PAGE}&offset={offset}&order_by=%2Bcreated_at{}",
                 resource.name, resource.query
             );
-            let page =
-                items(api.get(&path).await?).ok_or_else(|| ClerkApiError::Unexpected("not a list".into(), path))?;
+            let page = items(api.get(&path).await?).ok_or_else(|| api.unexpected(&path, NOT_A_LIST))?;
             let n = page.len() as i64;
             for object in page {
                 if let Some(id) = object["id"].as_str() {
@@ -299,19 +296,23 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
     }
     for chunk in repairs.chunks(500) {
         let refs: Vec<&InboxRow> = chunk.iter().collect();
-        writer::insert(pool, &refs).await?;
+        writer::insert(pool, &refs)
+            .await
+            .doing("cannot write the repairs to the inbox")?;
     }
     report.finished_at = Utc::now().to_rfc3339();
     sqlx::query("INSERT INTO reconcile_reports (started_at, report) VALUES ($1, $2)")
         .bind(started)
         .bind(sqlx::types::Json(&report))
         .execute(pool)
-        .await?;
+        .await
+        .doing("cannot keep the drift report")?;
     sqlx::query(
         "DELETE FROM reconcile_reports WHERE id NOT IN (SELECT id FROM reconcile_reports ORDER BY id DESC LIMIT 10)",
     )
     .execute(pool)
-    .await?;
+    .await
+    .doing("cannot delete the oldest drift reports")?;
     Ok(report)
 }
 

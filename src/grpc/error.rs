@@ -198,3 +198,63 @@ impl From<ApiError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use prost_types::{DescriptorProto, FileDescriptorSet};
+
+    /// Every message of `file` (nested ones too) by full name, with its fields as
+    /// (name, number, label, type, type name).
+    fn messages(set: &FileDescriptorSet, file: &str) -> Vec<(String, Vec<(String, i32, i32, i32, String)>)> {
+        fn walk(prefix: &str, m: &DescriptorProto, out: &mut Vec<(String, Vec<(String, i32, i32, i32, String)>)>) {
+            let name = format!("{prefix}.{}", m.name());
+            let fields = m
+                .field
+                .iter()
+                .map(|f| {
+                    (
+                        f.name().to_string(),
+                        f.number(),
+                        f.label() as i32,
+                        f.r#type() as i32,
+                        f.type_name().to_string(),
+                    )
+                })
+                .collect();
+            out.push((name.clone(), fields));
+            for nested in &m.nested_type {
+                walk(&name, nested, out);
+            }
+        }
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.name() == file)
+            .unwrap_or_else(|| panic!("{file} not in the set"));
+        let mut out = Vec::new();
+        for m in &file.message_type {
+            walk(&format!(".{}", file.package()), m, &mut out);
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_error_details_reflection_serves_describe_exactly_what_tonic_types_encodes() {
+        let served = FileDescriptorSet::decode(crate::pb::ERROR_DETAILS_FILE_DESCRIPTOR_SET).unwrap();
+        let encoded = FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET).unwrap();
+        // tonic-types names its copy without its directory; the served one has googleapis' name.
+        let described = messages(&served, "google/rpc/error_details.proto");
+        assert_eq!(described, messages(&encoded, "error_details.proto"));
+        for sent in [
+            ".google.rpc.ErrorInfo",
+            ".google.rpc.BadRequest",
+            ".google.rpc.RetryInfo",
+        ] {
+            assert!(described.iter().any(|(name, _)| name == sent), "{sent}");
+        }
+        let names: Vec<&str> = served.file.iter().map(|f| f.name()).collect();
+        assert!(names.contains(&"google/protobuf/duration.proto"), "{names:?}");
+    }
+}

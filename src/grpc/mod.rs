@@ -1,6 +1,6 @@
 //! The gRPC server: `DirectoryService`, the standard health service and server reflection (v1
-//! and v1alpha, with every transitive import), so grpcurl, `buf curl` and Kubernetes probes work
-//! out of the box.
+//! and v1alpha, with every transitive import and the `google.rpc` error details), so grpcurl,
+//! `buf curl` and Kubernetes probes work out of the box, errors' details included.
 
 pub mod admin;
 pub mod auth;
@@ -49,6 +49,9 @@ pub async fn routes(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            // An error's details are `Any`s naming `google.rpc.ErrorInfo` & co.: a client that
+            // resolves them by reflection prints their fields instead of raw bytes.
+            .register_encoded_file_descriptor_set(pb::ERROR_DETAILS_FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let routes = Routes::new(health)

@@ -529,3 +529,254 @@ async fn serve_reconciles_periodically_on_the_lock_holder_and_exposes_the_report
     assert!(metrics.contains("clerk_mirror_drift{"), "{metrics}");
     app.stop().await;
 }
+
+/// A stand-in Backend API that answers by the first segment of the path (the base URL names the
+/// case: `http://…/html404` is a base whose every request answers an HTML 404).
+async fn stand_in() -> String {
+    async fn answer(uri: axum::http::Uri) -> Response {
+        let clerk_error =
+            |message: &str| json!({"errors": [{"message": "short", "long_message": message, "code": "x"}]}).to_string();
+        let case = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+        let html = [("content-type", "text/html")];
+        match case {
+            "html404" => (StatusCode::NOT_FOUND, html, "<html><body>Not Found</body></html>").into_response(),
+            "unauthorized" => (
+                StatusCode::UNAUTHORIZED,
+                clerk_error("The provided secret key is invalid"),
+            )
+                .into_response(),
+            "unprocessable" => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                clerk_error("order_by is not a valid field"),
+            )
+                .into_response(),
+            "broken" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            "limited" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "{}").into_response(),
+            "html200" => (StatusCode::OK, html, "<html>a web app</html>").into_response(),
+            "noid" => axum::Json(json!({"object": "instance"})).into_response(),
+            "notalist" if uri.path().ends_with("/instance") => {
+                axum::Json(json!({"object": "instance", "id": "ins_test"})).into_response()
+            }
+            "notalist" => axum::Json(json!({"object": "list"})).into_response(),
+            other => panic!("no case {other}"),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(answer);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// A key that must never show in an error.
+const SECRET_KEY: &str = "sk_test_never_shown_0123456789";
+
+/// The API at `base` with `attempts` quick attempts and a key that must never show.
+fn quick(base: &str, attempts: u32) -> ClerkApi {
+    let mut api = ClerkApi::new(
+        base,
+        SECRET_KEY,
+        Arc::new(RateLimiter::new(1000, Duration::from_secs(1))),
+    );
+    api.backoff = Duration::from_millis(10);
+    api.max_attempts = attempts;
+    api
+}
+
+fn assert_says(e: &impl std::fmt::Display, parts: &[&str]) {
+    let text = e.to_string();
+    for part in parts {
+        assert!(text.contains(part), "`{part}` missing from: {text}");
+    }
+    assert!(!text.contains(SECRET_KEY), "the key shows in: {text}");
+}
+
+#[tokio::test]
+async fn backfill_against_an_api_base_that_answers_404_on_instance_names_the_request_the_status_and_the_fix() {
+    let base = stand_in().await;
+    let (cluster, name) = shared_database().await;
+    let output = tokio::process::Command::new(crate::process::binary())
+        .args(["backfill", "--api-url", &format!("{base}/html404")])
+        .args(["--database-url", &cluster.url(&name)])
+        .env("CLERK_SECRET_KEY", SECRET_KEY)
+        .env_remove("CLERK_API_URL")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_says(
+        &stderr,
+        &[
+            "error: GET /html404/instance answered 404 Not Found (text/html, 35 bytes: not an error of Clerk's API)",
+            &format!("is {base}/html404 Clerk's Backend API?"),
+            "Set --api-url / CLERK_API_URL to its base, https://api.clerk.com/v1",
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(SECRET_KEY));
+
+    // The same 404 from Clerk itself (a right base, an instance gone): Clerk's message is quoted.
+    let app = axum::Router::new().route(
+        "/v1/instance",
+        get(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                r#"{"errors":[{"message":"not found","code":"resource_not_found"}]}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let e = quick(&url, 1).instance_id().await.unwrap_err();
+    assert!(
+        matches!(e, backfill::ClerkApiError::NotFound { status: 404, .. }),
+        "{e}"
+    );
+    assert_says(
+        &e,
+        &["GET /v1/instance answered 404 Not Found (Clerk: \"not found\"): "],
+    );
+}
+
+#[tokio::test]
+async fn every_backend_api_failure_names_the_request_what_answered_and_what_to_do() {
+    let base = stand_in().await;
+    let cases: [(&str, u32, &[&str]); 6] = [
+        (
+            "unauthorized",
+            2,
+            &[
+                "GET /unauthorized/instance answered 401 Unauthorized (Clerk: \"The provided secret key is invalid\")",
+                "check that CLERK_SECRET_KEY (--secret-key) is this instance's secret key",
+            ],
+        ),
+        (
+            "unprocessable",
+            2,
+            &[
+                "GET /unprocessable/instance answered 422 Unprocessable Entity (Clerk: \"order_by is not a valid field\")",
+                "please report it",
+            ],
+        ),
+        (
+            "broken",
+            2,
+            &[
+                "GET /broken/instance failed 2 times; the last attempt: 500 Internal Server Error (an empty body)",
+                "run again later (https://status.clerk.com)",
+            ],
+        ),
+        (
+            "limited",
+            1,
+            &[
+                "GET /limited/instance failed once; the last attempt: 429 Too Many Requests (rate limited)",
+                "lower --api-rate (CLERK_MIRROR_API_RATE)",
+            ],
+        ),
+        (
+            "html200",
+            2,
+            &[
+                "GET /html200/instance answered 200 OK with a body that is not JSON (text/html: ",
+                "Clerk's Backend API (https://api.clerk.com/v1)",
+            ],
+        ),
+        (
+            "noid",
+            2,
+            &["GET /noid/instance answered an instance without an `id`: is "],
+        ),
+    ];
+    for (case, attempts, says) in cases {
+        let e = quick(&format!("{base}/{case}"), attempts)
+            .instance_id()
+            .await
+            .unwrap_err();
+        assert_says(&e, says);
+    }
+
+    // Nothing listening: no answer, and where it tried.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let e = quick(&format!("http://{closed}/v1"), 2)
+        .instance_id()
+        .await
+        .unwrap_err();
+    assert_says(
+        &e,
+        &[
+            &format!("GET /v1/instance failed 2 times; the last attempt: no answer: cannot connect to {closed}: "),
+            "Connection refused",
+            &format!("Check that http://{closed}/v1 (--api-url, CLERK_API_URL) is reachable from here"),
+        ],
+    );
+
+    // A base that is not a URL, and a key no header can carry: refused before anything is sent.
+    let started = std::time::Instant::now();
+    let e = quick("api.clerk.com/v1", 8).instance_id().await.unwrap_err();
+    assert_says(
+        &e,
+        &[
+            "cannot request api.clerk.com/v1/instance: --api-url / CLERK_API_URL `api.clerk.com/v1` is not an http:// or https:// URL",
+        ],
+    );
+    let mut broken_key = ClerkApi::new(
+        &format!("{base}/unauthorized"),
+        "sk_test_cut\nin two",
+        Arc::new(RateLimiter::new(1000, Duration::from_secs(1))),
+    );
+    broken_key.max_attempts = 8;
+    let e = broken_key.instance_id().await.unwrap_err();
+    assert_says(
+        &e,
+        &["cannot send GET /unauthorized/instance: the secret key holds characters an HTTP header cannot carry"],
+    );
+    assert!(!e.to_string().contains("sk_test_cut"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "no retries for those");
+
+    // A list that is not one, in a real run: the page's request is named, with its query.
+    let app = spawn_app().await;
+    let e = backfill::run(&app.pool, &quick(&format!("{base}/notalist"), 2), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_says(
+        &e,
+        &["GET /notalist/users?limit=500&offset=0&order_by=%2Bcreated_at answered a body that is neither a list nor"],
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_backfill_whose_database_fails_names_the_step_and_says_to_run_again() {
+    let (url, _fake) = fake_api(4).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(
+            sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(closed)
+                .username("mirror")
+                .password("pg-password-4711"),
+        );
+    let e = backfill::run(&pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackfillError::Database { .. }), "{e}");
+    assert_says(
+        &e,
+        &[
+            "cannot read which instance the mirror's webhooks come from: ",
+            "; run again once PostgreSQL answers",
+        ],
+    );
+    assert!(!e.to_string().contains("pg-password-4711"), "{e}");
+}

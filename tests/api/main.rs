@@ -7,6 +7,7 @@ mod backfill;
 mod bench;
 mod cache;
 mod cluster;
+mod commands;
 mod directory;
 mod embedded;
 mod events;
