@@ -11,8 +11,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::{error, info};
 
-use crate::config::{Config, DatabaseConfig, Redacted, default_data_dir};
+use crate::applier::ApplierConfig;
+pub use crate::config::parse_duration;
+use crate::config::{Config, DatabaseConfig, HumanDuration, ReconcileConfig, Redacted, default_data_dir};
 use crate::grpc::auth::Token;
+use crate::grpc::watch::WatchConfig;
+use crate::http_server::HttpLimits;
 use crate::ingest::verify::WebhookSecrets;
 use crate::pg::{Cluster, ClusterOptions};
 use crate::{Application, db, send_event, telemetry};
@@ -64,7 +68,7 @@ struct BackfillArgs {
     #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, value_parser = secret)]
     secret_key: Redacted<String>,
     /// Requests per 10 s: the instance's limit is shared with your own application.
-    #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = 20)]
+    #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = ReconcileConfig::DEFAULT_RATE)]
     api_rate: usize,
 }
 
@@ -117,13 +121,13 @@ struct ServeArgs {
     #[command(flatten)]
     database: DatabaseArgs,
     /// The public webhook address (`POST /webhooks/clerk`, `/healthz`, `/readyz`).
-    #[arg(long, env = "CLERK_MIRROR_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "CLERK_MIRROR_HTTP_ADDR", default_value_t = Config::DEFAULT_HTTP_ADDR)]
     http_addr: SocketAddr,
     /// The gRPC address.
-    #[arg(long, env = "CLERK_MIRROR_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "CLERK_MIRROR_GRPC_ADDR", default_value_t = Config::DEFAULT_GRPC_ADDR)]
     grpc_addr: SocketAddr,
     /// The operator address (metrics); keep it private.
-    #[arg(long, env = "CLERK_MIRROR_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_ADDR", default_value_t = Config::DEFAULT_ADMIN_ADDR)]
     admin_addr: SocketAddr,
     /// The webhook endpoint's signing secret(s), `whsec_…`, comma-separated; any may verify.
     #[arg(
@@ -165,27 +169,27 @@ struct ServeArgs {
     #[arg(long, env = "CLERK_MIRROR_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
     /// Most watch streams open at once on this replica.
-    #[arg(long, env = "CLERK_MIRROR_MAX_WATCHERS", default_value_t = 20_000)]
+    #[arg(long, env = "CLERK_MIRROR_MAX_WATCHERS", default_value_t = WatchConfig::default().max_streams)]
     max_watchers: usize,
     /// Longest a unary RPC may take.
-    #[arg(long, env = "CLERK_MIRROR_RPC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    rpc_timeout: Duration,
+    #[arg(long, env = "CLERK_MIRROR_RPC_TIMEOUT", default_value_t = Config::DEFAULT_RPC_TIMEOUT.into())]
+    rpc_timeout: HumanDuration,
     /// Most RPCs in flight at once on the gRPC port; more are refused at once
     /// (RESOURCE_EXHAUSTED), never queued. Health checks are never refused.
-    #[arg(long, env = "CLERK_MIRROR_MAX_CONCURRENT_RPCS", default_value_t = 1024)]
+    #[arg(long, env = "CLERK_MIRROR_MAX_CONCURRENT_RPCS", default_value_t = Config::DEFAULT_MAX_CONCURRENT_RPCS)]
     max_concurrent_rpcs: usize,
     /// Largest gRPC request message, in bytes.
-    #[arg(long, env = "CLERK_MIRROR_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "CLERK_MIRROR_MAX_MESSAGE_BYTES", default_value_t = Config::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
     /// Largest webhook body, in bytes (larger: 413).
-    #[arg(long, env = "CLERK_MIRROR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "CLERK_MIRROR_MAX_BODY_BYTES", default_value_t = Config::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
     /// Most header fields in one request on the webhook and admin ports (more: 431).
-    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_COUNT", default_value_t = 100)]
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_COUNT", default_value_t = HttpLimits::default().max_headers)]
     max_header_count: usize,
     /// Most bytes in one request's head (request line and headers) on the webhook and admin
     /// ports (more: 431).
-    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_BYTES", default_value_t = HttpLimits::default().max_header_bytes)]
     max_header_bytes: usize,
     /// Reconcile with Clerk's Backend API this often (e.g. 6h), on the replica holding the applier
     /// lock; needs --secret-key.
@@ -198,26 +202,26 @@ struct ServeArgs {
     #[arg(long, env = "CLERK_API_URL", default_value = crate::backfill::client::DEFAULT_API_URL)]
     api_url: String,
     /// Backend API requests per 10 s for the periodic reconcile.
-    #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = 20)]
+    #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = ReconcileConfig::DEFAULT_RATE)]
     api_rate: usize,
     /// How long shutdown may take (in-flight webhooks, the applier's batch, streams) before the
     /// process gives up waiting.
-    #[arg(long, env = "CLERK_MIRROR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    shutdown_timeout: Duration,
+    #[arg(long, env = "CLERK_MIRROR_SHUTDOWN_TIMEOUT", default_value_t = Config::DEFAULT_SHUTDOWN_TIMEOUT.into())]
+    shutdown_timeout: HumanDuration,
     /// Most bytes of users, organizations and memberships each replica holds in memory to serve
     /// reads (0: none; every read goes to PostgreSQL). Above it, what is not held is read from
     /// PostgreSQL.
-    #[arg(long, env = "CLERK_MIRROR_READ_CACHE_BYTES", default_value_t = crate::config::DEFAULT_READ_CACHE_BYTES)]
+    #[arg(long, env = "CLERK_MIRROR_READ_CACHE_BYTES", default_value_t = Config::DEFAULT_READ_CACHE_BYTES)]
     read_cache_bytes: usize,
     /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
-    #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value = "7d", value_parser = parse_duration)]
-    change_retention: Duration,
+    #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value_t = ApplierConfig::default().retention.changes.into())]
+    change_retention: HumanDuration,
     /// Keep applied and skipped inbox rows this long.
-    #[arg(long, env = "CLERK_MIRROR_INBOX_RETENTION", default_value = "7d", value_parser = parse_duration)]
-    inbox_retention: Duration,
+    #[arg(long, env = "CLERK_MIRROR_INBOX_RETENTION", default_value_t = ApplierConfig::default().retention.inbox.into())]
+    inbox_retention: HumanDuration,
     /// Keep dead letters (failed inbox rows) this long unless replayed.
-    #[arg(long, env = "CLERK_MIRROR_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = parse_duration)]
-    dead_letter_retention: Duration,
+    #[arg(long, env = "CLERK_MIRROR_DEAD_LETTER_RETENTION", default_value_t = ApplierConfig::default().retention.dead_letters.into())]
+    dead_letter_retention: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -243,26 +247,6 @@ fn tokens(flag: &str, values: &[Redacted<String>], file: Option<&PathBuf>) -> an
         tokens.extend(crate::grpc::token_file::read(path)?);
     }
     Ok(tokens)
-}
-
-/// `30s`, `15m`, `12h`, `7d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 30s, 15m, 12h or 7d"))?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
-    };
-    Ok(Duration::from_secs(n.saturating_mul(unit)))
 }
 
 #[derive(Args, Debug)]
@@ -425,7 +409,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_addr = args.http_addr;
     config.grpc_addr = args.grpc_addr;
     config.admin_addr = args.admin_addr;
-    config.shutdown_timeout = args.shutdown_timeout;
+    config.shutdown_timeout = args.shutdown_timeout.0;
     config.tokens = tokens;
     config.allow_unauthenticated = args.allow_unauthenticated;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -437,7 +421,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     config.watch.max_streams = args.max_watchers;
-    config.rpc_timeout = args.rpc_timeout;
+    config.rpc_timeout = args.rpc_timeout.0;
     config.max_concurrent_rpcs = args.max_concurrent_rpcs;
     config.max_message_bytes = args.max_message_bytes;
     config.max_body_bytes = args.max_body_bytes;
@@ -445,18 +429,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http_limits.max_headers = args.max_header_count;
     config.http_limits.max_header_bytes = args.max_header_bytes;
     if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {
-        config.reconcile = Some(crate::config::ReconcileConfig {
+        config.reconcile = Some(ReconcileConfig {
             api_url: args.api_url.clone(),
             secret_key: key.clone(),
             rate: args.api_rate,
-            window: Duration::from_secs(10),
+            window: ReconcileConfig::WINDOW,
             every,
         });
     }
     if let Some(applier) = config.applier.as_mut() {
-        applier.retention.changes = args.change_retention;
-        applier.retention.inbox = args.inbox_retention;
-        applier.retention.dead_letters = args.dead_letter_retention;
+        applier.retention.changes = args.change_retention.0;
+        applier.retention.inbox = args.inbox_retention.0;
+        applier.retention.dead_letters = args.dead_letter_retention.0;
     }
     let result = async {
         let app = Application::build(config).await?;
@@ -535,7 +519,7 @@ async fn with_pool<T>(
 
 fn clerk_api(args: &BackfillArgs) -> crate::backfill::ClerkApi {
     use crate::backfill::{ClerkApi, rate::RateLimiter};
-    let limiter = std::sync::Arc::new(RateLimiter::new(args.api_rate, Duration::from_secs(10)));
+    let limiter = std::sync::Arc::new(RateLimiter::new(args.api_rate, ReconcileConfig::WINDOW));
     ClerkApi::new(&args.api_url, &args.secret_key.0, limiter)
 }
 
@@ -763,6 +747,74 @@ mod tests {
             for secret in secrets.iter().chain(&["pg-password-4711"]) {
                 assert!(!debug.contains(secret), "`{secret}` shows in {debug}");
             }
+        }
+    }
+
+    #[test]
+    fn serve_defaults_are_the_config_defaults() {
+        let cli = Cli::try_parse_from(["clerk-mirror", "serve", "--webhook-secret", "whsec_x"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let config = Config::new(
+            DatabaseConfig::Url(Redacted(String::new())),
+            WebhookSecrets::parse::<&str>(&[]).unwrap(),
+        );
+        let applier = config.applier.clone().expect("an applier");
+        assert_eq!(
+            (args.http_addr, args.grpc_addr, args.admin_addr),
+            (config.http_addr, config.grpc_addr, config.admin_addr)
+        );
+        assert_eq!(
+            (args.rpc_timeout.0, args.shutdown_timeout.0),
+            (config.rpc_timeout, config.shutdown_timeout)
+        );
+        assert_eq!(
+            (
+                args.max_watchers,
+                args.max_concurrent_rpcs,
+                args.max_message_bytes,
+                args.max_body_bytes
+            ),
+            (
+                config.watch.max_streams,
+                config.max_concurrent_rpcs,
+                config.max_message_bytes,
+                config.max_body_bytes
+            )
+        );
+        assert_eq!(
+            (args.max_header_count, args.max_header_bytes),
+            (config.http_limits.max_headers, config.http_limits.max_header_bytes)
+        );
+        assert_eq!(args.read_cache_bytes, config.read_cache_bytes);
+        assert_eq!(
+            (
+                args.change_retention.0,
+                args.inbox_retention.0,
+                args.dead_letter_retention.0
+            ),
+            (
+                applier.retention.changes,
+                applier.retention.inbox,
+                applier.retention.dead_letters
+            )
+        );
+    }
+
+    #[test]
+    fn durations_show_in_the_largest_unit_that_divides_them() {
+        for (secs, text) in [
+            (30, "30s"),
+            (90, "90s"),
+            (900, "15m"),
+            (7 * 86_400, "7d"),
+            (36 * 3600, "36h"),
+            (0, "0s"),
+        ] {
+            let shown = HumanDuration(Duration::from_secs(secs)).to_string();
+            assert_eq!(shown, text);
+            assert_eq!(parse_duration(&shown), Ok(Duration::from_secs(secs)));
         }
     }
 

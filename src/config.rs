@@ -1,7 +1,7 @@
 //! The server's configuration: where the database is, which addresses to bind, which webhook
 //! secrets to accept. Built from the command line (see `cli`) or directly by tests.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -76,28 +76,39 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults of the fields that are plain values (the command line's defaults too).
+    pub const DEFAULT_HTTP_ADDR: SocketAddr = loopback(8080);
+    pub const DEFAULT_GRPC_ADDR: SocketAddr = loopback(50051);
+    pub const DEFAULT_ADMIN_ADDR: SocketAddr = loopback(9090);
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+    pub const DEFAULT_MAX_CONCURRENT_RPCS: usize = 1024;
+    pub const DEFAULT_READ_CACHE_BYTES: usize = DEFAULT_READ_CACHE_BYTES;
+
     /// Defaults for everything but the database and the secrets; addresses on loopback.
     pub fn new(database: DatabaseConfig, webhook_secrets: WebhookSecrets) -> Self {
         Config {
             database,
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            http_addr: Self::DEFAULT_HTTP_ADDR,
+            grpc_addr: Self::DEFAULT_GRPC_ADDR,
+            admin_addr: Self::DEFAULT_ADMIN_ADDR,
             webhook_secrets,
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             ingest_batch_size: 500,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
             hub_capacity: 1024,
             watch: WatchConfig::default(),
             health_interval: Duration::from_secs(2),
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             tokens: Default::default(),
             tls: None,
             allow_unauthenticated: false,
-            rpc_timeout: Duration::from_secs(30),
-            max_message_bytes: 4 * 1024 * 1024,
-            max_concurrent_rpcs: 1024,
+            rpc_timeout: Self::DEFAULT_RPC_TIMEOUT,
+            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
+            max_concurrent_rpcs: Self::DEFAULT_MAX_CONCURRENT_RPCS,
             http_limits: HttpLimits::default(),
             reconcile: None,
             read_cache_bytes: DEFAULT_READ_CACHE_BYTES,
@@ -106,6 +117,10 @@ impl Config {
             applier: Some(ApplierConfig::default()),
         }
     }
+}
+
+const fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
 }
 
 /// The read cache's default budget: 1 GiB.
@@ -135,6 +150,62 @@ pub struct ReconcileConfig {
     pub rate: usize,
     pub window: Duration,
     pub every: Duration,
+}
+
+impl ReconcileConfig {
+    /// Backend API requests per window by default: the instance's limit is shared with the
+    /// application itself.
+    pub const DEFAULT_RATE: usize = 20;
+    pub const WINDOW: Duration = Duration::from_secs(10);
+}
+
+/// A duration as people write it on a command line: `30s`, `15m`, `12h`, `7d` (a bare number is
+/// seconds); shown in the largest unit that divides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        let (n, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+            .into_iter()
+            .find(|(u, _)| secs > 0 && secs % u == 0)
+            .map_or((secs, "s"), |(u, name)| (secs / u, name));
+        write!(f, "{n}{unit}")
+    }
+}
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(HumanDuration)
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(d: Duration) -> Self {
+        HumanDuration(d)
+    }
+}
+
+/// `30s`, `15m`, `12h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 15m, 12h or 7d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(unit)))
 }
 
 /// The TLS material of the gRPC and admin ports, PEM-encoded.

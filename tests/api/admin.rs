@@ -192,7 +192,7 @@ async fn a_dead_letter_replayed_after_an_upgrade_is_applied_once_through_the_inb
 #[tokio::test]
 async fn the_status_and_replay_commands_work_on_the_database() {
     let (cluster, name) = shared_database().await;
-    let app = spawn_app_on(cluster, &name, AppOptions::default()).await;
+    let app = spawn_app_on(cluster, &name, |_| {}).await;
     old_dead_letter(&app, "msg_cli", &user_event("created", "user_cli", T, T, "Cli")).await;
     let url = cluster.url(&name);
     let run = |args: Vec<&'static str>| {

@@ -413,23 +413,19 @@ async fn rows_acknowledged_while_no_applier_runs_are_applied_once_one_starts() {
 }
 
 async fn spawn_app_with_applier(cluster: &clerk_mirror::pg::Cluster, name: &str, applier: bool) -> TestApp {
-    spawn_app_on(
-        cluster,
-        name,
-        AppOptions {
-            applier,
-            ..Default::default()
-        },
-    )
+    spawn_app_on(cluster, name, |c| {
+        if !applier {
+            c.applier = None;
+        }
+    })
     .await
 }
 
 #[tokio::test]
 async fn the_applier_wakes_on_insert_not_by_polling() {
     // With the fallback poll an hour away, only the inbox notification can wake it in time.
-    let app = spawn_app_with(AppOptions {
-        idle_poll: std::time::Duration::from_secs(3600),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.applier.as_mut().expect("an applier").idle_poll = std::time::Duration::from_secs(3600);
     })
     .await;
     // Let it catch up and go idle first.

@@ -478,9 +478,8 @@ async fn serve_reconciles_periodically_on_the_lock_holder_and_exposes_the_report
         window: Duration::from_secs(1),
         every: Duration::from_millis(200),
     };
-    let app = spawn_app_with(AppOptions {
-        reconcile: Some(reconcile),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.reconcile = Some(reconcile);
     })
     .await;
     // The first run finds everything missing and imports it; later runs find no drift.

@@ -342,9 +342,8 @@ fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
 async fn at_least_as_fresh_waits_until_the_replica_has_applied_the_cursor_and_a_passed_deadline_is_not_yet_consistent()
 {
     // The hub never polls: only a NOTIFY wakes it.
-    let app = spawn_app_with(AppOptions {
-        hub_poll: Some(Duration::from_secs(3600)),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.hub_poll = Duration::from_secs(3600);
     })
     .await;
     app.send_all_and_apply(&[user_event("created", "user_f", T, T, "Before")])
@@ -481,9 +480,8 @@ async fn lists_read_postgresql_and_refuse_only_a_cursor_past_the_head() {
 #[tokio::test]
 async fn over_its_budget_the_cache_holds_what_fits_and_reads_of_the_rest_go_to_postgresql() {
     // Room for about two of these users (each is accounted at 2 to 3 KB).
-    let app = spawn_app_with(AppOptions {
-        read_cache_bytes: Some(6_000),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.read_cache_bytes = 6_000;
     })
     .await;
     let bodies: Vec<String> = (0..5)
@@ -546,9 +544,8 @@ async fn assert_memory_matches_the_database(app: &TestApp, n: usize) {
 #[tokio::test]
 async fn the_cache_survives_a_lagging_hub_buffer_and_a_lost_listen_connection_without_gaps() {
     // A buffer of one change: a burst overruns the cache's subscription.
-    let app = spawn_app_with(AppOptions {
-        hub_capacity: Some(1),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.hub_capacity = 1;
     })
     .await;
     let bodies: Vec<String> = (0..60)

@@ -287,7 +287,7 @@ async fn with_postgresql_stopped_during_a_burst_nothing_gets_a_2xx_and_on_its_re
 {
     let mut cluster = start_cluster("faults-dbstop").await;
     let name = fresh_database(&cluster).await;
-    let app = spawn_app_on(&cluster, &name, AppOptions::default()).await;
+    let app = spawn_app_on(&cluster, &name, |_| {}).await;
     app.send_all_and_apply(&[user_event("created", "user_before", T, T, "Before")])
         .await;
     app.pool.close().await;
@@ -425,7 +425,7 @@ async fn serve_sigkilled_mid_batch_and_restarted_applies_every_acked_event_once_
 async fn postgresql_restarted_under_streaming_watchers_ends_streams_with_unavailable_or_continues_never_with_a_gap() {
     let mut cluster = start_cluster("faults-dbrestart").await;
     let name = fresh_database(&cluster).await;
-    let app = spawn_app_on(&cluster, &name, AppOptions::default()).await;
+    let app = spawn_app_on(&cluster, &name, |_| {}).await;
     app.pool.close().await;
     let url = watch::channel(app.webhook_url()).1;
     let grpc = watch::channel(format!("http://{}", app.grpc_addr)).1;

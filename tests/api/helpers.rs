@@ -139,142 +139,63 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-/// Options for `spawn_app_with`.
-pub struct AppOptions {
-    pub secrets: Vec<&'static str>,
-    pub clock: Option<Clock>,
-    pub max_body_bytes: Option<usize>,
-    /// Whether the app runs an applier.
-    pub applier: bool,
-    /// The applier's fallback poll interval (how long a missed wake-up could delay it).
-    pub idle_poll: std::time::Duration,
-    /// How long a watch stream may stay unread before it is dropped.
-    pub watch_send_timeout: Option<std::time::Duration>,
-    /// Keep changes (and applied inbox rows) this long, pruning every 20 ms.
-    pub retention: Option<std::time::Duration>,
-    /// The hub's buffer and each stream's queue.
-    pub hub_capacity: Option<usize>,
-    pub watch_buffer: Option<usize>,
-    /// A fixed gRPC address (to restart a server where clients expect it).
-    pub grpc_addr: Option<std::net::SocketAddr>,
-    /// Periodic reconcile.
-    pub reconcile: Option<clerk_mirror::config::ReconcileConfig>,
-    /// Bearer tokens, and the limits of issue "security".
-    pub tokens: clerk_mirror::grpc::auth::Tokens,
-    pub max_watchers: Option<usize>,
-    pub max_message_bytes: Option<usize>,
-    pub tls: Option<clerk_mirror::config::TlsConfig>,
-    pub max_concurrent_rpcs: Option<usize>,
-    pub http_limits: Option<clerk_mirror::http_server::HttpLimits>,
-    /// The read cache's budget (0: no cache).
-    pub read_cache_bytes: Option<usize>,
-    /// The hub's fallback poll interval.
-    pub hub_poll: Option<std::time::Duration>,
-}
-
-impl Default for AppOptions {
-    fn default() -> Self {
-        AppOptions {
-            secrets: vec![SECRET],
-            clock: None,
-            max_body_bytes: None,
-            applier: true,
-            idle_poll: std::time::Duration::from_millis(200),
-            watch_send_timeout: None,
-            retention: None,
-            hub_capacity: None,
-            watch_buffer: None,
-            grpc_addr: None,
-            reconcile: None,
-            tokens: Default::default(),
-            max_watchers: None,
-            max_message_bytes: None,
-            tls: None,
-            max_concurrent_rpcs: None,
-            http_limits: None,
-            read_cache_bytes: None,
-            hub_poll: None,
-        }
-    }
-}
-
 /// A server on a fresh database of the shared cluster.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(AppOptions::default()).await
+    spawn_app_with(|_| {}).await
 }
 
-pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+/// A server on a fresh database of the shared cluster, with `change` made to the test
+/// configuration (see [`spawn_app_on`]).
+pub async fn spawn_app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     let (cluster, name) = shared_database().await;
-    spawn_app_on(cluster, &name, options).await
+    spawn_app_on(cluster, &name, change).await
 }
 
-/// A server on database `name` of `cluster`.
-pub async fn spawn_app_on(cluster: &Cluster, name: &str, options: AppOptions) -> TestApp {
-    clerk_mirror::telemetry::init_for_tests();
-    let mut secrets = WebhookSecrets::parse(&options.secrets).expect("test secrets");
-    if let Some(clock) = options.clock {
-        secrets = secrets.with_clock(clock);
-    }
+/// Signs with these secrets instead of [`SECRET`] (keeping the clock).
+pub fn set_secrets(config: &mut Config, secrets: &[&str]) {
+    config.webhook_secrets = WebhookSecrets::parse(secrets).expect("test secrets");
+}
+
+/// Checks webhook timestamps against `clock` instead of the system clock.
+pub fn set_clock(config: &mut Config, clock: Clock) {
+    config.webhook_secrets = config.webhook_secrets.clone().with_clock(clock);
+}
+
+/// Keeps changes (and applied inbox rows) for `keep`, pruning every 20 ms.
+pub fn keep_for(config: &mut Config, keep: std::time::Duration) {
+    let applier = config.applier.as_mut().expect("an applier prunes");
+    applier.retention.changes = keep;
+    applier.retention.inbox = keep;
+    applier.prune_every = std::time::Duration::from_millis(20);
+}
+
+/// The tests' configuration for database `name` of `cluster`: the production defaults, on
+/// 127.0.0.1:0, with [`SECRET`], small pools (many apps share the binary's cluster; a database
+/// that does not answer within 3 s counts as unavailable, which the outage tests rely on) and an
+/// applier polling every 200 ms.
+pub fn test_config(cluster: &Cluster, name: &str) -> Config {
     let mut config = Config::new(
         DatabaseConfig::Options(Box::new(cluster.connect_options(name))),
-        secrets.clone(),
+        WebhookSecrets::parse(&[SECRET]).expect("test secrets"),
     );
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.http_addr = loopback;
     config.grpc_addr = loopback;
     config.admin_addr = loopback;
-    // Small pools: many apps share the binary's cluster. A database that does not answer within
-    // 3 s counts as unavailable (the outage tests rely on it).
     config.max_connections = 6;
     config.acquire_timeout = std::time::Duration::from_secs(3);
-    if options.applier {
-        if let Some(applier) = config.applier.as_mut() {
-            applier.idle_poll = options.idle_poll;
-            if let Some(keep) = options.retention {
-                applier.retention.changes = keep;
-                applier.retention.inbox = keep;
-                applier.prune_every = std::time::Duration::from_millis(20);
-            }
-        }
-    } else {
-        config.applier = None;
+    if let Some(applier) = config.applier.as_mut() {
+        applier.idle_poll = std::time::Duration::from_millis(200);
     }
-    config.reconcile = options.reconcile;
-    config.tokens = options.tokens;
-    config.tls = options.tls;
-    if let Some(n) = options.max_watchers {
-        config.watch.max_streams = n;
-    }
-    if let Some(n) = options.max_message_bytes {
-        config.max_message_bytes = n;
-    }
-    if let Some(n) = options.max_concurrent_rpcs {
-        config.max_concurrent_rpcs = n;
-    }
-    if let Some(limits) = options.http_limits {
-        config.http_limits = limits;
-    }
-    if let Some(addr) = options.grpc_addr {
-        config.grpc_addr = addr;
-    }
-    if let Some(capacity) = options.hub_capacity {
-        config.hub_capacity = capacity;
-    }
-    if let Some(buffer) = options.watch_buffer {
-        config.watch.buffer = buffer;
-    }
-    if let Some(timeout) = options.watch_send_timeout {
-        config.watch.send_timeout = timeout;
-    }
-    if let Some(max) = options.max_body_bytes {
-        config.max_body_bytes = max;
-    }
-    if let Some(bytes) = options.read_cache_bytes {
-        config.read_cache_bytes = bytes;
-    }
-    if let Some(poll) = options.hub_poll {
-        config.hub_poll = poll;
-    }
+    config
+}
+
+/// A server on database `name` of `cluster`, with `change` made to [`test_config`].
+pub async fn spawn_app_on(cluster: &Cluster, name: &str, change: impl FnOnce(&mut Config)) -> TestApp {
+    clerk_mirror::telemetry::init_for_tests();
+    let mut config = test_config(cluster, name);
+    change(&mut config);
+    let secrets = config.webhook_secrets.clone();
     let app = Application::build(config).await.expect("build the app");
     let (tx, rx) = oneshot::channel::<()>();
     let test_app = TestApp {

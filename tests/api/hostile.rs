@@ -29,9 +29,8 @@ async fn projections(pool: &PgPool) -> String {
 
 /// An app on a fixed clock with one user, one organization and one membership applied.
 async fn seeded(now: i64) -> TestApp {
-    let app = spawn_app_with(AppOptions {
-        clock: Some(fixed_clock(now)),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        set_clock(c, fixed_clock(now));
     })
     .await;
     enqueue(

@@ -49,10 +49,9 @@ async fn a_redelivery_is_acknowledged_and_stored_once() {
 
 #[tokio::test]
 async fn the_svix_manual_verification_vector_is_accepted_over_http() {
-    let app = spawn_app_with(AppOptions {
-        secrets: vec!["whsec_plJ3nmyCDGBKInavdOK15jsl"],
-        clock: Some(fixed_clock(1731705121)),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        set_secrets(c, &vec!["whsec_plJ3nmyCDGBKInavdOK15jsl"]);
+        set_clock(c, fixed_clock(1731705121));
     })
     .await;
     let body = r#"{"event_type":"ping","data":{"success":true}}"#;
@@ -78,10 +77,9 @@ async fn the_svix_manual_verification_vector_is_accepted_over_http() {
 #[tokio::test]
 async fn the_svix_crate_vector_is_accepted_with_webhook_header_names_and_a_rotated_secret() {
     // The vector's secret is the second of two: any configured secret may verify.
-    let app = spawn_app_with(AppOptions {
-        secrets: vec![SECRET, SECOND_SECRET],
-        clock: Some(fixed_clock(1649367553)),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        set_secrets(c, &vec![SECRET, SECOND_SECRET]);
+        set_clock(c, fixed_clock(1649367553));
     })
     .await;
     let body = r#"{"email":"test@example.com","username":"test_user"}"#;
@@ -127,9 +125,8 @@ async fn a_signature_header_with_several_entries_verifies_if_any_entry_matches()
 async fn every_rejection_returns_its_status_and_stores_nothing() {
     // A fixed clock, so "301 s away" stays 301 s away however slowly the test runs.
     let ts = now();
-    let app = spawn_app_with(AppOptions {
-        clock: Some(fixed_clock(ts)),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        set_clock(c, fixed_clock(ts));
     })
     .await;
     let body = user_created("user_4");
@@ -301,9 +298,8 @@ impl WebhookSecretsExt {
 
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413_and_is_not_stored() {
-    let app = spawn_app_with(AppOptions {
-        max_body_bytes: Some(4096),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.max_body_bytes = 4096;
     })
     .await;
     let big = serde_json::json!({"type": "user.updated", "data": {"blob": "x".repeat(5000)}}).to_string();

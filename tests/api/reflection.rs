@@ -334,7 +334,7 @@ async fn wait_for_health(app: &TestApp, want: ServingStatus) {
 async fn health_is_serving_and_follows_the_database_down_and_back_up() {
     let mut cluster = start_cluster("health").await;
     let name = fresh_database(&cluster).await;
-    let app = spawn_app_on(&cluster, &name, AppOptions::default()).await;
+    let app = spawn_app_on(&cluster, &name, |_| {}).await;
     assert_eq!(health(&app, "").await, ServingStatus::Serving);
     assert_eq!(
         health(&app, "clerkmirror.v1.DirectoryService").await,

@@ -30,9 +30,8 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
 
 #[tokio::test]
 async fn tokens_open_what_they_may_and_nothing_else() {
-    let app = spawn_app_with(AppOptions {
-        tokens: tokens(),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.tokens = tokens();
     })
     .await;
     let url = format!("http://{}", app.grpc_addr);
@@ -166,10 +165,9 @@ async fn serving_open_on_a_public_address_is_refused_unless_explicitly_allowed()
 
 #[tokio::test]
 async fn watchers_past_the_limit_and_oversized_messages_are_refused() {
-    let app = spawn_app_with(AppOptions {
-        max_watchers: Some(2),
-        max_message_bytes: Some(16 * 1024),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.watch.max_streams = 2;
+        c.max_message_bytes = 16 * 1024;
     })
     .await;
     let url = format!("http://{}", app.grpc_addr);
@@ -226,9 +224,8 @@ async fn watchers_past_the_limit_and_oversized_messages_are_refused() {
 #[tokio::test]
 async fn mtls_admits_clients_with_a_certificate_of_the_ca_and_refuses_the_rest() {
     let pki = pki();
-    let app = spawn_app_with(AppOptions {
-        tls: Some(pki.server_tls(true)),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.tls = Some(pki.server_tls(true));
     })
     .await;
     let port = app.grpc_addr.port();
@@ -280,10 +277,9 @@ async fn mtls_admits_clients_with_a_certificate_of_the_ca_and_refuses_the_rest()
 #[tokio::test]
 async fn the_admin_port_serves_https_with_the_configured_certificate_and_refuses_plain_http() {
     let pki = pki();
-    let app = spawn_app_with(AppOptions {
-        tls: Some(pki.server_tls(false)),
-        tokens: tokens(),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.tls = Some(pki.server_tls(false));
+        c.tokens = tokens();
     })
     .await;
     let metrics = pki
@@ -324,13 +320,12 @@ async fn send_plain_get(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn requests_with_too_many_or_too_large_headers_get_431_and_store_nothing() {
-    let app = spawn_app_with(AppOptions {
-        http_limits: Some(clerk_mirror::http_server::HttpLimits {
+    let app = spawn_app_with(|c| {
+        c.http_limits = clerk_mirror::http_server::HttpLimits {
             max_headers: 20,
             max_header_bytes: 8 * 1024,
             ..Default::default()
-        }),
-        ..Default::default()
+        }
     })
     .await;
     let body = user_created("user_h1");
@@ -385,9 +380,8 @@ async fn requests_with_too_many_or_too_large_headers_get_431_and_store_nothing()
 
 #[tokio::test]
 async fn rpcs_past_the_concurrency_limit_are_shed_at_once_while_health_stays_open() {
-    let app = spawn_app_with(AppOptions {
-        max_concurrent_rpcs: Some(1),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.max_concurrent_rpcs = 1;
     })
     .await;
     let url = format!("http://{}", app.grpc_addr);
@@ -594,10 +588,9 @@ pub fn key_material(pem: &str) -> Vec<&str> {
 async fn the_watch_command_reaches_a_server_with_mtls_and_tokens_and_stops_at_a_refused_token() {
     use tokio::io::AsyncBufReadExt;
     let pki = pki();
-    let app = spawn_app_with(AppOptions {
-        tls: Some(pki.server_tls(true)),
-        tokens: tokens(),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.tls = Some(pki.server_tls(true));
+        c.tokens = tokens();
     })
     .await;
     enqueue(&app.pool, &[user_created("user_w1")]).await;

@@ -4,26 +4,16 @@
 use std::time::Duration;
 
 use clerk_mirror::Application;
-use clerk_mirror::config::{Config, DatabaseConfig};
 use clerk_mirror::ingest::verify::WebhookSecrets;
 use tokio::sync::oneshot;
 
-use crate::helpers::{self, SECRET};
+use crate::helpers;
 
 async fn build() -> (Application, sqlx::PgPool, WebhookSecrets) {
     clerk_mirror::telemetry::init_for_tests();
     let (cluster, name) = helpers::shared_database().await;
-    let secrets = WebhookSecrets::parse(&[SECRET]).expect("test secret");
-    let mut config = Config::new(
-        DatabaseConfig::Options(Box::new(cluster.connect_options(&name))),
-        secrets.clone(),
-    );
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    (config.http_addr, config.grpc_addr, config.admin_addr) = (loopback, loopback, loopback);
-    config.max_connections = 6;
-    if let Some(applier) = config.applier.as_mut() {
-        applier.idle_poll = Duration::from_millis(200);
-    }
+    let config = helpers::test_config(cluster, &name);
+    let secrets = config.webhook_secrets.clone();
     let app = Application::build(config).await.expect("build the app");
     let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
         .await

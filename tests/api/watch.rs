@@ -520,8 +520,8 @@ async fn fifty_concurrent_watchers_each_get_exactly_their_changes_in_order_while
 #[tokio::test]
 async fn changes_applied_through_one_replica_reach_watchers_on_another() {
     let (cluster, name) = shared_database().await;
-    let a = spawn_app_on(cluster, &name, AppOptions::default()).await;
-    let b = spawn_app_on(cluster, &name, AppOptions::default()).await;
+    let a = spawn_app_on(cluster, &name, |_| {}).await;
+    let b = spawn_app_on(cluster, &name, |_| {}).await;
     let mut s = watch(&b, pb::WatchChangesRequest::default()).await.unwrap();
     next(&mut s).await;
     next(&mut s).await;
@@ -622,9 +622,8 @@ async fn a_watcher_that_reads_nothing_while_20000_changes_apply_keeps_server_mem
 
 #[tokio::test]
 async fn a_watcher_that_stops_reading_is_dropped_with_consumer_too_slow_and_resumes_exactly() {
-    let app = spawn_app_with(AppOptions {
-        watch_send_timeout: Some(Duration::from_millis(300)),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        c.watch.send_timeout = Duration::from_millis(300);
     })
     .await;
     let mut s = small_window_watch(&app).await;
@@ -698,9 +697,8 @@ async fn wait_until_pruned(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn pruning_expires_old_cursors_and_applied_inbox_rows_but_keeps_dead_letters() {
-    let app = spawn_app_with(AppOptions {
-        retention: Some(Duration::ZERO),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        keep_for(c, Duration::ZERO);
     })
     .await;
     let mut bodies: Vec<String> = (0..5)
@@ -751,11 +749,10 @@ async fn pruning_expires_old_cursors_and_applied_inbox_rows_but_keeps_dead_lette
 
 #[tokio::test]
 async fn a_live_watcher_that_falls_behind_the_retained_window_gets_cursor_expired_never_a_gap() {
-    let app = spawn_app_with(AppOptions {
-        retention: Some(Duration::ZERO),
-        hub_capacity: Some(4),
-        watch_buffer: Some(1),
-        ..Default::default()
+    let app = spawn_app_with(|c| {
+        keep_for(c, Duration::ZERO);
+        c.hub_capacity = 4;
+        c.watch.buffer = 1;
     })
     .await;
     let mut s = small_window_watch(&app).await;
@@ -917,7 +914,7 @@ async fn the_initial_state_then_the_changes_made_meanwhile_rebuild_exactly_the_f
 async fn the_watch_command_prints_json_lines_and_resumes_across_a_server_restart() {
     use tokio::io::AsyncBufReadExt;
     let (cluster, name) = shared_database().await;
-    let first = spawn_app_on(cluster, &name, AppOptions::default()).await;
+    let first = spawn_app_on(cluster, &name, |_| {}).await;
     let grpc = first.grpc_addr;
     first
         .send_all_and_apply(
@@ -968,14 +965,9 @@ async fn the_watch_command_prints_json_lines_and_resumes_across_a_server_restart
     read_until(&mut lines, 3, &mut changes).await;
     // The server goes away and comes back on the same address; the command resumes by itself.
     first.stop().await;
-    let second = spawn_app_on(
-        cluster,
-        &name,
-        AppOptions {
-            grpc_addr: Some(grpc),
-            ..Default::default()
-        },
-    )
+    let second = spawn_app_on(cluster, &name, |c| {
+        c.grpc_addr = grpc;
+    })
     .await;
     second
         .send_all_and_apply(
