@@ -591,7 +591,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         ))
     })
     .await?;
-    let cursor = |seq| crate::grpc::cursor::Cursor::new(&s.log_id, seq).encode();
+    let cursor = |seq| crate::pb::cursor::Cursor::new(&s.log_id, seq).encode();
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
     if args.json {
         let value = serde_json::json!({

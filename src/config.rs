@@ -10,14 +10,9 @@ use crate::grpc::watch::WatchConfig;
 use crate::http_server::HttpLimits;
 use crate::ingest::verify::WebhookSecrets;
 
-/// Where the database is.
-#[derive(Clone, Debug)]
-pub enum DatabaseConfig {
-    /// An external PostgreSQL, by URL (kept out of `Debug` output: it may carry a password).
-    Url(Redacted<String>),
-    /// Connect options prepared by the caller (tests, the embedded cluster).
-    Options(Box<sqlx::postgres::PgConnectOptions>),
-}
+pub use crate::db::DatabaseConfig;
+pub use crate::secrets::Redacted;
+pub use crate::tls::TlsConfig;
 
 /// Everything `Application::build` needs.
 #[derive(Clone, Debug)]
@@ -131,16 +126,6 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from(".clerk-mirror")
 }
 
-/// A value whose `Debug` output never shows it (URLs with passwords, secrets).
-#[derive(Clone)]
-pub struct Redacted<T>(pub T);
-
-impl<T> std::fmt::Debug for Redacted<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
 /// Where and how often to reconcile.
 #[derive(Clone, Debug)]
 pub struct ReconcileConfig {
@@ -206,13 +191,4 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
     };
     Ok(Duration::from_secs(n.saturating_mul(unit)))
-}
-
-/// The TLS material of the gRPC and admin ports, PEM-encoded.
-#[derive(Clone, Debug)]
-pub struct TlsConfig {
-    pub cert: Vec<u8>,
-    pub key: Redacted<Vec<u8>>,
-    /// Clients must present a certificate this CA signed (mTLS).
-    pub client_ca: Option<Vec<u8>>,
 }

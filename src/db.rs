@@ -6,7 +6,16 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::config::{Config, DatabaseConfig};
+use crate::secrets::Redacted;
+
+/// Where the database is.
+#[derive(Clone, Debug)]
+pub enum DatabaseConfig {
+    /// An external PostgreSQL, by URL (kept out of `Debug` output: it may carry a password).
+    Url(Redacted<String>),
+    /// Connect options prepared by the caller (tests, the embedded cluster).
+    Options(Box<sqlx::postgres::PgConnectOptions>),
+}
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -23,16 +32,21 @@ pub fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sq
     }
 }
 
-/// A pool for `config`, connected once so a wrong URL fails at start, not on the first webhook.
-pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+/// A pool of at most `max_connections` to `database`, each waited for at most `acquire_timeout`,
+/// connected once so a wrong URL fails at start, not on the first webhook.
+pub async fn connect(
+    database: &DatabaseConfig,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
     // No JIT: every query here is a short, index-driven read or write, for which compiling with
     // LLVM costs more than it saves (and the applier's plans would always cross its thresholds).
-    let options = connect_options(&config.database)?
+    let options = connect_options(database)?
         .application_name("clerk-mirror")
         .options([("jit", "off")]);
     PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(config.acquire_timeout)
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
         .connect_with(options)
         .await

@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pb;
 pub mod pg;
+pub mod secrets;
 pub mod send_event;
 pub mod startup;
 pub mod store;

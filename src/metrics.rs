@@ -1,6 +1,7 @@
 //! Prometheus metrics (the `prometheus` crate): one registry per application, exposed on the
-//! admin port. Counters are updated where things happen; the log's head, oldest cursor and the
-//! inbox backlog are read from the database when scraped.
+//! admin port. Counters are updated where things happen; the gauges read from the database when
+//! scraped (the log's head, oldest cursor, inbox backlog, backfill progress, drift) are set by the
+//! admin port (`admin::scrape`): this module is a leaf that knows no table.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -172,41 +173,31 @@ impl Metrics {
         })
     }
 
-    /// Reads the database-backed gauges, then renders the text exposition format.
-    pub async fn render(&self, pool: &sqlx::PgPool) -> String {
-        let row: Result<(i64, i64, i64, i64), _> = sqlx::query_as(
-            "SELECT head_seq, oldest_seq,
-                    (SELECT count(*) FROM inbox WHERE status = 'pending'),
-                    (SELECT count(*) FROM inbox WHERE status = 'failed')
-               FROM log_head",
-        )
-        .fetch_one(pool)
-        .await;
-        if let Ok((head, oldest, pending, failed)) = row {
-            self.log.with_label_values(&["head_seq"]).set(head);
-            self.log.with_label_values(&["oldest_seq"]).set(oldest);
-            self.log.with_label_values(&["inbox_pending"]).set(pending);
-            self.log.with_label_values(&["dead_letters"]).set(failed);
-        }
-        let progress: Vec<(String, i64)> = sqlx::query_as("SELECT resource, fetched FROM backfill_checkpoints")
-            .fetch_all(pool)
-            .await
-            .unwrap_or_default();
+    /// Sets the gauges read from the database when scraped: the log's bounds and the inbox.
+    pub fn set_log(&self, head: i64, oldest: i64, inbox_pending: i64, dead_letters: i64) {
+        self.log.with_label_values(&["head_seq"]).set(head);
+        self.log.with_label_values(&["oldest_seq"]).set(oldest);
+        self.log.with_label_values(&["inbox_pending"]).set(inbox_pending);
+        self.log.with_label_values(&["dead_letters"]).set(dead_letters);
+    }
+
+    /// Sets the backfill progress gauges, one per resource (others are removed).
+    pub fn set_backfill_fetched(&self, progress: &[(String, i64)]) {
         self.backfill_fetched.reset();
         for (resource, fetched) in progress {
             self.backfill_fetched
                 .with_label_values(&[resource.as_str()])
-                .set(fetched);
+                .set(*fetched);
         }
-        if let Ok(Some(report)) = crate::backfill::reconcile::last_report(pool).await {
-            for (resource, d) in &report.drift {
-                for (kind, ids) in [("missing", &d.missing), ("stale", &d.stale), ("deleted", &d.deleted)] {
-                    self.drift
-                        .with_label_values(&[resource.as_str(), kind])
-                        .set(ids.len() as i64);
-                }
-            }
-        }
+    }
+
+    /// Sets the last reconcile's drift of `resource` (`kind`: missing, stale or deleted).
+    pub fn set_drift(&self, resource: &str, kind: &str, count: usize) {
+        self.drift.with_label_values(&[resource, kind]).set(count as i64);
+    }
+
+    /// The text exposition format of every metric.
+    pub fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

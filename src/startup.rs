@@ -79,11 +79,15 @@ impl Application {
             .as_ref()
             .map(|tls| crate::tls::server_config(tls, &[b"http/1.1"]))
             .transpose()?;
-        let pool = db::connect(&config).await.context("cannot connect to the database")?;
+        let pool = db::connect(&config.database, config.max_connections, config.acquire_timeout)
+            .await
+            .context("cannot connect to the database")?;
         db::migrate(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        let read_pool = db::connect(&config).await.context("cannot connect to the database")?;
+        let read_pool = db::connect(&config.database, config.max_connections, config.acquire_timeout)
+            .await
+            .context("cannot connect to the database")?;
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await

@@ -8,7 +8,16 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use crate::secrets::Redacted;
+
+/// The TLS material of the gRPC and admin ports, PEM-encoded.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub cert: Vec<u8>,
+    pub key: Redacted<Vec<u8>>,
+    /// Clients must present a certificate this CA signed (mTLS).
+    pub client_ca: Option<Vec<u8>>,
+}
 
 /// How long a client may take over a TLS handshake, on either port.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

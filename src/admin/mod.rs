@@ -1,5 +1,7 @@
 //! The operator port (loopback by default): Prometheus metrics and liveness.
 
+mod scrape;
+
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -45,7 +47,7 @@ pub fn router(metrics: Arc<Metrics>, pool: sqlx::PgPool, tokens: Arc<Tokens>) ->
 }
 
 async fn render(State(state): State<AdminState>) -> impl IntoResponse {
-    let text = state.metrics.render(&state.pool).await;
+    let text = scrape::render(&state.metrics, &state.pool).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

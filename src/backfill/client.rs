@@ -14,7 +14,7 @@ use rand::RngExt;
 use serde_json::Value;
 
 use super::rate::RateLimiter;
-use crate::config::Redacted;
+use crate::secrets::Redacted;
 
 /// Clerk's Backend API.
 pub const DEFAULT_API_URL: &str = "https://api.clerk.com/v1";

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 type Ids = Vec<String>;
 use std::sync::Arc;
 
-use crate::grpc::convert;
 use crate::pb;
 use crate::store::changes::ChangeRow;
+use crate::store::convert;
 use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord};
 
 /// What the index says about a read.

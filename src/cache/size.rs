@@ -147,7 +147,7 @@ mod tests {
         let empty = user(&pb::User::default());
         let mut u = pb::User {
             public_metadata: Some(prost_types::Struct {
-                fields: [("plan".to_string(), crate::grpc::convert::to_value(&"pro".into()))].into(),
+                fields: [("plan".to_string(), crate::store::convert::to_value(&"pro".into()))].into(),
             }),
             ..Default::default()
         };

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::config::Redacted;
+use crate::secrets::Redacted;
 
 /// A named token.
 #[derive(Clone, Debug)]

@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod auth;
-pub mod convert;
 pub mod cursor;
 pub mod directory;
 pub mod error;
@@ -13,6 +12,9 @@ pub mod list;
 pub mod names;
 pub mod token_file;
 pub mod watch;
+
+/// Records as protobuf messages (kept with the records, re-exported for the handlers).
+pub use crate::store::convert;
 
 use std::time::Duration;
 

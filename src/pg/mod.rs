@@ -7,17 +7,19 @@
 //! clerk-mirror runs as root (initdb and postgres refuse root).
 //!
 //! Files: `cluster.rs` (the cluster and its lifecycle), `setup.rs` (user, directories, initdb),
-//! `binaries.rs` (binary discovery), `pidfile.rs` (`postmaster.pid`), `spawner.rs` (the
+//! `layout.rs` (file names, port, superuser), `binaries.rs` (binary discovery), `pidfile.rs` (`postmaster.pid`), `spawner.rs` (the
 //! postmaster-spawning thread), `sys.rs` (libc wrappers), `error.rs` ([`ClusterError`]).
 
 pub mod binaries;
 mod cluster;
 mod error;
+mod layout;
 mod pidfile;
 mod setup;
 mod spawner;
 mod sys;
 
 pub use binaries::{BinDirSources, find_bin_dir};
-pub use cluster::{Cluster, ClusterOptions, INITDB_MARKER, LOCK_FILE, LOG_FILE, PGDATA_DIR, PORT};
+pub use cluster::{Cluster, ClusterOptions};
 pub use error::ClusterError;
+pub use layout::{INITDB_MARKER, LOCK_FILE, LOG_FILE, PGDATA_DIR, PORT};

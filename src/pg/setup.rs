@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::ClusterError;
 use super::binaries::{self, BinDirSources};
-use super::cluster::{DB_SUPERUSER, INITDB_MARKER, PGDATA_DIR, PORT};
+use super::layout::{DB_SUPERUSER, INITDB_MARKER, PGDATA_DIR, PORT};
 use super::pidfile;
 use super::sys::{self, RunAs};
 

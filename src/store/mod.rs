@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod changes;
+pub mod convert;
 pub mod read;
 pub mod records;
 

@@ -23,5 +23,6 @@ mod process;
 mod properties;
 mod reflection;
 mod security;
+mod structure;
 mod supervise;
 mod watch;

@@ -1,9 +1,15 @@
-//! The generated protobuf and gRPC code for `clerkmirror.v1`, and the encoded descriptor sets
-//! reflection serves (this API's, and the `google.rpc` error details every error carries).
+//! The wire: the generated protobuf and gRPC code for `clerkmirror.v1`, the encoded descriptor
+//! sets reflection serves (this API's, and the `google.rpc` error details every error carries),
+//! cursor encoding ([`cursor`]) and JSON as protobuf values ([`json`]).
 
-#![allow(clippy::all, missing_docs)]
+pub mod cursor;
+pub mod json;
 
-tonic::include_proto!("clerkmirror.v1");
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    tonic::include_proto!("clerkmirror.v1");
+}
+pub use generated::*;
 
 /// The encoded `FileDescriptorSet` of `proto/`, with every transitive import.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("clerkmirror_descriptor");
