@@ -3,7 +3,7 @@
 //! write back what changed with set-based SQL, append the changes with gap-free seqs taken from
 //! `log_head`, mark each inbox row applied / skipped / failed, and NOTIFY.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 use sqlx::types::Json;
@@ -11,7 +11,8 @@ use sqlx::{PgConnection, Row};
 
 use super::event::{self, Action, InboxEvent};
 use super::rules::{Origin, Slot, WorkingSet};
-use crate::store::{MembershipRecord, OrganizationRecord, UserRecord, Version, Versioned};
+use crate::store::kind::{for_each_kind, match_record};
+use crate::store::{EntityType, Kind, Record, Version, Versioned};
 
 /// The channel the applier notifies after each batch that appended changes (a wake-up only).
 pub const CHANGES_CHANNEL: &str = "clerk_mirror_changes";
@@ -185,82 +186,69 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
     Ok(outcome)
 }
 
-/// Loads every entity the batch may touch: the entities its events name, the organizations and
-/// users of its membership events, and every membership of a deleted organization or user.
+/// The ids a batch names, by kind: the entities its events name and their parents, and which
+/// of them it deletes.
+#[derive(Default)]
+struct Touched {
+    ids: BTreeMap<EntityType, BTreeSet<String>>,
+    deleted: BTreeMap<EntityType, BTreeSet<String>>,
+}
+
+impl Touched {
+    fn add<K: Kind>(&mut self, record: &K, deletes: bool) {
+        self.ids.entry(K::TYPE).or_default().insert(record.id().to_string());
+        if deletes {
+            self.deleted.entry(K::TYPE).or_default().insert(record.id().to_string());
+        }
+        for (parent, _) in K::PARENTS {
+            if let Some(id) = record.parent(*parent) {
+                self.ids.entry(*parent).or_default().insert(id.to_string());
+            }
+        }
+    }
+
+    fn ids(map: &BTreeMap<EntityType, BTreeSet<String>>, t: EntityType) -> Vec<String> {
+        map.get(&t).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// Loads every entity the batch may touch: the entities its events name, their parents, and
+/// every child of a deleted entity (one query per kind).
 async fn load(
     tx: &mut PgConnection,
     parsed: &[(InboxEvent, Result<Action, event::ParseError>)],
     head: i64,
 ) -> Result<WorkingSet, sqlx::Error> {
-    let mut users = BTreeSet::new();
-    let mut orgs = BTreeSet::new();
-    let mut memberships = BTreeSet::new();
-    let mut deleted_users = BTreeSet::new();
-    let mut deleted_orgs = BTreeSet::new();
+    let mut touched = Touched::default();
     for (_, action) in parsed {
         match action {
-            Ok(Action::UpsertUser(u, _)) => {
-                users.insert(u.id.clone());
-            }
-            Ok(Action::DeleteUser { id, .. }) => {
-                users.insert(id.clone());
-                deleted_users.insert(id.clone());
-            }
-            Ok(Action::UpsertOrganization(o, _)) => {
-                orgs.insert(o.id.clone());
-            }
-            Ok(Action::DeleteOrganization { id, .. }) => {
-                orgs.insert(id.clone());
-                deleted_orgs.insert(id.clone());
-            }
-            Ok(Action::UpsertMembership(m, _)) => {
-                memberships.insert(m.id.clone());
-                orgs.insert(m.organization_id.clone());
-                users.insert(m.user_id.clone());
-            }
-            Ok(Action::DeleteMembership {
-                id,
-                organization_id,
-                user_id,
-                ..
-            }) => {
-                memberships.insert(id.clone());
-                orgs.insert(organization_id.clone());
-                users.insert(user_id.clone());
-            }
+            Ok(Action::Upsert(record, _)) => match_record!(record, r => touched.add(r, false)),
+            Ok(Action::Delete(record)) => match_record!(record, r => touched.add(r, true)),
             Ok(Action::Skip) | Err(_) => {}
         }
     }
-    let vec = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>();
     let mut ws = WorkingSet::new(head);
-    let loaded: Vec<Loaded<UserRecord>> = sqlx::query_as("SELECT * FROM users WHERE id = ANY($1)")
-        .bind(vec(users))
-        .fetch_all(&mut *tx)
-        .await?;
-    ws.users = loaded
-        .into_iter()
-        .map(|l| (l.record.id.clone(), l.into_slot()))
-        .collect();
-    let loaded: Vec<Loaded<OrganizationRecord>> = sqlx::query_as("SELECT * FROM organizations WHERE id = ANY($1)")
-        .bind(vec(orgs))
-        .fetch_all(&mut *tx)
-        .await?;
-    ws.organizations = loaded
-        .into_iter()
-        .map(|l| (l.record.id.clone(), l.into_slot()))
-        .collect();
-    let loaded: Vec<Loaded<MembershipRecord>> = sqlx::query_as(
-        "SELECT * FROM memberships WHERE id = ANY($1) OR organization_id = ANY($2) OR user_id = ANY($3)",
-    )
-    .bind(vec(memberships))
-    .bind(vec(deleted_orgs))
-    .bind(vec(deleted_users))
-    .fetch_all(&mut *tx)
-    .await?;
-    ws.memberships = loaded
-        .into_iter()
-        .map(|l| (l.record.id.clone(), l.into_slot()))
-        .collect();
+    for_each_kind!(K => {
+        let ids = Touched::ids(&touched.ids, K::TYPE);
+        let parents: Vec<(&str, Vec<String>)> = K::PARENTS
+            .iter()
+            .map(|(parent, column)| (*column, Touched::ids(&touched.deleted, *parent)))
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect();
+        if !ids.is_empty() || !parents.is_empty() {
+            let mut sql = format!("SELECT * FROM {} WHERE id = ANY($1)", K::TABLE);
+            for (i, (column, _)) in parents.iter().enumerate() {
+                sql.push_str(&format!(" OR {column} = ANY(${})", i + 2));
+            }
+            let mut query = sqlx::query_as::<_, Loaded<K>>(sqlx::AssertSqlSafe(sql)).bind(ids);
+            for (_, ids) in parents {
+                query = query.bind(ids);
+            }
+            let loaded = query.fetch_all(&mut *tx).await?;
+            ws.slots_mut::<K>()
+                .extend(loaded.into_iter().map(|l| (l.record.id().to_string(), l.into_slot())));
+        }
+    });
     Ok(ws)
 }
 
@@ -291,77 +279,21 @@ const VERSION_COLUMNS: &str =
 
 /// Writes the dirty entities and the changes.
 async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error> {
-    let users = dirty(&ws.users);
-    if !users.is_empty() {
-        upsert(
-            tx,
-            "users",
-            "id text, external_id text, username text, first_name text, last_name text, image_url text, \
-             primary_email_address text, banned boolean, locked boolean, created_at timestamptz, \
-             updated_at timestamptz, last_sign_in_at timestamptz, deleted_at timestamptz, data jsonb",
-            users,
-        )
-        .await?;
-        // The lookup rows of every written user are rebuilt from its new state.
-        let written: Vec<&UserRecord> = ws
-            .users
-            .values()
-            .filter(|s| s.dirty)
-            .filter_map(|s| s.current.as_ref())
-            .map(|v| &v.record)
-            .collect();
-        let ids: Vec<&str> = written.iter().map(|u| u.id.as_str()).collect();
-        let emails: Vec<Value> = written
-            .iter()
-            .flat_map(|u| u.email_addresses().into_iter().map(move |(id, a)| json!([u.id, id, a])))
-            .collect();
-        let phones: Vec<Value> = written
-            .iter()
-            .flat_map(|u| u.phone_numbers().into_iter().map(move |(id, n)| json!([u.id, id, n])))
-            .collect();
-        for (table, key, value, rows) in [
-            ("user_email_addresses", "email_id", "email_address", emails),
-            ("user_phone_numbers", "phone_id", "phone_number", phones),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE user_id = ANY($1)"
-            )))
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+    for_each_kind!(K => {
+        if let Some(slots) = ws.slots::<K>() {
+            let rows = dirty(slots);
             if !rows.is_empty() {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO {table} (user_id, {key}, {value})
-                     SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements($1) AS r"
-                )))
-                .bind(Json(Value::Array(rows)))
-                .execute(&mut *tx)
-                .await?;
+                upsert(tx, K::TABLE, K::COLUMNS, rows).await?;
+                let written: Vec<&K> = slots
+                    .values()
+                    .filter(|s| s.dirty)
+                    .filter_map(|s| s.current.as_ref())
+                    .map(|v| &v.record)
+                    .collect();
+                K::after_write(tx, &written).await?;
             }
         }
-    }
-    let orgs = dirty(&ws.organizations);
-    if !orgs.is_empty() {
-        upsert(
-            tx,
-            "organizations",
-            "id text, name text, slug text, image_url text, members_count integer, created_at timestamptz, \
-             updated_at timestamptz, deleted_at timestamptz, data jsonb",
-            orgs,
-        )
-        .await?;
-    }
-    let memberships = dirty(&ws.memberships);
-    if !memberships.is_empty() {
-        upsert(
-            tx,
-            "memberships",
-            "id text, organization_id text, user_id text, role text, role_name text, permissions text[], \
-             created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, data jsonb",
-            memberships,
-        )
-        .await?;
-    }
+    });
     if !ws.changes.is_empty() {
         let rows: Vec<Value> = ws
             .changes

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::ingest::envelope;
-use crate::store::records::{self, MembershipRecord, OrganizationRecord, UserRecord, Version};
+use crate::store::kind::{self, for_each_kind, with_kind};
+use crate::store::records::{self, Version};
+use crate::store::{AnyRecord, Kind};
 
 /// The inbox columns the applier reads.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -30,24 +32,10 @@ impl InboxEvent {
 /// What one event asks of the projections.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    UpsertUser(UserRecord, Version),
-    DeleteUser {
-        id: String,
-        external_id: Option<String>,
-        at: DateTime<Utc>,
-    },
-    UpsertOrganization(OrganizationRecord, Version),
-    DeleteOrganization {
-        id: String,
-        at: DateTime<Utc>,
-    },
-    UpsertMembership(MembershipRecord, Version),
-    DeleteMembership {
-        id: String,
-        organization_id: String,
-        user_id: String,
-        at: DateTime<Utc>,
-    },
+    /// Create or update an entity (last writer wins by its version).
+    Upsert(AnyRecord, Version),
+    /// Delete an entity: the tombstone the event names, deleted at its `deleted_at`.
+    Delete(AnyRecord),
     /// Stored, not applied (session.*, billing, unknown types, …).
     Skip,
 }
@@ -63,18 +51,14 @@ impl From<records::RecordError> for ParseError {
     }
 }
 
-/// The event types the mirror applies.
-pub const APPLIED_TYPES: [&str; 9] = [
-    "user.created",
-    "user.updated",
-    "user.deleted",
-    "organization.created",
-    "organization.updated",
-    "organization.deleted",
-    "organizationMembership.created",
-    "organizationMembership.updated",
-    "organizationMembership.deleted",
-];
+/// The event types the mirror applies: every kind's (see `store::kind`).
+pub static APPLIED_TYPES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut types = Vec::new();
+    for_each_kind!(K => {
+        types.extend(K::UPSERTED_BY.iter().chain(K::DELETED_BY));
+    });
+    types
+});
 
 /// The strings at the places an event names ids: `id`, `organization.id`, `organization_id`,
 /// `public_user_data.user_id`, `user_id`.
@@ -92,7 +76,11 @@ fn id_paths(data: &Value) -> impl Iterator<Item = &str> {
 
 /// Decides what `event` asks for.
 pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
-    let Some(event_type) = event.event_type.as_deref().filter(|t| APPLIED_TYPES.contains(t)) else {
+    let Some((event_type, (kind, deletes))) = event
+        .event_type
+        .as_deref()
+        .and_then(|t| Some((t, kind::kind_of_event(t)?)))
+    else {
         return Ok(Action::Skip);
     };
     let body = event
@@ -119,42 +107,14 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
         event_ms: event_time.timestamp_millis(),
         key: event.event_key.clone(),
     };
-    let id = || records::required_id(&data, &format!("`{event_type}`")).map_err(ParseError::from);
-    Ok(match event_type {
-        "user.created" | "user.updated" => {
+    Ok(with_kind!(kind, K => {
+        if deletes {
+            Action::Delete(K::from_delete(data, event_time)?.into_any())
+        } else {
             let v = version(&data);
-            Action::UpsertUser(UserRecord::from_clerk(data)?, v)
+            Action::Upsert(K::from_clerk(data)?.into_any(), v)
         }
-        "user.deleted" => Action::DeleteUser {
-            id: id()?,
-            external_id: data.get("external_id").and_then(Value::as_str).map(str::to_string),
-            at: event_time,
-        },
-        "organization.created" | "organization.updated" => {
-            let v = version(&data);
-            Action::UpsertOrganization(OrganizationRecord::from_clerk(data)?, v)
-        }
-        "organization.deleted" => Action::DeleteOrganization {
-            id: id()?,
-            at: event_time,
-        },
-        "organizationMembership.created" | "organizationMembership.updated" => {
-            let v = version(&data);
-            Action::UpsertMembership(MembershipRecord::from_clerk(data)?, v)
-        }
-        // The deleted membership is a full object whose `updated_at` is not the delete time: the
-        // type decides, and the envelope timestamp is when it ended.
-        "organizationMembership.deleted" => {
-            let m = MembershipRecord::from_clerk(data)?;
-            Action::DeleteMembership {
-                id: m.id,
-                organization_id: m.organization_id,
-                user_id: m.user_id,
-                at: event_time,
-            }
-        }
-        _ => Action::Skip,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -191,10 +151,10 @@ mod tests {
                 "id": "orgmem_1", "organization": {"id": "org_1"}, "public_user_data": {"user_id": "user_1"},
                 "updated_at": 1767225600000i64}}),
         );
-        let Ok(Action::DeleteMembership { at, .. }) = parse(&r) else {
+        let Ok(Action::Delete(AnyRecord::Membership(m))) = parse(&r) else {
             panic!()
         };
-        assert_eq!(at.timestamp_millis(), 1767225900000);
+        assert_eq!(m.deleted_at.unwrap().timestamp_millis(), 1767225900000);
     }
 
     #[test]
@@ -203,7 +163,7 @@ mod tests {
             "user.created",
             json!({"type": "user.created", "data": {"id": "user_1", "private_metadata": null}}),
         );
-        let Ok(Action::UpsertUser(u, v)) = parse(&r) else {
+        let Ok(Action::Upsert(AnyRecord::User(u), v)) = parse(&r) else {
             panic!()
         };
         assert_eq!(u.data.unwrap()["private_metadata"], json!({}));
@@ -233,6 +193,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
+        use crate::store::kind::match_record;
         use crate::store::records::is_valid_id;
 
         const KEYS: [&str; 16] = [
@@ -292,6 +253,12 @@ mod tests {
             }
         }
 
+        /// An entity's id and its parents' ids.
+        fn ids_of<K: Kind>(r: &K) -> Vec<String> {
+            let parents = K::PARENTS.iter().filter_map(|(t, _)| r.parent(*t)).map(str::to_string);
+            std::iter::once(r.id().to_string()).chain(parents).collect()
+        }
+
         /// What parse made of a row, checked: no record or delete names an id the API cannot address.
         fn check(action: Result<Action, ParseError>) -> Result<(), TestCaseError> {
             let ids: Vec<String> = match action {
@@ -300,16 +267,7 @@ mod tests {
                     return Ok(());
                 }
                 Ok(Action::Skip) => vec![],
-                Ok(Action::UpsertUser(u, _)) => vec![u.id],
-                Ok(Action::UpsertOrganization(o, _)) => vec![o.id],
-                Ok(Action::UpsertMembership(m, _)) => vec![m.id, m.organization_id, m.user_id],
-                Ok(Action::DeleteUser { id, .. } | Action::DeleteOrganization { id, .. }) => vec![id],
-                Ok(Action::DeleteMembership {
-                    id,
-                    organization_id,
-                    user_id,
-                    ..
-                }) => vec![id, organization_id, user_id],
+                Ok(Action::Upsert(record, _) | Action::Delete(record)) => match_record!(record, r => ids_of(&r)),
             };
             for id in ids {
                 prop_assert!(is_valid_id(&id), "applied with the id {id:?}");

@@ -1,24 +1,28 @@
 //! The ordering and idempotency rules, as pure functions over the batch's working set: the
 //! stored state of every entity the batch touches, changed in memory and written back at the
-//! end. Whatever order a set of events arrives in, these rules end in the same state.
+//! end. Whatever order a set of events arrives in, these rules end in the same state. They are
+//! written once for every kind (`store::Kind`); a kind's parents (`Kind::PARENTS`) give the
+//! cascades.
 //!
 //! - Upserts: last writer wins by `Version` (Clerk's `updated_at`, envelope time, event key); a
 //!   losing event changes nothing and emits no change.
 //! - Deletes win by type, whatever the timestamps; after a delete nothing changes that id. The
-//!   delete time is the earliest delete seen (an explicit delete, or the end of its
-//!   organization or user), so it does not depend on the order either.
-//! - Deleting an organization or a user ends its memberships, each a change of its own; a
-//!   membership event for an organization or user already deleted is stored as ended.
+//!   delete time is the earliest delete seen (an explicit delete, or the end of a parent), so
+//!   it does not depend on the order either.
+//! - Deleting an entity ends its children (an organization's or a user's memberships), each a
+//!   change of its own; an event for a child whose parent is already deleted stores it as ended.
 //! - Membership events carry snapshots of their organization and user: those are kept on the
 //!   membership only and never written over the `organizations` or `users` projections.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::event::Action;
-use crate::store::{EntityType, MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
+use crate::store::kind::{for_each_kind, match_record, with_kind};
+use crate::store::{EntityType, Kind, Version, Versioned};
 
 /// created / updated / deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +73,13 @@ impl<T> Default for Slot<T> {
     }
 }
 
-/// The stored state of every entity a batch touches, and the changes the batch makes.
-#[derive(Debug, Default)]
+/// The slots of one kind, by id.
+pub type Slots<K> = BTreeMap<String, Slot<K>>;
+
+/// The stored state of every entity a batch touches (the slots of each kind), and the changes
+/// the batch makes.
 pub struct WorkingSet {
-    pub users: BTreeMap<String, Slot<UserRecord>>,
-    pub organizations: BTreeMap<String, Slot<OrganizationRecord>>,
-    pub memberships: BTreeMap<String, Slot<MembershipRecord>>,
+    slots: BTreeMap<EntityType, Box<dyn Any + Send + Sync>>,
     pub changes: Vec<Change>,
     /// The last seq assigned.
     pub head: i64,
@@ -87,62 +92,6 @@ pub struct Origin {
     pub inbox_id: Option<i64>,
 }
 
-trait Entity: Record + Clone + PartialEq + serde::Serialize {
-    const TYPE: EntityType;
-    fn deleted_at(&self) -> Option<DateTime<Utc>>;
-    fn set_deleted_at(&mut self, at: DateTime<Utc>);
-    fn organization_id(&self) -> Option<String>;
-    fn user_id(&self) -> Option<String>;
-}
-
-impl Entity for UserRecord {
-    const TYPE: EntityType = EntityType::User;
-    fn deleted_at(&self) -> Option<DateTime<Utc>> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
-        self.deleted_at = Some(at);
-    }
-    fn organization_id(&self) -> Option<String> {
-        None
-    }
-    fn user_id(&self) -> Option<String> {
-        Some(self.id.clone())
-    }
-}
-
-impl Entity for OrganizationRecord {
-    const TYPE: EntityType = EntityType::Organization;
-    fn deleted_at(&self) -> Option<DateTime<Utc>> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
-        self.deleted_at = Some(at);
-    }
-    fn organization_id(&self) -> Option<String> {
-        Some(self.id.clone())
-    }
-    fn user_id(&self) -> Option<String> {
-        None
-    }
-}
-
-impl Entity for MembershipRecord {
-    const TYPE: EntityType = EntityType::Membership;
-    fn deleted_at(&self) -> Option<DateTime<Utc>> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
-        self.deleted_at = Some(at);
-    }
-    fn organization_id(&self) -> Option<String> {
-        Some(self.organization_id.clone())
-    }
-    fn user_id(&self) -> Option<String> {
-        Some(self.user_id.clone())
-    }
-}
-
 fn state_of<T: serde::Serialize>(record: &T) -> Value {
     serde_json::to_value(record).expect("records serialise")
 }
@@ -151,152 +100,113 @@ impl WorkingSet {
     /// A working set whose next change gets `head + 1`.
     pub fn new(head: i64) -> Self {
         WorkingSet {
+            slots: BTreeMap::new(),
+            changes: Vec::new(),
             head,
-            ..Default::default()
         }
+    }
+
+    /// The slots of kind `K`, if any were loaded or touched.
+    pub fn slots<K: Kind>(&self) -> Option<&Slots<K>> {
+        self.slots
+            .get(&K::TYPE)
+            .map(|s| s.downcast_ref().expect("a kind's slots have its record type"))
+    }
+
+    /// The slots of kind `K`.
+    pub fn slots_mut<K: Kind>(&mut self) -> &mut Slots<K> {
+        kind_slots(&mut self.slots)
     }
 
     /// Applies one event's action.
     pub fn apply(&mut self, action: Action, origin: &Origin) {
         match action {
-            Action::UpsertUser(record, version) => {
-                let id = record.id.clone();
-                upsert(
-                    self.users.entry(id).or_default(),
-                    record,
-                    version,
-                    origin,
-                    &mut self.head,
-                    &mut self.changes,
-                );
-            }
-            Action::UpsertOrganization(record, version) => {
-                let id = record.id.clone();
-                upsert(
-                    self.organizations.entry(id).or_default(),
-                    record,
-                    version,
-                    origin,
-                    &mut self.head,
-                    &mut self.changes,
-                );
-            }
-            Action::UpsertMembership(record, version) => {
-                // A membership of an organization or user already deleted is stored as ended.
-                let ended = [
-                    self.organizations.get(&record.organization_id).and_then(deleted_at),
-                    self.users.get(&record.user_id).and_then(deleted_at),
-                ]
-                .into_iter()
-                .flatten()
-                .min();
-                match ended {
-                    Some(at) => self.delete_membership(record.id, record.organization_id, record.user_id, at, origin),
-                    None => {
-                        let id = record.id.clone();
-                        upsert(
-                            self.memberships.entry(id).or_default(),
-                            record,
-                            version,
-                            origin,
-                            &mut self.head,
-                            &mut self.changes,
-                        );
-                    }
-                }
-            }
-            Action::DeleteUser { id, external_id, at } => {
-                let slot = self.users.entry(id.clone()).or_default();
-                let external_id = slot
-                    .current
-                    .as_ref()
-                    .and_then(|c| c.record.external_id.clone())
-                    .or(external_id);
-                delete(
-                    slot,
-                    || UserRecord::tombstone(id.clone(), external_id, at),
-                    at,
-                    origin,
-                    &mut self.head,
-                    &mut self.changes,
-                );
-                self.end_memberships(|m| m.user_id == id, at, origin);
-            }
-            Action::DeleteOrganization { id, at } => {
-                let slot = self.organizations.entry(id.clone()).or_default();
-                delete(
-                    slot,
-                    || OrganizationRecord::tombstone(id.clone(), at),
-                    at,
-                    origin,
-                    &mut self.head,
-                    &mut self.changes,
-                );
-                self.end_memberships(|m| m.organization_id == id, at, origin);
-            }
-            Action::DeleteMembership {
-                id,
-                organization_id,
-                user_id,
-                at,
-            } => {
-                // Ended no later than its organization or user, if those are gone.
-                let at = [
-                    Some(at),
-                    self.organizations.get(&organization_id).and_then(deleted_at),
-                    self.users.get(&user_id).and_then(deleted_at),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(at);
-                self.delete_membership(id, organization_id, user_id, at, origin)
-            }
+            Action::Upsert(record, version) => match_record!(record, r => self.upsert(r, version, origin)),
+            Action::Delete(record) => match_record!(record, r => self.delete_event(r, origin)),
             Action::Skip => {}
         }
     }
 
-    fn delete_membership(
-        &mut self,
-        id: String,
-        organization_id: String,
-        user_id: String,
-        at: DateTime<Utc>,
-        origin: &Origin,
-    ) {
-        let slot = self.memberships.entry(id.clone()).or_default();
-        delete(
-            slot,
-            || MembershipRecord::tombstone(id, organization_id, user_id, at),
-            at,
-            origin,
-            &mut self.head,
-            &mut self.changes,
-        );
+    /// When the entity `id` of kind `t` was deleted, if it is in the working set and deleted.
+    fn deleted_at_of(&self, t: EntityType, id: &str) -> Option<DateTime<Utc>> {
+        with_kind!(t, P => self.slots::<P>().and_then(|s| s.get(id)).and_then(deleted_at))
     }
 
-    /// Ends every membership `matches` selects (the working set holds all of them: the loader
-    /// reads every membership of a deleted organization or user).
-    fn end_memberships(&mut self, matches: impl Fn(&MembershipRecord) -> bool, at: DateTime<Utc>, origin: &Origin) {
-        let ids: Vec<(String, String, String)> = self
-            .memberships
+    /// The earliest end among the parents of `record`.
+    fn parents_ended<K: Kind>(&self, record: &K) -> Option<DateTime<Utc>> {
+        K::PARENTS
             .iter()
-            .filter_map(|(id, slot)| {
-                let m = &slot.current.as_ref()?.record;
-                matches(m).then(|| (id.clone(), m.organization_id.clone(), m.user_id.clone()))
-            })
-            .collect();
-        for (id, organization_id, user_id) in ids {
-            self.delete_membership(id, organization_id, user_id, at, origin);
+            .filter_map(|(t, _)| self.deleted_at_of(*t, record.parent(*t)?))
+            .min()
+    }
+
+    /// An upsert; under a deleted parent, the entity is stored as ended instead.
+    fn upsert<K: Kind>(&mut self, record: K, version: Version, origin: &Origin) {
+        match self.parents_ended(&record) {
+            Some(at) => {
+                let tombstone = record.tombstone(at);
+                self.delete(tombstone, origin, at);
+            }
+            None => {
+                let id = record.id().to_string();
+                let slot = kind_slots::<K>(&mut self.slots).entry(id).or_default();
+                upsert(slot, record, version, origin, &mut self.head, &mut self.changes);
+            }
         }
+    }
+
+    /// A delete event: ended no later than its parents, if those are gone.
+    fn delete_event<K: Kind>(&mut self, mut tombstone: K, origin: &Origin) {
+        let Some(at) = tombstone.deleted_at() else {
+            return;
+        };
+        let at = self.parents_ended(&tombstone).map_or(at, |ended| ended.min(at));
+        tombstone.set_deleted_at(at);
+        self.delete(tombstone, origin, at);
+    }
+
+    /// Deletes (or ends earlier) one entity, then ends its children.
+    fn delete<K: Kind>(&mut self, tombstone: K, origin: &Origin, at: DateTime<Utc>) {
+        let id = tombstone.id().to_string();
+        let slot = kind_slots::<K>(&mut self.slots).entry(id.clone()).or_default();
+        delete(slot, tombstone, at, origin, &mut self.head, &mut self.changes);
+        self.end_children(K::TYPE, &id, at, origin);
+    }
+
+    /// Ends every child of the entity `id` of kind `parent` (the working set holds all of them:
+    /// the loader reads every child of a deleted parent).
+    fn end_children(&mut self, parent: EntityType, id: &str, at: DateTime<Utc>, origin: &Origin) {
+        for_each_kind!(C => {
+            if C::PARENTS.iter().any(|(t, _)| *t == parent) {
+                let children: Vec<C> = self
+                    .slots::<C>()
+                    .into_iter()
+                    .flat_map(|slots| slots.values())
+                    .filter_map(|slot| slot.current.as_ref())
+                    .filter(|c| c.record.parent(parent) == Some(id))
+                    .map(|c| c.record.tombstone(at))
+                    .collect();
+                for child in children {
+                    self.delete(child, origin, at);
+                }
+            }
+        });
     }
 }
 
-fn deleted_at<T: Entity>(slot: &Slot<T>) -> Option<DateTime<Utc>> {
+fn kind_slots<K: Kind>(slots: &mut BTreeMap<EntityType, Box<dyn Any + Send + Sync>>) -> &mut Slots<K> {
+    slots
+        .entry(K::TYPE)
+        .or_insert_with(|| Box::new(Slots::<K>::new()))
+        .downcast_mut()
+        .expect("a kind's slots have its record type")
+}
+
+fn deleted_at<T: Kind>(slot: &Slot<T>) -> Option<DateTime<Utc>> {
     slot.current.as_ref().and_then(|c| c.record.deleted_at())
 }
 
-fn push_change<T: Entity>(
+fn push_change<T: Kind>(
     changes: &mut Vec<Change>,
     head: &mut i64,
     operation: Operation,
@@ -321,7 +231,7 @@ fn push_change<T: Entity>(
 }
 
 /// Last writer wins; nothing changes a tombstone; an identical state emits no change.
-fn upsert<T: Entity>(
+fn upsert<T: Kind>(
     slot: &mut Slot<T>,
     record: T,
     version: Version,
@@ -357,9 +267,9 @@ fn upsert<T: Entity>(
 }
 
 /// A delete always wins; the earliest delete time stands.
-fn delete<T: Entity>(
+fn delete<T: Kind>(
     slot: &mut Slot<T>,
-    tombstone: impl FnOnce() -> T,
+    tombstone: T,
     at: DateTime<Utc>,
     origin: &Origin,
     head: &mut i64,
@@ -373,9 +283,9 @@ fn delete<T: Entity>(
                 earlier.set_deleted_at(at);
                 earlier
             }
-            None => tombstone(),
+            None => T::delete_of(&current.record, tombstone),
         },
-        None => tombstone(),
+        None => tombstone,
     };
     let previous = slot.current.as_ref().map(|c| &c.record);
     let seq = push_change(changes, head, Operation::Deleted, &record, previous, origin);

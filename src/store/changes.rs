@@ -24,12 +24,7 @@ pub struct ChangeRow {
 
 impl ChangeRow {
     pub fn entity_type(&self) -> Option<EntityType> {
-        match self.entity_type.as_str() {
-            "user" => Some(EntityType::User),
-            "organization" => Some(EntityType::Organization),
-            "membership" => Some(EntityType::Membership),
-            _ => None,
-        }
+        EntityType::from_name(&self.entity_type)
     }
 }
 

@@ -4,7 +4,10 @@
 pub mod admin;
 pub mod changes;
 pub mod convert;
+pub mod fields;
+pub mod kind;
 pub mod read;
 pub mod records;
 
-pub use records::{EntityType, MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
+pub use kind::{AnyRecord, EntityType, Kind};
+pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};

@@ -2,26 +2,9 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-/// The three kinds of entity the mirror keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntityType {
-    User,
-    Organization,
-    Membership,
-}
-
-impl EntityType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntityType::User => "user",
-            EntityType::Organization => "organization",
-            EntityType::Membership => "membership",
-        }
-    }
-}
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use sqlx::types::Json;
 
 /// The last-writer-wins order of upserts: Clerk's `updated_at`, then the envelope timestamp,
 /// then the event key (the `svix-id`), so every delivery order ends in the same state.
@@ -260,6 +243,40 @@ impl UserRecord {
     pub fn phone_numbers(&self) -> Vec<(String, String)> {
         identifications(self.data.as_ref(), "phone_numbers", "phone_number")
     }
+}
+
+/// Rebuilds the email and phone lookup rows of every user in `written` from its new state.
+pub(super) async fn write_user_lookups(tx: &mut PgConnection, written: &[&UserRecord]) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = written.iter().map(|u| u.id.as_str()).collect();
+    let emails: Vec<Value> = written
+        .iter()
+        .flat_map(|u| u.email_addresses().into_iter().map(move |(id, a)| json!([u.id, id, a])))
+        .collect();
+    let phones: Vec<Value> = written
+        .iter()
+        .flat_map(|u| u.phone_numbers().into_iter().map(move |(id, n)| json!([u.id, id, n])))
+        .collect();
+    for (table, key, value, rows) in [
+        ("user_email_addresses", "email_id", "email_address", emails),
+        ("user_phone_numbers", "phone_id", "phone_number", phones),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE user_id = ANY($1)"
+        )))
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        if !rows.is_empty() {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {table} (user_id, {key}, {value})
+                 SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements($1) AS r"
+            )))
+            .bind(Json(Value::Array(rows)))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 fn identifications(data: Option<&Value>, list: &str, field: &str) -> Vec<(String, String)> {

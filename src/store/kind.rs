@@ -1,0 +1,396 @@
+//! An entity kind, declared once: the [`Kind`] trait says what a kind is (its name, table,
+//! columns, the events that write it, its parents, what a tombstone keeps), and the list in
+//! [`declare_kinds!`]'s one invocation below names every kind. From that list come
+//! [`EntityType`], [`AnyRecord`] (one record of any kind) and the dispatch macros
+//! `for_each_kind!` and `with_kind!`, so code that handles "every kind" is written once, generic
+//! over `K: Kind`, instead of a `match` per kind in each layer.
+//!
+//! Adding a kind: a record type in `records.rs` (or a file of its own), its `impl Kind`, a
+//! migration for its table, and one line in the list.
+//!
+//! What the trait leaves room for (the kinds the next issues add):
+//! - a delete whose parent is unknown: a parent column may be absent (`parent` returns `None`);
+//! - kinds that are never tombstoned: `deleted_at` may always be `None` (no event deletes them);
+//! - statuses as strings: records keep Clerk's values as they come, unknown ones included.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+
+use super::fields::Field;
+use super::records::{MembershipRecord, OrganizationRecord, Record, RecordError, UserRecord};
+
+/// What the mirror knows of one kind of entity.
+pub trait Kind:
+    Record
+    + Clone
+    + PartialEq
+    + std::fmt::Debug
+    + Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + Unpin
+    + 'static
+    + for<'r> sqlx::FromRow<'r, PgRow>
+{
+    /// The kind's name in the change log and the API (`user`).
+    const TYPE: EntityType;
+    /// The projection table, with a text primary key `id`.
+    const TABLE: &'static str;
+    /// The fields a filter of this kind may name (lists and watches).
+    const FIELDS: &'static [Field];
+    /// The record's columns as `jsonb_to_recordset` declares them (`id text, …`), in the order
+    /// the record serialises them.
+    const COLUMNS: &'static str;
+    /// The webhook event types that create or update an entity of this kind.
+    const UPSERTED_BY: &'static [&'static str];
+    /// The webhook event types that delete one.
+    const DELETED_BY: &'static [&'static str];
+    /// The kinds an entity of this kind belongs to, with the column naming each. Deleting a
+    /// parent ends every child of it (each a change of its own), a child written under a
+    /// deleted parent is stored as ended, and a child's delete is no later than its parents'.
+    const PARENTS: &'static [(EntityType, &'static str)] = &[];
+
+    /// A record from Clerk's object (already cleaned).
+    fn from_clerk(data: Value) -> Result<Self, RecordError>;
+    /// The tombstone a delete event's `data` names, deleted at `at`.
+    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError>;
+    /// What a tombstone keeps of this record, deleted at `at`.
+    fn tombstone(&self, at: DateTime<Utc>) -> Self;
+    /// The tombstone a delete event makes of `current`, the stored state (the event's own
+    /// tombstone unless the kind keeps something of the stored state).
+    fn delete_of(current: &Self, event: Self) -> Self {
+        let _ = current;
+        event
+    }
+    fn deleted_at(&self) -> Option<DateTime<Utc>>;
+    fn set_deleted_at(&mut self, at: DateTime<Utc>);
+    /// The id of this entity's parent of kind `parent` (one of `PARENTS`), if it names one.
+    fn parent(&self, parent: EntityType) -> Option<&str> {
+        let _ = parent;
+        None
+    }
+    /// The organization a change of this entity is scoped to (watch and log filters).
+    fn organization_id(&self) -> Option<String>;
+    /// The user a change of this entity is scoped to.
+    fn user_id(&self) -> Option<String>;
+    /// This record as one of any kind.
+    fn into_any(self) -> AnyRecord;
+    /// Writes what the kind keeps beside its table for the records just written (a user's
+    /// email and phone lookup rows).
+    fn after_write<'a>(
+        tx: &'a mut PgConnection,
+        written: &'a [&'a Self],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        let _ = (tx, written);
+        async { Ok(()) }
+    }
+}
+
+/// Declares the kinds: `Variant(RecordType) = "name"`, one line each. The leading `$` passes
+/// the dollar sign to the dispatch macros it defines.
+macro_rules! declare_kinds {
+    ($d:tt $( $(#[$attr:meta])* $variant:ident($ty:ty) = $name:literal ),+ $(,)?) => {
+        /// The kinds of entity the mirror keeps.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum EntityType {
+            $( $(#[$attr])* $variant, )+
+        }
+
+        impl EntityType {
+            /// Every kind, in the list's order.
+            pub const ALL: &'static [EntityType] = &[ $( $(#[$attr])* EntityType::$variant, )+ ];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $(#[$attr])* EntityType::$variant => $name, )+
+                }
+            }
+
+            /// The kind named `name` (as the change log and the API spell it).
+            pub fn from_name(name: &str) -> Option<EntityType> {
+                match name {
+                    $( $(#[$attr])* $name => Some(EntityType::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        /// One record of any kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum AnyRecord {
+            $( $(#[$attr])* $variant($ty), )+
+        }
+
+        impl AnyRecord {
+            pub fn entity_type(&self) -> EntityType {
+                match self {
+                    $( $(#[$attr])* AnyRecord::$variant(_) => EntityType::$variant, )+
+                }
+            }
+        }
+
+        /// Runs `$body` once per kind, with `$k` naming the kind's record type.
+        macro_rules! for_each_kind {
+            ($d k:ident => $d body:block) => {{
+                $( $(#[$attr])* { type $d k = $ty; $d body } )+
+            }};
+        }
+
+        /// Evaluates `$body` with `$k` the record type of the kind `$t` (an `EntityType`).
+        macro_rules! with_kind {
+            ($d t:expr, $d k:ident => $d body:expr) => {
+                match $d t {
+                    $( $(#[$attr])* $crate::store::EntityType::$variant => { type $d k = $ty; $d body } )+
+                }
+            };
+        }
+
+        /// Evaluates `$body` with `$r` bound to the record inside an `AnyRecord` (its own type).
+        macro_rules! match_record {
+            ($d any:expr, $d r:ident => $d body:expr) => {
+                match $d any {
+                    $( $(#[$attr])* $crate::store::AnyRecord::$variant($d r) => $d body, )+
+                }
+            };
+        }
+
+        pub(crate) use {for_each_kind, match_record, with_kind};
+    };
+}
+
+declare_kinds! {$
+    User(crate::store::UserRecord) = "user",
+    Organization(crate::store::OrganizationRecord) = "organization",
+    Membership(crate::store::MembershipRecord) = "membership",
+}
+
+impl Kind for UserRecord {
+    const TYPE: EntityType = EntityType::User;
+    const TABLE: &'static str = "users";
+    const FIELDS: &'static [Field] = &[
+        Field::text("id"),
+        Field::text("external_id"),
+        Field::text("username"),
+        Field::text("first_name"),
+        Field::text("last_name"),
+        Field::text("image_url"),
+        Field::text("primary_email_address"),
+        Field::email("email"),
+        Field::boolean("banned"),
+        Field::boolean("locked"),
+        Field::time("create_time").column("created_at"),
+        Field::time("update_time").column("updated_at"),
+        Field::time("last_sign_in_time").column("last_sign_in_at"),
+        Field::time("delete_time").column("deleted_at"),
+        Field::json("public_metadata"),
+        Field::json("private_metadata"),
+        Field::json("unsafe_metadata"),
+    ];
+    const COLUMNS: &'static str = "id text, external_id text, username text, first_name text, last_name text, \
+         image_url text, primary_email_address text, banned boolean, locked boolean, created_at timestamptz, \
+         updated_at timestamptz, last_sign_in_at timestamptz, deleted_at timestamptz, data jsonb";
+    const UPSERTED_BY: &'static [&'static str] = &["user.created", "user.updated"];
+    const DELETED_BY: &'static [&'static str] = &["user.deleted"];
+
+    fn from_clerk(data: Value) -> Result<Self, RecordError> {
+        UserRecord::from_clerk(data)
+    }
+    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
+        let id = super::records::required_id(&data, "`user.deleted`")?;
+        let external_id = data.get("external_id").and_then(Value::as_str).map(str::to_string);
+        Ok(UserRecord::tombstone(id, external_id, at))
+    }
+    fn tombstone(&self, at: DateTime<Utc>) -> Self {
+        UserRecord::tombstone(self.id.clone(), self.external_id.clone(), at)
+    }
+    /// The stored external_id outlives the user (the delete event may not carry it).
+    fn delete_of(current: &Self, mut event: Self) -> Self {
+        event.external_id = current.external_id.clone().or(event.external_id);
+        event
+    }
+    fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.deleted_at
+    }
+    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
+        self.deleted_at = Some(at);
+    }
+    fn organization_id(&self) -> Option<String> {
+        None
+    }
+    fn user_id(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
+    fn into_any(self) -> AnyRecord {
+        AnyRecord::User(self)
+    }
+    fn after_write<'a>(
+        tx: &'a mut PgConnection,
+        written: &'a [&'a Self],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        super::records::write_user_lookups(tx, written)
+    }
+}
+
+impl Kind for OrganizationRecord {
+    const TYPE: EntityType = EntityType::Organization;
+    const TABLE: &'static str = "organizations";
+    const FIELDS: &'static [Field] = &[
+        Field::text("id"),
+        Field::text("display_name").column("name"),
+        Field::text("slug"),
+        Field::text("image_url"),
+        Field::int("members_count"),
+        Field::time("create_time").column("created_at"),
+        Field::time("update_time").column("updated_at"),
+        Field::time("delete_time").column("deleted_at"),
+        Field::json("public_metadata"),
+        Field::json("private_metadata"),
+    ];
+    const COLUMNS: &'static str = "id text, name text, slug text, image_url text, members_count integer, \
+         created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, data jsonb";
+    const UPSERTED_BY: &'static [&'static str] = &["organization.created", "organization.updated"];
+    const DELETED_BY: &'static [&'static str] = &["organization.deleted"];
+
+    fn from_clerk(data: Value) -> Result<Self, RecordError> {
+        OrganizationRecord::from_clerk(data)
+    }
+    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
+        let id = super::records::required_id(&data, "`organization.deleted`")?;
+        Ok(OrganizationRecord::tombstone(id, at))
+    }
+    fn tombstone(&self, at: DateTime<Utc>) -> Self {
+        OrganizationRecord::tombstone(self.id.clone(), at)
+    }
+    fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.deleted_at
+    }
+    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
+        self.deleted_at = Some(at);
+    }
+    fn organization_id(&self) -> Option<String> {
+        Some(self.id.clone())
+    }
+    fn user_id(&self) -> Option<String> {
+        None
+    }
+    fn into_any(self) -> AnyRecord {
+        AnyRecord::Organization(self)
+    }
+}
+
+impl Kind for MembershipRecord {
+    const TYPE: EntityType = EntityType::Membership;
+    const TABLE: &'static str = "memberships";
+    const FIELDS: &'static [Field] = &[
+        Field::text("id"),
+        Field::text("organization_id"),
+        Field::text("user_id"),
+        Field::text("role"),
+        Field::text("role_name"),
+        Field::text_list("permissions"),
+        Field::time("create_time").column("created_at"),
+        Field::time("update_time").column("updated_at"),
+        Field::time("delete_time").column("deleted_at"),
+        Field::json("public_metadata"),
+        Field::json("private_metadata"),
+    ];
+    const COLUMNS: &'static str = "id text, organization_id text, user_id text, role text, role_name text, \
+         permissions text[], created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, data jsonb";
+    const UPSERTED_BY: &'static [&'static str] = &["organizationMembership.created", "organizationMembership.updated"];
+    const DELETED_BY: &'static [&'static str] = &["organizationMembership.deleted"];
+    const PARENTS: &'static [(EntityType, &'static str)] = &[
+        (EntityType::Organization, "organization_id"),
+        (EntityType::User, "user_id"),
+    ];
+
+    fn from_clerk(data: Value) -> Result<Self, RecordError> {
+        MembershipRecord::from_clerk(data)
+    }
+    /// The deleted membership is a full object whose `updated_at` is not the delete time: the
+    /// type decides, and the envelope timestamp is when it ended.
+    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
+        Ok(MembershipRecord::from_clerk(data)?.tombstone(at))
+    }
+    fn tombstone(&self, at: DateTime<Utc>) -> Self {
+        MembershipRecord::tombstone(self.id.clone(), self.organization_id.clone(), self.user_id.clone(), at)
+    }
+    fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.deleted_at
+    }
+    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
+        self.deleted_at = Some(at);
+    }
+    fn parent(&self, parent: EntityType) -> Option<&str> {
+        match parent {
+            EntityType::Organization => Some(&self.organization_id),
+            EntityType::User => Some(&self.user_id),
+            _ => None,
+        }
+    }
+    fn organization_id(&self) -> Option<String> {
+        Some(self.organization_id.clone())
+    }
+    fn user_id(&self) -> Option<String> {
+        Some(self.user_id.clone())
+    }
+    fn into_any(self) -> AnyRecord {
+        AnyRecord::Membership(self)
+    }
+}
+
+/// The kind whose events include `event_type`, and whether it deletes.
+pub fn kind_of_event(event_type: &str) -> Option<(EntityType, bool)> {
+    let mut found = None;
+    for_each_kind!(K => {
+        if found.is_none() {
+            if K::UPSERTED_BY.contains(&event_type) {
+                found = Some((K::TYPE, false));
+            } else if K::DELETED_BY.contains(&event_type) {
+                found = Some((K::TYPE, true));
+            }
+        }
+    });
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_named_once_and_its_name_reads_back() {
+        for t in EntityType::ALL {
+            assert_eq!(EntityType::from_name(t.as_str()), Some(*t));
+            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.as_str()));
+        }
+        assert_eq!(EntityType::from_name("widget_of_the_future"), None);
+    }
+
+    #[test]
+    fn every_event_type_belongs_to_one_kind() {
+        let mut seen = std::collections::BTreeSet::new();
+        for_each_kind!(K => {
+            for t in K::UPSERTED_BY.iter().chain(K::DELETED_BY) {
+                assert!(seen.insert(*t), "{t} is named by two kinds");
+                assert_eq!(kind_of_event(t).map(|k| k.0), Some(K::TYPE));
+            }
+        });
+        assert_eq!(kind_of_event("session.created"), None);
+    }
+
+    #[test]
+    fn a_parents_column_is_one_of_the_kinds_columns() {
+        for_each_kind!(K => {
+            for (_, column) in K::PARENTS {
+                assert!(K::COLUMNS.split(',').any(|c| c.split_whitespace().next() == Some(column)), "{column}");
+            }
+        });
+    }
+}
