@@ -2,12 +2,12 @@
 //! cache when its `consistency` allows and the cache holds the answer; otherwise it is one SQL
 //! statement on the read pool, whose connection is released before the response is sent.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use super::names;
@@ -16,7 +16,7 @@ use crate::cache::{Answer, ReadCache, Waited};
 use crate::pb;
 use crate::pb::directory_service_server::DirectoryService;
 use crate::store::read::{self, ListQuery, Snapshot, Stored, UserKey};
-use crate::store::{EntityType, Record};
+use crate::store::{Kind, MembershipRecord, OrganizationRecord, UserRecord};
 
 /// Most names in one batch get.
 pub const MAX_BATCH: usize = 500;
@@ -232,6 +232,54 @@ impl Directory {
         Cursor::new(&self.log_id, head).encode()
     }
 
+    /// One entity named `name`: from memory on the memory route when the cache holds the
+    /// answer, else one PostgreSQL statement; NOT_FOUND if absent, and for a tombstone too
+    /// unless `show_deleted`. Returns it and the cursor it reflects.
+    async fn one<K: Kind>(
+        &self,
+        route: Route,
+        name: &str,
+        show_deleted: bool,
+        memory: impl FnOnce(&crate::cache::Index) -> Answer<Arc<K::Message>>,
+        postgres: impl Future<Output = Result<Snapshot<K>, sqlx::Error>>,
+    ) -> Result<(K::Message, String), ApiError> {
+        let what = K::TYPE.as_str();
+        if let Some(answer) = self.memory(route, memory) {
+            let (message, head) = self.found_in_memory(answer, what, name, show_deleted, K::message_deleted)?;
+            return Ok((message, self.cursor(head)));
+        }
+        let snapshot = postgres.await?;
+        self.fresh(route, snapshot.head)?;
+        let (item, head) = self.found(snapshot, what, name, show_deleted, |r| r.deleted_at().is_some())?;
+        Ok((item.record.message(item.update_cursor, &self.log_id), self.cursor(head)))
+    }
+
+    /// Every entity `names` name, in order, as [`Directory::one`] reads one; NOT_FOUND names
+    /// the first missing one.
+    async fn batch<K: Kind>(
+        &self,
+        route: Route,
+        names: &[String],
+        show_deleted: bool,
+        memory: impl FnOnce(&crate::cache::Index) -> Option<(Vec<Option<Arc<K::Message>>>, i64)>,
+        postgres: impl Future<Output = Result<Snapshot<K>, sqlx::Error>>,
+    ) -> Result<(Vec<K::Message>, String), ApiError> {
+        let what = K::TYPE.as_str();
+        if let Some((items, head)) = self.batch_in_memory(route, memory) {
+            let messages = self.all_found_in_memory(items, head, names, what, show_deleted, K::message_deleted)?;
+            return Ok((messages, self.cursor(head)));
+        }
+        let snapshot = postgres.await?;
+        self.fresh(route, snapshot.head)?;
+        let head = snapshot.head;
+        let items = self.all_found(snapshot, names, what, show_deleted, |r| r.deleted_at().is_some())?;
+        let messages = items
+            .iter()
+            .map(|i| i.record.message(i.update_cursor, &self.log_id))
+            .collect();
+        Ok((messages, self.cursor(head)))
+    }
+
     /// The one item of a single-item snapshot, or NOT_FOUND (a tombstone too, unless `show_deleted`).
     fn found<T>(
         &self,
@@ -297,20 +345,18 @@ impl DirectoryService for Directory {
         traced("GetUser", async {
             let id = names::user_id("name", &r.name)?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some(answer) = self.memory(route, |i| i.user(id)) {
-                let (user, head) =
-                    self.found_in_memory(answer, "user", &r.name, r.show_deleted, |u| u.delete_time.is_some())?;
-                return Ok(pb::GetUserResponse {
-                    user: Some(user),
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::users_by_id(&self.pool, &[id]).await?;
-            self.fresh(route, snapshot.head)?;
-            let (u, head) = self.found(snapshot, "user", &r.name, r.show_deleted, |u| u.deleted_at.is_some())?;
+            let (user, cursor) = self
+                .one(
+                    route,
+                    &r.name,
+                    r.show_deleted,
+                    |i| i.user(id),
+                    read::users_by_id(&self.pool, &[id]),
+                )
+                .await?;
             Ok(pb::GetUserResponse {
-                user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)),
-                cursor: self.cursor(head),
+                user: Some(user),
+                cursor,
             })
         })
         .await
@@ -325,24 +371,18 @@ impl DirectoryService for Directory {
         traced("GetOrganization", async {
             let id = names::organization_id("name", &r.name)?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some(answer) = self.memory(route, |i| i.organization(id)) {
-                let (organization, head) =
-                    self.found_in_memory(answer, "organization", &r.name, r.show_deleted, |o| {
-                        o.delete_time.is_some()
-                    })?;
-                return Ok(pb::GetOrganizationResponse {
-                    organization: Some(organization),
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::organizations_by_id(&self.pool, &[id]).await?;
-            self.fresh(route, snapshot.head)?;
-            let (o, head) = self.found(snapshot, "organization", &r.name, r.show_deleted, |o| {
-                o.deleted_at.is_some()
-            })?;
+            let (organization, cursor) = self
+                .one(
+                    route,
+                    &r.name,
+                    r.show_deleted,
+                    |i| i.organization(id),
+                    read::organizations_by_id(&self.pool, &[id]),
+                )
+                .await?;
             Ok(pb::GetOrganizationResponse {
-                organization: Some(convert::organization(&o.record, o.update_cursor, &self.log_id)),
-                cursor: self.cursor(head),
+                organization: Some(organization),
+                cursor,
             })
         })
         .await
@@ -357,23 +397,18 @@ impl DirectoryService for Directory {
         traced("GetMembership", async {
             let (org, id) = names::membership_ids("name", &r.name)?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some(answer) = self.memory(route, |i| i.membership(org, id)) {
-                let (membership, head) = self.found_in_memory(answer, "membership", &r.name, r.show_deleted, |m| {
-                    m.delete_time.is_some()
-                })?;
-                return Ok(pb::GetMembershipResponse {
-                    membership: Some(membership),
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::membership(&self.pool, org, id).await?;
-            self.fresh(route, snapshot.head)?;
-            let (m, head) = self.found(snapshot, "membership", &r.name, r.show_deleted, |m| {
-                m.deleted_at.is_some()
-            })?;
+            let (membership, cursor) = self
+                .one(
+                    route,
+                    &r.name,
+                    r.show_deleted,
+                    |i| i.membership(org, id),
+                    read::membership(&self.pool, org, id),
+                )
+                .await?;
             Ok(pb::GetMembershipResponse {
-                membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
-                cursor: self.cursor(head),
+                membership: Some(membership),
+                cursor,
             })
         })
         .await
@@ -394,26 +429,16 @@ impl DirectoryService for Directory {
                 .map(|(i, n)| names::user_id(&format!("names[{i}]"), n))
                 .collect::<Result<Vec<_>, _>>()?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some((items, head)) = self.batch_in_memory(route, |i| i.users(&ids)) {
-                let users = self.all_found_in_memory(items, head, &r.names, "user", r.show_deleted, |u| {
-                    u.delete_time.is_some()
-                })?;
-                return Ok(pb::BatchGetUsersResponse {
-                    users,
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::users_by_id(&self.pool, &ids).await?;
-            self.fresh(route, snapshot.head)?;
-            let head = snapshot.head;
-            let users = self.all_found(snapshot, &r.names, "user", r.show_deleted, |u| u.deleted_at.is_some())?;
-            Ok(pb::BatchGetUsersResponse {
-                users: users
-                    .iter()
-                    .map(|u| convert::user(&u.record, u.update_cursor, &self.log_id))
-                    .collect(),
-                cursor: self.cursor(head),
-            })
+            let (users, cursor) = self
+                .batch(
+                    route,
+                    &r.names,
+                    r.show_deleted,
+                    |i| i.users(&ids),
+                    read::users_by_id(&self.pool, &ids),
+                )
+                .await?;
+            Ok(pb::BatchGetUsersResponse { users, cursor })
         })
         .await
     }
@@ -433,29 +458,16 @@ impl DirectoryService for Directory {
                 .map(|(i, n)| names::organization_id(&format!("names[{i}]"), n))
                 .collect::<Result<Vec<_>, _>>()?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some((items, head)) = self.batch_in_memory(route, |i| i.organizations(&ids)) {
-                let organizations =
-                    self.all_found_in_memory(items, head, &r.names, "organization", r.show_deleted, |o| {
-                        o.delete_time.is_some()
-                    })?;
-                return Ok(pb::BatchGetOrganizationsResponse {
-                    organizations,
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::organizations_by_id(&self.pool, &ids).await?;
-            self.fresh(route, snapshot.head)?;
-            let head = snapshot.head;
-            let orgs = self.all_found(snapshot, &r.names, "organization", r.show_deleted, |o| {
-                o.deleted_at.is_some()
-            })?;
-            Ok(pb::BatchGetOrganizationsResponse {
-                organizations: orgs
-                    .iter()
-                    .map(|o| convert::organization(&o.record, o.update_cursor, &self.log_id))
-                    .collect(),
-                cursor: self.cursor(head),
-            })
+            let (organizations, cursor) = self
+                .batch(
+                    route,
+                    &r.names,
+                    r.show_deleted,
+                    |i| i.organizations(&ids),
+                    read::organizations_by_id(&self.pool, &ids),
+                )
+                .await?;
+            Ok(pb::BatchGetOrganizationsResponse { organizations, cursor })
         })
         .await
     }
@@ -490,19 +502,19 @@ impl DirectoryService for Directory {
             }
             let name = format!("{field}={shown}");
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some(answer) = self.memory(route, |i| i.user_by(&key)) {
-                let (user, head) = self.found_in_memory(answer, "user", &name, false, |_| false)?;
-                return Ok(pb::LookupUserResponse {
-                    user: Some(user),
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::user_by_key(&self.pool, &key).await?;
-            self.fresh(route, snapshot.head)?;
-            let (u, head) = self.found(snapshot, "user", &name, false, |_| false)?;
+            // A lookup finds live entities only, so there is no tombstone to hide.
+            let (user, cursor) = self
+                .one(
+                    route,
+                    &name,
+                    true,
+                    |i| i.user_by(&key),
+                    read::user_by_key(&self.pool, &key),
+                )
+                .await?;
             Ok(pb::LookupUserResponse {
-                user: Some(convert::user(&u.record, u.update_cursor, &self.log_id)),
-                cursor: self.cursor(head),
+                user: Some(user),
+                cursor,
             })
         })
         .await
@@ -522,20 +534,19 @@ impl DirectoryService for Directory {
                 return Err(ApiError::invalid("slug", "INVALID_KEY", "must not contain NUL"));
             }
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some(answer) = self.memory(route, |i| i.organization_by_slug(&r.slug)) {
-                let (organization, head) =
-                    self.found_in_memory(answer, "organization", &format!("slug={}", r.slug), false, |_| false)?;
-                return Ok(pb::LookupOrganizationResponse {
-                    organization: Some(organization),
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::organization_by_slug(&self.pool, &r.slug).await?;
-            self.fresh(route, snapshot.head)?;
-            let (o, head) = self.found(snapshot, "organization", &format!("slug={}", r.slug), false, |_| false)?;
+            let name = format!("slug={}", r.slug);
+            let (organization, cursor) = self
+                .one(
+                    route,
+                    &name,
+                    true,
+                    |i| i.organization_by_slug(&r.slug),
+                    read::organization_by_slug(&self.pool, &r.slug),
+                )
+                .await?;
             Ok(pb::LookupOrganizationResponse {
-                organization: Some(convert::organization(&o.record, o.update_cursor, &self.log_id)),
-                cursor: self.cursor(head),
+                organization: Some(organization),
+                cursor,
             })
         })
         .await
@@ -552,19 +563,18 @@ impl DirectoryService for Directory {
             let user = names::user_id("user", &r.user)?;
             let name = format!("{} in {}", r.user, r.organization);
             let route = self.route(r.consistency.as_ref(), deadline).await?;
-            if let Some(answer) = self.memory(route, |i| i.membership_of(org, user)) {
-                let (membership, head) = self.found_in_memory(answer, "membership", &name, false, |_| false)?;
-                return Ok(pb::LookupMembershipResponse {
-                    membership: Some(membership),
-                    cursor: self.cursor(head),
-                });
-            }
-            let snapshot = read::membership_of(&self.pool, org, user).await?;
-            self.fresh(route, snapshot.head)?;
-            let (m, head) = self.found(snapshot, "membership", &name, false, |_| false)?;
+            let (membership, cursor) = self
+                .one(
+                    route,
+                    &name,
+                    true,
+                    |i| i.membership_of(org, user),
+                    read::membership_of(&self.pool, org, user),
+                )
+                .await?;
             Ok(pb::LookupMembershipResponse {
-                membership: Some(convert::membership(&m.record, m.update_cursor, &self.log_id)),
-                cursor: self.cursor(head),
+                membership: Some(membership),
+                cursor,
             })
         })
         .await
@@ -578,21 +588,12 @@ impl DirectoryService for Directory {
         traced("ListUsers", async {
             let page = ListPage {
                 rpc: "ListUsers",
-                entity: EntityType::User,
-                table: "users",
                 parent: "",
                 organization: None,
                 consistency: r.consistency.as_ref(),
             };
             let (users, next_page_token, cursor) = self
-                .list(
-                    &page,
-                    r.page_size,
-                    &r.page_token,
-                    &r.filter,
-                    r.show_deleted,
-                    convert::user,
-                )
+                .list::<UserRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
                 .await?;
             Ok(pb::ListUsersResponse {
                 users,
@@ -611,21 +612,12 @@ impl DirectoryService for Directory {
         traced("ListOrganizations", async {
             let page = ListPage {
                 rpc: "ListOrganizations",
-                entity: EntityType::Organization,
-                table: "organizations",
                 parent: "",
                 organization: None,
                 consistency: r.consistency.as_ref(),
             };
             let (organizations, next_page_token, cursor) = self
-                .list(
-                    &page,
-                    r.page_size,
-                    &r.page_token,
-                    &r.filter,
-                    r.show_deleted,
-                    convert::organization,
-                )
+                .list::<OrganizationRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
                 .await?;
             Ok(pb::ListOrganizationsResponse {
                 organizations,
@@ -649,21 +641,12 @@ impl DirectoryService for Directory {
             };
             let page = ListPage {
                 rpc: "ListMemberships",
-                entity: EntityType::Membership,
-                table: "memberships",
                 parent: &r.parent,
                 organization,
                 consistency: r.consistency.as_ref(),
             };
             let (memberships, next_page_token, cursor) = self
-                .list(
-                    &page,
-                    r.page_size,
-                    &r.page_token,
-                    &r.filter,
-                    r.show_deleted,
-                    convert::membership,
-                )
+                .list::<MembershipRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
                 .await?;
             Ok(pb::ListMembershipsResponse {
                 memberships,
@@ -678,8 +661,6 @@ impl DirectoryService for Directory {
 /// What a list RPC lists.
 struct ListPage<'a> {
     rpc: &'static str,
-    entity: EntityType,
-    table: &'static str,
     /// The request's parent (bound into page tokens).
     parent: &'a str,
     /// Memberships of this organization only.
@@ -691,21 +672,16 @@ struct ListPage<'a> {
 
 impl Directory {
     /// One page of a list RPC: the items, the next page token and the page's cursor.
-    async fn list<R, M>(
+    async fn list<K: Kind>(
         &self,
         page: &ListPage<'_>,
         page_size: i32,
         page_token: &str,
         filter_text: &str,
         show_deleted: bool,
-        to_message: fn(&R, i64, &str) -> M,
-    ) -> Result<(Vec<M>, String, String), ApiError>
-    where
-        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Record,
-        M: prost::Message,
-    {
+    ) -> Result<(Vec<K::Message>, String, String), ApiError> {
         let size = list::page_size(page_size)?;
-        let filter = list::filter(page.entity, filter_text)?;
+        let filter = list::filter(K::TYPE, filter_text)?;
         let at_least = match page.consistency.and_then(|c| c.requirement.as_ref()) {
             Some(pb::consistency::Requirement::AtLeastAsFresh(a)) => Some(self.token(&a.cursor).await?),
             _ => None,
@@ -713,7 +689,7 @@ impl Directory {
         let binding = list::binding(page.rpc, page.parent, filter_text, show_deleted);
         let after = list::decode_token(page_token, &binding)?;
         let query = ListQuery {
-            table: page.table,
+            table: K::TABLE,
             after: &after,
             limit: size + 1,
             show_deleted,
@@ -722,7 +698,7 @@ impl Directory {
             id: None,
             filter: filter.as_ref(),
         };
-        let snapshot = read::list::<R>(&self.pool, &query).await?;
+        let snapshot = read::list::<K>(&self.pool, &query).await?;
         self.fresh(Route::Postgres { at_least }, snapshot.head)?;
         let items = snapshot
             .items
@@ -731,7 +707,7 @@ impl Directory {
             .map(|item| {
                 (
                     item.record.id().to_string(),
-                    to_message(&item.record, item.update_cursor, &self.log_id),
+                    item.record.message(item.update_cursor, &self.log_id),
                 )
             })
             .collect();

@@ -21,8 +21,10 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
+use super::convert;
 use super::fields::Field;
 use super::records::{MembershipRecord, OrganizationRecord, Record, RecordError, UserRecord};
+use crate::pb;
 
 /// What the mirror knows of one kind of entity.
 pub trait Kind:
@@ -81,6 +83,13 @@ pub trait Kind:
     fn user_id(&self) -> Option<String>;
     /// This record as one of any kind.
     fn into_any(self) -> AnyRecord;
+    /// The API's message for this kind.
+    type Message: prost::Message + Clone + Default + Send + Sync + 'static;
+    /// The record as the API shows it; `update_cursor` is the seq of the change that last
+    /// touched it, in the log `log_id`.
+    fn message(&self, update_cursor: i64, log_id: &str) -> Self::Message;
+    /// Whether a message shows a tombstone.
+    fn message_deleted(message: &Self::Message) -> bool;
     /// Writes what the kind keeps beside its table for the records just written (a user's
     /// email and phone lookup rows).
     fn after_write<'a>(
@@ -230,6 +239,13 @@ impl Kind for UserRecord {
     fn into_any(self) -> AnyRecord {
         AnyRecord::User(self)
     }
+    type Message = pb::User;
+    fn message(&self, update_cursor: i64, log_id: &str) -> pb::User {
+        convert::user(self, update_cursor, log_id)
+    }
+    fn message_deleted(message: &pb::User) -> bool {
+        message.delete_time.is_some()
+    }
     fn after_write<'a>(
         tx: &'a mut PgConnection,
         written: &'a [&'a Self],
@@ -282,6 +298,13 @@ impl Kind for OrganizationRecord {
     }
     fn into_any(self) -> AnyRecord {
         AnyRecord::Organization(self)
+    }
+    type Message = pb::Organization;
+    fn message(&self, update_cursor: i64, log_id: &str) -> pb::Organization {
+        convert::organization(self, update_cursor, log_id)
+    }
+    fn message_deleted(message: &pb::Organization) -> bool {
+        message.delete_time.is_some()
     }
 }
 
@@ -342,6 +365,13 @@ impl Kind for MembershipRecord {
     }
     fn into_any(self) -> AnyRecord {
         AnyRecord::Membership(self)
+    }
+    type Message = pb::Membership;
+    fn message(&self, update_cursor: i64, log_id: &str) -> pb::Membership {
+        convert::membership(self, update_cursor, log_id)
+    }
+    fn message_deleted(message: &pb::Membership) -> bool {
+        message.delete_time.is_some()
     }
 }
 
