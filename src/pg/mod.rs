@@ -8,7 +8,8 @@
 //!
 //! Files: `cluster.rs` (the cluster and its lifecycle), `setup.rs` (user, directories, initdb),
 //! `binaries.rs` (binary discovery), `pidfile.rs` (`postmaster.pid`), `spawner.rs` (the
-//! postmaster-spawning thread), `sys.rs` (libc wrappers), `error.rs` ([`ClusterError`]).
+//! postmaster-spawning thread), `throwaway.rs` (stopping the clusters that die with this process
+//! at exit), `sys.rs` (libc wrappers), `error.rs` ([`ClusterError`]).
 
 pub mod binaries;
 mod cluster;
@@ -17,7 +18,9 @@ mod pidfile;
 mod setup;
 mod spawner;
 mod sys;
+mod throwaway;
 
 pub use binaries::{BinDirSources, find_bin_dir};
 pub use cluster::{Cluster, ClusterOptions, INITDB_MARKER, LOCK_FILE, LOG_FILE, PGDATA_DIR, PORT};
 pub use error::ClusterError;
+pub use throwaway::stop_throwaway_clusters;
