@@ -61,7 +61,10 @@ fn processes_of(dir: &Path) -> Vec<(u32, String)> {
             .unwrap_or_default();
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
             .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            })
             .unwrap_or(true);
         if !zombie && (Path::new(&cwd).starts_with(dir) || cmdline.contains(&dir_text)) {
             found.push((pid, cmdline));
@@ -99,7 +102,11 @@ async fn a_test_that_panics_while_its_clusters_run_leaves_no_postgresql_process_
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(101), "the helper test failed:\n{stdout}\n{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(101),
+        "the helper test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stderr.contains("a test fails while its clusters run"), "{stderr}");
     let dirs = clusters(&stdout).unwrap_or_else(|| panic!("no clusters started:\n{stdout}\n{stderr}"));
     assert_eq!(dirs.len(), 2, "{stdout}");
@@ -107,7 +114,11 @@ async fn a_test_that_panics_while_its_clusters_run_leaves_no_postgresql_process_
     // after all its children.
     for (data_dir, socket_dir) in &dirs {
         let left = processes_of(data_dir);
-        assert!(left.is_empty(), "processes of {} outlived the test binary: {left:?}", data_dir.display());
+        assert!(
+            left.is_empty(),
+            "processes of {} outlived the test binary: {left:?}",
+            data_dir.display()
+        );
         assert!(!socket_dir.exists(), "{} left behind", socket_dir.display());
     }
     assert!(!dirs[0].0.exists(), "the shared cluster's data dir was not removed");
@@ -139,7 +150,10 @@ async fn a_sigkilled_test_binary_leaves_no_postgresql_process_behind() {
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "processes outlived the SIGKILLed test binary: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "processes outlived the SIGKILLed test binary: {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A SIGKILLed server leaves its socket and data directories behind.
