@@ -8,6 +8,7 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -416,7 +417,25 @@ async fn status_prints_only_its_answer_and_nothing_on_stderr_not_even_a_postgres
 
 #[tokio::test]
 async fn status_on_the_embedded_default_says_nothing_about_the_cluster_it_starts_and_stops() {
-    let data_dir = temp_dir("quiet-status");
+    // The embedded default as a first `migrate` leaves it, made the tests' way (without fsync,
+    // the slow part), stopped: the command starts it itself, then stops it.
+    let mut cluster = start_cluster("quiet-status").await;
+    let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .unwrap();
+    let create = format!("CREATE DATABASE {}", clerk_mirror::cli::EMBEDDED_DATABASE);
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(clerk_mirror::cli::EMBEDDED_DATABASE))
+        .await
+        .unwrap();
+    clerk_mirror::db::migrate(&pool).await.unwrap();
+    pool.close().await;
+    let data_dir = cluster.data_dir().to_path_buf();
+    cluster.stop().await.expect("stop the cluster");
+    drop(cluster);
     let mut c = command(&["status", "--json", "--data-dir"]);
     c.arg(&data_dir);
     let (json, stderr) = succeeds(c).await;
