@@ -4,7 +4,10 @@
 //! Rust runs no destructor of a static and libtest ends the test binary with `exit`, so a
 //! cluster held in a static (the test binary's shared cluster), or one a failed test could not
 //! stop in time, would otherwise be left to `PR_SET_PDEATHSIG`: a SIGKILL of the postmaster
-//! alone, after which its children linger until they notice. An `atexit` hook, registered with
+//! alone, after which its children end only once they notice. Worse, an exit hook that deletes
+//! a data dir under a running cluster sends its background writer and autovacuum launcher into
+//! retry loops on the missing files (sleep a second after each error, never checking for the
+//! postmaster's death) that outlive everything. An `atexit` hook, registered with
 //! the first cluster, stops every postmaster still registered instead: fast shutdown (the
 //! postmaster waits for all its children), then immediate shutdown, then SIGKILL, and waits for
 //! each to be gone. A cluster that stops (or is killed) on its own leaves the registry.
