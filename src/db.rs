@@ -22,13 +22,28 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// The connect options a configuration names. (A URL of another scheme is refused here: sqlx
 /// would read `user:password@host` as a scheme and a database name, and errors would show it.)
+/// Connections ask for warnings and errors only (see [`without_notices`]).
 pub fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
-    match database {
-        DatabaseConfig::Url(url) if !url.0.starts_with("postgres://") && !url.0.starts_with("postgresql://") => Err(
-            sqlx::Error::Configuration("it does not start with postgres:// or postgresql://".into()),
-        ),
-        DatabaseConfig::Url(url) => url.0.parse(),
-        DatabaseConfig::Options(options) => Ok((**options).clone()),
+    let options = match database {
+        DatabaseConfig::Url(url) if !url.0.starts_with("postgres://") && !url.0.starts_with("postgresql://") => {
+            return Err(sqlx::Error::Configuration(
+                "it does not start with postgres:// or postgresql://".into(),
+            ));
+        }
+        DatabaseConfig::Url(url) => url.0.parse()?,
+        DatabaseConfig::Options(options) => (**options).clone(),
+    };
+    Ok(without_notices(options))
+}
+
+/// PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping`) say nothing to
+/// a user: the server sends only warnings and errors (`client_min_messages=warning`), unless the
+/// URL's `options` set `client_min_messages` itself.
+fn without_notices(options: PgConnectOptions) -> PgConnectOptions {
+    if options.get_options().is_some_and(|o| o.contains("client_min_messages")) {
+        options
+    } else {
+        options.options([("client_min_messages", "warning")])
     }
 }
 
@@ -104,5 +119,35 @@ pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
         Ok(Err(e)) => Err(format!("database error: {e}")),
         Ok(Ok(n)) if n as usize == MIGRATOR.iter().count() => Ok(()),
         Ok(Ok(n)) => Err(format!("{n} of {} migrations applied", MIGRATOR.iter().count())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Redacted;
+
+    fn options_of(url: &str) -> Option<String> {
+        connect_options(&DatabaseConfig::Url(Redacted(url.into())))
+            .unwrap()
+            .get_options()
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn connections_ask_for_warnings_only_unless_the_url_says_otherwise() {
+        assert_eq!(
+            options_of("postgres://u@h/db").as_deref(),
+            Some("-c client_min_messages=warning")
+        );
+        assert_eq!(
+            options_of("postgres://u@h/db?options=-c%20client_min_messages%3Dnotice").as_deref(),
+            Some("-c client_min_messages=notice")
+        );
+        let both = options_of("postgres://u@h/db?options=-c%20statement_timeout%3D5s").unwrap();
+        assert!(
+            both.contains("statement_timeout=5s") && both.contains("client_min_messages=warning"),
+            "{both}"
+        );
     }
 }

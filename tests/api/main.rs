@@ -17,6 +17,7 @@ mod filters;
 mod helpers;
 mod hostile;
 mod ingest;
+mod leftovers;
 mod lists;
 mod logs;
 mod process;
