@@ -125,7 +125,7 @@ pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Redacted;
+    use crate::secrets::Redacted;
 
     fn options_of(url: &str) -> Option<String> {
         connect_options(&DatabaseConfig::Url(Redacted(url.into())))
