@@ -633,12 +633,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let what = if args.all_dead_letters {
-        crate::store::admin::Replay::AllDeadLetters
+        crate::inbox::Replay::AllDeadLetters
     } else {
-        crate::store::admin::Replay::SvixIds(args.id.clone())
+        crate::inbox::Replay::SvixIds(args.id.clone())
     };
     let (replayed, not_found) = with_pool(&args.database, async |pool| {
-        crate::store::admin::replay(pool, &what)
+        crate::inbox::replay(pool, &what)
             .await
             .map_err(|e| anyhow::anyhow!("cannot put the deliveries back into the inbox: {e}"))
     })

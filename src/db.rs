@@ -1,4 +1,6 @@
-//! The connection pool and the embedded migrations.
+//! Where the database is, the connection pool and the embedded migrations, and what every layer
+//! above names in the database: the NOTIFY channels, the applier's lock key, and "is the database
+//! unavailable".
 
 use std::time::Duration;
 
@@ -70,6 +72,28 @@ pub async fn connect(
 /// Applies every pending migration.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// The channel every inbox insert notifies, in the inserting transaction: it wakes the applier.
+pub const INBOX_CHANNEL: &str = "clerk_mirror_inbox";
+
+/// The channel the applier notifies when a batch appended changes: it wakes every replica's hub.
+pub const CHANGES_CHANNEL: &str = "clerk_mirror_changes";
+
+/// The advisory lock key of the applier (`clkm` in ASCII): one holder per database writes.
+pub const APPLIER_LOCK_KEY: i64 = 0x636c_6b6d;
+
+/// Whether an error says the database is unreachable rather than that it refused something.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            // Class 08 (connection exception), 53 (insufficient resources), 57P (operator
+            // intervention: shutdown, crash recovery), 40001/40P01 would be retryable too.
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code.starts_with("40")
+        }
+        _ => true,
+    }
 }
 
 /// Whether this server is ready: its database (see [`check_ready`]) and its own background

@@ -5,27 +5,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::ingest::envelope;
+pub use crate::inbox::InboxEvent;
+use crate::inbox::envelope;
 use crate::store::records::{self, MembershipRecord, OrganizationRecord, UserRecord, Version};
-
-/// The inbox columns the applier reads.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct InboxEvent {
-    pub id: i64,
-    pub source: String,
-    pub event_key: String,
-    pub event_type: Option<String>,
-    pub event_time: Option<DateTime<Utc>>,
-    pub received_at: DateTime<Utc>,
-    pub body: Option<Vec<u8>>,
-}
-
-impl InboxEvent {
-    /// What a change made by this row names as its source: `webhook:<svix-id>` and so on.
-    pub fn change_source(&self) -> String {
-        format!("{}:{}", self.source, self.event_key)
-    }
-}
 
 /// What one event asks of the projections.
 #[derive(Debug, Clone, PartialEq)]
