@@ -16,6 +16,7 @@ mod faults;
 mod filters;
 mod helpers;
 mod hostile;
+mod inbox;
 mod ingest;
 mod leftovers;
 mod lists;
