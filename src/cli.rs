@@ -139,7 +139,8 @@ struct ServeArgs {
         value_parser = secret
     )]
     webhook_secret: Vec<Redacted<String>>,
-    /// Log format: `pretty` (text for people) or `json` (one object a line); `RUST_LOG` filters.
+    /// Log format: `pretty` (text for people, coloured only on a terminal and without
+    /// `NO_COLOR`) or `json` (one object a line); `RUST_LOG` filters (default `info`).
     #[arg(long, env = "CLERK_MIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
     /// A client allowed to read (DirectoryService, WatchService): `name=secret`; repeat, or
@@ -274,8 +275,16 @@ pub fn main() -> ExitCode {
         // SAFETY: restoring a signal's default disposition before any thread is started.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let json = matches!(&cli.command, Command::Serve(a) if a.log_format == LogFormat::Json);
-    telemetry::init(json);
+    // `serve` logs its progress; the other commands print their answer on stdout and keep
+    // stderr for warnings and errors (RUST_LOG raises either).
+    let logging = match &cli.command {
+        Command::Serve(args) => telemetry::Logging::server(match args.log_format {
+            LogFormat::Pretty => telemetry::Format::Pretty,
+            LogFormat::Json => telemetry::Format::Json,
+        }),
+        _ => telemetry::Logging::command(),
+    };
+    telemetry::init(logging);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -285,8 +294,13 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => {
+        // Said once: as a log line where logs are JSON (a log shipper reads every line), else
+        // as a plain `error:` line.
+        Err(e) if logging.format == telemetry::Format::Json => {
             error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -539,9 +553,12 @@ async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
 async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     let api = clerk_api(&args);
     let summary = with_pool(&args.database, async |pool| {
-        // SAFETY: isatty on a standard descriptor.
-        let tty = unsafe { libc::isatty(2) } == 1;
+        // Progress is for a person watching: on a terminal only, never in a log file or pipe.
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut progress = |p: &crate::backfill::Progress| {
+            if !tty {
+                return;
+            }
             let of = p.total.map(|t| format!("/{t}")).unwrap_or_default();
             let eta = match p.total {
                 Some(t) if p.per_second > 0.0 && t > p.fetched => {
@@ -554,12 +571,8 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
                 p.resource, p.fetched, p.per_second
             );
             let finished = p.total.is_some_and(|t| p.fetched >= t);
-            if tty {
-                // One line per resource, redrawn in place.
-                eprint!("\r\x1b[2K{line}{}", if finished { "\n" } else { "" });
-            } else {
-                eprintln!("{line}");
-            }
+            // One line per resource, redrawn in place.
+            eprint!("\r\x1b[2K{line}{}", if finished { "\n" } else { "" });
         };
         Ok(crate::backfill::run(pool, &api, &mut progress).await?)
     })
@@ -620,12 +633,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let what = if args.all_dead_letters {
-        crate::store::admin::Replay::AllDeadLetters
+        crate::inbox::Replay::AllDeadLetters
     } else {
-        crate::store::admin::Replay::SvixIds(args.id.clone())
+        crate::inbox::Replay::SvixIds(args.id.clone())
     };
     let (replayed, not_found) = with_pool(&args.database, async |pool| {
-        crate::store::admin::replay(pool, &what)
+        crate::inbox::replay(pool, &what)
             .await
             .map_err(|e| anyhow::anyhow!("cannot put the deliveries back into the inbox: {e}"))
     })

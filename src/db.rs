@@ -1,4 +1,6 @@
-//! The connection pool and the embedded migrations.
+//! Where the database is, the connection pool and the embedded migrations, and what every layer
+//! above names in the database: the NOTIFY channels, the applier's lock key, and "is the database
+//! unavailable".
 
 use std::time::Duration;
 
@@ -22,13 +24,28 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// The connect options a configuration names. (A URL of another scheme is refused here: sqlx
 /// would read `user:password@host` as a scheme and a database name, and errors would show it.)
+/// Connections ask for warnings and errors only (see [`without_notices`]).
 pub fn connect_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
-    match database {
-        DatabaseConfig::Url(url) if !url.0.starts_with("postgres://") && !url.0.starts_with("postgresql://") => Err(
-            sqlx::Error::Configuration("it does not start with postgres:// or postgresql://".into()),
-        ),
-        DatabaseConfig::Url(url) => url.0.parse(),
-        DatabaseConfig::Options(options) => Ok((**options).clone()),
+    let options = match database {
+        DatabaseConfig::Url(url) if !url.0.starts_with("postgres://") && !url.0.starts_with("postgresql://") => {
+            return Err(sqlx::Error::Configuration(
+                "it does not start with postgres:// or postgresql://".into(),
+            ));
+        }
+        DatabaseConfig::Url(url) => url.0.parse()?,
+        DatabaseConfig::Options(options) => (**options).clone(),
+    };
+    Ok(without_notices(options))
+}
+
+/// PostgreSQL's notices (`relation "_sqlx_migrations" already exists, skipping`) say nothing to
+/// a user: the server sends only warnings and errors (`client_min_messages=warning`), unless the
+/// URL's `options` set `client_min_messages` itself.
+fn without_notices(options: PgConnectOptions) -> PgConnectOptions {
+    if options.get_options().is_some_and(|o| o.contains("client_min_messages")) {
+        options
+    } else {
+        options.options([("client_min_messages", "warning")])
     }
 }
 
@@ -55,6 +72,28 @@ pub async fn connect(
 /// Applies every pending migration.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// The channel every inbox insert notifies, in the inserting transaction: it wakes the applier.
+pub const INBOX_CHANNEL: &str = "clerk_mirror_inbox";
+
+/// The channel the applier notifies when a batch appended changes: it wakes every replica's hub.
+pub const CHANGES_CHANNEL: &str = "clerk_mirror_changes";
+
+/// The advisory lock key of the applier (`clkm` in ASCII): one holder per database writes.
+pub const APPLIER_LOCK_KEY: i64 = 0x636c_6b6d;
+
+/// Whether an error says the database is unreachable rather than that it refused something.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            // Class 08 (connection exception), 53 (insufficient resources), 57P (operator
+            // intervention: shutdown, crash recovery), 40001/40P01 would be retryable too.
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code.starts_with("40")
+        }
+        _ => true,
+    }
 }
 
 /// Whether this server is ready: its database (see [`check_ready`]) and its own background
@@ -104,5 +143,35 @@ pub async fn check_ready(pool: &PgPool) -> Result<(), String> {
         Ok(Err(e)) => Err(format!("database error: {e}")),
         Ok(Ok(n)) if n as usize == MIGRATOR.iter().count() => Ok(()),
         Ok(Ok(n)) => Err(format!("{n} of {} migrations applied", MIGRATOR.iter().count())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Redacted;
+
+    fn options_of(url: &str) -> Option<String> {
+        connect_options(&DatabaseConfig::Url(Redacted(url.into())))
+            .unwrap()
+            .get_options()
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn connections_ask_for_warnings_only_unless_the_url_says_otherwise() {
+        assert_eq!(
+            options_of("postgres://u@h/db").as_deref(),
+            Some("-c client_min_messages=warning")
+        );
+        assert_eq!(
+            options_of("postgres://u@h/db?options=-c%20client_min_messages%3Dnotice").as_deref(),
+            Some("-c client_min_messages=notice")
+        );
+        let both = options_of("postgres://u@h/db?options=-c%20statement_timeout%3D5s").unwrap();
+        assert!(
+            both.contains("statement_timeout=5s") && both.contains("client_min_messages=warning"),
+            "{both}"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod grpc;
 pub mod http_server;
 pub mod hub;
+pub mod inbox;
 pub mod ingest;
 pub mod metrics;
 pub mod pb;

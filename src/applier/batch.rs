@@ -11,11 +11,9 @@ use sqlx::{PgConnection, Row};
 
 use super::event::{self, Action, InboxEvent};
 use super::rules::{Origin, Slot, WorkingSet};
+use crate::db::CHANGES_CHANNEL;
 use crate::store::kind::{for_each_kind, match_record};
 use crate::store::{EntityType, Kind, Record, Version, Versioned};
-
-/// The channel the applier notifies after each batch that appended changes (a wake-up only).
-pub const CHANGES_CHANNEL: &str = "clerk_mirror_changes";
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -91,13 +89,7 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
     let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head FOR UPDATE")
         .fetch_one(&mut *tx)
         .await?;
-    let rows: Vec<InboxEvent> = sqlx::query_as(
-        "SELECT id, source, event_key, event_type, event_time, received_at, body
-           FROM inbox WHERE status = 'pending' ORDER BY id LIMIT $1 FOR UPDATE",
-    )
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<InboxEvent> = crate::inbox::pending(&mut tx, limit).await?;
     if rows.is_empty() {
         tx.rollback().await?;
         return Ok(BatchOutcome::default());

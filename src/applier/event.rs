@@ -2,32 +2,13 @@
 //! a skip (a type the mirror does not apply), or an error (a dead letter). Parsing is lenient:
 //! a missing optional field or `null` metadata never dead-letters an event.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::ingest::envelope;
+pub use crate::inbox::InboxEvent;
+use crate::inbox::envelope;
 use crate::store::kind::{self, for_each_kind, with_kind};
 use crate::store::records::{self, Version};
 use crate::store::{AnyRecord, Kind};
-
-/// The inbox columns the applier reads.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct InboxEvent {
-    pub id: i64,
-    pub source: String,
-    pub event_key: String,
-    pub event_type: Option<String>,
-    pub event_time: Option<DateTime<Utc>>,
-    pub received_at: DateTime<Utc>,
-    pub body: Option<Vec<u8>>,
-}
-
-impl InboxEvent {
-    /// What a change made by this row names as its source: `webhook:<svix-id>` and so on.
-    pub fn change_source(&self) -> String {
-        format!("{}:{}", self.source, self.event_key)
-    }
-}
 
 /// What one event asks of the projections.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +100,8 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
+
     use super::*;
     use serde_json::json;
 

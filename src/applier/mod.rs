@@ -15,13 +15,10 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, warn};
 
-pub use batch::{BatchOutcome, CHANGES_CHANNEL, apply_batch};
+pub use batch::{BatchOutcome, apply_batch};
 
-use crate::ingest::writer::{INBOX_CHANNEL, is_unavailable};
+use crate::db::{APPLIER_LOCK_KEY, INBOX_CHANNEL, is_unavailable};
 use crate::metrics::Metrics;
-
-/// The advisory lock key of the applier (`clkm` in ASCII).
-pub const APPLIER_LOCK_KEY: i64 = 0x636c_6b6d;
 
 /// How the applier runs.
 #[derive(Debug, Clone)]

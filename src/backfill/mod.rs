@@ -14,8 +14,7 @@ use sqlx::PgPool;
 
 pub use client::{ClerkApi, ClerkApiError};
 
-use crate::ingest::envelope;
-use crate::ingest::writer::{self, InboxRow};
+use crate::inbox::{self, InboxRow, Source, envelope};
 
 /// One listed resource of the Backend API.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +141,7 @@ fn row(resource: &Resource, instance: &str, object: &Value) -> Option<InboxRow> 
         "instance_id": instance, "data": object,
     });
     Some(InboxRow {
-        source: "backfill".into(),
+        source: Source::Backfill,
         event_key: format!("{}:{id}:{updated}", resource.name),
         event_type: Some(resource.event_type.into()),
         event_time: envelope::event_time(&json!(updated)),
@@ -204,7 +203,7 @@ pub async fn backfill_resource(
         let inserted = if refs.is_empty() {
             Vec::new()
         } else {
-            writer::insert(pool, &refs)
+            inbox::insert(pool, &refs)
                 .await
                 .doing("cannot write the fetched objects to the inbox")?
         };

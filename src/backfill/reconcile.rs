@@ -15,8 +15,7 @@ use sqlx::PgPool;
 use super::{
     BackfillError, ClerkApi, ClerkApiError, Doing, NOT_A_LIST, PAGE, RESOURCES, Resource, check_instance, items,
 };
-use crate::ingest::envelope;
-use crate::ingest::writer::{self, InboxRow};
+use crate::inbox::{self, InboxRow, Source, envelope};
 
 /// What one entity type's drift was.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +173,7 @@ fn repair_row(
     let body =
         json!({"object": "event", "type": event_type, "timestamp": time_ms, "instance_id": instance, "data": data});
     InboxRow {
-        source: "reconcile".into(),
+        source: Source::Reconcile,
         event_key: format!("{}:{key}", resource.name),
         event_type: Some(event_type.into()),
         event_time: envelope::event_time(&json!(time_ms)),
@@ -296,7 +295,7 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
     }
     for chunk in repairs.chunks(500) {
         let refs: Vec<&InboxRow> = chunk.iter().collect();
-        writer::insert(pool, &refs)
+        inbox::insert(pool, &refs)
             .await
             .doing("cannot write the repairs to the inbox")?;
     }

@@ -13,7 +13,7 @@ use super::env::{self, Postgres, Server};
 use super::fixtures;
 use super::load::measure;
 use super::stats::{Report, Target};
-use crate::ingest::writer::{self, InboxRow};
+use crate::inbox::{self, InboxRow, Source};
 use crate::pb::directory_service_client::DirectoryServiceClient;
 use crate::store::read;
 
@@ -233,7 +233,7 @@ impl Dataset {
 fn row(source_key: String, kind: &str, data: &serde_json::Value, t: i64) -> InboxRow {
     let body = serde_json::to_vec(&fixtures::event(kind, data, t)).expect("serialises");
     InboxRow {
-        source: "bench".into(),
+        source: Source::Bench,
         event_key: source_key,
         event_type: Some(kind.into()),
         event_time: crate::store::records::time_from_ms(t),
@@ -250,7 +250,7 @@ async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyho
         let pool = pool.clone();
         async move {
             let refs: Vec<&InboxRow> = rows.iter().collect();
-            writer::insert(&pool, &refs).await
+            inbox::insert(&pool, &refs).await
         }
     };
     const CHUNK: u64 = 2000;

@@ -7,9 +7,10 @@ use super::convert::timestamp;
 use super::cursor::Cursor;
 use super::error::ApiError;
 use super::{list, traced};
+use crate::inbox::{self, Replay};
 use crate::pb;
 use crate::pb::admin_service_server::AdminService;
-use crate::store::admin::{self, Replay};
+use crate::store::admin;
 
 /// Most svix-ids replayed by one request.
 pub const MAX_REPLAY_IDS: usize = 1000;
@@ -119,7 +120,7 @@ impl AdminService for Admin {
                     .parse()
                     .map_err(|_| ApiError::invalid("page_token", "INVALID_PAGE_TOKEN", "not a page token"))?,
             };
-            let rows = admin::list_inbox(&self.pool, status, event_type, before, size + 1).await?;
+            let rows = inbox::list_inbox(&self.pool, status, event_type, before, size + 1).await?;
             let items = rows
                 .into_iter()
                 .map(|e| {
@@ -171,7 +172,7 @@ impl AdminService for Admin {
                     ));
                 }
             };
-            let (replayed, not_found) = admin::replay(&self.pool, &what).await?;
+            let (replayed, not_found) = inbox::replay(&self.pool, &what).await?;
             tracing::info!(replayed, not_found = not_found.len(), "replay requested");
             Ok(pb::ReplayEventsResponse { replayed, not_found })
         })

@@ -85,7 +85,7 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if crate::ingest::writer::is_unavailable(&e) {
+        if crate::db::is_unavailable(&e) {
             ApiError::Unavailable(e)
         } else {
             ApiError::Internal(e.into())

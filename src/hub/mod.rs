@@ -11,7 +11,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
-use crate::applier::CHANGES_CHANNEL;
+use crate::db::CHANGES_CHANNEL;
 use crate::metrics::Metrics;
 use crate::store::changes::{self, ChangeRow, Scope};
 

@@ -12,10 +12,11 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tracing::{Instrument, info, warn};
 
-use super::envelope::{self, NotJson};
 use super::verify::{VerifyError, WebhookSecrets};
-use super::writer::{InboxRow, InboxWriter, Stored, WriteError};
+use super::writer::{InboxWriter, Stored, WriteError};
 use crate::db;
+use crate::inbox::envelope::{self, NotJson};
+use crate::inbox::{InboxRow, Source};
 use crate::metrics::Metrics;
 
 /// What the handlers share.
@@ -153,7 +154,7 @@ async fn ingest(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<
     }
     let redact = envelope.must_redact();
     let row = InboxRow {
-        source: "webhook".to_string(),
+        source: Source::Webhook,
         event_key: delivery.id.clone(),
         event_type: envelope.event_type,
         event_time: envelope.event_time,

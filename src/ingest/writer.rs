@@ -1,29 +1,13 @@
 //! The group-commit inbox writer: webhook handlers hand it their row and wait; it writes every
-//! row that is waiting in one transaction and answers each handler once that transaction has
-//! committed. One bad row never fails the rest of its batch.
+//! row that is waiting in one transaction (through the inbox's one insert) and answers each
+//! handler once that transaction has committed. One bad row never fails the rest of its batch.
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, error, warn};
 
-/// The channel every inbox write goes through (see `docs` in README: "inbox").
-pub const INBOX_CHANNEL: &str = "clerk_mirror_inbox";
-
-/// One row for the inbox.
-#[derive(Debug, Clone)]
-pub struct InboxRow {
-    /// `webhook`, later `backfill`, `reconcile`, `replay`.
-    pub source: String,
-    /// The idempotency key within the source: the `svix-id` for webhooks.
-    pub event_key: String,
-    pub event_type: Option<String>,
-    pub event_time: Option<DateTime<Utc>>,
-    pub instance_id: Option<String>,
-    /// The raw body; `None` when redacted.
-    pub body: Option<Bytes>,
-}
+use crate::db::is_unavailable;
+use crate::inbox::{self, InboxRow};
 
 /// What became of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +77,7 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
 
 async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
     let rows: Vec<&InboxRow> = batch.iter().map(|r| &r.row).collect();
-    match insert(pool, &rows).await {
+    match inbox::insert(pool, &rows).await {
         Ok(inserted) => {
             debug!(rows = rows.len(), inserted = inserted.len(), "inbox batch committed");
             let mut fresh = inserted;
@@ -131,69 +115,6 @@ async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
                 Box::pin(write_batch(pool, vec![request])).await;
             }
         }
-    }
-}
-
-/// Inserts `rows` in one transaction (duplicates of stored keys are skipped) and notifies the
-/// applier; returns the keys newly stored. Backfill and replay use it directly.
-pub async fn insert(pool: &PgPool, rows: &[&InboxRow]) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let mut source = Vec::with_capacity(rows.len());
-    let mut key = Vec::with_capacity(rows.len());
-    let mut event_type = Vec::with_capacity(rows.len());
-    let mut event_time = Vec::with_capacity(rows.len());
-    let mut instance = Vec::with_capacity(rows.len());
-    let mut body = Vec::with_capacity(rows.len());
-    for row in rows {
-        source.push(row.source.clone());
-        key.push(row.event_key.clone());
-        event_type.push(row.event_type.as_deref().map(text));
-        event_time.push(row.event_time);
-        instance.push(row.instance_id.as_deref().map(text));
-        body.push(row.body.as_ref().map(|b| b.to_vec()));
-    }
-    let mut tx = pool.begin().await?;
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO inbox (source, event_key, event_type, event_time, instance_id, body, body_redacted)
-         SELECT source, event_key, event_type, event_time, instance_id, body, body IS NULL
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[])
-             AS r(source, event_key, event_type, event_time, instance_id, body)
-         ON CONFLICT (source, event_key) DO NOTHING
-         RETURNING source, event_key",
-    )
-    .bind(&source)
-    .bind(&key)
-    .bind(&event_type)
-    .bind(&event_time)
-    .bind(&instance)
-    .bind(&body)
-    .fetch_all(&mut *tx)
-    .await?;
-    if !inserted.is_empty() {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(INBOX_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(inserted)
-}
-
-/// PostgreSQL text cannot hold NUL: such characters in indexed fields are dropped (the raw body
-/// keeps them).
-fn text(s: &str) -> String {
-    s.replace('\0', "")
-}
-
-/// Whether an error says the database is unreachable rather than that it refused something.
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => {
-            // Class 08 (connection exception), 53 (insufficient resources), 57P (operator
-            // intervention: shutdown, crash recovery), 40001/40P01 would be retryable too.
-            let code = db.code().unwrap_or_default();
-            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code.starts_with("40")
-        }
-        _ => true,
     }
 }
 

@@ -29,6 +29,7 @@ use super::pidfile::{self, PidFile};
 use super::setup::{postgres_command, prepare, tail_lines};
 use super::spawner;
 use super::sys;
+use super::throwaway;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,9 +51,12 @@ pub struct ClusterOptions {
     /// user's database. false (tests only): initdb -N, fsync=off, synchronous_commit=off,
     /// full_page_writes=off.
     pub durable: bool,
-    /// true (tests): the postmaster gets PR_SET_PDEATHSIG(SIGKILL), so it dies with this process
-    /// even if the process is SIGKILLed. false (serve): the postmaster survives a SIGKILL of its
-    /// parent, and the next start adopts it.
+    /// true (tests): the cluster does not outlive this process. A postmaster spawned here gets
+    /// PR_SET_PDEATHSIG(SIGKILL), so it dies with this process even if the process is
+    /// SIGKILLed; and every postmaster this process owns and has not stopped (one held in a
+    /// static, or left by a failed test) is stopped at exit ([`super::stop_throwaway_clusters`]).
+    /// false (serve): the postmaster survives a SIGKILL of its parent, and the next start adopts
+    /// it.
     pub die_with_parent: bool,
 }
 
@@ -113,6 +117,11 @@ impl Cluster {
             match lock.try_lock() {
                 Ok(()) => {
                     let cluster = start_as_owner(&opts, data_dir, pgdata, lock).await?;
+                    if opts.die_with_parent
+                        && let Some(pid) = cluster.pid()
+                    {
+                        throwaway::register(pid, &cluster.pgdata, &cluster.socket_dir);
+                    }
                     info!(
                         data_dir = %cluster.data_dir.display(),
                         socket_dir = %cluster.socket_dir.display(),
@@ -248,6 +257,7 @@ impl Cluster {
                     self.postmaster = Postmaster::Child(child);
                     return Err(ClusterError::Stop { pid, source });
                 }
+                throwaway::forget(pid);
                 info!(pid, elapsed_ms = started.elapsed().as_millis() as u64,
                     data_dir = %self.data_dir.display(), "embedded PostgreSQL stopped");
             }
@@ -256,6 +266,7 @@ impl Cluster {
                     self.postmaster = Postmaster::Adopted(pid);
                     return Err(ClusterError::Stop { pid, source });
                 }
+                throwaway::forget(pid);
                 info!(pid, elapsed_ms = started.elapsed().as_millis() as u64,
                     data_dir = %self.data_dir.display(), "adopted embedded PostgreSQL stopped");
             }
@@ -274,6 +285,7 @@ impl Cluster {
                 let _ = child.kill();
                 // Exits at once after SIGKILL.
                 let _ = child.wait();
+                throwaway::forget(i32::try_from(child.id()).unwrap_or(0));
             }
             Postmaster::Adopted(pid) => {
                 warn!(pid, "killing adopted embedded PostgreSQL with SIGKILL");
@@ -282,6 +294,7 @@ impl Cluster {
                 while pid_alive_reaping(pid) && Instant::now() < deadline {
                     std::thread::sleep(POLL);
                 }
+                throwaway::forget(pid);
             }
             other => self.postmaster = other,
         }
@@ -309,6 +322,8 @@ impl Cluster {
 impl Drop for Cluster {
     /// If owned and still running: fast shutdown (SIGINT), waiting at most 2 s for it.
     fn drop(&mut self) {
+        // The registry of clusters to stop at exit holds owned postmasters only.
+        let owned = if self.owns { self.pid() } else { None };
         let exited = match std::mem::replace(&mut self.postmaster, Postmaster::Gone) {
             Postmaster::Child(mut child) => {
                 if matches!(child.try_wait(), Ok(None)) {
@@ -336,6 +351,9 @@ impl Drop for Cluster {
             Postmaster::Attached(_) | Postmaster::Gone => true,
         };
         if exited {
+            if let Some(pid) = owned {
+                throwaway::forget(pid);
+            }
             self.release();
         } else {
             warn!(data_dir = %self.data_dir.display(),

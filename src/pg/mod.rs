@@ -7,8 +7,10 @@
 //! clerk-mirror runs as root (initdb and postgres refuse root).
 //!
 //! Files: `cluster.rs` (the cluster and its lifecycle), `setup.rs` (user, directories, initdb),
-//! `layout.rs` (file names, port, superuser), `binaries.rs` (binary discovery), `pidfile.rs` (`postmaster.pid`), `spawner.rs` (the
-//! postmaster-spawning thread), `sys.rs` (libc wrappers), `error.rs` ([`ClusterError`]).
+//! `layout.rs` (file names, port, superuser), `binaries.rs` (binary discovery), `pidfile.rs`
+//! (`postmaster.pid`), `spawner.rs` (the postmaster-spawning thread), `throwaway.rs` (stopping
+//! the clusters that die with this process at exit), `sys.rs` (libc wrappers), `error.rs`
+//! ([`ClusterError`]).
 
 pub mod binaries;
 mod cluster;
@@ -18,8 +20,10 @@ mod pidfile;
 mod setup;
 mod spawner;
 mod sys;
+mod throwaway;
 
 pub use binaries::{BinDirSources, find_bin_dir};
 pub use cluster::{Cluster, ClusterOptions};
 pub use error::ClusterError;
 pub use layout::{INITDB_MARKER, LOCK_FILE, LOG_FILE, PGDATA_DIR, PORT};
+pub use throwaway::stop_throwaway_clusters;

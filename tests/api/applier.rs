@@ -440,7 +440,7 @@ async fn the_applier_wakes_on_insert_not_by_polling() {
 async fn changes_are_announced_on_the_changes_channel() {
     let app = spawn_app().await;
     let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool).await.unwrap();
-    listener.listen(applier::CHANGES_CHANNEL).await.unwrap();
+    listener.listen(clerk_mirror::db::CHANGES_CHANNEL).await.unwrap();
     app.send(&user_event("created", "user_n", T, T, "En")).await;
     let note = tokio::time::timeout(std::time::Duration::from_secs(30), listener.recv())
         .await
@@ -544,7 +544,7 @@ pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[Chang
 }
 
 pub async fn insert_inbox(conn: &mut PgConnection, key: &str, body: &str) {
-    let envelope = clerk_mirror::ingest::envelope::parse(body.as_bytes()).unwrap();
+    let envelope = clerk_mirror::inbox::envelope::parse(body.as_bytes()).unwrap();
     sqlx::query(
         "INSERT INTO inbox (source, event_key, event_type, event_time, body) VALUES ('webhook', $1, $2, $3, $4)
          ON CONFLICT (source, event_key) DO NOTHING",
@@ -636,7 +636,7 @@ async fn lock_holder(pool: &PgPool) -> Option<u32> {
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
           WHERE l.locktype = 'advisory' AND l.granted AND l.objid = $1",
     )
-    .bind(applier::APPLIER_LOCK_KEY as i32)
+    .bind(clerk_mirror::db::APPLIER_LOCK_KEY as i32)
     .fetch_optional(pool)
     .await
     .unwrap();

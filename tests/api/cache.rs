@@ -389,7 +389,7 @@ async fn at_least_as_fresh_waits_until_the_replica_has_applied_the_cursor_and_a_
         tokio::spawn(async move { c.get_user(request).await })
     };
     sqlx::query("SELECT pg_notify($1, '')")
-        .bind(clerk_mirror::applier::CHANGES_CHANNEL)
+        .bind(clerk_mirror::db::CHANGES_CHANNEL)
         .execute(&app.pool)
         .await
         .unwrap();

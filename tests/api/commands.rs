@@ -1,11 +1,14 @@
-//! What the commands say when they fail (the real binary, no network): an unreachable or
+//! What the commands say (the real binary, no network). When they fail: an unreachable or
 //! malformed database URL, `send-event` without a server or refused by one, `watch` with nothing
 //! or no gRPC server on its port, or refused by the mirror. Each error names what was attempted,
-//! what answered, and what to do; none shows a secret.
+//! what answered, and what to do, once; none shows a secret. When they succeed, the one-shot
+//! commands print only their answer on stdout, and nothing on stderr: no log lines about the
+//! embedded cluster, no PostgreSQL notices, no progress display off a terminal.
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -32,8 +35,22 @@ fn command(args: &[&str]) -> Command {
         .env_remove("CLERK_WEBHOOK_SECRET")
         .env_remove("CLERK_MIRROR_TOKEN")
         .env_remove("CLERK_MIRROR_GRPC_URL")
+        .env_remove("CLERK_MIRROR_LOG_FORMAT")
+        .env_remove("RUST_LOG")
         .kill_on_drop(true);
     command
+}
+
+/// Runs it to its end (within 60 s) after checking it succeeded; its stdout and stderr.
+async fn succeeds(mut command: Command) -> (String, String) {
+    let output: Output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("it ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "it failed: {stderr}");
+    (stdout, stderr)
 }
 
 /// Runs it to its end (within 60 s); its stderr, after checking it failed.
@@ -339,4 +356,161 @@ async fn a_database_migrated_by_a_newer_build_says_to_run_that_build() {
             "this database was migrated by a newer clerk-mirror: run that version (or newer)",
         ],
     );
+}
+
+/// `status`'s text answer, checked line by line against its `--json` answer of the same
+/// database (nothing has happened in it).
+fn assert_status_answer(text: &str, json: &serde_json::Value) {
+    let lines: Vec<&str> = text.lines().collect();
+    let expected_starts = [
+        format!("change log head:    {} (seq ", json["head_cursor"].as_str().unwrap()),
+        format!("oldest cursor:      {} (seq ", json["oldest_cursor"].as_str().unwrap()),
+        "inbox pending:      0".into(),
+        "dead letters:       0".into(),
+        "last received:      never".into(),
+        "last applied:       never".into(),
+        "applier:            none running".into(),
+        "last reconcile:     never".into(),
+    ];
+    assert_eq!(
+        lines.len(),
+        expected_starts.len(),
+        "stdout is exactly the answer:\n{text}"
+    );
+    for (line, start) in lines.iter().zip(&expected_starts) {
+        assert!(line.starts_with(start.as_str()), "`{line}` is not `{start}…`:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn status_prints_only_its_answer_and_nothing_on_stderr_not_even_a_postgresql_notice() {
+    let (cluster, name) = shared_database().await;
+    let url = cluster.url(&name);
+    // The database is migrated already: applying the migrations again makes PostgreSQL send
+    // `relation "_sqlx_migrations" already exists, skipping` unless the client asks for
+    // warnings only.
+    let (json, stderr) = succeeds(command(&["status", "--json", "--database-url", &url])).await;
+    assert_eq!(stderr, "", "stderr is empty");
+    assert_eq!(json.lines().count(), 1, "one JSON document:\n{json}");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("stdout is exactly the JSON answer");
+    assert_eq!(json["inbox_pending"], 0, "{json}");
+    let (text, stderr) = succeeds(command(&["status", "--database-url", &url])).await;
+    assert_eq!(stderr, "", "stderr is empty");
+    assert_status_answer(&text, &json);
+
+    // RUST_LOG raises the level (sqlx logs every statement at debug, and notices at info):
+    // still no notice, because PostgreSQL sends none.
+    let mut raised = command(&["status", "--database-url", &url]);
+    raised.env("RUST_LOG", "debug");
+    let (text, stderr) = succeeds(raised).await;
+    assert_status_answer(&text, &json);
+    assert!(stderr.contains("DEBUG"), "RUST_LOG raises the level:\n{stderr}");
+    assert!(
+        !stderr.contains("already exists"),
+        "a PostgreSQL notice shows:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("sqlx::postgres::notice"),
+        "a PostgreSQL notice shows:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn status_on_the_embedded_default_says_nothing_about_the_cluster_it_starts_and_stops() {
+    // The embedded default as a first `migrate` leaves it, made the tests' way (without fsync,
+    // the slow part), stopped: the command starts it itself, then stops it.
+    let mut cluster = start_cluster("quiet-status").await;
+    let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .unwrap();
+    let create = format!("CREATE DATABASE {}", clerk_mirror::cli::EMBEDDED_DATABASE);
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(clerk_mirror::cli::EMBEDDED_DATABASE))
+        .await
+        .unwrap();
+    clerk_mirror::db::migrate(&pool).await.unwrap();
+    pool.close().await;
+    let data_dir = cluster.data_dir().to_path_buf();
+    cluster.stop().await.expect("stop the cluster");
+    drop(cluster);
+    let mut c = command(&["status", "--json", "--data-dir"]);
+    c.arg(&data_dir);
+    let (json, stderr) = succeeds(c).await;
+    assert_eq!(stderr, "", "no log line about the embedded PostgreSQL, no notice");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("stdout is exactly the JSON answer");
+    assert_eq!(json["dead_letters"], 0, "{json}");
+    assert!(
+        !data_dir.join("pgdata/postmaster.pid").exists(),
+        "status left the embedded PostgreSQL running"
+    );
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[tokio::test]
+async fn backfill_off_a_terminal_prints_its_summary_on_stdout_and_no_progress_on_stderr() {
+    let (api_url, _fake) = crate::backfill::fake_api(8).await;
+    let (cluster, name) = shared_database().await;
+    let (stdout, stderr) = succeeds(command(&[
+        "backfill",
+        "--api-url",
+        &api_url,
+        "--secret-key",
+        crate::backfill::KEY,
+        "--api-rate",
+        "1000",
+        "--database-url",
+        &cluster.url(&name),
+    ]))
+    .await;
+    assert_eq!(stderr, "", "no progress display into a pipe");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].ends_with(": 8 fetched, 8 new to apply"), "{stdout}");
+    assert_eq!(
+        lines[3],
+        "done: a running serve applies them (clerk-mirror status shows the backlog)"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_says_its_error_once() {
+    let port = closed_port();
+    let url = format!("postgres://mirror@127.0.0.1:{port}/mirror");
+    let stderr = fails(command(&["status", "--database-url", &url])).await;
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot connect to PostgreSQL at "),
+        "{stderr}"
+    );
+
+    // serve, refused before it opens a database: as a plain line in text logs …
+    let data_dir = temp_dir("refused-once");
+    let serve = |format: &str| {
+        let mut c = command(&["serve", "--webhook-secret", SECRET, "--reader-token", "no-secret"]);
+        c.args(["--log-format", format, "--data-dir"]).arg(&data_dir);
+        c
+    };
+    let stderr = fails(serve("pretty")).await;
+    assert_eq!(
+        stderr.trim_end(),
+        "error: --reader-token value #1: a token is `name=secret`, with a secret of at least 16 characters"
+    );
+    // … and as one JSON line in JSON logs, every line of which is JSON.
+    let stderr = fails(serve("json")).await;
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let errors: Vec<&serde_json::Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0]["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("--reader-token value #1: a token is `name=secret`")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(data_dir);
 }

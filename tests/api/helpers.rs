@@ -34,7 +34,8 @@ pub fn temp_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// Starts a throwaway (non-durable) cluster that dies with this process.
+/// Starts a throwaway (non-durable) cluster that dies with this process: stopped when the test
+/// drops it, else when the binary exits, else (SIGKILLed binary) killed with it.
 pub async fn start_cluster(what: &str) -> Cluster {
     Cluster::start(ClusterOptions {
         data_dir: temp_dir(what),
@@ -56,7 +57,12 @@ pub async fn restart_cluster(cluster: &Cluster) -> Cluster {
     .expect("restart the cluster")
 }
 
+/// At exit (libtest ends the binary with `exit`; the static is never dropped): stop the shared
+/// cluster, and every other one a test left running, then remove the shared one's directories.
+/// The clusters stop first: a postmaster whose data dir is gone cannot be told from another
+/// process that reuses its pid.
 extern "C" fn remove_shared_cluster_dir() {
+    clerk_mirror::pg::stop_throwaway_clusters();
     if let Some(cluster) = CLUSTER.get() {
         let _ = std::fs::remove_dir_all(cluster.data_dir());
         let _ = std::fs::remove_dir_all(cluster.socket_dir());

@@ -1,6 +1,7 @@
 //! Logs name ids, never people: a server at debug level sees every kind of traffic, and its whole
 //! log holds no email address, name, metadata, body or secret (webhook secrets, API tokens, the
-//! Backend API key, TLS key material).
+//! Backend API key, TLS key material). Text logs hold escape codes (colour) only on a terminal
+//! and never with `NO_COLOR`.
 
 use clerk_mirror::pb;
 use serde_json::json;
@@ -197,4 +198,119 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
         assert!(!log.contains(secret), "`{secret}` appears in the server's log: {line}");
     }
     pool.close().await;
+}
+
+/// `serve` with text logs (the default) and its default filter on a fresh database, its stderr
+/// going to `stderr`, with `NO_COLOR` set to `no_color` (or unset); waits until `log()` shows it
+/// serving (60 s at most), stops it with SIGTERM and returns its log.
+async fn text_log_of_serve(stderr: std::process::Stdio, no_color: Option<&str>, log: impl Fn() -> String) -> String {
+    let (cluster, name) = shared_database().await;
+    let mut command = tokio::process::Command::new(crate::process::binary());
+    command
+        .arg("serve")
+        .args(crate::process::serve_args(cluster, &name))
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .env_remove("CLERK_MIRROR_LOG_FORMAT")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let mut child = command.spawn().expect("spawn clerk-mirror serve");
+    // The command holds a copy of the descriptor: the log's end is seen only once it is gone.
+    drop(command);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !log().contains("serving") {
+        assert!(child.try_wait().unwrap().is_none(), "serve ended:\n{}", log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve is not serving after 60 s:\n{}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(
+        unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "serve exited with {status}:\n{}", log());
+    log()
+}
+
+#[tokio::test]
+async fn a_servers_text_log_written_to_a_file_holds_no_escape_codes() {
+    let dir = temp_dir("log-file");
+    let path = dir.join("serve.log");
+    let file = std::fs::File::create(&path).unwrap();
+    let read = || std::fs::read_to_string(&path).unwrap();
+    let log = text_log_of_serve(file.into(), None, read).await;
+    assert!(
+        log.contains(" INFO ") && log.contains("SIGTERM received, shutting down"),
+        "serve logs at info by default:\n{log}"
+    );
+    assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A pseudo-terminal: its controller side, and the path of the terminal side.
+fn pseudo_terminal() -> (std::fs::File, std::path::PathBuf) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain libc calls; the name buffer outlives ptsname_r, which NUL-terminates it.
+    unsafe {
+        let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+        let controller = std::fs::File::from_raw_fd(fd);
+        assert_eq!(libc::grantpt(fd), 0);
+        assert_eq!(libc::unlockpt(fd), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr()).to_str().unwrap().into();
+        (controller, path)
+    }
+}
+
+/// `serve`'s text log on a terminal, with `NO_COLOR` set to `no_color` (or unset).
+async fn text_log_of_serve_on_a_terminal(no_color: Option<&str>) -> String {
+    use std::io::Read;
+    let (mut controller, path) = pseudo_terminal();
+    let terminal = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    // Read all along (a terminal's buffer is small), until the terminal side is closed (EIO).
+    let reader = std::thread::spawn({
+        let seen = seen.clone();
+        move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = controller.read(&mut buf) {
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let read = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let log = text_log_of_serve(terminal.into(), no_color, read).await;
+    tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    log
+}
+
+#[tokio::test]
+async fn a_servers_text_log_is_coloured_on_a_terminal_unless_no_color_is_set() {
+    let coloured = text_log_of_serve_on_a_terminal(None).await;
+    assert!(coloured.contains("\x1b["), "no colour on a terminal:\n{coloured:?}");
+    let plain = text_log_of_serve_on_a_terminal(Some("1")).await;
+    assert!(plain.contains("serving"), "{plain}");
+    assert!(!plain.contains('\x1b'), "escape codes despite NO_COLOR:\n{plain:?}");
 }
