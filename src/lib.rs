@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod applier;
 pub mod backfill;
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -22,13 +21,11 @@ pub mod metrics;
 pub mod pb;
 pub mod pg;
 pub mod secrets;
-pub mod send_event;
 pub mod startup;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
 pub mod tls;
-pub mod watch_command;
 
 pub use config::Config;
 pub use startup::Application;

@@ -60,7 +60,7 @@ async fn send_events(
             let (url, secrets) = (url.borrow().clone(), &secrets);
             async move {
                 let body = event(w, i);
-                let status = clerk_mirror::send_event::send(&url, secrets, &delivery_id(w, i), body.as_bytes())
+                let status = clerk_mirror::cli::send_event::send(&url, secrets, &delivery_id(w, i), body.as_bytes())
                     .await
                     .ok()
                     .map(|r| r.status);

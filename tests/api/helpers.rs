@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use clerk_mirror::cli::send_event::{self, Response};
 use clerk_mirror::config::{Config, DatabaseConfig};
 use clerk_mirror::ingest::verify::{Clock, WebhookSecrets};
 use clerk_mirror::pg::{Cluster, ClusterOptions};
-use clerk_mirror::send_event::{self, Response};
 use clerk_mirror::{Application, db};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{OnceCell, oneshot};

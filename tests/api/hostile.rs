@@ -278,8 +278,8 @@ async fn send_event_post(
     app: &TestApp,
     headers: &[(String, String)],
     body: Vec<u8>,
-) -> clerk_mirror::send_event::Response {
-    clerk_mirror::send_event::post(&app.webhook_url(), headers, body.into())
+) -> clerk_mirror::cli::send_event::Response {
+    clerk_mirror::cli::send_event::post(&app.webhook_url(), headers, body.into())
         .await
         .expect("post")
 }

@@ -1,7 +1,7 @@
 //! `POST /webhooks/clerk`: verification, storage, redelivery, group commit, rejections, and the
 //! database going away.
 
-use clerk_mirror::send_event;
+use clerk_mirror::cli::send_event;
 use futures::future::join_all;
 use hyper::StatusCode;
 

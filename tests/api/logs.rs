@@ -72,7 +72,7 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
     assert_eq!(served.send_as("msg_private", &body).await.status, hyper::StatusCode::OK);
     // A rejected one (wrong secret) and a malformed one.
     let bad = clerk_mirror::ingest::verify::WebhookSecrets::parse(&["whsec_plJ3nmyCDGBKInavdOK15jsl"]).unwrap();
-    clerk_mirror::send_event::send(
+    clerk_mirror::cli::send_event::send(
         &format!("http://{}/webhooks/clerk", served.http_addr),
         &bad,
         "msg_bad",

@@ -87,9 +87,9 @@ impl Served {
         }
     }
 
-    pub async fn send_as(&self, id: &str, body: &str) -> clerk_mirror::send_event::Response {
+    pub async fn send_as(&self, id: &str, body: &str) -> clerk_mirror::cli::send_event::Response {
         let secrets = clerk_mirror::ingest::verify::WebhookSecrets::parse(&[SECRET]).unwrap();
-        clerk_mirror::send_event::send(
+        clerk_mirror::cli::send_event::send(
             &format!("http://{}/webhooks/clerk", self.http_addr),
             &secrets,
             id,

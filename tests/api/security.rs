@@ -123,7 +123,7 @@ async fn tokens_open_what_they_may_and_nothing_else() {
     app.stop().await;
 }
 
-async fn get_with(url: &str, token: Option<&str>) -> clerk_mirror::send_event::Response {
+async fn get_with(url: &str, token: Option<&str>) -> clerk_mirror::cli::send_event::Response {
     use http_body_util::{BodyExt, Empty};
     let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -135,7 +135,7 @@ async fn get_with(url: &str, token: Option<&str>) -> clerk_mirror::send_event::R
     let response = client.request(request.body(Empty::new()).unwrap()).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    clerk_mirror::send_event::Response {
+    clerk_mirror::cli::send_event::Response {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
@@ -330,9 +330,13 @@ async fn requests_with_too_many_or_too_large_headers_get_431_and_store_nothing()
     .await;
     let body = user_created("user_h1");
     let signed = |id: &str, extra: Vec<(String, String)>| {
-        let mut headers =
-            clerk_mirror::send_event::svix_headers(&app.secrets, id, chrono::Utc::now().timestamp(), body.as_bytes())
-                .unwrap();
+        let mut headers = clerk_mirror::cli::send_event::svix_headers(
+            &app.secrets,
+            id,
+            chrono::Utc::now().timestamp(),
+            body.as_bytes(),
+        )
+        .unwrap();
         headers.extend(extra);
         headers
     };
@@ -347,7 +351,7 @@ async fn requests_with_too_many_or_too_large_headers_get_431_and_store_nothing()
         ("too many headers", signed("msg_many", many(20))),
         ("too large a header", signed("msg_large", large(9 * 1024))),
     ] {
-        let response = clerk_mirror::send_event::post(&app.webhook_url(), &headers, body.clone().into())
+        let response = clerk_mirror::cli::send_event::post(&app.webhook_url(), &headers, body.clone().into())
             .await
             .unwrap();
         assert_eq!(
@@ -360,9 +364,10 @@ async fn requests_with_too_many_or_too_large_headers_get_431_and_store_nothing()
     // Within both bounds: stored.
     let mut fine = many(10);
     fine.extend(large(4 * 1024));
-    let response = clerk_mirror::send_event::post(&app.webhook_url(), &signed("msg_fine", fine), body.clone().into())
-        .await
-        .unwrap();
+    let response =
+        clerk_mirror::cli::send_event::post(&app.webhook_url(), &signed("msg_fine", fine), body.clone().into())
+            .await
+            .unwrap();
     assert_eq!(response.status, hyper::StatusCode::OK, "{}", response.body);
     assert_eq!(app.inbox_count().await, 1);
     // The admin port has the same bounds.

@@ -38,7 +38,7 @@ async fn a_background_task_that_fails_stops_the_server_with_an_error_naming_it()
     // The server works: a webhook is acknowledged and applied.
     let body = helpers::user_created("user_supervised");
     let url = format!("http://{http}/webhooks/clerk");
-    let answer = clerk_mirror::send_event::send(&url, &secrets, "msg_supervised", body.as_bytes())
+    let answer = clerk_mirror::cli::send_event::send(&url, &secrets, "msg_supervised", body.as_bytes())
         .await
         .expect("post the webhook");
     assert_eq!(answer.status, 200, "{}", answer.body);

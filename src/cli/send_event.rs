@@ -1,5 +1,5 @@
 //! `send-event`: signs a body exactly as Svix does and posts it (for trying the server without a
-//! Clerk account). Also the small HTTP client the tests use.
+//! Clerk account). Also the small HTTP client the tests and the bench use.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -9,6 +9,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rand::RngExt;
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::args::secret;
+use crate::config::Redacted;
 use crate::ingest::verify::WebhookSecrets;
 
 /// A response's status and body text.
@@ -127,4 +134,59 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     parts.join(": ")
+}
+
+#[derive(Args, Debug)]
+pub(super) struct SendEventArgs {
+    /// The signing secret, `whsec_…` (the first one when several are given).
+    #[arg(long, env = "CLERK_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret)]
+    secret: Redacted<String>,
+    /// Where to post.
+    #[arg(long, default_value = "http://127.0.0.1:8080/webhooks/clerk")]
+    url: String,
+    /// The delivery id (`svix-id`); a fresh one when absent. Reuse one to try a redelivery.
+    #[arg(long)]
+    id: Option<String>,
+    /// The event body (JSON), or `-` for standard input.
+    file: PathBuf,
+}
+
+/// The `send-event` command: reads the body, signs and posts it, prints the answer.
+pub(super) async fn send_command(args: SendEventArgs) -> anyhow::Result<ExitCode> {
+    let body = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read standard input")?;
+        buf
+    } else {
+        tokio::fs::read(&args.file)
+            .await
+            .with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let secrets = WebhookSecrets::parse(&[args.secret.0.as_str()]).map_err(|e| {
+        anyhow::anyhow!(
+            "--secret / CLERK_WEBHOOK_SECRET: {e}; copy the endpoint's signing secret from the Clerk Dashboard \
+             (Webhooks, the endpoint, Signing Secret)"
+        )
+    })?;
+    let id = args.id.unwrap_or_else(new_message_id);
+    let response = send(&args.url, &secrets, &id, &body).await?;
+    println!(
+        "{} {}",
+        response.status.as_u16(),
+        response.status.canonical_reason().unwrap_or("")
+    );
+    println!("{}", response.body);
+    if response.status.is_success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what_to_do = match response.status.as_u16() {
+        401 => "sign with the secret the server verifies with: --secret / CLERK_WEBHOOK_SECRET as given to serve",
+        413 => "the event is larger than the server accepts (serve's --max-body-bytes)",
+        400 => "the server could not read the event: see its answer above",
+        503 => "the server's database is unavailable: send it again later (the same --id is a redelivery)",
+        404 | 405 => "is --url the server's webhook endpoint, http://<serve's --http-addr>/webhooks/clerk?",
+        _ => "see the server's answer above",
+    };
+    eprintln!("error: {} answered {}: {what_to_do}", args.url, response.status);
+    Ok(ExitCode::FAILURE)
 }

@@ -43,7 +43,7 @@ pub struct BenchArgs {
     scenarios: Vec<Scenario>,
     /// PostgreSQL server to use (a database per scenario is created and dropped on it). Without
     /// it, a private durable cluster is made in a temporary directory with the machine's initdb.
-    #[arg(long, env = "CLERK_MIRROR_BENCH_DATABASE_URL", hide_env_values = true, value_parser = crate::cli::secret)]
+    #[arg(long, env = "CLERK_MIRROR_BENCH_DATABASE_URL", hide_env_values = true, value_parser = crate::cli::args::secret)]
     database_url: Option<crate::config::Redacted<String>>,
     /// Print JSON instead of Markdown tables.
     #[arg(long)]
@@ -84,7 +84,7 @@ pub struct BenchArgs {
 
 /// Runs the benchmarks and prints their reports.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    crate::cli::raise_open_file_limit();
+    crate::cli::args::raise_open_file_limit();
     let mut scenarios = args.scenarios.clone();
     if scenarios.contains(&Scenario::All) {
         scenarios = vec![Scenario::Ingest, Scenario::Lookup, Scenario::Watch, Scenario::Backfill];

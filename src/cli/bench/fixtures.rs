@@ -15,12 +15,12 @@ fn template(text: &str) -> Value {
     serde_json::from_str::<Value>(text).expect("the example events are JSON")["data"].clone()
 }
 
-static USER: LazyLock<Value> = LazyLock::new(|| template(include_str!("../../examples/events/user.created.json")));
+static USER: LazyLock<Value> = LazyLock::new(|| template(include_str!("../../../examples/events/user.created.json")));
 static ORGANIZATION: LazyLock<Value> =
-    LazyLock::new(|| template(include_str!("../../examples/events/organization.created.json")));
+    LazyLock::new(|| template(include_str!("../../../examples/events/organization.created.json")));
 static MEMBERSHIP: LazyLock<Value> = LazyLock::new(|| {
     template(include_str!(
-        "../../examples/events/organizationMembership.created.json"
+        "../../../examples/events/organizationMembership.created.json"
     ))
 });
 

@@ -164,7 +164,7 @@ async fn ingest(
         async move {
             let body = bodies[i as usize].clone();
             let id = format!("msg_bench{i}");
-            let headers = crate::send_event::svix_headers(&secrets, &id, chrono::Utc::now().timestamp(), &body)?;
+            let headers = crate::cli::send_event::svix_headers(&secrets, &id, chrono::Utc::now().timestamp(), &body)?;
             let mut request = hyper::Request::post(&*url).header("content-type", "application/json");
             for (k, v) in &headers {
                 request = request.header(k.as_str(), v.as_str());

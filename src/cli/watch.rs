@@ -51,7 +51,7 @@ pub struct WatchArgs {
     pub heartbeat: i64,
     /// A bearer token for a server started with tokens (prefer the environment variable, or
     /// `--token-file`: a command line is visible to other users of the machine).
-    #[arg(long, env = "CLERK_MIRROR_TOKEN", hide_env_values = true, conflicts_with = "token_file", value_parser = crate::cli::secret)]
+    #[arg(long, env = "CLERK_MIRROR_TOKEN", hide_env_values = true, conflicts_with = "token_file", value_parser = crate::cli::args::secret)]
     pub token: Option<crate::secrets::Redacted<String>>,
     /// A file holding the bearer token (its first non-empty line).
     #[arg(long)]

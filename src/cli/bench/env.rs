@@ -287,7 +287,7 @@ impl Server {
 
     /// A value of the server's Prometheus metrics (summed over its labels matching `labels`).
     pub async fn metric(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
-        let text = crate::send_event::get(&format!("http://{}/metrics", self.admin))
+        let text = crate::cli::send_event::get(&format!("http://{}/metrics", self.admin))
             .await?
             .body;
         Ok(text

@@ -182,7 +182,7 @@ async fn phase(
                 .expect("serialises"),
             );
             let id = format!("msg_watch{i}");
-            let headers = crate::send_event::svix_headers(&secrets, &id, chrono::Utc::now().timestamp(), &body)?;
+            let headers = crate::cli::send_event::svix_headers(&secrets, &id, chrono::Utc::now().timestamp(), &body)?;
             let mut request = hyper::Request::post(&url).header("content-type", "application/json");
             for (name, value) in &headers {
                 request = request.header(name.as_str(), value.as_str());

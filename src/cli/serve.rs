@@ -1,0 +1,184 @@
+//! `serve`: its options (each with an environment variable; defaults from `Config`) and the
+//! server they start on the database they name.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::LogFormat;
+use super::args::{DatabaseArgs, open_database, raise_open_file_limit, secret, shutdown_signal, tokens};
+use crate::Application;
+use crate::applier::ApplierConfig;
+use crate::config::{Config, HumanDuration, ReconcileConfig, Redacted, parse_duration};
+use crate::grpc::watch::WatchConfig;
+use crate::http_server::HttpLimits;
+use crate::ingest::verify::WebhookSecrets;
+
+#[derive(Args, Debug)]
+pub(super) struct ServeArgs {
+    #[command(flatten)]
+    pub(super) database: DatabaseArgs,
+    /// The public webhook address (`POST /webhooks/clerk`, `/healthz`, `/readyz`).
+    #[arg(long, env = "CLERK_MIRROR_HTTP_ADDR", default_value_t = Config::DEFAULT_HTTP_ADDR)]
+    pub(super) http_addr: SocketAddr,
+    /// The gRPC address.
+    #[arg(long, env = "CLERK_MIRROR_GRPC_ADDR", default_value_t = Config::DEFAULT_GRPC_ADDR)]
+    pub(super) grpc_addr: SocketAddr,
+    /// The operator address (metrics); keep it private.
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_ADDR", default_value_t = Config::DEFAULT_ADMIN_ADDR)]
+    pub(super) admin_addr: SocketAddr,
+    /// The webhook endpoint's signing secret(s), `whsec_…`, comma-separated; any may verify.
+    #[arg(
+        long,
+        env = "CLERK_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_delimiter = ',',
+        required = true,
+        value_parser = secret
+    )]
+    pub(super) webhook_secret: Vec<Redacted<String>>,
+    /// Log format: `pretty` (text for people, coloured only on a terminal and without
+    /// `NO_COLOR`) or `json` (one object a line); `RUST_LOG` filters (default `info`).
+    #[arg(long, env = "CLERK_MIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub(super) log_format: LogFormat,
+    /// A client allowed to read (DirectoryService, WatchService): `name=secret`; repeat, or
+    /// comma-separate in the variable.
+    #[arg(long, env = "CLERK_MIRROR_READER_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = secret)]
+    pub(super) reader_token: Vec<Redacted<String>>,
+    /// A client allowed everything, AdminService and the admin port included: `name=secret`.
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS", hide_env_values = true, value_delimiter = ',', value_parser = secret)]
+    pub(super) admin_token: Vec<Redacted<String>>,
+    /// A file of reader tokens: one `name=secret` a line, `#` comments.
+    #[arg(long, env = "CLERK_MIRROR_READER_TOKENS_FILE")]
+    pub(super) reader_tokens_file: Option<PathBuf>,
+    /// A file of admin tokens: one `name=secret` a line, `#` comments.
+    #[arg(long, env = "CLERK_MIRROR_ADMIN_TOKENS_FILE")]
+    pub(super) admin_tokens_file: Option<PathBuf>,
+    /// TLS certificate (PEM, with its chain) for the gRPC and admin ports.
+    #[arg(long, env = "CLERK_MIRROR_TLS_CERT", requires = "tls_key")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the gRPC and admin ports.
+    #[arg(long, env = "CLERK_MIRROR_TLS_KEY", requires = "tls_cert")]
+    pub(super) tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates the gRPC and admin ports require (mTLS).
+    #[arg(long, env = "CLERK_MIRROR_CLIENT_CA", requires = "tls_cert")]
+    pub(super) client_ca: Option<PathBuf>,
+    /// Serve the gRPC and admin ports on a non-loopback address without tokens (when something
+    /// else guards them).
+    #[arg(long, env = "CLERK_MIRROR_ALLOW_UNAUTHENTICATED")]
+    pub(super) allow_unauthenticated: bool,
+    /// Most watch streams open at once on this replica.
+    #[arg(long, env = "CLERK_MIRROR_MAX_WATCHERS", default_value_t = WatchConfig::default().max_streams)]
+    pub(super) max_watchers: usize,
+    /// Longest a unary RPC may take.
+    #[arg(long, env = "CLERK_MIRROR_RPC_TIMEOUT", default_value_t = Config::DEFAULT_RPC_TIMEOUT.into())]
+    pub(super) rpc_timeout: HumanDuration,
+    /// Most RPCs in flight at once on the gRPC port; more are refused at once
+    /// (RESOURCE_EXHAUSTED), never queued. Health checks are never refused.
+    #[arg(long, env = "CLERK_MIRROR_MAX_CONCURRENT_RPCS", default_value_t = Config::DEFAULT_MAX_CONCURRENT_RPCS)]
+    pub(super) max_concurrent_rpcs: usize,
+    /// Largest gRPC request message, in bytes.
+    #[arg(long, env = "CLERK_MIRROR_MAX_MESSAGE_BYTES", default_value_t = Config::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub(super) max_message_bytes: usize,
+    /// Largest webhook body, in bytes (larger: 413).
+    #[arg(long, env = "CLERK_MIRROR_MAX_BODY_BYTES", default_value_t = Config::DEFAULT_MAX_BODY_BYTES)]
+    pub(super) max_body_bytes: usize,
+    /// Most header fields in one request on the webhook and admin ports (more: 431).
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_COUNT", default_value_t = HttpLimits::default().max_headers)]
+    pub(super) max_header_count: usize,
+    /// Most bytes in one request's head (request line and headers) on the webhook and admin
+    /// ports (more: 431).
+    #[arg(long, env = "CLERK_MIRROR_MAX_HEADER_BYTES", default_value_t = HttpLimits::default().max_header_bytes)]
+    pub(super) max_header_bytes: usize,
+    /// Reconcile with Clerk's Backend API this often (e.g. 6h), on the replica holding the applier
+    /// lock; needs --secret-key.
+    #[arg(long, env = "CLERK_MIRROR_RECONCILE_EVERY", value_parser = parse_duration, requires = "secret_key")]
+    pub(super) reconcile_every: Option<Duration>,
+    /// The instance's secret key, for the periodic reconcile.
+    #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, value_parser = secret)]
+    pub(super) secret_key: Option<Redacted<String>>,
+    /// Clerk's Backend API.
+    #[arg(long, env = "CLERK_API_URL", default_value = crate::backfill::client::DEFAULT_API_URL)]
+    pub(super) api_url: String,
+    /// Backend API requests per 10 s for the periodic reconcile.
+    #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = ReconcileConfig::DEFAULT_RATE)]
+    pub(super) api_rate: usize,
+    /// How long shutdown may take (in-flight webhooks, the applier's batch, streams) before the
+    /// process gives up waiting.
+    #[arg(long, env = "CLERK_MIRROR_SHUTDOWN_TIMEOUT", default_value_t = Config::DEFAULT_SHUTDOWN_TIMEOUT.into())]
+    pub(super) shutdown_timeout: HumanDuration,
+    /// Most bytes of users, organizations and memberships each replica holds in memory to serve
+    /// reads (0: none; every read goes to PostgreSQL). Above it, what is not held is read from
+    /// PostgreSQL.
+    #[arg(long, env = "CLERK_MIRROR_READ_CACHE_BYTES", default_value_t = Config::DEFAULT_READ_CACHE_BYTES)]
+    pub(super) read_cache_bytes: usize,
+    /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
+    #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value_t = ApplierConfig::default().retention.changes.into())]
+    pub(super) change_retention: HumanDuration,
+    /// Keep applied and skipped inbox rows this long.
+    #[arg(long, env = "CLERK_MIRROR_INBOX_RETENTION", default_value_t = ApplierConfig::default().retention.inbox.into())]
+    pub(super) inbox_retention: HumanDuration,
+    /// Keep dead letters (failed inbox rows) this long unless replayed.
+    #[arg(long, env = "CLERK_MIRROR_DEAD_LETTER_RETENTION", default_value_t = ApplierConfig::default().retention.dead_letters.into())]
+    pub(super) dead_letter_retention: HumanDuration,
+}
+
+pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    raise_open_file_limit();
+    let webhook_secrets: Vec<&str> = args.webhook_secret.iter().map(|s| s.0.as_str()).collect();
+    let secrets = WebhookSecrets::parse(&webhook_secrets)?;
+    // Before the database starts: a bad token or token file fails at once.
+    let tokens = crate::grpc::auth::Tokens {
+        readers: tokens("--reader-token", &args.reader_token, args.reader_tokens_file.as_ref())?,
+        admins: tokens("--admin-token", &args.admin_token, args.admin_tokens_file.as_ref())?,
+    };
+    let database = open_database(&args.database).await?;
+    let mut config = Config::new(database.config.clone(), secrets);
+    config.http_addr = args.http_addr;
+    config.grpc_addr = args.grpc_addr;
+    config.admin_addr = args.admin_addr;
+    config.shutdown_timeout = args.shutdown_timeout.0;
+    config.tokens = tokens;
+    config.allow_unauthenticated = args.allow_unauthenticated;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        config.tls = Some(crate::config::TlsConfig {
+            cert: read(cert)?,
+            key: Redacted(read(key)?),
+            client_ca: args.client_ca.as_ref().map(read).transpose()?,
+        });
+    }
+    config.watch.max_streams = args.max_watchers;
+    config.rpc_timeout = args.rpc_timeout.0;
+    config.max_concurrent_rpcs = args.max_concurrent_rpcs;
+    config.max_message_bytes = args.max_message_bytes;
+    config.max_body_bytes = args.max_body_bytes;
+    config.read_cache_bytes = args.read_cache_bytes;
+    config.http_limits.max_headers = args.max_header_count;
+    config.http_limits.max_header_bytes = args.max_header_bytes;
+    if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {
+        config.reconcile = Some(ReconcileConfig {
+            api_url: args.api_url.clone(),
+            secret_key: key.clone(),
+            rate: args.api_rate,
+            window: ReconcileConfig::WINDOW,
+            every,
+        });
+    }
+    if let Some(applier) = config.applier.as_mut() {
+        applier.retention.changes = args.change_retention.0;
+        applier.retention.inbox = args.inbox_retention.0;
+        applier.retention.dead_letters = args.dead_letter_retention.0;
+    }
+    let result = async {
+        let app = Application::build(config).await?;
+        app.run_until_stopped(shutdown_signal()).await
+    }
+    .await;
+    // The database stops last, after in-flight webhooks have committed.
+    database.close().await;
+    result
+}
