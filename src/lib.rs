@@ -2,7 +2,9 @@
 //! organization memberships, kept in PostgreSQL and served over gRPC.
 //!
 //! Data flows one way: `ingest` (webhooks) → `inbox` → applier → projections and the change log
-//! → gRPC. The binary in `main.rs` is a thin shell over [`cli`].
+//! → hub → cache and gRPC. Modules sit on floors that follow the data and import only downwards
+//! (README, "Layout"; `tests/api/structure.rs` holds the rule). The binary in `main.rs` is a thin
+//! shell over [`cli`].
 
 pub mod admin;
 pub mod applier;
