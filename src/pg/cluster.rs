@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::ClusterError;
 use super::layout::{DB_SUPERUSER, LOCK_FILE, LOG_FILE, PGDATA_DIR, PORT};
 use super::pidfile::{self, PidFile};
-use super::setup::{postgres_command, prepare, tail_lines};
+use super::setup::{Prepared, postgres_command, prepare, tail_lines};
 use super::spawner;
 use super::sys;
 use super::throwaway;
@@ -117,18 +117,7 @@ impl Cluster {
             match lock.try_lock() {
                 Ok(()) => {
                     let cluster = start_as_owner(&opts, data_dir, pgdata, lock).await?;
-                    if opts.die_with_parent
-                        && let Some(pid) = cluster.pid()
-                    {
-                        throwaway::register(pid, &cluster.pgdata, &cluster.socket_dir);
-                    }
-                    info!(
-                        data_dir = %cluster.data_dir.display(),
-                        socket_dir = %cluster.socket_dir.display(),
-                        pid = cluster.pid(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "embedded PostgreSQL ready"
-                    );
+                    cluster.announce_owned(&opts, started);
                     return Ok(cluster);
                 }
                 Err(TryLockError::WouldBlock) => {}
@@ -145,24 +134,20 @@ impl Cluster {
                 continue;
             }
             // Another process owns the cluster: use its postmaster once it is ready.
-            if let Some(pf) = pidfile::read(&pgdata)
-                && pf.is_ready()
-                && sys::may_be_live_postmaster(pf.pid, &pgdata)
-                && let Some(socket_dir) = pf.socket_dir.clone()
-            {
+            if let Some(other) = ready_postmaster_of_another(&pgdata) {
                 info!(
                     data_dir = %data_dir.display(),
-                    socket_dir = %socket_dir.display(),
-                    pid = pf.pid,
+                    socket_dir = %other.socket_dir.display(),
+                    pid = other.pid,
                     "attached to the embedded PostgreSQL of another process"
                 );
                 return Ok(Cluster {
                     data_dir,
                     pgdata,
-                    socket_dir,
-                    port: pf.port.unwrap_or(PORT),
+                    socket_dir: other.socket_dir,
+                    port: other.port,
                     owns: false,
-                    postmaster: Postmaster::Attached(pf.pid),
+                    postmaster: Postmaster::Attached(other.pid),
                     lock: None,
                 });
             }
@@ -180,6 +165,23 @@ impl Cluster {
             }
             tokio::time::sleep(ATTACH_POLL).await;
         }
+    }
+
+    /// Once this process owns a ready postmaster: registers it to be stopped at exit if it
+    /// dies with this process, and logs that it is ready.
+    fn announce_owned(&self, opts: &ClusterOptions, started: Instant) {
+        if opts.die_with_parent
+            && let Some(pid) = self.pid()
+        {
+            throwaway::register(pid, &self.pgdata, &self.socket_dir);
+        }
+        info!(
+            data_dir = %self.data_dir.display(),
+            socket_dir = %self.socket_dir.display(),
+            pid = self.pid(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "embedded PostgreSQL ready"
+        );
     }
 
     /// Connect options for a database of this cluster over its unix socket, user `postgres`.
@@ -369,142 +371,201 @@ async fn start_as_owner(
     pgdata: PathBuf,
     lock: File,
 ) -> Result<Cluster, ClusterError> {
-    // Record who holds the lock, for the messages of processes that have to wait.
+    record_lock_holder(&lock);
+    if let Some(orphan) = adopt_orphan(&data_dir, &pgdata).await? {
+        return Ok(Cluster {
+            data_dir,
+            pgdata,
+            socket_dir: orphan.socket_dir,
+            port: orphan.port,
+            owns: true,
+            postmaster: Postmaster::Adopted(orphan.pid),
+            lock: Some(lock),
+        });
+    }
+    let prepared = prepare_holding_lock(&data_dir, opts.durable, &lock).await?;
+    let child = spawn_until_ready(opts, &prepared, &pgdata, &data_dir.join(LOG_FILE)).await?;
+    Ok(Cluster {
+        data_dir,
+        pgdata,
+        socket_dir: prepared.socket_dir,
+        port: PORT,
+        owns: true,
+        postmaster: Postmaster::Child(child),
+        lock: Some(lock),
+    })
+}
+
+/// A ready postmaster found through its `postmaster.pid`: who it is and where its socket lives.
+struct ReadyPostmaster {
+    pid: i32,
+    socket_dir: PathBuf,
+    port: u16,
+}
+
+/// The postmaster another process owns, if its `postmaster.pid` says it is ready, names a
+/// socket directory, and its pid may be a live postmaster of `pgdata`.
+fn ready_postmaster_of_another(pgdata: &Path) -> Option<ReadyPostmaster> {
+    let pf = pidfile::read(pgdata)?;
+    if !pf.is_ready() || !sys::may_be_live_postmaster(pf.pid, pgdata) {
+        return None;
+    }
+    Some(ReadyPostmaster {
+        pid: pf.pid,
+        socket_dir: pf.socket_dir?,
+        port: pf.port.unwrap_or(PORT),
+    })
+}
+
+/// Records who holds the lock, for the messages of processes that have to wait.
+fn record_lock_holder(lock: &File) {
     let me = format!("pid {}\n", std::process::id());
     if let Err(e) = lock.set_len(0).and_then(|()| lock.write_all_at(me.as_bytes(), 0)) {
         debug!(error = %e, "could not write the pid into the lock file");
     }
+}
 
-    // A live postmaster without a lock holder was left behind by a SIGKILLed owner.
-    if let Some(pf) = pidfile::read(&pgdata)
-        && sys::is_live_postmaster(pf.pid, &pgdata)
-    {
-        let pid = pf.pid;
-        info!(pid, data_dir = %data_dir.display(), "adopting a PostgreSQL left running by a previous owner");
-        match wait_ready(&pgdata, pid, || (!pid_alive_reaping(pid)).then(|| "exited".to_owned())).await {
-            Ok(pf) => {
-                let socket_dir = pf.socket_dir.clone().ok_or_else(|| {
-                    ClusterError::Internal(format!(
-                        "{} names no socket directory",
-                        pgdata.join(pidfile::FILE_NAME).display()
-                    ))
-                })?;
-                return Ok(Cluster {
-                    data_dir,
-                    pgdata,
-                    socket_dir,
-                    port: pf.port.unwrap_or(PORT),
-                    owns: true,
-                    postmaster: Postmaster::Adopted(pid),
-                    lock: Some(lock),
-                });
-            }
-            // It was shutting down; start a fresh one.
-            Err(WaitFailure::Exited(_)) => {
-                info!(pid, "the left-behind PostgreSQL exited; starting a new one");
-            }
-            Err(WaitFailure::TimedOut) => {
-                return Err(ClusterError::StartTimeout {
-                    pid,
-                    secs: READY_TIMEOUT.as_secs(),
-                    log: data_dir.join(LOG_FILE),
-                });
-            }
-        }
-    }
-
-    let prepared = {
-        let data_dir = data_dir.clone();
-        let durable = opts.durable;
-        // A duplicate of the locked descriptor keeps the flock held until initdb is done, even if
-        // this future is dropped meanwhile.
-        let held = lock
-            .try_clone()
-            .map_err(|e| ClusterError::io("duplicate", data_dir.join(LOCK_FILE), e))?;
-        blocking(move || {
-            let prepared = prepare(&data_dir, durable);
-            drop(held);
-            prepared
-        })
-        .await?
+/// A live postmaster without a lock holder was left behind by a SIGKILLed owner: waits until it
+/// is ready and takes it over. `None` if there is none, or it exited while we waited (it was
+/// shutting down; the caller starts a fresh one).
+async fn adopt_orphan(data_dir: &Path, pgdata: &Path) -> Result<Option<ReadyPostmaster>, ClusterError> {
+    let Some(pf) = pidfile::read(pgdata) else {
+        return Ok(None);
     };
-    let log_path = data_dir.join(LOG_FILE);
+    if !sys::is_live_postmaster(pf.pid, pgdata) {
+        return Ok(None);
+    }
+    let pid = pf.pid;
+    info!(pid, data_dir = %data_dir.display(), "adopting a PostgreSQL left running by a previous owner");
+    match wait_ready(pgdata, pid, || (!pid_alive_reaping(pid)).then(|| "exited".to_owned())).await {
+        Ok(pf) => {
+            let socket_dir = pf.socket_dir.clone().ok_or_else(|| {
+                ClusterError::Internal(format!(
+                    "{} names no socket directory",
+                    pgdata.join(pidfile::FILE_NAME).display()
+                ))
+            })?;
+            Ok(Some(ReadyPostmaster {
+                pid,
+                socket_dir,
+                port: pf.port.unwrap_or(PORT),
+            }))
+        }
+        Err(WaitFailure::Exited(_)) => {
+            info!(pid, "the left-behind PostgreSQL exited; starting a new one");
+            Ok(None)
+        }
+        Err(WaitFailure::TimedOut) => Err(ClusterError::StartTimeout {
+            pid,
+            secs: READY_TIMEOUT.as_secs(),
+            log: data_dir.join(LOG_FILE),
+        }),
+    }
+}
+
+/// Runs [`prepare`] (binaries, user, directories, initdb) on a blocking thread. A duplicate of
+/// the locked descriptor keeps the flock held until it is done, even if this future is dropped
+/// meanwhile.
+async fn prepare_holding_lock(data_dir: &Path, durable: bool, lock: &File) -> Result<Prepared, ClusterError> {
+    let data_dir = data_dir.to_path_buf();
+    let held = lock
+        .try_clone()
+        .map_err(|e| ClusterError::io("duplicate", data_dir.join(LOCK_FILE), e))?;
+    blocking(move || {
+        let prepared = prepare(&data_dir, durable);
+        drop(held);
+        prepared
+    })
+    .await
+}
+
+/// Spawns the postmaster and waits until it is ready, spawning again while the backends of a
+/// crashed predecessor still hold the shared memory block.
+async fn spawn_until_ready(
+    opts: &ClusterOptions,
+    prepared: &Prepared,
+    pgdata: &Path,
+    log_path: &Path,
+) -> Result<Child, ClusterError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (log, offset) = open_log(&log_path)?;
-        let cmd = postgres_command(&prepared, &pgdata, opts.durable, &log)
-            .map_err(|e| ClusterError::io("open", &log_path, e))?;
-        let postgres = prepared.bin_dir.join("postgres");
-        let mut child =
-            spawner::spawn(cmd, opts.die_with_parent)
-                .await
-                .map_err(|source| ClusterError::BinariesUnusable {
-                    user: prepared.user_name(),
-                    bin: postgres.clone(),
-                    source,
-                })?;
-        drop(log);
+        let (mut child, offset) = spawn_postmaster(opts, prepared, pgdata, log_path).await?;
         let pid = i32::try_from(child.id()).unwrap_or(0);
         debug!(pid, attempt, "postgres spawned");
-        // If this future is dropped while waiting (e.g. Ctrl-C during startup), shut it down.
-        let mut starting = StartingChild {
-            child: &mut child,
-            armed: true,
-        };
-        let outcome = wait_ready(&pgdata, pid, || starting.exited()).await;
-        starting.armed = false;
-        drop(starting);
-        match outcome {
-            Ok(_) => {
-                return Ok(Cluster {
-                    data_dir,
-                    pgdata,
-                    socket_dir: prepared.socket_dir,
-                    port: PORT,
-                    owns: true,
-                    postmaster: Postmaster::Child(child),
-                    lock: Some(lock),
-                });
-            }
+        match wait_spawned_ready(&mut child, pgdata, pid).await {
+            Ok(()) => return Ok(child),
             Err(WaitFailure::Exited(status)) => {
-                let tail = log_tail(&log_path, offset);
+                let tail = log_tail(log_path, offset);
                 if tail.contains("pre-existing shared memory block") && attempt < SHMEM_RETRIES {
                     debug!(attempt, "old backends still hold shared memory; retrying");
                     tokio::time::sleep(SHMEM_RETRY_DELAY).await;
                     continue;
                 }
-                if let Some(line) = tail
-                    .lines()
-                    .find(|l| l.contains("lock file") && l.contains("already exists"))
-                {
-                    let what = if line.contains(".s.PGSQL.") {
-                        prepared.socket_dir
-                    } else {
-                        pgdata
-                    };
-                    // Drop the log line prefix (time, pid) up to the severity.
-                    let detail = line.find("FATAL:").map_or(line, |at| &line[at..]);
-                    return Err(ClusterError::AnotherPostmaster {
-                        what,
-                        detail: detail.trim().to_owned(),
-                    });
-                }
-                return Err(ClusterError::StartFailed {
-                    status,
-                    log: log_path,
-                    tail,
-                });
+                return Err(start_failure(status, tail, &prepared.socket_dir, pgdata, log_path));
             }
             Err(WaitFailure::TimedOut) => {
                 // Left running (e.g. long crash recovery): the next start adopts it.
                 return Err(ClusterError::StartTimeout {
                     pid,
                     secs: READY_TIMEOUT.as_secs(),
-                    log: log_path,
+                    log: log_path.to_path_buf(),
                 });
             }
         }
+    }
+}
+
+/// Spawns one postmaster writing to the server log; returns it and the log's length before it
+/// started (where its own lines begin).
+async fn spawn_postmaster(
+    opts: &ClusterOptions,
+    prepared: &Prepared,
+    pgdata: &Path,
+    log_path: &Path,
+) -> Result<(Child, u64), ClusterError> {
+    let (log, offset) = open_log(log_path)?;
+    let cmd =
+        postgres_command(prepared, pgdata, opts.durable, &log).map_err(|e| ClusterError::io("open", log_path, e))?;
+    let child = spawner::spawn(cmd, opts.die_with_parent)
+        .await
+        .map_err(|source| ClusterError::BinariesUnusable {
+            user: prepared.user_name(),
+            bin: prepared.bin_dir.join("postgres"),
+            source,
+        })?;
+    drop(log);
+    Ok((child, offset))
+}
+
+/// Waits until a freshly spawned postmaster is ready; if this future is dropped while waiting
+/// (e.g. Ctrl-C during startup), shuts it down.
+async fn wait_spawned_ready(child: &mut Child, pgdata: &Path, pid: i32) -> Result<(), WaitFailure> {
+    let mut starting = StartingChild { child, armed: true };
+    let outcome = wait_ready(pgdata, pid, || starting.exited()).await;
+    starting.armed = false;
+    outcome.map(|_| ())
+}
+
+/// The error for a postmaster that exited during startup: another postmaster holding the data
+/// directory's or the socket's lock file, else the end of its log.
+fn start_failure(status: String, tail: String, socket_dir: &Path, pgdata: &Path, log_path: &Path) -> ClusterError {
+    if let Some(line) = tail
+        .lines()
+        .find(|l| l.contains("lock file") && l.contains("already exists"))
+    {
+        let what = if line.contains(".s.PGSQL.") { socket_dir } else { pgdata };
+        // Drop the log line prefix (time, pid) up to the severity.
+        let detail = line.find("FATAL:").map_or(line, |at| &line[at..]);
+        return ClusterError::AnotherPostmaster {
+            what: what.to_path_buf(),
+            detail: detail.trim().to_owned(),
+        };
+    }
+    ClusterError::StartFailed {
+        status,
+        log: log_path.to_path_buf(),
+        tail,
     }
 }
 
