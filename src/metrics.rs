@@ -267,3 +267,126 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposition's shape: every `# HELP` and `# TYPE` line and every series without its
+    /// value (so names, help texts, types, label names and histogram buckets), in order.
+    fn shape(rendered: &str) -> Vec<&str> {
+        rendered
+            .lines()
+            .map(|line| match line.starts_with('#') {
+                true => line,
+                false => line.rsplit_once(' ').map_or(line, |(series, _value)| series),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_metric_keeps_its_name_type_help_text_labels_and_buckets() {
+        let m = Metrics::new();
+        // A labelled metric is only exposed once it has a series: give each one.
+        m.webhooks.with_label_values(&["o", "r"]).inc();
+        m.events.with_label_values(&["t", "s"]).inc();
+        m.apply_lag.observe(0.0);
+        m.changes.inc();
+        m.watchers.set(0);
+        m.watchers_ended.with_label_values(&["r"]).inc();
+        m.watch_catch_ups.inc();
+        m.changes_read.with_label_values(&["r"]).inc();
+        m.rpcs.with_label_values(&["m", "c"]).inc();
+        m.rpc_seconds.with_label_values(&["m"]).observe(0.0);
+        m.set_log(0, 0, 0, 0);
+        m.set_backfill_fetched(&[("r".to_owned(), 0)]);
+        m.set_drift("r", "k", 0);
+        m.cache_reads.with_label_values(&["o"]).inc();
+        m.cache.with_label_values(&["w"]).set(0);
+        let expected = EXPECTED
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>();
+        assert_eq!(shape(&m.render()), expected);
+    }
+
+    const EXPECTED: &str = r#"
+        # HELP clerk_mirror_apply_lag_seconds From Clerk's event time to the commit that applied it.
+        # TYPE clerk_mirror_apply_lag_seconds histogram
+        clerk_mirror_apply_lag_seconds_bucket{le="0.05"}
+        clerk_mirror_apply_lag_seconds_bucket{le="0.1"}
+        clerk_mirror_apply_lag_seconds_bucket{le="0.25"}
+        clerk_mirror_apply_lag_seconds_bucket{le="0.5"}
+        clerk_mirror_apply_lag_seconds_bucket{le="1"}
+        clerk_mirror_apply_lag_seconds_bucket{le="2.5"}
+        clerk_mirror_apply_lag_seconds_bucket{le="5"}
+        clerk_mirror_apply_lag_seconds_bucket{le="10"}
+        clerk_mirror_apply_lag_seconds_bucket{le="30"}
+        clerk_mirror_apply_lag_seconds_bucket{le="60"}
+        clerk_mirror_apply_lag_seconds_bucket{le="300"}
+        clerk_mirror_apply_lag_seconds_bucket{le="3600"}
+        clerk_mirror_apply_lag_seconds_bucket{le="+Inf"}
+        clerk_mirror_apply_lag_seconds_sum
+        clerk_mirror_apply_lag_seconds_count
+        # HELP clerk_mirror_backfill_fetched Objects fetched by the backfill in progress.
+        # TYPE clerk_mirror_backfill_fetched gauge
+        clerk_mirror_backfill_fetched{resource="r"}
+        # HELP clerk_mirror_change_log_rows_read_total Change-log rows read from the database, by reader (hub or stream).
+        # TYPE clerk_mirror_change_log_rows_read_total counter
+        clerk_mirror_change_log_rows_read_total{reader="r"}
+        # HELP clerk_mirror_changes_total Changes appended to the log.
+        # TYPE clerk_mirror_changes_total counter
+        clerk_mirror_changes_total
+        # HELP clerk_mirror_drift The last reconcile's repairs by resource and kind.
+        # TYPE clerk_mirror_drift gauge
+        clerk_mirror_drift{kind="k",resource="r"}
+        # HELP clerk_mirror_events_total Inbox rows taken by the applier, by event type and status.
+        # TYPE clerk_mirror_events_total counter
+        clerk_mirror_events_total{status="s",type="t"}
+        # HELP clerk_mirror_grpc_request_seconds gRPC latency to the response headers.
+        # TYPE clerk_mirror_grpc_request_seconds histogram
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.0005"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.001"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.0025"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.005"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.01"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.025"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.05"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.1"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.25"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="0.5"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="1"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="5"}
+        clerk_mirror_grpc_request_seconds_bucket{method="m",le="+Inf"}
+        clerk_mirror_grpc_request_seconds_sum{method="m"}
+        clerk_mirror_grpc_request_seconds_count{method="m"}
+        # HELP clerk_mirror_grpc_requests_total gRPC requests by method and status code.
+        # TYPE clerk_mirror_grpc_requests_total counter
+        clerk_mirror_grpc_requests_total{code="c",method="m"}
+        # HELP clerk_mirror_log The change log's head and oldest seq, the inbox backlog and dead letters (at scrape).
+        # TYPE clerk_mirror_log gauge
+        clerk_mirror_log{what="dead_letters"}
+        clerk_mirror_log{what="head_seq"}
+        clerk_mirror_log{what="inbox_pending"}
+        clerk_mirror_log{what="oldest_seq"}
+        # HELP clerk_mirror_read_cache The read cache: entries, bytes, completeness, cursor and lag.
+        # TYPE clerk_mirror_read_cache gauge
+        clerk_mirror_read_cache{what="w"}
+        # HELP clerk_mirror_read_cache_reads_total Directory reads by how the read cache answered.
+        # TYPE clerk_mirror_read_cache_reads_total counter
+        clerk_mirror_read_cache_reads_total{outcome="o"}
+        # HELP clerk_mirror_watch_database_catch_ups_total Times a stream behind the hub read the database.
+        # TYPE clerk_mirror_watch_database_catch_ups_total counter
+        clerk_mirror_watch_database_catch_ups_total
+        # HELP clerk_mirror_watchers Open watch streams.
+        # TYPE clerk_mirror_watchers gauge
+        clerk_mirror_watchers
+        # HELP clerk_mirror_watchers_ended_total Watch streams ended, by reason.
+        # TYPE clerk_mirror_watchers_ended_total counter
+        clerk_mirror_watchers_ended_total{reason="r"}
+        # HELP clerk_mirror_webhooks_total Webhook requests by outcome and reason.
+        # TYPE clerk_mirror_webhooks_total counter
+        clerk_mirror_webhooks_total{outcome="o",reason="r"}
+    "#;
+}
