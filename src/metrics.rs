@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -56,120 +57,72 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let registry = Registry::new_custom(Some("clerk_mirror".into()), None).expect("a valid prefix");
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("registered once");
-            c
-        };
-        let webhooks = counter_vec(
-            "webhooks_total",
-            "Webhook requests by outcome and reason.",
-            &["outcome", "reason"],
-        );
-        let events = counter_vec(
-            "events_total",
-            "Inbox rows taken by the applier, by event type and status.",
-            &["type", "status"],
-        );
-        let watchers_ended = counter_vec("watchers_ended_total", "Watch streams ended, by reason.", &["reason"]);
-        let changes_read = counter_vec(
-            "change_log_rows_read_total",
-            "Change-log rows read from the database, by reader (hub or stream).",
-            &["reader"],
-        );
-        let rpcs = counter_vec(
-            "grpc_requests_total",
-            "gRPC requests by method and status code.",
-            &["method", "code"],
-        );
-        let apply_lag = Histogram::with_opts(
-            HistogramOpts::new(
+        let r = Registrar::new("clerk_mirror");
+        Arc::new(Metrics {
+            webhooks: r.counters(
+                "webhooks_total",
+                "Webhook requests by outcome and reason.",
+                &["outcome", "reason"],
+            ),
+            events: r.counters(
+                "events_total",
+                "Inbox rows taken by the applier, by event type and status.",
+                &["type", "status"],
+            ),
+            apply_lag: r.histogram(
                 "apply_lag_seconds",
                 "From Clerk's event time to the commit that applied it.",
-            )
-            .buckets(vec![
-                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
-            ]),
-        )
-        .expect("valid metric");
-        registry.register(Box::new(apply_lag.clone())).expect("registered once");
-        let rpc_seconds = HistogramVec::new(
-            HistogramOpts::new("grpc_request_seconds", "gRPC latency to the response headers.").buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-            ]),
-            &["method"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(rpc_seconds.clone()))
-            .expect("registered once");
-        let changes = IntCounter::new("changes_total", "Changes appended to the log.").expect("valid metric");
-        registry.register(Box::new(changes.clone())).expect("registered once");
-        let watchers = IntGauge::new("watchers", "Open watch streams.").expect("valid metric");
-        registry.register(Box::new(watchers.clone())).expect("registered once");
-        let watch_catch_ups = IntCounter::new(
-            "watch_database_catch_ups_total",
-            "Times a stream behind the hub read the database.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(watch_catch_ups.clone()))
-            .expect("registered once");
-        let log = IntGaugeVec::new(
-            Opts::new(
+                APPLY_LAG_BUCKETS,
+            ),
+            changes: r.counter("changes_total", "Changes appended to the log."),
+            watchers: r.gauge("watchers", "Open watch streams."),
+            watchers_ended: r.counters("watchers_ended_total", "Watch streams ended, by reason.", &["reason"]),
+            watch_catch_ups: r.counter(
+                "watch_database_catch_ups_total",
+                "Times a stream behind the hub read the database.",
+            ),
+            changes_read: r.counters(
+                "change_log_rows_read_total",
+                "Change-log rows read from the database, by reader (hub or stream).",
+                &["reader"],
+            ),
+            rpcs: r.counters(
+                "grpc_requests_total",
+                "gRPC requests by method and status code.",
+                &["method", "code"],
+            ),
+            rpc_seconds: r.histograms(
+                "grpc_request_seconds",
+                "gRPC latency to the response headers.",
+                &["method"],
+                RPC_BUCKETS,
+            ),
+            log: r.gauges(
                 "log",
                 "The change log's head and oldest seq, the inbox backlog and dead letters (at scrape).",
+                &["what"],
             ),
-            &["what"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(log.clone())).expect("registered once");
-        let backfill_fetched = IntGaugeVec::new(
-            Opts::new("backfill_fetched", "Objects fetched by the backfill in progress."),
-            &["resource"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(backfill_fetched.clone()))
-            .expect("registered once");
-        let drift = IntGaugeVec::new(
-            Opts::new("drift", "The last reconcile's repairs by resource and kind."),
-            &["resource", "kind"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(drift.clone())).expect("registered once");
-        let cache_reads = counter_vec(
-            "read_cache_reads_total",
-            "Directory reads by how the read cache answered.",
-            &["outcome"],
-        );
-        let cache = IntGaugeVec::new(
-            Opts::new(
+            backfill_fetched: r.gauges(
+                "backfill_fetched",
+                "Objects fetched by the backfill in progress.",
+                &["resource"],
+            ),
+            drift: r.gauges(
+                "drift",
+                "The last reconcile's repairs by resource and kind.",
+                &["resource", "kind"],
+            ),
+            cache_reads: r.counters(
+                "read_cache_reads_total",
+                "Directory reads by how the read cache answered.",
+                &["outcome"],
+            ),
+            cache: r.gauges(
                 "read_cache",
                 "The read cache: entries, bytes, completeness, cursor and lag.",
+                &["what"],
             ),
-            &["what"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(cache.clone())).expect("registered once");
-        Arc::new(Metrics {
-            registry,
-            cache_reads,
-            cache,
-            webhooks,
-            events,
-            apply_lag,
-            changes,
-            watchers,
-            watchers_ended,
-            watch_catch_ups,
-            changes_read,
-            rpcs,
-            rpc_seconds,
-            log,
-            backfill_fetched,
-            drift,
+            registry: r.registry,
         })
     }
 
@@ -201,6 +154,72 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Buckets of [`Metrics::apply_lag`], in seconds: from 50 ms to an hour.
+const APPLY_LAG_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+/// Buckets of [`Metrics::rpc_seconds`], in seconds: from half a millisecond to 5 s.
+const RPC_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Creates metrics and registers each on one registry: one call per metric, by type, with its
+/// name (without the registry's prefix), help text, label names and buckets.
+struct Registrar {
+    registry: Registry,
+}
+
+impl Registrar {
+    /// A registry whose metric names all start with `<prefix>_`.
+    fn new(prefix: &str) -> Registrar {
+        Registrar {
+            registry: Registry::new_custom(Some(prefix.into()), None).expect("a valid prefix"),
+        }
+    }
+
+    /// Registers `metric` (a name is registered once) and hands it back.
+    fn register<M: Collector + Clone + 'static>(&self, metric: Result<M, prometheus::Error>) -> M {
+        let metric = metric.expect("valid metric");
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("registered once");
+        metric
+    }
+
+    /// A counter.
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help))
+    }
+
+    /// A counter per combination of `labels`.
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    /// A gauge.
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help))
+    }
+
+    /// A gauge per combination of `labels`.
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    /// A histogram with upper bounds `buckets`.
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.register(Histogram::with_opts(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        ))
+    }
+
+    /// A histogram with upper bounds `buckets` per combination of `labels`.
+    fn histograms(&self, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+        self.register(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        ))
     }
 }
 
