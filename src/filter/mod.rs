@@ -565,10 +565,18 @@ impl Sql {
         }
     }
 
+    /// One comparison as a SQL condition (NULL is possible: the caller coalesces it).
     fn check(&mut self, c: &Check) -> String {
         match c {
             Check::Text { column, any: true, .. } => format!("coalesce(t.{column}, '') <> ''"),
+            Check::Time { column, any: true, .. } => format!("t.{column} IS NOT NULL"),
             Check::Text {
+                column,
+                op,
+                value: None,
+                ..
+            }
+            | Check::Time {
                 column,
                 op,
                 value: None,
@@ -596,15 +604,6 @@ impl Sql {
                 let p = self.bind(Bind::Float(*value));
                 format!("t.{column}::float8 {} {p}::float8", sql_op(*op))
             }
-            Check::Time { column, any: true, .. } => format!("t.{column} IS NOT NULL"),
-            Check::Time {
-                column,
-                op,
-                value: None,
-                ..
-            } => {
-                format!("t.{column} IS {}NULL", if *op == Op::Ne { "NOT " } else { "" })
-            }
             Check::Time {
                 column,
                 op,
@@ -627,67 +626,77 @@ impl Sql {
                 let m = self.pattern(&format!("coalesce(t.{column}, '')"), pattern);
                 if *negate { format!("NOT ({m})") } else { m }
             }
-            Check::Email { pattern } => {
-                // lower() under the "C" collation folds A-Z only, as to_ascii_lowercase does;
-                // the pattern was folded before it was bound.
-                let m = self.pattern("lower(e.email_address COLLATE \"C\")", pattern);
-                format!("EXISTS (SELECT 1 FROM user_email_addresses e WHERE e.user_id = t.id AND {m})")
-            }
+            Check::Email { pattern } => self.email(pattern),
             Check::JsonMatch {
                 root,
                 path,
                 negate,
                 pattern,
-            } => {
-                let mut full = vec![root.to_string()];
-                full.extend(path.iter().cloned());
-                let p = self.bind(Bind::TextArray(full));
-                let x = format!("(t.data #> {p}::text[])");
-                let m = self.pattern(&format!("({x} #>> '{{}}')"), pattern);
-                let hit = format!("coalesce(jsonb_typeof({x}) = 'string' AND {m}, false)");
-                if *negate { format!("NOT {hit}") } else { hit }
+            } => self.json_match(root, path, *negate, pattern),
+            Check::Json { root, path, op, value } => self.json(root, path, *op, value),
+        }
+    }
+
+    /// Any of the user's addresses, ASCII-folded, matches `pattern` (folded when checked).
+    fn email(&mut self, pattern: &Pattern) -> String {
+        // lower() under the "C" collation folds A-Z only, as to_ascii_lowercase does;
+        // the pattern was folded before it was bound.
+        let m = self.pattern("lower(e.email_address COLLATE \"C\")", pattern);
+        format!("EXISTS (SELECT 1 FROM user_email_addresses e WHERE e.user_id = t.id AND {m})")
+    }
+
+    /// The jsonb at `root.path…` of the record's data, its path bound as a parameter.
+    fn json_at(&mut self, root: &str, path: &[String]) -> String {
+        let mut full = vec![root.to_string()];
+        full.extend(path.iter().cloned());
+        let p = self.bind(Bind::TextArray(full));
+        format!("(t.data #> {p}::text[])")
+    }
+
+    /// A metadata string matches `pattern` (`negate`: it does not, or is no string).
+    fn json_match(&mut self, root: &str, path: &[String], negate: bool, pattern: &Pattern) -> String {
+        let x = self.json_at(root, path);
+        let m = self.pattern(&format!("({x} #>> '{{}}')"), pattern);
+        let hit = format!("coalesce(jsonb_typeof({x}) = 'string' AND {m}, false)");
+        if negate { format!("NOT {hit}") } else { hit }
+    }
+
+    /// A metadata value: set (`:*`), null or equal (`=`, `!=`), equal or an array holding it
+    /// (`:`), or ordered against a number or string of the same JSON type.
+    fn json(&mut self, root: &str, path: &[String], op: Op, value: &Literal) -> String {
+        let x = self.json_at(root, path);
+        match (op, value) {
+            (Op::Has, Literal::Any) => format!("({x} IS NOT NULL AND {x} <> 'null'::jsonb)"),
+            (Op::Eq | Op::Ne, Literal::Null) => {
+                let eq = format!("({x} IS NULL OR {x} = 'null'::jsonb)");
+                if op == Op::Ne { format!("NOT {eq}") } else { eq }
             }
-            Check::Json { root, path, op, value } => {
-                let mut full = vec![root.to_string()];
-                full.extend(path.iter().cloned());
-                let p = self.bind(Bind::TextArray(full));
-                let x = format!("(t.data #> {p}::text[])");
-                match (op, value) {
-                    (Op::Has, Literal::Any) => format!("({x} IS NOT NULL AND {x} <> 'null'::jsonb)"),
-                    (Op::Eq | Op::Ne, Literal::Null) => {
-                        let eq = format!("({x} IS NULL OR {x} = 'null'::jsonb)");
-                        if *op == Op::Ne { format!("NOT {eq}") } else { eq }
-                    }
-                    (Op::Eq | Op::Ne, v) => {
-                        let j = self.bind(Bind::Json(literal_json(v)));
-                        let eq = format!("coalesce({x} = {j}::jsonb, false)");
-                        if *op == Op::Ne { format!("NOT {eq}") } else { eq }
-                    }
-                    (Op::Has, v) => {
-                        let j = self.bind(Bind::Json(literal_json(v)));
-                        format!(
-                            "({x} = {j}::jsonb OR (jsonb_typeof({x}) = 'array' AND {x} @> jsonb_build_array({j}::jsonb)))"
-                        )
-                    }
-                    (op, Literal::Number(n)) => {
-                        let p = self.bind(Bind::Float(*n));
-                        format!(
-                            "(jsonb_typeof({x}) = 'number' AND {x}::float8 {} {p}::float8)",
-                            sql_op(*op)
-                        )
-                    }
-                    (op, v) => {
-                        let s = match v {
-                            Literal::String(s) => s.clone(),
-                            _ => String::new(),
-                        };
-                        let p = self.bind(Bind::Text(s));
-                        format!(
-                            "(jsonb_typeof({x}) = 'string' AND ({x} #>> '{{}}') COLLATE \"C\" {} {p}::text COLLATE \"C\")",
-                            sql_op(*op)
-                        )
-                    }
-                }
+            (Op::Eq | Op::Ne, v) => {
+                let j = self.bind(Bind::Json(literal_json(v)));
+                let eq = format!("coalesce({x} = {j}::jsonb, false)");
+                if op == Op::Ne { format!("NOT {eq}") } else { eq }
+            }
+            (Op::Has, v) => {
+                let j = self.bind(Bind::Json(literal_json(v)));
+                format!("({x} = {j}::jsonb OR (jsonb_typeof({x}) = 'array' AND {x} @> jsonb_build_array({j}::jsonb)))")
+            }
+            (op, Literal::Number(n)) => {
+                let p = self.bind(Bind::Float(*n));
+                format!(
+                    "(jsonb_typeof({x}) = 'number' AND {x}::float8 {} {p}::float8)",
+                    sql_op(op)
+                )
+            }
+            (op, v) => {
+                let s = match v {
+                    Literal::String(s) => s.clone(),
+                    _ => String::new(),
+                };
+                let p = self.bind(Bind::Text(s));
+                format!(
+                    "(jsonb_typeof({x}) = 'string' AND ({x} #>> '{{}}') COLLATE \"C\" {} {p}::text COLLATE \"C\")",
+                    sql_op(op)
+                )
             }
         }
     }
@@ -737,6 +746,7 @@ fn eval(node: &Node, state: &Value) -> bool {
     }
 }
 
+/// One comparison on a record's JSON state, as its SQL would answer.
 fn eval_check(c: &Check, state: &Value) -> bool {
     let text = |column: &str| state.get(column).and_then(Value::as_str);
     let time = |column: &str| {
@@ -779,65 +789,78 @@ fn eval_check(c: &Check, state: &Value) -> bool {
             value: Some(v),
             ..
         } => time(column).is_some_and(|t| ordered(&t, *op, v)),
-        Check::List { column, value } => {
-            let items: Vec<&str> = state
-                .get(*column)
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            match value {
-                None => !items.is_empty(),
-                Some(v) => items.contains(&v.as_str()),
-            }
-        }
+        Check::List { column, value } => eval_list(state, column, value.as_deref()),
         Check::TextMatch {
             column,
             negate,
             pattern,
         } => pattern.matches(text(column).unwrap_or("")) != *negate,
-        Check::Email { pattern } => state
-            .get("data")
-            .and_then(|d| d.get("email_addresses"))
-            .and_then(Value::as_array)
-            .is_some_and(|list| {
-                list.iter()
-                    .filter_map(|e| e.get("email_address").and_then(Value::as_str))
-                    .any(|a| pattern.matches(&a.to_ascii_lowercase()))
-            }),
+        Check::Email { pattern } => eval_email(state, pattern),
         Check::JsonMatch {
             root,
             path,
             negate,
             pattern,
         } => {
-            let x = state
-                .get("data")
-                .and_then(|d| d.get(*root))
-                .and_then(|r| at_path(r, path));
-            x.and_then(Value::as_str).is_some_and(|s| pattern.matches(s)) != *negate
+            metadata_at(state, root, path)
+                .and_then(Value::as_str)
+                .is_some_and(|s| pattern.matches(s))
+                != *negate
         }
-        Check::Json { root, path, op, value } => {
-            let x = state
-                .get("data")
-                .and_then(|d| d.get(*root))
-                .and_then(|r| at_path(r, path));
-            match (op, value) {
-                (Op::Has, Literal::Any) => x.is_some_and(|v| !v.is_null()),
-                (Op::Eq, Literal::Null) => x.is_none_or(Value::is_null),
-                (Op::Ne, Literal::Null) => !x.is_none_or(Value::is_null),
-                (Op::Eq, v) => x.is_some_and(|x| json_eq(x, &literal_json(v))),
-                (Op::Ne, v) => !x.is_some_and(|x| json_eq(x, &literal_json(v))),
-                (Op::Has, v) => {
-                    let want = literal_json(v);
-                    x.is_some_and(|x| {
-                        json_eq(x, &want) || x.as_array().is_some_and(|a| a.iter().any(|i| json_eq(i, &want)))
-                    })
-                }
-                (op, Literal::Number(n)) => x.and_then(Value::as_f64).is_some_and(|f| ordered(&f, *op, n)),
-                (op, Literal::String(s)) => x.and_then(Value::as_str).is_some_and(|t| ordered(&t, *op, &s.as_str())),
-                _ => false,
-            }
+        Check::Json { root, path, op, value } => eval_json(metadata_at(state, root, path), *op, value),
+    }
+}
+
+/// A list of strings: not empty (`value` `None`), or holding `value`.
+fn eval_list(state: &Value, column: &str, value: Option<&str>) -> bool {
+    let items: Vec<&str> = state
+        .get(column)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match value {
+        None => !items.is_empty(),
+        Some(v) => items.contains(&v),
+    }
+}
+
+/// Any of the user's addresses, ASCII-folded, matches `pattern` (folded when checked).
+fn eval_email(state: &Value, pattern: &Pattern) -> bool {
+    state
+        .get("data")
+        .and_then(|d| d.get("email_addresses"))
+        .and_then(Value::as_array)
+        .is_some_and(|list| {
+            list.iter()
+                .filter_map(|e| e.get("email_address").and_then(Value::as_str))
+                .any(|a| pattern.matches(&a.to_ascii_lowercase()))
+        })
+}
+
+/// The value at `root.path…` of the record's data, if there is one.
+fn metadata_at<'a>(state: &'a Value, root: &str, path: &[String]) -> Option<&'a Value> {
+    state
+        .get("data")
+        .and_then(|d| d.get(root))
+        .and_then(|r| at_path(r, path))
+}
+
+/// A metadata value `x` (`None`: absent) against `op value`, as the SQL of [`Sql::json`]
+/// answers.
+fn eval_json(x: Option<&Value>, op: Op, value: &Literal) -> bool {
+    match (op, value) {
+        (Op::Has, Literal::Any) => x.is_some_and(|v| !v.is_null()),
+        (Op::Eq, Literal::Null) => x.is_none_or(Value::is_null),
+        (Op::Ne, Literal::Null) => !x.is_none_or(Value::is_null),
+        (Op::Eq, v) => x.is_some_and(|x| json_eq(x, &literal_json(v))),
+        (Op::Ne, v) => !x.is_some_and(|x| json_eq(x, &literal_json(v))),
+        (Op::Has, v) => {
+            let want = literal_json(v);
+            x.is_some_and(|x| json_eq(x, &want) || x.as_array().is_some_and(|a| a.iter().any(|i| json_eq(i, &want))))
         }
+        (op, Literal::Number(n)) => x.and_then(Value::as_f64).is_some_and(|f| ordered(&f, op, n)),
+        (op, Literal::String(s)) => x.and_then(Value::as_str).is_some_and(|t| ordered(&t, op, &s.as_str())),
+        _ => false,
     }
 }
 
