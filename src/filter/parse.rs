@@ -387,8 +387,28 @@ impl Parser<'_> {
         self.comparison()
     }
 
+    /// `path op value`: a field (with its dotted path), an operator and one value.
     fn comparison(&mut self) -> Result<Expr, FilterError> {
         let position = self.position();
+        let path = self.field_path(position)?;
+        let op = self.operator(position)?;
+        let op_at = self.position();
+        self.at += 1;
+        let value_position = self.position();
+        let value = self.value(op, position, op_at)?;
+        self.at += 1;
+        Ok(Expr::Compare {
+            path,
+            op,
+            value,
+            position,
+            value_position,
+        })
+    }
+
+    /// The field a comparison starting at `position` names, and the path into it after dots
+    /// (names or quoted strings); a keyword in the wrong case is refused with the right one.
+    fn field_path(&mut self, position: usize) -> Result<Vec<String>, FilterError> {
         let first = match self.peek() {
             Some(Token::Name(n)) if !is_keyword(n) => n.clone(),
             Some(Token::Name(n)) => return error(position, format!("expected a comparison before `{n}`")),
@@ -415,53 +435,46 @@ impl Parser<'_> {
             }
             self.at += 1;
         }
-        let op = match self.peek() {
-            Some(Token::Op(op)) => *op,
-            Some(Token::Other(_)) => return self.expected("an operator"),
+        Ok(path)
+    }
+
+    /// The operator after the field that starts at `position`; a call (`word(…)`) or a word
+    /// standing alone (free text) is refused with what to write instead.
+    fn operator(&self, position: usize) -> Result<Op, FilterError> {
+        match self.peek() {
+            Some(Token::Op(op)) => Ok(*op),
+            Some(Token::Other(_)) => self.expected("an operator"),
             Some(Token::LParen) => {
                 let word = &self.input[position..self.tokens[self.at - 1].end];
-                return error(
+                error(
                     position,
                     format!("`{word}(…)`: this service defines no filter functions; compare a field with an operator"),
-                );
+                )
             }
             _ => {
                 let word = &self.input[position..self.tokens[self.at - 1].end];
-                return error(
+                error(
                     position,
                     format!(
                         "`{word}` stands alone: this service has no free-text search; compare a field \
                          (e.g. `first_name = \"{word}\"`) and quote values"
                     ),
-                );
+                )
             }
-        };
-        let op_at = self.position();
-        self.at += 1;
+        }
+    }
+
+    /// The value after `op` (at `op_at`, in the comparison that starts at `position`): a string
+    /// or wildcard, a number, `true`, `false`, `null`, or `*` after `:`. What is no value is
+    /// refused with the likely intent (`==`, a list, a keyword's case, a missing quote).
+    fn value(&self, op: Op, position: usize, op_at: usize) -> Result<Literal, FilterError> {
         let value_position = self.position();
-        let value = match self.peek() {
+        Ok(match self.peek() {
             Some(Token::Str {
                 text,
                 leading,
                 trailing,
-            }) => {
-                if *leading || *trailing {
-                    let mut chars = text.chars();
-                    if *leading {
-                        chars.next();
-                    }
-                    if *trailing {
-                        chars.next_back();
-                    }
-                    Literal::Wildcard {
-                        value: chars.as_str().to_string(),
-                        leading: *leading,
-                        trailing: *trailing,
-                    }
-                } else {
-                    Literal::String(text.clone())
-                }
-            }
+            }) => string_literal(text, *leading, *trailing),
             Some(Token::Num(n)) => Literal::Number(*n),
             Some(Token::Name(n)) if n == "true" => Literal::Bool(true),
             Some(Token::Name(n)) if n == "false" => Literal::Bool(false),
@@ -487,32 +500,30 @@ impl Parser<'_> {
                 );
             }
             Some(Token::Name(_) | Token::Other(_) | Token::Star | Token::Dot) => {
-                let bare = self.bare_value();
-                let field = self.input[position..op_at].trim_end();
-                let quoted = bare.replace('\\', "\\\\");
-                let hint = if bare.starts_with('*') || bare.ends_with('*') {
-                    " (a wildcard `*` goes inside the quotes)"
-                } else {
-                    ""
-                };
-                return error(
-                    value_position,
-                    format!(
-                        "`{bare}` is not a value: quote it, `{field} {} \"{quoted}\"`{hint}",
-                        op_text(op)
-                    ),
-                );
+                return self.unquoted_value(op, position, op_at);
             }
             _ => return self.expected("a value (a quoted string, a number, true, false or null)"),
-        };
-        self.at += 1;
-        Ok(Expr::Compare {
-            path,
-            op,
-            value,
-            position,
-            value_position,
         })
+    }
+
+    /// Refuses an unquoted value, showing the comparison (field from `position` to the operator
+    /// at `op_at`) with the value quoted.
+    fn unquoted_value<T>(&self, op: Op, position: usize, op_at: usize) -> Result<T, FilterError> {
+        let bare = self.bare_value();
+        let field = self.input[position..op_at].trim_end();
+        let quoted = bare.replace('\\', "\\\\");
+        let hint = if bare.starts_with('*') || bare.ends_with('*') {
+            " (a wildcard `*` goes inside the quotes)"
+        } else {
+            ""
+        };
+        error(
+            self.position(),
+            format!(
+                "`{bare}` is not a value: quote it, `{field} {} \"{quoted}\"`{hint}",
+                op_text(op)
+            ),
+        )
     }
 
     /// The unquoted text that starts at the current token: words and stray characters up to a
@@ -543,6 +554,26 @@ impl Parser<'_> {
             i += 1;
         }
         &self.input[first.start..end]
+    }
+}
+
+/// A quoted string token as a literal: a wildcard if its first and/or last character is an
+/// unescaped `*` (dropped from the text), else the string itself.
+fn string_literal(text: &str, leading: bool, trailing: bool) -> Literal {
+    if !leading && !trailing {
+        return Literal::String(text.to_string());
+    }
+    let mut chars = text.chars();
+    if leading {
+        chars.next();
+    }
+    if trailing {
+        chars.next_back();
+    }
+    Literal::Wildcard {
+        value: chars.as_str().to_string(),
+        leading,
+        trailing,
     }
 }
 
