@@ -3,6 +3,7 @@
 //! metadata); internal causes are logged, never returned.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -94,107 +95,119 @@ impl From<sqlx::Error> for ApiError {
 }
 
 impl From<ApiError> for Status {
+    /// Logs an internal cause (it is never returned), then builds the status from its parts.
     fn from(e: ApiError) -> Status {
-        let message = e.to_string();
-        let metadata = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-        };
         match &e {
-            ApiError::NotFound { name, cursor, .. } => Status::with_error_details(
+            ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            _ => {}
+        }
+        let parts = e.status_parts();
+        let mut details = ErrorDetails::with_error_info(parts.reason, DOMAIN, parts.metadata);
+        if let Some((field, description)) = parts.violation {
+            details.add_bad_request_violation(field, description);
+        }
+        if let Some(delay) = parts.retry {
+            details.set_retry_info(Some(delay));
+        }
+        Status::with_error_details(parts.code, e.to_string(), details)
+    }
+}
+
+/// What a status says beside its message: the code, the `ErrorInfo` reason and metadata, the
+/// request field at fault (a `BadRequest` violation), and when to retry (`RetryInfo`).
+struct StatusParts {
+    code: Code,
+    reason: &'static str,
+    metadata: HashMap<String, String>,
+    violation: Option<(String, String)>,
+    retry: Option<Duration>,
+}
+
+impl StatusParts {
+    /// `code` with an `ErrorInfo` of `reason` and `metadata` (lowerCamelCase keys).
+    fn new(code: Code, reason: &'static str, metadata: &[(&str, &str)]) -> StatusParts {
+        StatusParts {
+            code,
+            reason,
+            metadata: metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            violation: None,
+            retry: None,
+        }
+    }
+
+    /// With a `BadRequest` violation of `field`.
+    fn violation(mut self, field: &str, description: &str) -> StatusParts {
+        self.violation = Some((field.to_owned(), description.to_owned()));
+        self
+    }
+
+    /// With a `RetryInfo` of `delay`.
+    fn retry(mut self, delay: Duration) -> StatusParts {
+        self.retry = Some(delay);
+        self
+    }
+}
+
+impl ApiError {
+    /// The status of this error, one line per kind.
+    fn status_parts(&self) -> StatusParts {
+        use StatusParts as P;
+        match self {
+            ApiError::NotFound { name, cursor, .. } => P::new(
                 Code::NotFound,
-                message,
-                ErrorDetails::with_error_info(
-                    "RESOURCE_NOT_FOUND",
-                    DOMAIN,
-                    metadata(&[("resourceName", name), ("cursor", cursor)]),
-                ),
+                "RESOURCE_NOT_FOUND",
+                &[("resourceName", name), ("cursor", cursor)],
             ),
             ApiError::InvalidArgument {
                 field,
                 reason,
                 description,
-            } => {
-                let mut details = ErrorDetails::with_error_info(*reason, DOMAIN, metadata(&[("field", field)]));
-                details.add_bad_request_violation(field.clone(), description.clone());
-                Status::with_error_details(Code::InvalidArgument, message, details)
+            } => P::new(Code::InvalidArgument, reason, &[("field", field)]).violation(field, description),
+            ApiError::InvalidFilter { position, message } => P::new(
+                Code::InvalidArgument,
+                "INVALID_FILTER",
+                &[("field", "filter"), ("position", &position.to_string())],
+            )
+            .violation("filter", message),
+            ApiError::CursorExpired { oldest_cursor, .. } => {
+                P::new(Code::OutOfRange, "CURSOR_EXPIRED", &[("oldestCursor", oldest_cursor)])
             }
-            ApiError::InvalidFilter {
-                position,
-                message: description,
-            } => {
-                let position = position.to_string();
-                let mut details = ErrorDetails::with_error_info(
-                    "INVALID_FILTER",
-                    DOMAIN,
-                    metadata(&[("field", "filter"), ("position", &position)]),
-                );
-                details.add_bad_request_violation("filter", description.clone());
-                Status::with_error_details(Code::InvalidArgument, message, details)
+            ApiError::CursorInFuture { head_cursor } => {
+                P::new(Code::OutOfRange, "CURSOR_IN_FUTURE", &[("headCursor", head_cursor)])
             }
-            ApiError::CursorExpired { oldest_cursor, .. } => Status::with_error_details(
-                Code::OutOfRange,
-                message,
-                ErrorDetails::with_error_info("CURSOR_EXPIRED", DOMAIN, metadata(&[("oldestCursor", oldest_cursor)])),
-            ),
-            ApiError::CursorInFuture { head_cursor } => Status::with_error_details(
-                Code::OutOfRange,
-                message,
-                ErrorDetails::with_error_info("CURSOR_IN_FUTURE", DOMAIN, metadata(&[("headCursor", head_cursor)])),
-            ),
             ApiError::NotYetConsistent {
                 replica_cursor,
                 requested_cursor,
-            } => {
-                let mut details = ErrorDetails::with_error_info(
-                    "NOT_YET_CONSISTENT",
-                    DOMAIN,
-                    metadata(&[("replicaCursor", replica_cursor), ("requestedCursor", requested_cursor)]),
-                );
-                details.set_retry_info(Some(std::time::Duration::from_millis(100)));
-                Status::with_error_details(Code::Unavailable, message, details)
-            }
-            ApiError::ConsumerTooSlow { resume_cursor } => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                ErrorDetails::with_error_info(
-                    "CONSUMER_TOO_SLOW",
-                    DOMAIN,
-                    metadata(&[("resumeCursor", resume_cursor)]),
-                ),
-            ),
-            ApiError::TooManyWatchers { limit } => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                ErrorDetails::with_error_info("TOO_MANY_WATCHERS", DOMAIN, metadata(&[("limit", &limit.to_string())])),
-            ),
-            ApiError::TooManyRequests { limit } => {
-                let mut details = ErrorDetails::with_error_info(
-                    "TOO_MANY_REQUESTS",
-                    DOMAIN,
-                    metadata(&[("limit", &limit.to_string())]),
-                );
-                details.set_retry_info(Some(std::time::Duration::from_millis(100)));
-                Status::with_error_details(Code::ResourceExhausted, message, details)
-            }
-            ApiError::ShuttingDown { resume_cursor } => Status::with_error_details(
+            } => P::new(
                 Code::Unavailable,
-                message,
-                ErrorDetails::with_error_info("SHUTTING_DOWN", DOMAIN, metadata(&[("resumeCursor", resume_cursor)])),
+                "NOT_YET_CONSISTENT",
+                &[("replicaCursor", replica_cursor), ("requestedCursor", requested_cursor)],
+            )
+            .retry(Duration::from_millis(100)),
+            ApiError::ConsumerTooSlow { resume_cursor } => P::new(
+                Code::ResourceExhausted,
+                "CONSUMER_TOO_SLOW",
+                &[("resumeCursor", resume_cursor)],
             ),
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
-                let mut details = ErrorDetails::with_error_info("DATABASE_UNAVAILABLE", DOMAIN, HashMap::new());
-                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
-                Status::with_error_details(Code::Unavailable, message, details)
+            ApiError::TooManyWatchers { limit } => P::new(
+                Code::ResourceExhausted,
+                "TOO_MANY_WATCHERS",
+                &[("limit", &limit.to_string())],
+            ),
+            ApiError::TooManyRequests { limit } => P::new(
+                Code::ResourceExhausted,
+                "TOO_MANY_REQUESTS",
+                &[("limit", &limit.to_string())],
+            )
+            .retry(Duration::from_millis(100)),
+            ApiError::ShuttingDown { resume_cursor } => {
+                P::new(Code::Unavailable, "SHUTTING_DOWN", &[("resumeCursor", resume_cursor)])
             }
-            ApiError::Internal(cause) => {
-                tracing::error!(error = %cause, "internal error");
-                Status::with_error_details(
-                    Code::Internal,
-                    message,
-                    ErrorDetails::with_error_info("INTERNAL", DOMAIN, HashMap::new()),
-                )
+            ApiError::Unavailable(_) => {
+                P::new(Code::Unavailable, "DATABASE_UNAVAILABLE", &[]).retry(Duration::from_secs(1))
             }
+            ApiError::Internal(_) => P::new(Code::Internal, "INTERNAL", &[]),
         }
     }
 }
