@@ -27,9 +27,21 @@ pub struct Application {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
+    listeners: Listeners,
+    server: Server,
+    /// Tasks an embedder added with [`Application::supervise`].
+    extra: Vec<(&'static str, ExtraTask)>,
+}
+
+/// The three bound ports.
+struct Listeners {
     http: TcpListener,
     grpc: TcpListener,
     admin: TcpListener,
+}
+
+/// What the servers and background tasks are built from.
+struct Server {
     /// The admin port's TLS (the gRPC port's comes from tonic, with the same material).
     admin_tls: Option<Arc<rustls::ServerConfig>>,
     pool: sqlx::PgPool,
@@ -39,8 +51,6 @@ pub struct Application {
     /// The read cache (`None` when `read_cache_bytes` is 0).
     cache: Option<crate::cache::ReadCache>,
     config: Config,
-    /// Tasks an embedder added with [`Application::supervise`].
-    extra: Vec<(&'static str, ExtraTask)>,
 }
 
 type ExtraTask =
@@ -99,18 +109,18 @@ impl Application {
         let metrics = Metrics::new();
         let cache = (config.read_cache_bytes > 0).then(|| crate::cache::ReadCache::new(metrics.clone()));
         Ok(Application {
-            metrics,
-            cache,
             http_addr: http.local_addr()?,
             grpc_addr: grpc.local_addr()?,
             admin_addr: admin.local_addr()?,
-            http,
-            grpc,
-            admin,
-            admin_tls,
-            pool,
-            read_pool,
-            config,
+            listeners: Listeners { http, grpc, admin },
+            server: Server {
+                metrics,
+                cache,
+                admin_tls,
+                pool,
+                read_pool,
+                config,
+            },
             extra: Vec::new(),
         })
     }
@@ -132,7 +142,7 @@ impl Application {
 
     /// The read cache, to wait on its cursor (`None`: disabled).
     pub fn read_cache(&self) -> Option<crate::cache::ReadCache> {
-        self.cache.clone()
+        self.server.cache.clone()
     }
 
     /// Runs `task(stop)` beside the server's own background tasks, under the same supervision:
@@ -148,17 +158,17 @@ impl Application {
 
     /// The application's pool.
     pub fn pool(&self) -> &sqlx::PgPool {
-        &self.pool
+        &self.server.pool
     }
 
     /// Serves until `shutdown` completes or a background task ends early; then stops accepting,
     /// lets in-flight requests finish (every acknowledged webhook is committed) and returns: `Ok`
     /// after a requested stop, an error naming the task that ended early otherwise.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let readiness = Readiness::new(self.read_pool.clone());
+        let readiness = Readiness::new(self.server.read_pool.clone());
         let mut supervisor = Supervisor::new(readiness.clone());
-        let (pool, read_pool) = (self.pool.clone(), self.read_pool.clone());
-        let timeout = self.config.shutdown_timeout;
+        let (pool, read_pool) = (self.server.pool.clone(), self.server.read_pool.clone());
+        let timeout = self.server.config.shutdown_timeout;
         let health = match self.start(&supervisor, readiness.clone()).await {
             Ok(health) => health,
             Err(e) => {
@@ -189,11 +199,37 @@ impl Application {
 
     /// Starts every server and background task under `supervisor`; returns the health reporter.
     async fn start(self, supervisor: &Supervisor, readiness: Readiness) -> anyhow::Result<HealthReporter> {
-        let stop = supervisor.stop_signal();
         for (name, task) in self.extra {
             supervisor.spawn(name, task(supervisor.token()));
         }
-        let metrics = self.metrics.clone();
+        let health = self.server.start(self.listeners, supervisor, readiness).await?;
+        info!(http = %self.http_addr, grpc = %self.grpc_addr, admin = %self.admin_addr, "serving");
+        Ok(health)
+    }
+}
+
+impl Server {
+    /// Starts, in order: the webhook and admin servers, the change hub and read cache, the gRPC
+    /// server, then the writers (reconcile and the applier).
+    async fn start(
+        self,
+        listeners: Listeners,
+        supervisor: &Supervisor,
+        readiness: Readiness,
+    ) -> anyhow::Result<HealthReporter> {
+        let stop = supervisor.stop_signal();
+        self.serve_webhooks(supervisor, &readiness, listeners.http);
+        let tokens = Arc::new(self.config.tokens.clone());
+        self.serve_admin(supervisor, listeners.admin, tokens.clone());
+        let read_side = self.start_hub_and_cache(supervisor, &stop).await?;
+        let (routes, health) = self.grpc_services(supervisor, readiness, &stop, read_side).await?;
+        self.serve_grpc(supervisor, listeners.grpc, routes, tokens)?;
+        self.start_writers(supervisor, &stop)?;
+        Ok(health)
+    }
+
+    /// The inbox writer and the public HTTP server that takes webhooks into it.
+    fn serve_webhooks(&self, supervisor: &Supervisor, readiness: &Readiness, listener: TcpListener) {
         let (writer, writer_task) = InboxWriter::spawn(self.pool.clone(), self.config.ingest_batch_size);
         // It ends when the last handle drops with the HTTP router, after the HTTP server.
         supervisor.spawn("inbox writer", writer_task);
@@ -202,26 +238,42 @@ impl Application {
             writer,
             readiness: readiness.clone(),
             max_body_bytes: self.config.max_body_bytes,
-            metrics: metrics.clone(),
+            metrics: self.metrics.clone(),
         };
         let http_router = ingest::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-        let limits = self.config.http_limits;
         supervisor.spawn(
             "HTTP server",
-            http_server::serve(self.http, http_router, None, limits, supervisor.stopped()),
-        );
-        let tokens = Arc::new(self.config.tokens.clone());
-        supervisor.spawn(
-            "admin server",
             http_server::serve(
-                self.admin,
-                admin::router(metrics.clone(), self.read_pool.clone(), tokens.clone()),
-                self.admin_tls.clone(),
-                limits,
+                listener,
+                http_router,
+                None,
+                self.config.http_limits,
                 supervisor.stopped(),
             ),
         );
+    }
 
+    /// The admin port: metrics, reconcile and health over HTTP/1.
+    fn serve_admin(&self, supervisor: &Supervisor, listener: TcpListener, tokens: Arc<crate::grpc::auth::Tokens>) {
+        supervisor.spawn(
+            "admin server",
+            http_server::serve(
+                listener,
+                admin::router(self.metrics.clone(), self.read_pool.clone(), tokens),
+                self.admin_tls.clone(),
+                self.config.http_limits,
+                supervisor.stopped(),
+            ),
+        );
+    }
+
+    /// The change hub, and the read cache following it (loading in the background: readiness
+    /// does not wait for it, and reads go to PostgreSQL until it is loaded).
+    async fn start_hub_and_cache(
+        &self,
+        supervisor: &Supervisor,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<ReadSide> {
         let log_id = store::read::log_id(&self.read_pool)
             .await
             .context("cannot read the change log's id")?;
@@ -230,17 +282,15 @@ impl Application {
             self.config.hub_capacity,
             self.config.hub_poll,
             stop.clone(),
-            metrics.clone(),
+            self.metrics.clone(),
         )
         .await
         .context("cannot start the change hub")?;
         supervisor.spawn("change hub", hub_task);
-        // The read cache loads in the background: readiness does not wait for it, and reads go
-        // to PostgreSQL until it is loaded.
         let cache = self
             .cache
             .clone()
-            .unwrap_or_else(|| crate::cache::ReadCache::new(metrics.clone()));
+            .unwrap_or_else(|| crate::cache::ReadCache::new(self.metrics.clone()));
         if let Some(c) = self.cache.clone() {
             supervisor.spawn(
                 "read cache",
@@ -255,6 +305,19 @@ impl Application {
                 ),
             );
         }
+        Ok(ReadSide { hub, cache, log_id })
+    }
+
+    /// The gRPC services (directory, watch, admin, health, reflection), with the health
+    /// reporter started: its first status is set before the port serves, so no probe sees
+    /// "unknown".
+    async fn grpc_services(
+        &self,
+        supervisor: &Supervisor,
+        readiness: Readiness,
+        stop: &watch::Receiver<bool>,
+        ReadSide { hub, cache, log_id }: ReadSide,
+    ) -> anyhow::Result<(tonic::service::Routes, HealthReporter)> {
         let directory = grpc::directory::Directory::new(
             self.read_pool.clone(),
             log_id.clone(),
@@ -267,35 +330,34 @@ impl Application {
             log_id,
             self.config.watch.clone(),
             stop.clone(),
-            metrics.clone(),
+            self.metrics.clone(),
         );
         let admin_service = grpc::admin::Admin::new(self.read_pool.clone());
         let (routes, health) = grpc::routes(directory, watcher, admin_service, self.config.max_message_bytes)
             .await
             .context("cannot build the gRPC services")?;
-        // The first status is set before the port serves, so no probe sees "unknown".
         grpc::check_health(&health, &readiness, None).await;
         supervisor.spawn(
             "health reporter",
             grpc::report_health(health.clone(), readiness, self.config.health_interval, stop.clone()),
         );
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &self.config.tls {
-            let mut tls_config = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key.0))
-                .timeout(crate::tls::HANDSHAKE_TIMEOUT);
-            if let Some(ca) = &tls.client_ca {
-                tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-            }
-            builder = builder
-                .tls_config(tls_config)
-                .context("invalid TLS certificate or key")?;
-        }
-        let grpc = builder
+        Ok((routes, health))
+    }
+
+    /// The gRPC server on `listener`: TLS if configured, the per-RPC timeout, metrics,
+    /// authentication, then load shedding.
+    fn serve_grpc(
+        &self,
+        supervisor: &Supervisor,
+        listener: TcpListener,
+        routes: tonic::service::Routes,
+        tokens: Arc<crate::grpc::auth::Tokens>,
+    ) -> anyhow::Result<()> {
+        let grpc = grpc_builder(self.config.tls.as_ref())?
             // No tower-http TraceLayer here: it logs status messages, which may hold the key a
             // caller looked up (an email). Each RPC has a span of its own instead.
             .timeout(self.config.rpc_timeout)
-            .layer(RpcMetricsLayer(metrics.clone()))
+            .layer(RpcMetricsLayer(self.metrics.clone()))
             .layer(grpc::auth::AuthLayer(tokens))
             // Inside authentication: a request without a valid token never takes a slot.
             .layer(grpc::limit::ConcurrencyLimitLayer::new(self.config.max_concurrent_rpcs))
@@ -303,11 +365,16 @@ impl Application {
             // TCP_NODELAY: without it a response written as two segments waits for the client's
             // delayed ACK (~40 ms a unary call; `bench lookup` found it).
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 supervisor.stopped(),
             );
         supervisor.spawn("gRPC server", grpc);
+        Ok(())
+    }
 
+    /// The writers: the periodic reconcile (if configured) and the applier (if this replica
+    /// runs one), sharing whether this replica leads.
+    fn start_writers(&self, supervisor: &Supervisor, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
         let (leading_tx, leading_rx) = watch::channel(false);
         if let Some(r) = self.config.reconcile.clone() {
             let limiter = std::sync::Arc::new(crate::backfill::rate::RateLimiter::new(r.rate, r.window));
@@ -333,13 +400,36 @@ impl Application {
                     self.pool.clone(),
                     applier_config,
                     stop.clone(),
-                    metrics.clone(),
+                    self.metrics.clone(),
                     leading_tx,
                 ),
             );
         }
-
-        info!(http = %self.http_addr, grpc = %self.grpc_addr, admin = %self.admin_addr, "serving");
-        Ok(health)
+        Ok(())
     }
+}
+
+/// What the read services serve from: the change hub, the read cache and the change log's id.
+struct ReadSide {
+    hub: Hub,
+    cache: crate::cache::ReadCache,
+    log_id: String,
+}
+
+/// A gRPC server builder, with TLS (and client certificates, if a client CA is configured)
+/// when `tls` is given.
+fn grpc_builder(tls: Option<&crate::tls::TlsConfig>) -> anyhow::Result<tonic::transport::Server> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let mut tls_config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert, &tls.key.0))
+            .timeout(crate::tls::HANDSHAKE_TIMEOUT);
+        if let Some(ca) = &tls.client_ca {
+            tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder
+            .tls_config(tls_config)
+            .context("invalid TLS certificate or key")?;
+    }
+    Ok(builder)
 }
