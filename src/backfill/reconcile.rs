@@ -2,7 +2,8 @@
 //! drift through the inbox (source `reconcile`), so the one applier applies every repair with the
 //! usual rules: missing entities, stale ones (Clerk's `updated_at` newer), and entities alive in
 //! the mirror that Clerk no longer lists — tombstoned only after a direct look-up answers 404,
-//! because offset paging skips rows when others are deleted mid-scan. A run that would tombstone
+//! because offset paging skips rows when others are deleted mid-scan (one no look-up can find, or
+//! of a kind no event deletes, is left alone and reported as unconfirmed). A run that would tombstone
 //! more than max(10, 1 %) refuses unless allowed. The report is printed, kept, and exposed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -345,5 +346,48 @@ pub async fn periodically(
             }
             Err(e) => tracing::error!(error = %e, "periodic reconcile failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(unconfirmed: &[&str]) -> Report {
+        let drift = Drift {
+            deleted: vec!["user_1".into()],
+            unconfirmed: unconfirmed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Report {
+            started_at: "a".into(),
+            finished_at: "b".into(),
+            drift: [("users".to_string(), drift)].into(),
+        }
+    }
+
+    #[test]
+    fn a_report_without_unconfirmed_entities_reads_and_renders_as_before_and_one_with_them_says_so() {
+        let before = report(&[]);
+        assert_eq!(
+            serde_json::to_value(&before).unwrap(),
+            json!({"started_at": "a", "finished_at": "b", "drift": {"users": {
+                "missing": [], "stale": [], "deleted": ["user_1"], "unlisted_but_present": []}}})
+        );
+        assert_eq!(
+            serde_json::from_value::<Report>(serde_json::to_value(&before).unwrap()).unwrap(),
+            before,
+            "a kept report of before reads back"
+        );
+        assert_eq!(before.render(false).lines().count(), 5, "{}", before.render(false));
+        assert!(!before.render(true).contains("unconfirmed"));
+
+        let with = report(&["dmn_1"]);
+        assert_eq!(
+            serde_json::to_value(&with).unwrap()["drift"]["users"]["unconfirmed"],
+            json!(["dmn_1"])
+        );
+        let text = with.render(true);
+        assert!(text.contains("unconfirmed") && text.contains("      dmn_1"), "{text}");
     }
 }
