@@ -2,7 +2,7 @@
 //! drift through the inbox (source `reconcile`), so the one applier applies every repair with the
 //! usual rules: missing entities, stale ones (Clerk's `updated_at` newer), and entities alive in
 //! the mirror that Clerk no longer lists — tombstoned only after a direct look-up answers 404,
-//! because offset paging skips rows when others are deleted mid-scan (one no look-up can find, or
+//! because offset paging skips rows when others are deleted mid-scan (one that cannot be looked up, or
 //! of a kind no event deletes, is left alone and reported as unconfirmed). A run that would tombstone
 //! more than max(10, 1 %) refuses unless allowed. The report is printed, kept, and exposed.
 
