@@ -724,3 +724,98 @@ async fn among_users_sharing_a_key_memory_and_postgresql_answer_the_least_id_in_
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_from_memory_never_sees_part_of_a_batch_so_a_deleted_user_never_keeps_active_memberships() {
+    // One user in enough organizations that the deletion's batch (the user's tombstone, then the
+    // end of each membership, all in one transaction) is longer than any page or buffer read.
+    const M: usize = 3000;
+    let app = spawn_app().await;
+    let cache = app.cache.clone().expect("the cache is on");
+    let mut bodies = vec![user_event("created", "user_x", T, T, "X")];
+    bodies.extend((0..M).map(|k| {
+        membership_event(
+            "created",
+            &format!("orgmem_{k}"),
+            &format!("org_{k}"),
+            "user_x",
+            T,
+            T,
+            "org:member",
+        )
+    }));
+    enqueue(&app.pool, &bodies).await;
+    app.wait_until_applied().await;
+
+    // What one read of the index sees: whether the user is deleted, and how many of its
+    // memberships are still active.
+    let orgs: Vec<String> = (0..M).map(|k| format!("org_{k}")).collect();
+    let look = move |cache: &ReadCache| {
+        cache.read(|i| {
+            let deleted = match i.user("user_x") {
+                clerk_mirror::cache::Answer::Found(u, _) => u.delete_time.is_some(),
+                other => panic!("user_x is held: {other:?}"),
+            };
+            let active = orgs
+                .iter()
+                .filter(|o| matches!(i.membership_of(o, "user_x"), clerk_mirror::cache::Answer::Found(..)))
+                .count();
+            (deleted, active, i.cursor())
+        })
+    };
+    assert_eq!(look(&cache), Some((false, M, look(&cache).unwrap().2)));
+
+    // Readers on their own threads look at memory as fast as they can while the deletion
+    // applies: from before it (each has looked once before it is sent) until each has seen it.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut started = Vec::new();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, done, look) = (cache.clone(), done.clone(), look.clone());
+            let (looked, started_rx) = tokio::sync::oneshot::channel();
+            started.push(started_rx);
+            std::thread::spawn(move || {
+                let (mut before, mut after, mut torn) = (0u64, 0u64, Vec::new());
+                let mut looked = Some(looked);
+                while !(done.load(std::sync::atomic::Ordering::Acquire) && after > 0) {
+                    match look(&cache) {
+                        Some((false, active, _)) if active == M => before += 1,
+                        Some((true, 0, _)) => after += 1,
+                        Some(seen) => torn.push(seen),
+                        None => {}
+                    }
+                    if let Some(tx) = looked.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                (before, after, torn)
+            })
+        })
+        .collect();
+    for s in started {
+        s.await.unwrap();
+    }
+    enqueue(&app.pool, &[user_deleted("user_x", T + 1)]).await;
+    app.wait_until_applied().await;
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let (mut before, mut after, mut torn) = (0, 0, Vec::new());
+    for r in readers {
+        let (b, a, t) = r.join().unwrap();
+        (before, after) = (before + b, after + a);
+        torn.extend(t);
+    }
+    eprintln!(
+        "reads from memory: {before} before the deletion, {after} after, {} torn",
+        torn.len()
+    );
+    assert!(
+        torn.is_empty(),
+        "reads saw part of the deletion's batch (deleted, active memberships, cursor): {:?}",
+        &torn[..torn.len().min(5)]
+    );
+    assert!(
+        before >= 2 && after >= 2,
+        "each reader saw both sides: {before} before, {after} after"
+    );
+    assert_eq!(look(&cache).map(|(d, a, _)| (d, a)), Some((true, 0)));
+}
