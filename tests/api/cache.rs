@@ -727,18 +727,25 @@ async fn among_users_sharing_a_key_memory_and_postgresql_answer_the_least_id_in_
 
 #[tokio::test]
 async fn a_read_from_memory_never_sees_part_of_a_batch_so_a_deleted_user_never_keeps_active_memberships() {
-    // One user in enough organizations that the deletion's batch (the user's tombstone, then the
-    // end of each membership, all in one transaction) is longer than any page or buffer read.
-    const M: usize = 3000;
     let app = spawn_app().await;
+    // The deletion's batch (the user's tombstone, then the end of each membership, all in one
+    // transaction) longer than any page or buffer: the cache reads it from the database…
+    deleting_a_member_of_many_organizations_shows_all_or_nothing(&app, "user_x", 3000).await;
+    // …and shorter than the hub's buffer (1,024 changes): the cache takes it live.
+    deleting_a_member_of_many_organizations_shows_all_or_nothing(&app, "user_y", 500).await;
+}
+
+/// Makes `user` a member of `m` organizations, then deletes it while readers look at memory:
+/// none of them sees the user deleted with memberships still active (or the reverse).
+async fn deleting_a_member_of_many_organizations_shows_all_or_nothing(app: &TestApp, user: &'static str, m: usize) {
     let cache = app.cache.clone().expect("the cache is on");
-    let mut bodies = vec![user_event("created", "user_x", T, T, "X")];
-    bodies.extend((0..M).map(|k| {
+    let mut bodies = vec![user_event("created", user, T, T, "X")];
+    bodies.extend((0..m).map(|k| {
         membership_event(
             "created",
-            &format!("orgmem_{k}"),
+            &format!("orgmem_{user}_{k}"),
             &format!("org_{k}"),
-            "user_x",
+            user,
             T,
             T,
             "org:member",
@@ -749,21 +756,21 @@ async fn a_read_from_memory_never_sees_part_of_a_batch_so_a_deleted_user_never_k
 
     // What one read of the index sees: whether the user is deleted, and how many of its
     // memberships are still active.
-    let orgs: Vec<String> = (0..M).map(|k| format!("org_{k}")).collect();
+    let orgs: Vec<String> = (0..m).map(|k| format!("org_{k}")).collect();
     let look = move |cache: &ReadCache| {
         cache.read(|i| {
-            let deleted = match i.user("user_x") {
+            let deleted = match i.user(user) {
                 clerk_mirror::cache::Answer::Found(u, _) => u.delete_time.is_some(),
-                other => panic!("user_x is held: {other:?}"),
+                other => panic!("{user} is held: {other:?}"),
             };
             let active = orgs
                 .iter()
-                .filter(|o| matches!(i.membership_of(o, "user_x"), clerk_mirror::cache::Answer::Found(..)))
+                .filter(|o| matches!(i.membership_of(o, user), clerk_mirror::cache::Answer::Found(..)))
                 .count();
             (deleted, active, i.cursor())
         })
     };
-    assert_eq!(look(&cache), Some((false, M, look(&cache).unwrap().2)));
+    assert_eq!(look(&cache), Some((false, m, look(&cache).unwrap().2)));
 
     // Readers on their own threads look at memory as fast as they can while the deletion
     // applies: from before it (each has looked once before it is sent) until each has seen it.
@@ -779,7 +786,7 @@ async fn a_read_from_memory_never_sees_part_of_a_batch_so_a_deleted_user_never_k
                 let mut looked = Some(looked);
                 while !(done.load(std::sync::atomic::Ordering::Acquire) && after > 0) {
                     match look(&cache) {
-                        Some((false, active, _)) if active == M => before += 1,
+                        Some((false, active, _)) if active == m => before += 1,
                         Some((true, 0, _)) => after += 1,
                         Some(seen) => torn.push(seen),
                         None => {}
@@ -795,7 +802,7 @@ async fn a_read_from_memory_never_sees_part_of_a_batch_so_a_deleted_user_never_k
     for s in started {
         s.await.unwrap();
     }
-    enqueue(&app.pool, &[user_deleted("user_x", T + 1)]).await;
+    enqueue(&app.pool, &[user_deleted(user, T + 1)]).await;
     app.wait_until_applied().await;
     done.store(true, std::sync::atomic::Ordering::Release);
     let (mut before, mut after, mut torn) = (0, 0, Vec::new());
@@ -805,7 +812,7 @@ async fn a_read_from_memory_never_sees_part_of_a_batch_so_a_deleted_user_never_k
         torn.extend(t);
     }
     eprintln!(
-        "reads from memory: {before} before the deletion, {after} after, {} torn",
+        "{user} in {m} organizations, reads from memory: {before} before the deletion, {after} after, {} torn",
         torn.len()
     );
     assert!(
