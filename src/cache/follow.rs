@@ -10,6 +10,7 @@ use sqlx::{FromRow, PgPool, Row};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::index::Parsed;
 use super::{Index, ReadCache};
 use crate::hub::{Batch, Feed, FeedError, Hub, Reader};
 use crate::store::{MembershipRecord, OrganizationRecord, UserRecord};
@@ -144,9 +145,14 @@ async fn follow(cache: &ReadCache, hub: &Hub, feed: &mut Feed, stop: &mut watch:
                 cache.gauges();
             }
             Ok(batch) => {
-                match cache.update(|index| apply(index, &batch)) {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => return Ended::Reload(e.to_string()),
+                // Read outside the lock, so readers wait only for the index's own updates (and a
+                // change that cannot be read leaves the index untouched).
+                let parsed = match parse(&batch) {
+                    Ok(parsed) => parsed,
+                    Err(e) => return Ended::Reload(e.to_string()),
+                };
+                match cache.update(|index| apply(index, &parsed, batch.end)) {
+                    Some(()) => {}
                     None => return Ended::Reload("the index is gone".into()),
                 }
                 cache.lag(hub.latest());
@@ -166,16 +172,20 @@ async fn follow(cache: &ReadCache, hub: &Hub, feed: &mut Feed, stop: &mut watch:
     }
 }
 
-/// Applies one batch (the feed hands out each change once, in order, from the index's cursor)
-/// and moves the cursor to its end.
-fn apply(index: &mut Index, batch: &Batch) -> Result<(), super::index::ApplyError> {
-    for c in &batch.changes {
-        if c.seq > index.cursor() {
-            index.apply(c)?;
+/// A batch's changes, read into their records.
+fn parse(batch: &Batch) -> Result<Vec<Parsed>, super::index::ApplyError> {
+    batch.changes.iter().map(|c| Index::parse(c)).collect()
+}
+
+/// Applies one batch, parsed (the feed hands out each change once, in order, from the index's
+/// cursor), and moves the cursor to its end.
+fn apply(index: &mut Index, parsed: &[Parsed], end: i64) {
+    for p in parsed {
+        if p.seq > index.cursor() {
+            index.apply(p);
         }
     }
-    if batch.end > index.cursor() {
-        index.set_cursor(batch.end);
+    if end > index.cursor() {
+        index.set_cursor(end);
     }
-    Ok(())
 }

@@ -391,6 +391,8 @@ impl WatchService for Watcher {
             Reader {
                 scope: selection.scope.clone(),
                 page: self.config.page,
+                // Changes go out one by one: a long batch in parts keeps a stream's memory to a page.
+                whole_batches: false,
                 rows_read: Some(self.metrics.changes_read.with_label_values(&["stream"])),
                 catch_ups: Some(self.metrics.watch_catch_ups.clone()),
                 idle_check: None,
@@ -493,19 +495,17 @@ impl Stream {
         Ok(())
     }
 
-    /// The next batch of the feed, or how the stream ends.
-    async fn next(&self, feed: &mut Feed) -> Result<Batch, End> {
-        feed.next().await.map_err(|e| {
-            Some(match e {
-                FeedError::CursorExpired { oldest, .. } => ApiError::CursorExpired {
-                    why: "the stream fell behind the retained change log".into(),
-                    oldest_cursor: Cursor::new(&self.log_id, oldest - 1).encode(),
-                },
-                FeedError::Database(e) => ApiError::from(e),
-                FeedError::Closed => ApiError::ShuttingDown {
-                    resume_cursor: self.cursor(),
-                },
-            })
+    /// How a feed's error ends the stream.
+    fn feed_ended(&self, e: FeedError) -> End {
+        Some(match e {
+            FeedError::CursorExpired { oldest, .. } => ApiError::CursorExpired {
+                why: "the stream fell behind the retained change log".into(),
+                oldest_cursor: Cursor::new(&self.log_id, oldest - 1).encode(),
+            },
+            FeedError::Database(e) => ApiError::from(e),
+            FeedError::Closed => ApiError::ShuttingDown {
+                resume_cursor: self.cursor(),
+            },
         })
     }
 
@@ -599,38 +599,33 @@ impl Stream {
         if self.initial {
             self.send_initial_state().await?;
         }
-        // The backlog, from the database up to the head.
+        // The backlog, from the database up to the head, then live: heartbeats only once caught
+        // up, and never cancelling a read of the feed (a page from the database goes on).
+        let mut caught_up = false;
         loop {
-            let batch = tokio::select! {
-                biased;
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
-                }
-                batch = self.next(&mut feed) => batch?,
-            };
-            self.offer(&batch).await?;
-            if batch.at_head {
-                break;
-            }
-        }
-        let cursor = self.cursor();
-        self.send(pb::watch_changes_response::Event::CaughtUp(pb::CaughtUp { cursor }))
-            .await?;
-        loop {
-            let beat = self.last_sent + self.heartbeat;
-            tokio::select! {
-                biased;
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
-                }
-                batch = self.next(&mut feed) => {
-                    let batch = batch?;
-                    if batch.at_head {
-                        debug!(position = batch.end, "caught up from the database");
+            let next = {
+                let mut next = std::pin::pin!(feed.next());
+                loop {
+                    let beat = self.last_sent + self.heartbeat;
+                    tokio::select! {
+                        biased;
+                        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                            return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
+                        }
+                        next = &mut next => break next,
+                        () = tokio::time::sleep_until(beat), if caught_up => self.heartbeat().await?,
                     }
-                    self.offer(&batch).await?;
                 }
-                () = tokio::time::sleep_until(beat) => self.heartbeat().await?,
+            };
+            let batch = next.map_err(|e| self.feed_ended(e))?;
+            self.offer(&batch).await?;
+            if batch.at_head && !caught_up {
+                caught_up = true;
+                let cursor = self.cursor();
+                self.send(pb::watch_changes_response::Event::CaughtUp(pb::CaughtUp { cursor }))
+                    .await?;
+            } else if batch.at_head {
+                debug!(position = batch.end, "caught up from the database");
             }
         }
     }

@@ -7,7 +7,10 @@
 //! not know (written by a newer replica) are skipped and counted.
 //!
 //! Memory: at most one page read from PostgreSQL, plus the part of one batch already received
-//! live; the broadcast buffer is the hub's, shared by every reader.
+//! live; the broadcast buffer is the hub's, shared by every reader. A batch is as long as the
+//! applier made it (deleting an organization ends every membership in the same batch), so a
+//! reader that does not need batches whole (a watch stream, which sends changes one by one) takes
+//! a long one in parts of a page, and an unread stream holds no more than a page.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,15 +20,19 @@ use prometheus::{IntCounter, IntCounterVec};
 use sqlx::PgPool;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::store::changes::{self, ChangeRow, Scope};
+use crate::store::changes::{self, ChangeRow, Ends, Scope};
 
 /// What a reader follows and how it is counted.
 #[derive(Debug, Clone)]
 pub struct Reader {
     /// The changes handed out (others are passed over); SQL narrows the pages by it too.
     pub scope: Scope,
-    /// Changes per page read from PostgreSQL (more when a batch is longer).
+    /// Changes per page read from PostgreSQL (more when a batch is longer and `whole_batches`).
     pub page: i64,
+    /// Hand out every batch whole, however long (the read cache, which applies each
+    /// atomically). Without it a batch longer than `page` comes in parts of about `page`
+    /// changes, in order, the last ending where the batch ends.
+    pub whole_batches: bool,
     /// Counts the rows this reader reads from PostgreSQL itself.
     pub rows_read: Option<IntCounter>,
     /// Counts the times this reader fell behind the hub (a gap or a lag) and read PostgreSQL.
@@ -37,11 +44,12 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Every change, pages of `page`, counted nowhere, without idle checks.
+    /// Every change in whole batches, pages of `page`, counted nowhere, without idle checks.
     pub fn everything(page: i64) -> Reader {
         Reader {
             scope: Scope::default(),
             page,
+            whole_batches: true,
             rows_read: None,
             catch_ups: None,
             idle_check: None,
@@ -49,8 +57,8 @@ impl Reader {
     }
 }
 
-/// One applier batch (the first may be the tail of one when the cursor was inside it), or the
-/// news that nothing in scope happened up to `end`.
+/// One applier batch (the first may be the tail of one when the cursor was inside it; without
+/// `whole_batches`, a part of a long one), or the news that nothing in scope happened up to `end`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Its changes in the reader's scope, in seq order (possibly none).
@@ -83,7 +91,7 @@ pub struct Feed {
     skipped: IntCounterVec,
     /// Handed out up to here.
     position: i64,
-    /// Queued in `ready` up to here (a batch end, or the starting cursor).
+    /// Queued in `ready` up to here (a batch end, the starting cursor, or the end of a part).
     read_to: i64,
     /// Received live up to here (past `read_to` while a batch is being assembled).
     received: i64,
@@ -182,7 +190,8 @@ impl Feed {
         if self.keep(&change) {
             self.pending.push(change);
         }
-        if self.received < end {
+        let part_full = !self.reader.whole_batches && self.pending.len() as i64 >= self.reader.page;
+        if self.received < end && !part_full {
             return None;
         }
         self.read_to = self.received;
@@ -226,7 +235,12 @@ impl Feed {
 
     /// Reads one page after `read_to` and queues it as batches.
     async fn read_page(&mut self) -> Result<(), FeedError> {
-        let page = changes::page(&self.pool, self.read_to, &self.reader.scope, self.reader.page).await?;
+        let ends = if self.reader.whole_batches {
+            Ends::Batch
+        } else {
+            Ends::Limit
+        };
+        let page = changes::page(&self.pool, self.read_to, &self.reader.scope, self.reader.page, ends).await?;
         if self.read_to < page.bounds.oldest - 1 {
             return Err(FeedError::CursorExpired {
                 after: self.read_to,

@@ -19,9 +19,9 @@ pub use feed::{Batch, Feed, FeedError, Reader};
 
 use crate::applier::CHANGES_CHANNEL;
 use crate::metrics::Metrics;
-use crate::store::changes::{self, ChangeRow, Scope};
+use crate::store::changes::{self, ChangeRow, Ends, Scope};
 
-/// Changes read per query (more when a batch is longer: a page never cuts one).
+/// Changes read per query (the hub publishes changes one by one: readers put batches together).
 const PAGE: i64 = 1000;
 
 /// A handle to the hub: follow the log from a cursor, or ask how far it has read.
@@ -106,7 +106,7 @@ async fn run(
             }
         }
         loop {
-            match changes::page(&pool, last, &Scope::default(), PAGE).await {
+            match changes::page(&pool, last, &Scope::default(), PAGE, Ends::Limit).await {
                 Ok(page) => {
                     read.inc_by(page.changes.len() as u64);
                     let at_head = page.at_head();

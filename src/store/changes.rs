@@ -83,7 +83,7 @@ pub async fn bounds(pool: &PgPool) -> Result<(String, Bounds), sqlx::Error> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub changes: Vec<ChangeRow>,
-    /// The last seq the page covers, always the end of an applier batch (or the head).
+    /// The last seq the page covers (see [`Ends`]; the head when the page reached it).
     pub end: i64,
     /// The bounds at the page's snapshot.
     pub bounds: Bounds,
@@ -96,10 +96,19 @@ impl Page {
     }
 }
 
-/// The in-scope changes after `after` up to the end of the batch of the `limit`-th of them (a
-/// page holds more than `limit` changes rather than cut a batch), or up to the head when fewer
-/// remain; in seq order, with the bounds at that snapshot.
-pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64) -> Result<Page, sqlx::Error> {
+/// Where a page that has reached its limit ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ends {
+    /// At the end of the batch of its `limit`-th change: a page holds more than `limit` changes
+    /// rather than cut a batch (for readers that apply batches whole).
+    Batch,
+    /// At its `limit`-th change, inside a batch if need be (for readers that take changes one
+    /// by one and should hold no more than a page).
+    Limit,
+}
+
+/// Selects the page: its snapshot's bounds, its last seq (`page_end`) and its changes.
+fn page_sql(ends: Ends) -> String {
     let in_scope = |t: &str| {
         format!(
             "(cardinality($2::text[]) = 0 OR {t}.entity_type = ANY($2))
@@ -107,10 +116,14 @@ pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64) -> Resul
                AND ($4::text IS NULL OR {t}.user_id = $4)"
         )
     };
-    let sql = format!(
+    let limit_th = match ends {
+        Ends::Batch => "coalesce(n.batch_last, n.seq)",
+        Ends::Limit => "n.seq",
+    };
+    format!(
         "SELECT h.head_seq AS head, h.oldest_seq AS oldest, e.page_end, c.* FROM log_head h
           CROSS JOIN LATERAL (SELECT coalesce(
-                (SELECT coalesce(n.batch_last, n.seq) FROM changes n
+                (SELECT {limit_th} FROM changes n
                   WHERE n.seq > $1 AND {}
                   ORDER BY n.seq OFFSET $5 - 1 LIMIT 1),
                 h.head_seq) AS page_end) e
@@ -120,7 +133,19 @@ pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64) -> Resul
                  ORDER BY c.seq) c ON true",
         in_scope("n"),
         in_scope("c"),
-    );
+    )
+}
+
+static PAGE_TO_BATCH_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| page_sql(Ends::Batch));
+static PAGE_TO_LIMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| page_sql(Ends::Limit));
+
+/// The in-scope changes after `after`: up to `limit` of them, ending as `ends` says, or every
+/// one up to the head when fewer remain; in seq order, with the bounds at that snapshot.
+pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64, ends: Ends) -> Result<Page, sqlx::Error> {
+    let sql: &str = match ends {
+        Ends::Batch => &PAGE_TO_BATCH_END,
+        Ends::Limit => &PAGE_TO_LIMIT,
+    };
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after)
         .bind(&scope.entity_types)

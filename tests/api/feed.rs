@@ -10,7 +10,7 @@ use clerk_mirror::hub::{Batch, Feed, FeedError, Hub, Reader};
 use clerk_mirror::metrics::Metrics;
 use clerk_mirror::pb;
 use clerk_mirror::pb::watch_changes_response::Event;
-use clerk_mirror::store::changes::{self, Scope};
+use clerk_mirror::store::changes::{self, Ends, Scope};
 use sqlx::PgPool;
 
 use crate::events::*;
@@ -117,14 +117,24 @@ async fn the_applier_marks_each_change_with_its_batchs_last_seq_and_a_page_never
     );
     // A page of two from the start: the first batch is short, so the page takes the whole
     // second one rather than stopping inside it.
-    let page = changes::page(&app.pool, 0, &Scope::default(), 2).await.unwrap();
+    let page = changes::page(&app.pool, 0, &Scope::default(), 2, Ends::Batch)
+        .await
+        .unwrap();
     assert_eq!(
         page.changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
         (1..=7).collect::<Vec<_>>()
     );
     assert_eq!((page.end, page.at_head()), (7, false));
+    // A page to its limit (for readers that take changes one by one) stops inside the batch.
+    let page = changes::page(&app.pool, 0, &Scope::default(), 2, Ends::Limit)
+        .await
+        .unwrap();
+    assert_eq!(page.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!((page.end, page.at_head()), (2, false));
     // From inside a batch: its tail, whole to its end.
-    let page = changes::page(&app.pool, 9, &Scope::default(), 1).await.unwrap();
+    let page = changes::page(&app.pool, 9, &Scope::default(), 1, Ends::Batch)
+        .await
+        .unwrap();
     assert_eq!(
         page.changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
         (10..=13).collect::<Vec<_>>()
@@ -135,10 +145,10 @@ async fn the_applier_marks_each_change_with_its_batchs_last_seq_and_a_page_never
         entity_types: vec!["user".into()],
         ..Default::default()
     };
-    let page = changes::page(&app.pool, 0, &users, 2).await.unwrap();
+    let page = changes::page(&app.pool, 0, &users, 2, Ends::Batch).await.unwrap();
     assert_eq!(page.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(page.end, 7);
-    let page = changes::page(&app.pool, 7, &users, 2).await.unwrap();
+    let page = changes::page(&app.pool, 7, &users, 2, Ends::Batch).await.unwrap();
     assert_eq!(page.changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [8]);
     assert_eq!((page.end, page.at_head()), (13, true));
     app.stop().await;
@@ -188,14 +198,16 @@ async fn a_feed_hands_out_exactly_the_stored_batches_from_the_database_and_live_
     // Live: feeds waiting at the head, one through a buffer that holds every change, one through
     // a buffer of one change (which a batch of 31 always overruns).
     let (small, _metrics, stop_small) = hub(&app, 1).await;
+    // And one that takes long batches in parts of 7, through the big buffer.
     let mut waiting = Vec::new();
-    for hub in [&big, &small] {
+    for (hub, whole_batches) in [(&big, true), (&small, true), (&big, false)] {
         let (rows_read, catch_ups) = (counter("rows_read"), counter("catch_ups"));
         let mut feed = hub.feed(
             start,
             Reader {
                 rows_read: Some(rows_read.clone()),
                 catch_ups: Some(catch_ups.clone()),
+                whole_batches,
                 ..Reader::everything(7)
             },
         );
@@ -247,13 +259,21 @@ async fn a_feed_hands_out_exactly_the_stored_batches_from_the_database_and_live_
         *rows_read > 0 && *catch_ups > 0,
         "{rows_read} rows read, {catch_ups} catch-ups"
     );
+    let (got, rows_read, catch_ups) = &results[2];
+    let parts: Vec<(Vec<i64>, i64)> = expected
+        .iter()
+        .flat_map(|(seqs, _)| seqs.chunks(7).map(|part| (part.to_vec(), *part.last().unwrap())))
+        .collect();
+    assert_eq!(got, &parts, "in parts of 7");
+    assert_eq!((*rows_read, *catch_ups), (0, 0), "all live");
     stop_big.send(true).unwrap();
     stop_small.send(true).unwrap();
     app.stop().await;
 }
 
 #[tokio::test]
-async fn a_feed_from_inside_a_batch_starts_with_its_tail_and_one_narrowed_to_a_user_covers_every_batch() {
+async fn a_feed_from_inside_a_batch_starts_with_its_tail_one_narrowed_to_users_covers_every_batch_and_parts_end_where_they_end()
+ {
     let app = spawn_app().await;
     let (created, deleted) = user_in_organizations("user_d", 4);
     apply_groups(&app, &[created, vec![deleted]]).await;
@@ -274,6 +294,25 @@ async fn a_feed_from_inside_a_batch_starts_with_its_tail_and_one_narrowed_to_a_u
     );
     assert_eq!(batches_until(&mut users, 10).await, [(vec![1], 5), (vec![6], 10)]);
     assert_eq!(users.position(), 10);
+    // In parts of two from the database: a long batch is cut, each part ending where it ends.
+    let mut parts = hub.feed(
+        0,
+        Reader {
+            whole_batches: false,
+            ..Reader::everything(2)
+        },
+    );
+    assert_eq!(
+        batches_until(&mut parts, 10).await,
+        [
+            (vec![1, 2], 2),
+            (vec![3, 4], 4),
+            (vec![5], 5),
+            (vec![6], 6),
+            (vec![7, 8], 8),
+            (vec![9, 10], 10)
+        ]
+    );
     stop.send(true).unwrap();
     app.stop().await;
 }
