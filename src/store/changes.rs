@@ -107,23 +107,22 @@ pub enum Ends {
     Limit,
 }
 
-/// Selects the page: its snapshot's bounds, its last seq (`page_end`) and its changes.
-fn page_sql(ends: Ends) -> String {
-    let in_scope = |t: &str| {
-        format!(
-            "(cardinality($2::text[]) = 0 OR {t}.entity_type = ANY($2))
-               AND ($3::text IS NULL OR {t}.organization_id = $3)
-               AND ($4::text IS NULL OR {t}.user_id = $4)"
-        )
-    };
-    let limit_th = match ends {
-        Ends::Batch => "coalesce(n.batch_last, n.seq)",
-        Ends::Limit => "n.seq",
-    };
+/// Whether a change is in scope, in SQL (`$2`: entity types, `$3`: organization, `$4`: user).
+fn in_scope(t: &str) -> String {
+    format!(
+        "(cardinality($2::text[]) = 0 OR {t}.entity_type = ANY($2))
+           AND ($3::text IS NULL OR {t}.organization_id = $3)
+           AND ($4::text IS NULL OR {t}.user_id = $4)"
+    )
+}
+
+/// A page ending on a batch boundary: its snapshot's bounds, its last seq (`page_end`: the end
+/// of the batch of the `$5`-th change, else the head) and its changes.
+static PAGE_TO_BATCH_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT h.head_seq AS head, h.oldest_seq AS oldest, e.page_end, c.* FROM log_head h
           CROSS JOIN LATERAL (SELECT coalesce(
-                (SELECT {limit_th} FROM changes n
+                (SELECT coalesce(n.batch_last, n.seq) FROM changes n
                   WHERE n.seq > $1 AND {}
                   ORDER BY n.seq OFFSET $5 - 1 LIMIT 1),
                 h.head_seq) AS page_end) e
@@ -134,10 +133,18 @@ fn page_sql(ends: Ends) -> String {
         in_scope("n"),
         in_scope("c"),
     )
-}
+});
 
-static PAGE_TO_BATCH_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| page_sql(Ends::Batch));
-static PAGE_TO_LIMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| page_sql(Ends::Limit));
+/// A page of at most `$5` changes: its snapshot's bounds and its changes (it ends at its last
+/// change when full, else at the head).
+static PAGE_TO_LIMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT h.head_seq AS head, h.oldest_seq AS oldest, NULL::bigint AS page_end, c.* FROM log_head h
+           LEFT JOIN LATERAL (
+                SELECT * FROM changes c WHERE c.seq > $1 AND {} ORDER BY c.seq LIMIT $5) c ON true",
+        in_scope("c"),
+    )
+});
 
 /// The in-scope changes after `after`: up to `limit` of them, ending as `ends` says, or every
 /// one up to the head when fewer remain; in seq order, with the bounds at that snapshot.
@@ -165,10 +172,20 @@ pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64, ends: En
             head: row.try_get("head")?,
             oldest: row.try_get("oldest")?,
         };
-        page.end = row.try_get::<i64, _>("page_end")?.max(after);
+        page.end = match row.try_get::<Option<i64>, _>("page_end")? {
+            Some(end) => end,
+            None => page.bounds.head,
+        };
         if row.try_get::<Option<i64>, _>("seq")?.is_some() {
             page.changes.push(ChangeRow::from_row(row)?);
         }
     }
+    if ends == Ends::Limit
+        && page.changes.len() as i64 >= limit.max(1)
+        && let Some(last) = page.changes.last()
+    {
+        page.end = last.seq;
+    }
+    page.end = page.end.max(after);
     Ok(page)
 }
