@@ -35,6 +35,9 @@ pub struct Metrics {
     /// Change-log rows read from the database, by reader: `hub` (once per replica) or `stream`
     /// (a watcher's backlog, or a catch-up after falling behind the hub).
     pub changes_read: IntCounterVec,
+    /// Change-log rows a reader (the read cache, each watch stream) passed over because this
+    /// binary does not know their entity type (a newer replica wrote them), by entity type.
+    pub change_log_rows_skipped: IntCounterVec,
     /// gRPC requests by method and status code.
     pub rpcs: IntCounterVec,
     /// gRPC latency to the response headers (for streams: to the stream's start), by method.
@@ -77,6 +80,11 @@ impl Metrics {
             "change_log_rows_read_total",
             "Change-log rows read from the database, by reader (hub or stream).",
             &["reader"],
+        );
+        let change_log_rows_skipped = counter_vec(
+            "change_log_rows_skipped_total",
+            "Change-log rows a reader (cache or watch stream) skipped: an entity type this binary does not know.",
+            &["entity_type"],
         );
         let rpcs = counter_vec(
             "grpc_requests_total",
@@ -165,6 +173,7 @@ impl Metrics {
             watchers_ended,
             watch_catch_ups,
             changes_read,
+            change_log_rows_skipped,
             rpcs,
             rpc_seconds,
             log,
