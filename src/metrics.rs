@@ -36,6 +36,9 @@ pub struct Metrics {
     /// Change-log rows read from the database, by reader: `hub` (once per replica) or `stream`
     /// (a watcher's backlog, or a catch-up after falling behind the hub).
     pub changes_read: IntCounterVec,
+    /// Change-log rows a reader (the read cache, each watch stream) passed over because this
+    /// binary does not know their entity type (a newer replica wrote them), by entity type.
+    pub change_log_rows_skipped: IntCounterVec,
     /// gRPC requests by method and status code.
     pub rpcs: IntCounterVec,
     /// gRPC latency to the response headers (for streams: to the stream's start), by method.
@@ -85,6 +88,11 @@ impl Metrics {
                 "change_log_rows_read_total",
                 "Change-log rows read from the database, by reader (hub or stream).",
                 &["reader"],
+            ),
+            change_log_rows_skipped: r.counters(
+                "change_log_rows_skipped_total",
+                "Change-log rows a reader (cache or watch stream) skipped: an entity type this binary does not know.",
+                &["entity_type"],
             ),
             rpcs: r.counters(
                 "grpc_requests_total",
@@ -315,6 +323,7 @@ mod tests {
         m.watchers_ended.with_label_values(&["r"]).inc();
         m.watch_catch_ups.inc();
         m.changes_read.with_label_values(&["r"]).inc();
+        m.change_log_rows_skipped.with_label_values(&["e"]).inc();
         m.rpcs.with_label_values(&["m", "c"]).inc();
         m.rpc_seconds.with_label_values(&["m"]).observe(0.0);
         m.set_log(0, 0, 0, 0);
@@ -354,6 +363,9 @@ mod tests {
         # HELP clerk_mirror_change_log_rows_read_total Change-log rows read from the database, by reader (hub or stream).
         # TYPE clerk_mirror_change_log_rows_read_total counter
         clerk_mirror_change_log_rows_read_total{reader="r"}
+        # HELP clerk_mirror_change_log_rows_skipped_total Change-log rows a reader (cache or watch stream) skipped: an entity type this binary does not know.
+        # TYPE clerk_mirror_change_log_rows_skipped_total counter
+        clerk_mirror_change_log_rows_skipped_total{entity_type="e"}
         # HELP clerk_mirror_changes_total Changes appended to the log.
         # TYPE clerk_mirror_changes_total counter
         clerk_mirror_changes_total

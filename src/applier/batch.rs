@@ -1,7 +1,8 @@
 //! One applier batch, in one transaction: read pending inbox rows in arrival order, load the
 //! stored state of everything they touch (one query per table), apply the rules in memory,
 //! write back what changed with set-based SQL, append the changes with gap-free seqs taken from
-//! `log_head`, mark each inbox row applied / skipped / failed, and NOTIFY.
+//! `log_head` (each marked with the batch's last seq, so readers take the batch whole), mark
+//! each inbox row applied / skipped / failed, and NOTIFY.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -295,15 +296,16 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error
                     "seq": c.seq, "entity_type": c.entity_type.as_str(), "entity_id": c.entity_id,
                     "operation": c.operation.as_str(), "organization_id": c.organization_id,
                     "user_id": c.user_id, "state": c.state, "previous": c.previous,
-                    "source": c.source, "inbox_id": c.inbox_id,
+                    "source": c.source, "inbox_id": c.inbox_id, "batch_last": ws.head,
                 })
             })
             .collect();
         sqlx::query(
-            "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id)
-             SELECT seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id
+            "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, batch_last)
+             SELECT seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, batch_last
                FROM jsonb_to_recordset($1) AS r(seq bigint, entity_type text, entity_id text, operation text,
-                    organization_id text, user_id text, state jsonb, previous jsonb, source text, inbox_id bigint)",
+                    organization_id text, user_id text, state jsonb, previous jsonb, source text, inbox_id bigint,
+                    batch_last bigint)",
         )
         .bind(Json(Value::Array(rows)))
         .execute(&mut *tx)

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod rate;
 pub mod reconcile;
+pub mod resource;
 
 use std::time::Instant;
 
@@ -13,39 +14,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 pub use client::{ClerkApi, ClerkApiError};
+pub use resource::{Listed, RESOURCES, Resource};
 
 use crate::inbox::{self, InboxRow, Source, envelope};
-
-/// One listed resource of the Backend API.
-#[derive(Debug, Clone, Copy)]
-pub struct Resource {
-    /// The checkpoint name and the path.
-    pub name: &'static str,
-    /// The event type its objects are applied as.
-    pub event_type: &'static str,
-    /// Extra query parameters.
-    pub query: &'static str,
-}
-
-/// What a backfill fetches, in this order (memberships last: their organizations and users are
-/// then known).
-pub const RESOURCES: [Resource; 3] = [
-    Resource {
-        name: "users",
-        event_type: "user.updated",
-        query: "",
-    },
-    Resource {
-        name: "organizations",
-        event_type: "organization.updated",
-        query: "&include_members_count=true",
-    },
-    Resource {
-        name: "organization_memberships",
-        event_type: "organizationMembership.updated",
-        query: "",
-    },
-];
 
 /// Objects per page (Clerk's maximum).
 pub const PAGE: i64 = 500;
@@ -179,20 +150,13 @@ pub async fn backfill_resource(
     }
     let started = Instant::now();
     let fetched_before = offset;
-    // `GET /users` answers a bare array: its count is a request of its own.
-    let mut total = if resource.name == "users" {
-        api.get("/users/count")
-            .await
-            .ok()
-            .and_then(|v| v["total_count"].as_i64())
-    } else {
-        None
+    // A list that answers a bare array (`GET /users`) is counted by a request of its own.
+    let mut total = match resource.count_path {
+        Some(path) => api.get(path).await.ok().and_then(|v| v["total_count"].as_i64()),
+        None => None,
     };
     loop {
-        let path = format!(
-            "/{}?limit={PAGE}&offset={offset}&order_by=%2Bcreated_at{}",
-            resource.name, resource.query
-        );
+        let path = resource.page_path(PAGE, offset);
         let page = api.get(&path).await?;
         if let Some(t) = page.get("total_count").and_then(Value::as_i64) {
             total = Some(t);

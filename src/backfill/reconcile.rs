@@ -2,7 +2,8 @@
 //! drift through the inbox (source `reconcile`), so the one applier applies every repair with the
 //! usual rules: missing entities, stale ones (Clerk's `updated_at` newer), and entities alive in
 //! the mirror that Clerk no longer lists — tombstoned only after a direct look-up answers 404,
-//! because offset paging skips rows when others are deleted mid-scan. A run that would tombstone
+//! because offset paging skips rows when others are deleted mid-scan (one that cannot be looked up, or
+//! of a kind no event deletes, is left alone and reported as unconfirmed). A run that would tombstone
 //! more than max(10, 1 %) refuses unless allowed. The report is printed, kept, and exposed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 
+use super::resource::Lookup;
 use super::{
     BackfillError, ClerkApi, ClerkApiError, Doing, NOT_A_LIST, PAGE, RESOURCES, Resource, check_instance, items,
 };
@@ -28,6 +30,11 @@ pub struct Drift {
     pub deleted: Vec<String>,
     /// Alive in the mirror, not listed by Clerk, but found by a direct look-up (paging skipped it).
     pub unlisted_but_present: Vec<String>,
+    /// Alive in the mirror, not listed by Clerk, and not tombstoned: no look-up can say whether
+    /// Clerk still has it (a parent the look-up needs is unknown), or no event deletes its kind.
+    /// Left as it is, and absent from the report when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<String>,
 }
 
 /// A reconcile run's drift report, per entity type (`users`, `organizations`,
@@ -44,12 +51,16 @@ impl Report {
     pub fn render(&self, verbose: bool) -> String {
         let mut out = format!("reconcile {} → {}\n", self.started_at, self.finished_at);
         for (entity, d) in &self.drift {
+            let unconfirmed = Some(("unconfirmed", &d.unconfirmed)).filter(|(_, ids)| !ids.is_empty());
             for (kind, ids) in [
                 ("missing", &d.missing),
                 ("stale", &d.stale),
                 ("deleted", &d.deleted),
                 ("unlisted but present", &d.unlisted_but_present),
-            ] {
+            ]
+            .into_iter()
+            .chain(unconfirmed)
+            {
                 out.push_str(&format!("  {entity:<26} {kind:<22} {}\n", ids.len()));
                 if verbose {
                     for id in ids {
@@ -86,78 +97,69 @@ impl From<ClerkApiError> for ReconcileError {
     }
 }
 
-/// The mirror's view of one entity: alive or not, and Clerk's `updated_at` it holds (ms).
+/// The mirror's view of one entity: alive or not, Clerk's `updated_at` it holds (ms), and its
+/// parents (one per column of the kind's `PARENTS`).
 struct Held {
     alive: bool,
     updated_ms: i64,
-    organization_id: Option<String>,
-    user_id: Option<String>,
+    parents: Vec<Option<String>>,
 }
 
 async fn held(pool: &PgPool, resource: &Resource) -> Result<HashMap<String, Held>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: String,
-        alive: bool,
-        updated_ms: i64,
-        organization_id: Option<String>,
-        user_id: Option<String>,
-    }
-    let (table, ids) = match resource.name {
-        "users" => ("users", "NULL::text AS organization_id, NULL::text AS user_id"),
-        "organizations" => ("organizations", "NULL::text AS organization_id, NULL::text AS user_id"),
-        _ => ("memberships", "organization_id, user_id"),
-    };
+    let parents: String = resource
+        .parents
+        .iter()
+        .map(|(_, column)| format!(", {column}"))
+        .collect();
     let sql = format!(
         "SELECT id, deleted_at IS NULL AS alive,
-                coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0) AS updated_ms, {ids}
-           FROM {table}"
+                coalesce((extract(epoch FROM updated_at) * 1000)::bigint, 0) AS updated_ms{parents}
+           FROM {}",
+        resource.table
     );
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
-    Ok(rows
-        .into_iter()
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?;
+    rows.iter()
         .map(|r| {
             let held = Held {
-                alive: r.alive,
-                updated_ms: r.updated_ms,
-                organization_id: r.organization_id,
-                user_id: r.user_id,
+                alive: r.try_get("alive")?,
+                updated_ms: r.try_get("updated_ms")?,
+                parents: resource
+                    .parents
+                    .iter()
+                    .map(|(_, column)| r.try_get(*column))
+                    .collect::<Result<_, _>>()?,
             };
-            (r.id, held)
+            Ok((r.try_get("id")?, held))
         })
-        .collect())
+        .collect()
+}
+
+/// What a direct look-up says of an entity the listing did not show.
+enum Found {
+    /// Clerk still has it (paging skipped it): its object.
+    Present(Value),
+    /// Clerk answers that it is gone.
+    Gone,
+    /// No look-up can say (see [`super::Listed::lookup`]).
+    Unknown,
 }
 
 /// Whether Clerk still has the entity, by a direct look-up.
-async fn still_there(
-    api: &ClerkApi,
-    resource: &Resource,
-    id: &str,
-    held: &Held,
-) -> Result<Option<Value>, ClerkApiError> {
-    let found = match resource.name {
-        "users" => api.get(&format!("/users/{id}")).await,
-        "organizations" => api.get(&format!("/organizations/{id}")).await,
-        _ => {
-            let (Some(org), Some(user)) = (&held.organization_id, &held.user_id) else {
-                return Ok(None);
-            };
-            match api
-                .get(&format!("/organizations/{org}/memberships?limit=100&user_id={user}"))
-                .await
-            {
-                Ok(page) => Ok(items(page)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|m| m["id"] == id)
-                    .unwrap_or(Value::Null)),
-                Err(e) => Err(e),
-            }
-        }
+async fn still_there(api: &ClerkApi, resource: &Resource, id: &str, held: &Held) -> Result<Found, ClerkApiError> {
+    let found = match resource.lookup(id, &held.parents) {
+        None => return Ok(Found::Unknown),
+        Some(Lookup::Get(path)) => api.get(&path).await,
+        Some(Lookup::Among(path)) => api.get(&path).await.map(|page| {
+            items(page)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|m| m["id"] == id)
+                .unwrap_or(Value::Null)
+        }),
     };
     match found {
-        Ok(Value::Null) | Err(ClerkApiError::NotFound { .. }) => Ok(None),
-        Ok(v) => Ok(Some(v)),
+        Ok(Value::Null) | Err(ClerkApiError::NotFound { .. }) => Ok(Found::Gone),
+        Ok(v) => Ok(Found::Present(v)),
         Err(e) => Err(e),
     }
 }
@@ -199,10 +201,7 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
         let mut listed: HashMap<String, Value> = HashMap::new();
         let mut offset = 0;
         loop {
-            let path = format!(
-                "/{}?limit={PAGE}&offset={offset}&order_by=%2Bcreated_at{}",
-                resource.name, resource.query
-            );
+            let path = resource.page_path(PAGE, offset);
             let page = items(api.get(&path).await?).ok_or_else(|| api.unexpected(&path, NOT_A_LIST))?;
             let n = page.len() as i64;
             for object in page {
@@ -255,8 +254,9 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
         let mut deletes = Vec::new();
         for (id, h) in candidates {
             match still_there(api, resource, id, h).await? {
-                Some(object) => repairs.extend(compare(id, &object, &mut drift, true)),
-                None => deletes.push((id.clone(), h)),
+                Found::Present(object) => repairs.extend(compare(id, &object, &mut drift, true)),
+                Found::Gone if resource.delete_type.is_some() => deletes.push((id.clone(), h)),
+                Found::Gone | Found::Unknown => drift.unconfirmed.push(id.clone()),
             }
         }
         let alive = held.values().filter(|h| h.alive).count();
@@ -269,23 +269,14 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
         }
         let now = Utc::now().timestamp_millis();
         for (id, h) in deletes {
-            let (event_type, data) = match resource.name {
-                "users" => ("user.deleted", json!({"object": "user", "id": id, "deleted": true})),
-                "organizations" => (
-                    "organization.deleted",
-                    json!({"object": "organization", "id": id, "deleted": true}),
-                ),
-                _ => (
-                    "organizationMembership.deleted",
-                    json!({"object": "organization_membership", "id": id,
-                           "organization": {"id": h.organization_id}, "public_user_data": {"user_id": h.user_id}}),
-                ),
-            };
+            let event_type = resource
+                .delete_type
+                .expect("only a kind with a delete event has deletes");
             repairs.push(repair_row(
                 resource,
                 &instance,
                 event_type,
-                data,
+                resource.deleted(&id, &h.parents),
                 now,
                 format!("{id}:deleted:{run_key}"),
             ));
@@ -355,5 +346,48 @@ pub async fn periodically(
             }
             Err(e) => tracing::error!(error = %e, "periodic reconcile failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(unconfirmed: &[&str]) -> Report {
+        let drift = Drift {
+            deleted: vec!["user_1".into()],
+            unconfirmed: unconfirmed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Report {
+            started_at: "a".into(),
+            finished_at: "b".into(),
+            drift: [("users".to_string(), drift)].into(),
+        }
+    }
+
+    #[test]
+    fn a_report_without_unconfirmed_entities_reads_and_renders_as_before_and_one_with_them_says_so() {
+        let before = report(&[]);
+        assert_eq!(
+            serde_json::to_value(&before).unwrap(),
+            json!({"started_at": "a", "finished_at": "b", "drift": {"users": {
+                "missing": [], "stale": [], "deleted": ["user_1"], "unlisted_but_present": []}}})
+        );
+        assert_eq!(
+            serde_json::from_value::<Report>(serde_json::to_value(&before).unwrap()).unwrap(),
+            before,
+            "a kept report of before reads back"
+        );
+        assert_eq!(before.render(false).lines().count(), 5, "{}", before.render(false));
+        assert!(!before.render(true).contains("unconfirmed"));
+
+        let with = report(&["dmn_1"]);
+        assert_eq!(
+            serde_json::to_value(&with).unwrap()["drift"]["users"]["unconfirmed"],
+            json!(["dmn_1"])
+        );
+        let text = with.render(true);
+        assert!(text.contains("unconfirmed") && text.contains("      dmn_1"), "{text}");
     }
 }

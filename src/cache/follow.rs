@@ -1,26 +1,22 @@
 //! Filling the read cache and keeping it current: one REPEATABLE READ snapshot of the
 //! projections and the log head, read page by page, then every change after that head from the
-//! replica's hub, in seq order. A hub that skipped (lagged broadcast) is caught up from the
-//! database at the cache's own cursor; a cursor the log no longer retains means a reload.
+//! replica's feed of the log (`hub::Feed`: live, or from the database when behind), one applier
+//! batch under one hold of the write lock, so a read never sees part of a batch. A cursor the
+//! log no longer retains means a reload.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{FromRow, PgPool, Row};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::index::Parsed;
 use super::{Index, ReadCache};
-use crate::hub::Hub;
-use crate::store::changes::{self, ChangeRow, Scope};
+use crate::hub::{Batch, Feed, FeedError, Hub, Reader};
 use crate::store::{MembershipRecord, OrganizationRecord, UserRecord};
 
 /// Rows read per page (the load) and changes per catch-up query.
 const PAGE: i64 = 1000;
-
-/// Changes applied under one hold of the write lock.
-const BATCH: usize = 256;
 
 /// How long without a change before the cache compares its cursor with the log's head (changes
 /// pruned before the hub read them are never published: only the log shows the gap).
@@ -48,9 +44,6 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        // Subscribe before the snapshot: every change after its head is then either in the
-        // snapshot or in the subscription (or, if the subscription skips, in the database).
-        let mut live = hub.subscribe();
         let started = std::time::Instant::now();
         let loaded = match initial.take() {
             Some(index) => Ok(index),
@@ -80,8 +73,17 @@ pub async fn run(
             ms = started.elapsed().as_millis() as u64,
             "the read cache is loaded"
         );
+        // The feed reads the database from the snapshot's head before it goes live: nothing
+        // committed after the snapshot is missed.
+        let mut feed = hub.feed(
+            index.cursor(),
+            Reader {
+                idle_check: Some(IDLE_CHECK),
+                ..Reader::everything(PAGE)
+            },
+        );
         cache.install(index);
-        match follow(&cache, &pool, &hub, &mut live, &mut stop).await {
+        match follow(&cache, &hub, &mut feed, &mut stop).await {
             Ended::Stopped => return,
             Ended::Reload(why) => {
                 warn!(%why, "the read cache reloads; reads use PostgreSQL meanwhile");
@@ -129,130 +131,61 @@ pub async fn load(pool: &PgPool, log_id: &str, budget: usize) -> Result<Index, s
     Ok(index)
 }
 
-/// Applies the hub's changes after the cache's cursor, in order, until stopped or a reload.
-async fn follow(
-    cache: &ReadCache,
-    pool: &PgPool,
-    hub: &Hub,
-    live: &mut tokio::sync::broadcast::Receiver<Arc<ChangeRow>>,
-    stop: &mut watch::Receiver<bool>,
-) -> Ended {
+/// Applies the feed's batches, each under one hold of the write lock, until stopped or a reload.
+async fn follow(cache: &ReadCache, hub: &Hub, feed: &mut Feed, stop: &mut watch::Receiver<bool>) -> Ended {
     loop {
-        let first = tokio::select! {
-            r = live.recv() => Some(r),
-            () = tokio::time::sleep(IDLE_CHECK) => None,
+        let next = tokio::select! {
+            next = feed.next() => next,
             _ = stop.wait_for(|s| *s) => return Ended::Stopped,
         };
-        let Some(first) = first else {
-            let behind = match changes::bounds(pool).await {
-                Ok((_, bounds)) => bounds.head > cache.state().cursor,
-                Err(_) => false,
-            };
-            if behind && let Some(ended) = catch_up(cache, pool, stop).await {
-                return ended;
+        match next {
+            // A quiet spell with nothing new: only the gauges.
+            Ok(batch) if batch.changes.is_empty() && batch.end <= cache.state().cursor => {
+                cache.lag(hub.latest());
+                cache.gauges();
             }
-            cache.lag(hub.latest());
-            cache.gauges();
-            continue;
-        };
-        let mut batch = Vec::new();
-        let mut lagged = false;
-        match first {
-            Ok(c) => batch.push(c),
-            Err(RecvError::Lagged(_)) => lagged = true,
-            Err(RecvError::Closed) => return Ended::Stopped,
-        }
-        while !lagged && batch.len() < BATCH {
-            match live.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(TryRecvError::Lagged(_)) => lagged = true,
-                Err(_) => break,
+            Ok(batch) => {
+                // Read outside the lock, so readers wait only for the index's own updates (and a
+                // change that cannot be read leaves the index untouched).
+                let parsed = match parse(&batch) {
+                    Ok(parsed) => parsed,
+                    Err(e) => return Ended::Reload(e.to_string()),
+                };
+                match cache.update(|index| apply(index, &parsed, batch.end)) {
+                    Some(()) => {}
+                    None => return Ended::Reload("the index is gone".into()),
+                }
+                cache.lag(hub.latest());
+                cache.gauges();
             }
-        }
-        let mut rest: &[Arc<ChangeRow>] = &batch;
-        loop {
-            // A change after a gap (the hub skipped, or this receiver lagged): read the log.
-            let applied = match cache.update(|index| apply_all(index, rest.iter().map(|c| &**c))) {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => return Ended::Reload(e.to_string()),
-                None => return Ended::Reload("the index is gone".into()),
-            };
-            rest = &rest[applied..];
-            if rest.is_empty() && !lagged {
-                break;
-            }
-            if let Some(ended) = catch_up(cache, pool, stop).await {
-                return ended;
-            }
-            if rest.is_empty() {
-                break;
-            }
-            lagged = false;
-        }
-        cache.lag(hub.latest());
-        cache.gauges();
-    }
-}
-
-/// Applies the changes after the index's cursor (earlier ones are already in it) up to the
-/// first gap (seqs are consecutive); how many changes it went through.
-fn apply_all<'a>(
-    index: &mut Index,
-    changes: impl Iterator<Item = &'a ChangeRow>,
-) -> Result<usize, super::index::ApplyError> {
-    let mut n = 0;
-    for c in changes {
-        if c.seq > index.cursor() + 1 {
-            break;
-        }
-        if c.seq == index.cursor() + 1 {
-            index.apply(c)?;
-        }
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Reads the log from the cache's cursor until it has read everything there is (the hub's
-/// buffer went past it). `Some` when following must end.
-pub async fn catch_up(cache: &ReadCache, pool: &PgPool, stop: &mut watch::Receiver<bool>) -> Option<Ended> {
-    let everything = Scope::default();
-    loop {
-        let cursor = cache.state().cursor;
-        let page = tokio::select! {
-            r = changes::page(pool, cursor, &everything, PAGE) => r,
-            _ = stop.wait_for(|s| *s) => return Some(Ended::Stopped),
-        };
-        let (rows, bounds) = match page {
-            Ok(page) => page,
-            Err(e) => {
+            Err(FeedError::Database(e)) => {
                 // The index is still right at its cursor, only older: try again.
                 warn!(error = %e, "the read cache cannot read the change log");
                 tokio::select! {
-                    () = tokio::time::sleep(RETRY) => continue,
-                    _ = stop.wait_for(|s| *s) => return Some(Ended::Stopped),
+                    () = tokio::time::sleep(RETRY) => {}
+                    _ = stop.wait_for(|s| *s) => return Ended::Stopped,
                 }
             }
-        };
-        if cursor < bounds.oldest - 1 {
-            return Some(Ended::Reload(format!(
-                "the log no longer holds the changes after {cursor} (oldest retained: {})",
-                bounds.oldest
-            )));
+            Err(e @ FeedError::CursorExpired { .. }) => return Ended::Reload(e.to_string()),
+            Err(FeedError::Closed) => return Ended::Stopped,
         }
-        let n = rows.len();
-        // A page is applied in holds of at most BATCH changes, as from the hub: readers wait for
-        // the write lock (blocking their threads) at most one batch long.
-        for chunk in rows.chunks(BATCH) {
-            match cache.update(|index| apply_all(index, chunk.iter())) {
-                Some(Ok(applied)) if applied == chunk.len() => {}
-                Some(Ok(_)) => return Some(Ended::Reload(format!("the log has a gap after {cursor}"))),
-                Some(Err(e)) => return Some(Ended::Reload(e.to_string())),
-                None => return Some(Ended::Reload("the index is gone".into())),
-            }
+    }
+}
+
+/// A batch's changes, read into their records.
+fn parse(batch: &Batch) -> Result<Vec<Parsed>, super::index::ApplyError> {
+    batch.changes.iter().map(|c| Index::parse(c)).collect()
+}
+
+/// Applies one batch, parsed (the feed hands out each change once, in order, from the index's
+/// cursor), and moves the cursor to its end.
+fn apply(index: &mut Index, parsed: &[Parsed], end: i64) {
+    for p in parsed {
+        if p.seq > index.cursor() {
+            index.apply(p);
         }
-        if (n as i64) < PAGE {
-            return None;
-        }
+    }
+    if end > index.cursor() {
+        index.set_cursor(end);
     }
 }

@@ -27,6 +27,18 @@ pub enum Answer<T> {
     Unknown,
 }
 
+/// A change of the log read into its record, ready to apply.
+pub struct Parsed {
+    pub seq: i64,
+    record: ParsedRecord,
+}
+
+enum ParsedRecord {
+    User(UserRecord),
+    Organization(OrganizationRecord),
+    Membership(MembershipRecord),
+}
+
 /// A change the index cannot apply.
 #[derive(Debug, thiserror::Error)]
 #[error("change {seq} cannot be applied: {why}")]
@@ -377,24 +389,21 @@ impl Index {
         self.bytes -= old.bytes;
     }
 
-    /// Applies one change of the log (its state is the entity's new row) and moves the cursor.
-    pub fn apply(&mut self, c: &ChangeRow) -> Result<(), ApplyError> {
+    /// Reads a change of the log (its state is the entity's new row) into its record: the part
+    /// of applying it that needs no lock.
+    pub fn parse(c: &ChangeRow) -> Result<Parsed, ApplyError> {
+        use serde::Deserialize;
         let bad = |e: serde_json::Error| ApplyError {
             seq: c.seq,
             why: format!("unreadable state: {e}"),
         };
-        match c.entity_type() {
-            Some(EntityType::User) => {
-                let r: UserRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
-                self.put_user(&r, c.seq);
-            }
+        let record = match c.entity_type() {
+            Some(EntityType::User) => ParsedRecord::User(UserRecord::deserialize(&c.state).map_err(bad)?),
             Some(EntityType::Organization) => {
-                let r: OrganizationRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
-                self.put_organization(&r, c.seq);
+                ParsedRecord::Organization(OrganizationRecord::deserialize(&c.state).map_err(bad)?)
             }
             Some(EntityType::Membership) => {
-                let r: MembershipRecord = serde_json::from_value(c.state.clone()).map_err(bad)?;
-                self.put_membership(&r, c.seq);
+                ParsedRecord::Membership(MembershipRecord::deserialize(&c.state).map_err(bad)?)
             }
             None => {
                 return Err(ApplyError {
@@ -402,9 +411,18 @@ impl Index {
                     why: format!("unknown entity type `{}`", c.entity_type),
                 });
             }
+        };
+        Ok(Parsed { seq: c.seq, record })
+    }
+
+    /// Applies a parsed change and moves the cursor to it.
+    pub fn apply(&mut self, p: &Parsed) {
+        match &p.record {
+            ParsedRecord::User(r) => self.put_user(r, p.seq),
+            ParsedRecord::Organization(r) => self.put_organization(r, p.seq),
+            ParsedRecord::Membership(r) => self.put_membership(r, p.seq),
         }
-        self.cursor = c.seq;
-        Ok(())
+        self.cursor = p.seq;
     }
 
     fn by_id<E, T: Clone>(&self, map: &HashMap<String, E>, id: &str, message: impl Fn(&E) -> &T) -> Answer<T> {

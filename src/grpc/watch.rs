@@ -1,8 +1,9 @@
-//! `WatchService.WatchChanges`: a backlog read from PostgreSQL in short keyset pages (the
-//! connection released before sending), then `caught_up`, then live changes from the hub, in
-//! seq order with no gaps or duplicates. A watcher behind the hub's buffer reads the database at
-//! its own pace; one that stops reading is dropped with `CONSUMER_TOO_SLOW` and its resume
-//! cursor; shutdown ends streams with `UNAVAILABLE`.
+//! `WatchService.WatchChanges`: the replica's feed of the log (`hub::Feed`) narrowed to the
+//! request: a backlog read from PostgreSQL in short pages (the connection released before
+//! sending), then `caught_up`, then live changes, in seq order with no gaps or duplicates. A
+//! watcher behind the hub's buffer reads the database at its own pace; one that stops reading is
+//! dropped with `CONSUMER_TOO_SLOW` and its resume cursor; shutdown ends streams with
+//! `UNAVAILABLE`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug};
@@ -19,7 +20,7 @@ use super::convert;
 use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use crate::filter::Filter;
-use crate::hub::Hub;
+use crate::hub::{Batch, Feed, FeedError, Hub, Reader};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::watch_service_server::WatchService;
@@ -384,13 +385,23 @@ impl WatchService for Watcher {
             .into());
         }
         let (selection, heartbeat, position) = start.instrument(span.clone()).await.map_err(Status::from)?;
-        // Subscribe before the backlog is read: what the hub publishes meanwhile is kept.
-        let live = self.hub.subscribe();
+        // Subscribed now, before the backlog is read: what the hub publishes meanwhile is kept.
+        let feed = self.hub.feed(
+            position,
+            Reader {
+                scope: selection.scope.clone(),
+                page: self.config.page,
+                // Changes go out one by one: a long batch in parts keeps a stream's memory to a page.
+                whole_batches: false,
+                rows_read: Some(self.metrics.changes_read.with_label_values(&["stream"])),
+                catch_ups: Some(self.metrics.watch_catch_ups.clone()),
+                idle_check: None,
+            },
+        );
         let (tx, rx) = mpsc::channel(self.config.buffer.max(1));
         let end = Arc::new(Mutex::new(None));
         let stream = Stream {
             pool: self.pool.clone(),
-            hub: self.hub.clone(),
             log_id: self.log_id.clone(),
             config: self.config.clone(),
             selection,
@@ -398,7 +409,6 @@ impl WatchService for Watcher {
             position,
             tx,
             last_sent: Instant::now(),
-            metrics: self.metrics.clone(),
             initial: r.send_initial_state,
         };
         let open = OpenStream::new(self.metrics.clone());
@@ -411,7 +421,7 @@ impl WatchService for Watcher {
                 // Keep the channel open until the end is recorded, so the client sees the error,
                 // never a clean end.
                 let _keep_open = stream.tx.clone();
-                if let Err(end) = stream.run(live, stop).await {
+                if let Err(end) = stream.run(feed, stop).await {
                     metrics.watchers_ended.with_label_values(&[end_reason(&end)]).inc();
                     if let Some(e) = end {
                         *end_slot.lock().expect("not poisoned") = Some(Status::from(e));
@@ -427,7 +437,6 @@ impl WatchService for Watcher {
 /// One stream's state; `position` is the last seq it has passed.
 struct Stream {
     pool: sqlx::PgPool,
-    hub: Hub,
     log_id: String,
     config: WatchConfig,
     selection: Selection,
@@ -435,7 +444,6 @@ struct Stream {
     position: i64,
     tx: mpsc::Sender<pb::WatchChangesResponse>,
     last_sent: Instant,
-    metrics: Arc<Metrics>,
     /// Send the current state first.
     initial: bool,
 }
@@ -472,46 +480,33 @@ impl Stream {
             .await
     }
 
-    /// Sends `c` if selected, and moves past it.
-    async fn offer(&mut self, c: &ChangeRow) -> Result<(), End> {
-        if let Some(left_filter) = self.selection.select(c) {
-            let change = to_change(c, &self.log_id, left_filter).map_err(Some)?;
-            // The position moves only once the change is queued, so a resume cursor never skips it.
-            self.send(pb::watch_changes_response::Event::Change(change)).await?;
-            self.position = c.seq;
-        } else {
+    /// Sends the batch's selected changes, and moves past it.
+    async fn offer(&mut self, batch: &Batch) -> Result<(), End> {
+        for c in &batch.changes {
+            if let Some(left_filter) = self.selection.select(c) {
+                let change = to_change(c, &self.log_id, left_filter).map_err(Some)?;
+                // The position moves only once the change is queued, so a resume cursor never
+                // skips it.
+                self.send(pb::watch_changes_response::Event::Change(change)).await?;
+            }
             self.position = c.seq;
         }
+        self.position = self.position.max(batch.end);
         Ok(())
     }
 
-    /// Reads the log from the database after `position` until it has caught up with the head
-    /// (short pages, no connection held while sending).
-    async fn catch_up(&mut self) -> Result<(), End> {
-        loop {
-            let (rows, bounds) = changes::page(&self.pool, self.position, &self.selection.scope, self.config.page)
-                .await
-                .map_err(|e| Some(ApiError::from(e)))?;
-            if self.position < bounds.oldest - 1 {
-                return Err(Some(ApiError::CursorExpired {
-                    why: "the stream fell behind the retained change log".into(),
-                    oldest_cursor: Cursor::new(&self.log_id, bounds.oldest - 1).encode(),
-                }));
-            }
-            let full = rows.len() as i64 >= self.config.page;
-            self.metrics
-                .changes_read
-                .with_label_values(&["stream"])
-                .inc_by(rows.len() as u64);
-            for row in &rows {
-                self.offer(row).await?;
-            }
-            if !full {
-                // Every in-scope change up to the head was in this page.
-                self.position = self.position.max(bounds.head);
-                return Ok(());
-            }
-        }
+    /// How a feed's error ends the stream.
+    fn feed_ended(&self, e: FeedError) -> End {
+        Some(match e {
+            FeedError::CursorExpired { oldest, .. } => ApiError::CursorExpired {
+                why: "the stream fell behind the retained change log".into(),
+                oldest_cursor: Cursor::new(&self.log_id, oldest - 1).encode(),
+            },
+            FeedError::Database(e) => ApiError::from(e),
+            FeedError::Closed => ApiError::ShuttingDown {
+                resume_cursor: self.cursor(),
+            },
+        })
     }
 
     /// The current state of everything selected, as `created` changes without cursors, read page
@@ -599,40 +594,38 @@ impl Stream {
         Ok((changes, last))
     }
 
-    async fn run(
-        mut self,
-        mut live: broadcast::Receiver<Arc<ChangeRow>>,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<(), End> {
+    async fn run(mut self, mut feed: Feed, mut stop: watch::Receiver<bool>) -> Result<(), End> {
         self.heartbeat().await?;
         if self.initial {
             self.send_initial_state().await?;
         }
-        self.catch_up().await?;
-        let cursor = self.cursor();
-        self.send(pb::watch_changes_response::Event::CaughtUp(pb::CaughtUp { cursor }))
-            .await?;
+        // The backlog, from the database up to the head, then live: heartbeats only once caught
+        // up, and never cancelling a read of the feed (a page from the database goes on).
+        let mut caught_up = false;
         loop {
-            let beat = self.last_sent + self.heartbeat;
-            tokio::select! {
-                biased;
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
+            let next = {
+                let mut next = std::pin::pin!(feed.next());
+                loop {
+                    let beat = self.last_sent + self.heartbeat;
+                    tokio::select! {
+                        biased;
+                        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                            return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
+                        }
+                        next = &mut next => break next,
+                        () = tokio::time::sleep_until(beat), if caught_up => self.heartbeat().await?,
+                    }
                 }
-                received = live.recv() => match received {
-                    Ok(c) if c.seq <= self.position => {}
-                    Ok(c) if c.seq == self.position + 1 => self.offer(&c).await?,
-                    // A gap (or a lag): the database has everything.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.metrics.watch_catch_ups.inc();
-                        self.catch_up().await?;
-                        debug!(position = self.position, hub = self.hub.latest(), "caught up from the database");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
-                    }
-                },
-                () = tokio::time::sleep_until(beat) => self.heartbeat().await?,
+            };
+            let batch = next.map_err(|e| self.feed_ended(e))?;
+            self.offer(&batch).await?;
+            if batch.at_head && !caught_up {
+                caught_up = true;
+                let cursor = self.cursor();
+                self.send(pb::watch_changes_response::Event::CaughtUp(pb::CaughtUp { cursor }))
+                    .await?;
+            } else if batch.at_head {
+                debug!(position = batch.end, "caught up from the database");
             }
         }
     }

@@ -1,7 +1,11 @@
 //! The change hub, one per replica: wakes on the applier's NOTIFY (a wake-up only, and lost on
 //! reconnect, so it always re-reads `seq > last` from the database, and also polls), reads each
-//! new change once, and fans it out to this replica's watchers through a bounded broadcast
-//! buffer. A watcher that falls behind the buffer reads the database at its own pace instead.
+//! new change once, and fans it out to this replica's readers through a bounded broadcast
+//! buffer (counted in changes, shared by every reader). Readers never take that buffer directly:
+//! each follows the log through a [`Feed`] (see `feed`), which falls back to the database on
+//! its own when it is behind the buffer.
+
+pub mod feed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +15,27 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
+pub use feed::{Batch, Feed, FeedError, Reader};
+
 use crate::db::CHANGES_CHANNEL;
 use crate::metrics::Metrics;
-use crate::store::changes::{self, ChangeRow, Scope};
+use crate::store::changes::{self, ChangeRow, Ends, Scope};
 
-/// Changes read per query.
+/// Changes read per query (the hub publishes changes one by one: readers put batches together).
 const PAGE: i64 = 1000;
 
-/// A handle to the hub: subscribe to live changes, or ask how far it has read.
+/// A handle to the hub: follow the log from a cursor, or ask how far it has read.
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<ChangeRow>>,
     latest: watch::Receiver<i64>,
+    pool: PgPool,
+    metrics: Arc<Metrics>,
 }
 
 impl Hub {
     /// Starts the hub on `pool`, publishing changes after the current head; `capacity` changes
-    /// are buffered for watchers (shared, so memory does not grow with slow watchers).
+    /// are buffered for readers (shared, so memory does not grow with slow readers).
     pub async fn spawn(
         pool: PgPool,
         capacity: usize,
@@ -38,13 +46,35 @@ impl Hub {
         let (_, bounds) = changes::bounds(&pool).await?;
         let (tx, _) = broadcast::channel(capacity.max(1));
         let (latest_tx, latest) = watch::channel(bounds.head);
-        let task = tokio::spawn(run(pool, tx.clone(), latest_tx, bounds.head, poll, stop, metrics));
-        Ok((Hub { tx, latest }, task))
+        let task = tokio::spawn(run(
+            pool.clone(),
+            tx.clone(),
+            latest_tx,
+            bounds.head,
+            poll,
+            stop,
+            metrics.clone(),
+        ));
+        Ok((
+            Hub {
+                tx,
+                latest,
+                pool,
+                metrics,
+            },
+            task,
+        ))
     }
 
-    /// Live changes from now on (subscribe before reading the backlog, then skip what was read).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeRow>> {
-        self.tx.subscribe()
+    /// The log after `after`, in whole batches, with no gap: see [`Feed`].
+    pub fn feed(&self, after: i64, reader: Reader) -> Feed {
+        Feed::new(
+            self.pool.clone(),
+            self.tx.subscribe(),
+            after,
+            reader,
+            self.metrics.change_log_rows_skipped.clone(),
+        )
     }
 
     /// The last seq the hub has published.
@@ -76,17 +106,17 @@ async fn run(
             }
         }
         loop {
-            match changes::page(&pool, last, &Scope::default(), PAGE).await {
-                Ok((rows, _)) => {
-                    let n = rows.len();
-                    read.inc_by(n as u64);
-                    for row in rows {
+            match changes::page(&pool, last, &Scope::default(), PAGE, Ends::Limit).await {
+                Ok(page) => {
+                    read.inc_by(page.changes.len() as u64);
+                    let at_head = page.at_head();
+                    for row in page.changes {
                         last = row.seq;
-                        // No receivers is fine: nobody is watching.
+                        // No receivers is fine: nobody is following.
                         let _ = tx.send(Arc::new(row));
                     }
                     latest.send_replace(last);
-                    if (n as i64) < PAGE {
+                    if at_head {
                         break;
                     }
                 }

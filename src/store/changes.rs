@@ -1,5 +1,6 @@
 //! Reading the change log: pages of changes after a seq (optionally narrowed by entity type,
-//! organization and user), with the log's head and oldest retained seq from the same snapshot.
+//! organization and user) that end on applier-batch boundaries, with the log's head and oldest
+//! retained seq from the same snapshot.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -20,11 +21,19 @@ pub struct ChangeRow {
     pub previous: Option<Value>,
     pub source: String,
     pub commit_time: DateTime<Utc>,
+    /// The seq of the last change of the applier batch that appended this one (`None`: written
+    /// before batches were recorded, or by hand: a batch of its own).
+    pub batch_last: Option<i64>,
 }
 
 impl ChangeRow {
     pub fn entity_type(&self) -> Option<EntityType> {
         EntityType::from_name(&self.entity_type)
+    }
+
+    /// The last seq of this change's batch: once a reader has passed it, it has the whole batch.
+    pub fn batch_end(&self) -> i64 {
+        self.batch_last.unwrap_or(self.seq).max(self.seq)
     }
 }
 
@@ -65,40 +74,113 @@ pub async fn bounds(pool: &PgPool) -> Result<(String, Bounds), sqlx::Error> {
     Ok((log_id, Bounds { head, oldest }))
 }
 
-/// Up to `limit` in-scope changes after `after`, in seq order, and the bounds at that snapshot.
-pub async fn page(
-    pool: &PgPool,
-    after: i64,
-    scope: &Scope,
-    limit: i64,
-) -> Result<(Vec<ChangeRow>, Bounds), sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT h.head_seq AS head, h.oldest_seq AS oldest, c.* FROM log_head h LEFT JOIN LATERAL (
-            SELECT * FROM changes c
-             WHERE c.seq > $1
-               AND (cardinality($2::text[]) = 0 OR c.entity_type = ANY($2))
-               AND ($3::text IS NULL OR c.organization_id = $3)
-               AND ($4::text IS NULL OR c.user_id = $4)
-             ORDER BY c.seq LIMIT $5) c ON true",
+/// One page of the log: every in-scope change in `(after, end]`, in seq order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub changes: Vec<ChangeRow>,
+    /// The last seq the page covers (see [`Ends`]; the head when the page reached it).
+    pub end: i64,
+    /// The bounds at the page's snapshot.
+    pub bounds: Bounds,
+}
+
+impl Page {
+    /// Whether the page reached the log's head (nothing more to read at its snapshot).
+    pub fn at_head(&self) -> bool {
+        self.end >= self.bounds.head
+    }
+}
+
+/// Where a page that has reached its limit ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ends {
+    /// At the end of the batch of its `limit`-th change: a page holds more than `limit` changes
+    /// rather than cut a batch (for readers that apply batches whole).
+    Batch,
+    /// At its `limit`-th change, inside a batch if need be (for readers that take changes one
+    /// by one and should hold no more than a page).
+    Limit,
+}
+
+/// Whether a change is in scope, in SQL (`$2`: entity types, `$3`: organization, `$4`: user).
+fn in_scope(t: &str) -> String {
+    format!(
+        "(cardinality($2::text[]) = 0 OR {t}.entity_type = ANY($2))
+           AND ($3::text IS NULL OR {t}.organization_id = $3)
+           AND ($4::text IS NULL OR {t}.user_id = $4)"
     )
-    .bind(after)
-    .bind(&scope.entity_types)
-    .bind(&scope.organization_id)
-    .bind(&scope.user_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+}
+
+/// A page ending on a batch boundary: its snapshot's bounds, its last seq (`page_end`: the end
+/// of the batch of the `$5`-th change, else the head) and its changes.
+static PAGE_TO_BATCH_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT h.head_seq AS head, h.oldest_seq AS oldest, e.page_end, c.* FROM log_head h
+          CROSS JOIN LATERAL (SELECT coalesce(
+                (SELECT coalesce(n.batch_last, n.seq) FROM changes n
+                  WHERE n.seq > $1 AND {}
+                  ORDER BY n.seq OFFSET $5 - 1 LIMIT 1),
+                h.head_seq) AS page_end) e
+           LEFT JOIN LATERAL (
+                SELECT * FROM changes c
+                 WHERE c.seq > $1 AND c.seq <= e.page_end AND {}
+                 ORDER BY c.seq) c ON true",
+        in_scope("n"),
+        in_scope("c"),
+    )
+});
+
+/// A page of at most `$5` changes: its snapshot's bounds and its changes (it ends at its last
+/// change when full, else at the head).
+static PAGE_TO_LIMIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT h.head_seq AS head, h.oldest_seq AS oldest, NULL::bigint AS page_end, c.* FROM log_head h
+           LEFT JOIN LATERAL (
+                SELECT * FROM changes c WHERE c.seq > $1 AND {} ORDER BY c.seq LIMIT $5) c ON true",
+        in_scope("c"),
+    )
+});
+
+/// The in-scope changes after `after`: up to `limit` of them, ending as `ends` says, or every
+/// one up to the head when fewer remain; in seq order, with the bounds at that snapshot.
+pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64, ends: Ends) -> Result<Page, sqlx::Error> {
+    let sql: &str = match ends {
+        Ends::Batch => &PAGE_TO_BATCH_END,
+        Ends::Limit => &PAGE_TO_LIMIT,
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after)
+        .bind(&scope.entity_types)
+        .bind(&scope.organization_id)
+        .bind(&scope.user_id)
+        .bind(limit.max(1))
+        .fetch_all(pool)
+        .await?;
     use sqlx::{FromRow, Row as _};
-    let mut bounds = Bounds { head: 0, oldest: 1 };
-    let mut changes = Vec::with_capacity(rows.len());
+    let mut page = Page {
+        changes: Vec::with_capacity(rows.len()),
+        end: after,
+        bounds: Bounds { head: 0, oldest: 1 },
+    };
     for row in &rows {
-        bounds = Bounds {
+        page.bounds = Bounds {
             head: row.try_get("head")?,
             oldest: row.try_get("oldest")?,
         };
+        page.end = match row.try_get::<Option<i64>, _>("page_end")? {
+            Some(end) => end,
+            None => page.bounds.head,
+        };
         if row.try_get::<Option<i64>, _>("seq")?.is_some() {
-            changes.push(ChangeRow::from_row(row)?);
+            page.changes.push(ChangeRow::from_row(row)?);
         }
     }
-    Ok((changes, bounds))
+    if ends == Ends::Limit
+        && page.changes.len() as i64 >= limit.max(1)
+        && let Some(last) = page.changes.last()
+    {
+        page.end = last.seq;
+    }
+    page.end = page.end.max(after);
+    Ok(page)
 }

@@ -90,6 +90,20 @@ pub trait Kind:
     fn message(&self, update_cursor: i64, log_id: &str) -> Self::Message;
     /// Whether a message shows a tombstone.
     fn message_deleted(message: &Self::Message) -> bool;
+    /// The message without its update cursor (a previous state's: which change made it is not
+    /// known).
+    fn without_cursor(message: Self::Message) -> Self::Message;
+    /// The API's name of this kind in watch requests and changes.
+    const WIRE_TYPE: pb::EntityType;
+    /// A change's entity, as the API's oneof.
+    fn change_entity(message: Self::Message) -> pb::change::Entity;
+    /// A change's previous state, as the API's oneof.
+    fn change_previous(message: Self::Message) -> pb::change::Previous;
+    /// The column that holds the organization an entity belongs to (`id` for an
+    /// organization), if any: a watch scoped to one organization reads only its entities.
+    const ORGANIZATION_COLUMN: Option<&'static str>;
+    /// The column that holds the user an entity belongs to (`id` for a user), if any.
+    const USER_COLUMN: Option<&'static str>;
     /// Writes what the kind keeps beside its table for the records just written (a user's
     /// email and phone lookup rows).
     fn after_write<'a>(
@@ -246,6 +260,21 @@ impl Kind for UserRecord {
     fn message_deleted(message: &pb::User) -> bool {
         message.delete_time.is_some()
     }
+    fn without_cursor(message: pb::User) -> pb::User {
+        pb::User {
+            update_cursor: String::new(),
+            ..message
+        }
+    }
+    const WIRE_TYPE: pb::EntityType = pb::EntityType::User;
+    fn change_entity(message: pb::User) -> pb::change::Entity {
+        pb::change::Entity::User(message)
+    }
+    fn change_previous(message: pb::User) -> pb::change::Previous {
+        pb::change::Previous::PreviousUser(message)
+    }
+    const ORGANIZATION_COLUMN: Option<&'static str> = None;
+    const USER_COLUMN: Option<&'static str> = Some("id");
     fn after_write<'a>(
         tx: &'a mut PgConnection,
         written: &'a [&'a Self],
@@ -306,6 +335,21 @@ impl Kind for OrganizationRecord {
     fn message_deleted(message: &pb::Organization) -> bool {
         message.delete_time.is_some()
     }
+    fn without_cursor(message: pb::Organization) -> pb::Organization {
+        pb::Organization {
+            update_cursor: String::new(),
+            ..message
+        }
+    }
+    const WIRE_TYPE: pb::EntityType = pb::EntityType::Organization;
+    fn change_entity(message: pb::Organization) -> pb::change::Entity {
+        pb::change::Entity::Organization(message)
+    }
+    fn change_previous(message: pb::Organization) -> pb::change::Previous {
+        pb::change::Previous::PreviousOrganization(message)
+    }
+    const ORGANIZATION_COLUMN: Option<&'static str> = Some("id");
+    const USER_COLUMN: Option<&'static str> = None;
 }
 
 impl Kind for MembershipRecord {
@@ -373,6 +417,21 @@ impl Kind for MembershipRecord {
     fn message_deleted(message: &pb::Membership) -> bool {
         message.delete_time.is_some()
     }
+    fn without_cursor(message: pb::Membership) -> pb::Membership {
+        pb::Membership {
+            update_cursor: String::new(),
+            ..message
+        }
+    }
+    const WIRE_TYPE: pb::EntityType = pb::EntityType::Membership;
+    fn change_entity(message: pb::Membership) -> pb::change::Entity {
+        pb::change::Entity::Membership(message)
+    }
+    fn change_previous(message: pb::Membership) -> pb::change::Previous {
+        pb::change::Previous::PreviousMembership(message)
+    }
+    const ORGANIZATION_COLUMN: Option<&'static str> = Some("organization_id");
+    const USER_COLUMN: Option<&'static str> = Some("user_id");
 }
 
 /// The kind whose events include `event_type`, and whether it deletes.
@@ -413,6 +472,17 @@ mod tests {
             }
         });
         assert_eq!(kind_of_event("session.created"), None);
+    }
+
+    #[test]
+    fn each_kind_has_its_own_wire_type_and_its_scope_columns_are_its_columns() {
+        let mut wire = std::collections::BTreeSet::new();
+        for_each_kind!(K => {
+            assert!(wire.insert(K::WIRE_TYPE as i32), "{:?} twice", K::WIRE_TYPE);
+            for column in [K::ORGANIZATION_COLUMN, K::USER_COLUMN].into_iter().flatten() {
+                assert!(K::COLUMNS.split(',').any(|c| c.split_whitespace().next() == Some(column)), "{column}");
+            }
+        });
     }
 
     #[test]

@@ -724,3 +724,105 @@ async fn among_users_sharing_a_key_memory_and_postgresql_answer_the_least_id_in_
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_from_memory_never_sees_part_of_a_batch_so_a_deleted_user_never_keeps_active_memberships() {
+    let app = spawn_app().await;
+    // The deletion's batch (the user's tombstone, then the end of each membership, all in one
+    // transaction) longer than any page or buffer: the cache reads it from the database…
+    deleting_a_member_of_many_organizations_shows_all_or_nothing(&app, "user_x", 3000).await;
+    // …and shorter than the hub's buffer (1,024 changes): the cache takes it live.
+    deleting_a_member_of_many_organizations_shows_all_or_nothing(&app, "user_y", 500).await;
+}
+
+/// Makes `user` a member of `m` organizations, then deletes it while readers look at memory:
+/// none of them sees the user deleted with memberships still active (or the reverse).
+async fn deleting_a_member_of_many_organizations_shows_all_or_nothing(app: &TestApp, user: &'static str, m: usize) {
+    let cache = app.cache.clone().expect("the cache is on");
+    let mut bodies = vec![user_event("created", user, T, T, "X")];
+    bodies.extend((0..m).map(|k| {
+        membership_event(
+            "created",
+            &format!("orgmem_{user}_{k}"),
+            &format!("org_{k}"),
+            user,
+            T,
+            T,
+            "org:member",
+        )
+    }));
+    enqueue(&app.pool, &bodies).await;
+    app.wait_until_applied().await;
+
+    // What one read of the index sees: whether the user is deleted, and how many of its
+    // memberships are still active.
+    let orgs: Vec<String> = (0..m).map(|k| format!("org_{k}")).collect();
+    let look = move |cache: &ReadCache| {
+        cache.read(|i| {
+            let deleted = match i.user(user) {
+                clerk_mirror::cache::Answer::Found(u, _) => u.delete_time.is_some(),
+                other => panic!("{user} is held: {other:?}"),
+            };
+            let active = orgs
+                .iter()
+                .filter(|o| matches!(i.membership_of(o, user), clerk_mirror::cache::Answer::Found(..)))
+                .count();
+            (deleted, active, i.cursor())
+        })
+    };
+    assert_eq!(look(&cache), Some((false, m, look(&cache).unwrap().2)));
+
+    // Readers on their own threads look at memory as fast as they can while the deletion
+    // applies: from before it (each has looked once before it is sent) until each has seen it.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut started = Vec::new();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, done, look) = (cache.clone(), done.clone(), look.clone());
+            let (looked, started_rx) = tokio::sync::oneshot::channel();
+            started.push(started_rx);
+            std::thread::spawn(move || {
+                let (mut before, mut after, mut torn) = (0u64, 0u64, Vec::new());
+                let mut looked = Some(looked);
+                while !(done.load(std::sync::atomic::Ordering::Acquire) && after > 0) {
+                    match look(&cache) {
+                        Some((false, active, _)) if active == m => before += 1,
+                        Some((true, 0, _)) => after += 1,
+                        Some(seen) => torn.push(seen),
+                        None => {}
+                    }
+                    if let Some(tx) = looked.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                (before, after, torn)
+            })
+        })
+        .collect();
+    for s in started {
+        s.await.unwrap();
+    }
+    enqueue(&app.pool, &[user_deleted(user, T + 1)]).await;
+    app.wait_until_applied().await;
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let (mut before, mut after, mut torn) = (0, 0, Vec::new());
+    for r in readers {
+        let (b, a, t) = r.join().unwrap();
+        (before, after) = (before + b, after + a);
+        torn.extend(t);
+    }
+    eprintln!(
+        "{user} in {m} organizations, reads from memory: {before} before the deletion, {after} after, {} torn",
+        torn.len()
+    );
+    assert!(
+        torn.is_empty(),
+        "reads saw part of the deletion's batch (deleted, active memberships, cursor): {:?}",
+        &torn[..torn.len().min(5)]
+    );
+    assert!(
+        before >= 2 && after >= 2,
+        "each reader saw both sides: {before} before, {after} after"
+    );
+    assert_eq!(look(&cache).map(|(d, a, _)| (d, a)), Some((true, 0)));
+}

@@ -13,6 +13,7 @@ mod embedded;
 mod events;
 mod examples;
 mod faults;
+mod feed;
 mod filters;
 mod helpers;
 mod hostile;
