@@ -19,6 +19,8 @@ pub mod http_server;
 pub mod hub;
 pub mod inbox;
 pub mod ingest;
+#[cfg(test)]
+mod kind_proof;
 pub mod metrics;
 pub mod pb;
 pub mod pg;

@@ -10,10 +10,12 @@ use sqlx::{FromRow, PgPool, Row};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::index::Cached;
 use super::index::Parsed;
 use super::{Index, ReadCache};
 use crate::hub::{Batch, Feed, FeedError, Hub, Reader};
-use crate::store::{MembershipRecord, OrganizationRecord, UserRecord};
+use crate::store::Kind;
+use crate::store::kind::for_each_kind;
 
 /// Rows read per page (the load) and changes per catch-up query.
 const PAGE: i64 = 1000;
@@ -103,11 +105,12 @@ pub async fn load(pool: &PgPool, log_id: &str, budget: usize) -> Result<Index, s
         .fetch_one(&mut *tx)
         .await?;
     let mut index = Index::new(log_id, head, budget);
-    for table in ["users", "organizations", "memberships"] {
+    for_each_kind!(K => {
         let mut after = String::new();
         loop {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT * FROM {table} WHERE id > $1 ORDER BY id LIMIT $2"
+                "SELECT * FROM {} WHERE id > $1 ORDER BY id LIMIT $2",
+                K::TABLE
             )))
             .bind(&after)
             .bind(PAGE)
@@ -115,18 +118,14 @@ pub async fn load(pool: &PgPool, log_id: &str, budget: usize) -> Result<Index, s
             .await?;
             for row in &rows {
                 let cursor: i64 = row.try_get("update_cursor")?;
-                match table {
-                    "users" => index.put_user(&UserRecord::from_row(row)?, cursor),
-                    "organizations" => index.put_organization(&OrganizationRecord::from_row(row)?, cursor),
-                    _ => index.put_membership(&MembershipRecord::from_row(row)?, cursor),
-                }
+                Cached::put(&mut index, &K::from_row(row)?, cursor);
             }
             match rows.last() {
                 Some(last) if rows.len() as i64 == PAGE => after = last.try_get("id")?,
                 _ => break,
             }
         }
-    }
+    });
     tx.commit().await?;
     Ok(index)
 }

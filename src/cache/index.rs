@@ -2,8 +2,10 @@
 //! number), organizations (by id, slug) and memberships (by id, by organization + user), each
 //! held as the protobuf message a read returns, behind `Arc`, at one change-log cursor. It
 //! answers exactly what the PostgreSQL reads of `store::read` answer at that cursor, or says it
-//! does not know (then the caller reads PostgreSQL).
+//! does not know (then the caller reads PostgreSQL). How each kind is held is [`Cached`]: a kind
+//! without lookups of its own is held by id only.
 
+use std::any::Any;
 use std::collections::HashMap;
 
 /// The ids holding one key, sorted (usually one: a `Vec` costs one small allocation, a
@@ -14,7 +16,43 @@ use std::sync::Arc;
 use crate::pb;
 use crate::store::changes::ChangeRow;
 use crate::store::convert;
-use crate::store::{EntityType, MembershipRecord, OrganizationRecord, UserRecord};
+use crate::store::kind::{match_record, with_kind};
+use crate::store::{AnyRecord, EntityType, Kind, MembershipRecord, OrganizationRecord, UserRecord};
+
+// How the read cache holds each kind. `Cached::put` replaces what the index holds of one
+// entity; a kind with lookups of its own (users by email, username, external id and phone,
+// organizations by slug, memberships by organization and user) keeps them in `Index`, and any
+// other kind is held by id only, which is the default: `impl Cached for X {}` is all a new kind
+// needs here.
+
+/// A kind the read cache holds.
+pub trait Cached: Kind {
+    /// Holds `record` (the state after the change `update_cursor`), replacing what was held.
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.put_by_id(record, update_cursor);
+    }
+}
+
+impl Cached for UserRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.put_user(record, update_cursor);
+    }
+}
+
+impl Cached for OrganizationRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.put_organization(record, update_cursor);
+    }
+}
+
+impl Cached for MembershipRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.put_membership(record, update_cursor);
+    }
+}
+
+#[cfg(test)]
+impl Cached for crate::store::test_kind::WidgetRecord {}
 
 /// What the index says about a read.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,13 +68,7 @@ pub enum Answer<T> {
 /// A change of the log read into its record, ready to apply.
 pub struct Parsed {
     pub seq: i64,
-    record: ParsedRecord,
-}
-
-enum ParsedRecord {
-    User(UserRecord),
-    Organization(OrganizationRecord),
-    Membership(MembershipRecord),
+    record: AnyRecord,
 }
 
 /// A change the index cannot apply.
@@ -195,6 +227,9 @@ pub struct Index {
     memberships: HashMap<String, MembershipEntry>,
     /// Live memberships by (organization, user).
     by_pair: HashMap<(String, String), Ids>,
+    /// Kinds without lookups of their own, by id: each kind's message (`Arc<K::Message>`) and its
+    /// accounted bytes.
+    by_id: HashMap<EntityType, HashMap<String, (Arc<dyn Any + Send + Sync>, usize)>>,
 }
 
 fn updated(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<(i64, u32)> {
@@ -219,6 +254,7 @@ impl Index {
             slugs: KeyIndex::default(),
             memberships: HashMap::new(),
             by_pair: HashMap::new(),
+            by_id: HashMap::new(),
         }
     }
 
@@ -397,32 +433,53 @@ impl Index {
             seq: c.seq,
             why: format!("unreadable state: {e}"),
         };
-        let record = match c.entity_type() {
-            Some(EntityType::User) => ParsedRecord::User(UserRecord::deserialize(&c.state).map_err(bad)?),
-            Some(EntityType::Organization) => {
-                ParsedRecord::Organization(OrganizationRecord::deserialize(&c.state).map_err(bad)?)
-            }
-            Some(EntityType::Membership) => {
-                ParsedRecord::Membership(MembershipRecord::deserialize(&c.state).map_err(bad)?)
-            }
-            None => {
-                return Err(ApplyError {
-                    seq: c.seq,
-                    why: format!("unknown entity type `{}`", c.entity_type),
-                });
-            }
+        let Some(t) = c.entity_type() else {
+            return Err(ApplyError {
+                seq: c.seq,
+                why: format!("unknown entity type `{}`", c.entity_type),
+            });
         };
+        let record = with_kind!(t, K => K::deserialize(&c.state).map_err(bad)?.into_any());
         Ok(Parsed { seq: c.seq, record })
     }
 
     /// Applies a parsed change and moves the cursor to it.
     pub fn apply(&mut self, p: &Parsed) {
-        match &p.record {
-            ParsedRecord::User(r) => self.put_user(r, p.seq),
-            ParsedRecord::Organization(r) => self.put_organization(r, p.seq),
-            ParsedRecord::Membership(r) => self.put_membership(r, p.seq),
-        }
+        match_record!(&p.record, r => Cached::put(self, r, p.seq));
         self.cursor = p.seq;
+    }
+
+    /// Holds `r` by id only (a kind without lookups of its own), replacing what was held.
+    pub fn put_by_id<K: Kind>(&mut self, r: &K, update_cursor: i64) {
+        let held = self.by_id.entry(K::TYPE).or_default();
+        if let Some((_, bytes)) = held.remove(r.id()) {
+            self.bytes -= bytes;
+        }
+        let message = r.message(update_cursor, &self.log_id);
+        let bytes =
+            size::slot(r.id(), std::mem::size_of::<(Arc<K::Message>, usize)>()) + prost::Message::encoded_len(&message);
+        if !self.fits(bytes) {
+            return;
+        }
+        self.bytes += bytes;
+        let message: Arc<dyn Any + Send + Sync> = Arc::new(message);
+        self.by_id
+            .entry(K::TYPE)
+            .or_default()
+            .insert(r.id().to_string(), (message, bytes));
+    }
+
+    /// The entity of a kind held by id only (a tombstone too; the caller applies `show_deleted`).
+    pub fn get<K: Kind>(&self, id: &str) -> Answer<Arc<K::Message>> {
+        let held = self.by_id.get(&K::TYPE).and_then(|m| m.get(id));
+        match held {
+            Some((message, _)) => Answer::Found(
+                message.clone().downcast().expect("a kind's messages have its type"),
+                self.cursor,
+            ),
+            None if self.complete => Answer::Absent(self.cursor),
+            None => Answer::Unknown,
+        }
     }
 
     fn by_id<E, T: Clone>(&self, map: &HashMap<String, E>, id: &str, message: impl Fn(&E) -> &T) -> Answer<T> {

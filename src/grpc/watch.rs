@@ -25,8 +25,9 @@ use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::watch_service_server::WatchService;
 use crate::store::changes::{self, ChangeRow, Scope};
+use crate::store::kind::with_kind;
 use crate::store::read::{self, ListQuery};
-use crate::store::{EntityType, Record};
+use crate::store::{EntityType, Kind};
 
 /// How watch streams behave.
 #[derive(Debug, Clone)]
@@ -133,19 +134,18 @@ impl Selection {
     }
 }
 
-const ALL_TYPES: [EntityType; 3] = [EntityType::User, EntityType::Organization, EntityType::Membership];
-
 fn entity_type_of(value: i32) -> Result<EntityType, ApiError> {
-    match pb::EntityType::try_from(value) {
-        Ok(pb::EntityType::User) => Ok(EntityType::User),
-        Ok(pb::EntityType::Organization) => Ok(EntityType::Organization),
-        Ok(pb::EntityType::Membership) => Ok(EntityType::Membership),
-        _ => Err(ApiError::invalid(
-            "entity_types",
-            "INVALID_ENTITY_TYPE",
-            format!("{value} is not an entity type"),
-        )),
-    }
+    EntityType::ALL
+        .iter()
+        .copied()
+        .find(|t| with_kind!(*t, K => K::WIRE_TYPE as i32 == value))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "entity_types",
+                "INVALID_ENTITY_TYPE",
+                format!("{value} is not an entity type"),
+            )
+        })
 }
 
 fn selection(r: &pb::WatchChangesRequest) -> Result<Selection, ApiError> {
@@ -157,7 +157,7 @@ fn selection(r: &pb::WatchChangesRequest) -> Result<Selection, ApiError> {
     types.sort();
     types.dedup();
     let watched = if types.is_empty() {
-        ALL_TYPES.to_vec()
+        EntityType::ALL.to_vec()
     } else {
         types.clone()
     };
@@ -208,18 +208,13 @@ fn heartbeat_interval(d: Option<&prost_types::Duration>) -> Result<Duration, Api
     Ok(Duration::from_millis(ms as u64))
 }
 
-/// One page of current entities, each with its id, converted and wrapped as a change's entity.
-async fn listed<R, M>(
+/// One page of current entities of kind `K`, each with its id, as a change's entity.
+async fn listed<K: Kind>(
     pool: &sqlx::PgPool,
     query: &ListQuery<'_>,
     log_id: &str,
-    convert: fn(&R, i64, &str) -> M,
-    wrap: fn(M) -> pb::change::Entity,
-) -> Result<Vec<(String, pb::change::Entity)>, sqlx::Error>
-where
-    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Record,
-{
-    let snapshot = read::list::<R>(pool, query).await?;
+) -> Result<Vec<(String, pb::change::Entity)>, sqlx::Error> {
+    let snapshot = read::list::<K>(pool, query).await?;
     Ok(snapshot
         .items
         .iter()
@@ -227,79 +222,55 @@ where
         .map(|item| {
             (
                 item.record.id().to_string(),
-                wrap(convert(&item.record, item.update_cursor, log_id)),
+                K::change_entity(item.record.message(item.update_cursor, log_id)),
             )
         })
         .collect())
 }
 
-/// A change's new and previous state, converted (the previous one without an update cursor: it
-/// is not known which change made it).
-fn states<R: serde::de::DeserializeOwned, M>(
-    c: &ChangeRow,
-    log_id: &str,
-    convert: fn(&R, i64, &str) -> M,
-    without_cursor: fn(M) -> M,
-) -> Result<(M, Option<M>), ApiError> {
-    let bad =
-        |e: serde_json::Error| ApiError::Internal(anyhow::anyhow!("change {} has an unreadable state: {e}", c.seq));
-    let now: R = serde_json::from_value(c.state.clone()).map_err(bad)?;
-    let before = c
-        .previous
-        .clone()
-        .map(serde_json::from_value::<R>)
-        .transpose()
-        .map_err(bad)?;
-    Ok((
-        convert(&now, c.seq, log_id),
-        before.map(|b| without_cursor(convert(&b, 0, log_id))),
-    ))
+/// How a watch's scope narrows the initial state of kind `K`: `(organization_id, user_id, id)`
+/// for the list query, or `None` when the scope leaves nothing of the kind (a watch of one
+/// organization's changes reads no users).
+fn initial_scope<K: Kind>(scope: &Scope) -> Option<(Option<String>, Option<String>, Option<String>)> {
+    let mut narrow = (None, None, None);
+    for (wanted, column) in [
+        (&scope.organization_id, K::ORGANIZATION_COLUMN),
+        (&scope.user_id, K::USER_COLUMN),
+    ] {
+        let Some(wanted) = wanted else { continue };
+        match column? {
+            "id" => narrow.2 = Some(wanted.clone()),
+            "organization_id" => narrow.0 = Some(wanted.clone()),
+            "user_id" => narrow.1 = Some(wanted.clone()),
+            other => unreachable!("a scope column `{other}` that ListQuery cannot narrow"),
+        }
+    }
+    Some(narrow)
 }
 
 /// The change as the API shows it.
 pub fn to_change(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<pb::Change, ApiError> {
-    use pb::change::{Entity, Previous};
-    let (entity_type, entity, previous) = match c.entity_type() {
-        Some(EntityType::User) => {
-            let (now, before) = states(c, log_id, convert::user, |u| pb::User {
-                update_cursor: String::new(),
-                ..u
-            })?;
-            (
-                pb::EntityType::User,
-                Entity::User(now),
-                before.map(Previous::PreviousUser),
-            )
-        }
-        Some(EntityType::Organization) => {
-            let (now, before) = states(c, log_id, convert::organization, |o| pb::Organization {
-                update_cursor: String::new(),
-                ..o
-            })?;
-            (
-                pb::EntityType::Organization,
-                Entity::Organization(now),
-                before.map(Previous::PreviousOrganization),
-            )
-        }
-        Some(EntityType::Membership) => {
-            let (now, before) = states(c, log_id, convert::membership, |m| pb::Membership {
-                update_cursor: String::new(),
-                ..m
-            })?;
-            (
-                pb::EntityType::Membership,
-                Entity::Membership(now),
-                before.map(Previous::PreviousMembership),
-            )
-        }
-        None => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "change {} has an unknown entity type",
-                c.seq
-            )));
-        }
+    let Some(t) = c.entity_type() else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "change {} has an unknown entity type",
+            c.seq
+        )));
     };
+    with_kind!(t, K => change_of::<K>(c, log_id, left_filter))
+}
+
+/// A change of kind `K`: its new and previous state converted (the previous one without an
+/// update cursor: it is not known which change made it).
+fn change_of<K: Kind>(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<pb::Change, ApiError> {
+    let bad =
+        |e: serde_json::Error| ApiError::Internal(anyhow::anyhow!("change {} has an unreadable state: {e}", c.seq));
+    let now: K = serde_json::from_value(c.state.clone()).map_err(bad)?;
+    let before = c
+        .previous
+        .clone()
+        .map(serde_json::from_value::<K>)
+        .transpose()
+        .map_err(bad)?;
     let operation = match c.operation.as_str() {
         "created" => pb::Operation::Created,
         "updated" => pb::Operation::Updated,
@@ -308,9 +279,9 @@ pub fn to_change(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<pb::C
     Ok(pb::Change {
         cursor: Cursor::new(log_id, c.seq).encode(),
         operation: operation as i32,
-        entity_type: entity_type as i32,
-        entity: Some(entity),
-        previous,
+        entity_type: K::WIRE_TYPE as i32,
+        entity: Some(K::change_entity(now.message(c.seq, log_id))),
+        previous: before.map(|b| K::change_previous(K::without_cursor(b.message(0, log_id)))),
         commit_time: convert::timestamp(Some(c.commit_time)),
         left_filter,
         source: c.source.clone(),
@@ -514,18 +485,11 @@ impl Stream {
     async fn send_initial_state(&mut self) -> Result<(), End> {
         for entity in self.selection.watched.clone() {
             let scope = &self.selection.scope;
-            let (table, organization_id, user_id, id) = match entity {
-                EntityType::User if scope.organization_id.is_some() => continue,
-                EntityType::User => ("users", None, None, scope.user_id.clone()),
-                EntityType::Organization if scope.user_id.is_some() => continue,
-                EntityType::Organization => ("organizations", None, None, scope.organization_id.clone()),
-                EntityType::Membership => (
-                    "memberships",
-                    scope.organization_id.clone(),
-                    scope.user_id.clone(),
-                    None,
-                ),
+            let Some(narrow) = with_kind!(entity, K => initial_scope::<K>(scope)) else {
+                continue;
             };
+            let table = with_kind!(entity, K => K::TABLE);
+            let (organization_id, user_id, id) = narrow;
             let filter = self.selection.filters.get(&entity).cloned();
             let mut after = String::new();
             loop {
@@ -561,22 +525,9 @@ impl Stream {
         entity: EntityType,
         query: &ListQuery<'_>,
     ) -> Result<(Vec<pb::Change>, Option<String>), sqlx::Error> {
-        use pb::change::Entity;
         let log_id = &self.log_id;
-        let (entity_type, items) = match entity {
-            EntityType::User => (
-                pb::EntityType::User,
-                listed(&self.pool, query, log_id, convert::user, Entity::User).await?,
-            ),
-            EntityType::Organization => (
-                pb::EntityType::Organization,
-                listed(&self.pool, query, log_id, convert::organization, Entity::Organization).await?,
-            ),
-            EntityType::Membership => (
-                pb::EntityType::Membership,
-                listed(&self.pool, query, log_id, convert::membership, Entity::Membership).await?,
-            ),
-        };
+        let (entity_type, items) =
+            with_kind!(entity, K => (K::WIRE_TYPE, listed::<K>(&self.pool, query, log_id).await?));
         let last = items.last().map(|(id, _)| id.clone());
         let changes = items
             .into_iter()

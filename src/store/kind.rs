@@ -1,6 +1,6 @@
 //! An entity kind, declared once: the [`Kind`] trait says what a kind is (its name, table,
 //! columns, the events that write it, its parents, what a tombstone keeps), and the list in
-//! [`declare_kinds!`]'s one invocation below names every kind. From that list come
+//! [`declare_kinds!`]'s one invocation (in `store/mod.rs`) names every kind. From that list come
 //! [`EntityType`], [`AnyRecord`] (one record of any kind) and the dispatch macros
 //! `for_each_kind!` and `with_kind!`, so code that handles "every kind" is written once, generic
 //! over `K: Kind`, instead of a `match` per kind in each layer.
@@ -16,7 +16,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
@@ -24,6 +24,8 @@ use sqlx::postgres::PgRow;
 use super::convert;
 use super::fields::Field;
 use super::records::{MembershipRecord, OrganizationRecord, Record, RecordError, UserRecord};
+pub use super::{AnyRecord, EntityType};
+pub(crate) use super::{for_each_kind, match_record, with_kind};
 use crate::pb;
 
 /// What the mirror knows of one kind of entity.
@@ -120,7 +122,7 @@ pub trait Kind:
 macro_rules! declare_kinds {
     ($d:tt $( $(#[$attr:meta])* $variant:ident($ty:ty) = $name:literal ),+ $(,)?) => {
         /// The kinds of entity the mirror keeps.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum EntityType {
             $( $(#[$attr])* $variant, )+
@@ -187,12 +189,7 @@ macro_rules! declare_kinds {
         pub(crate) use {for_each_kind, match_record, with_kind};
     };
 }
-
-declare_kinds! {$
-    User(crate::store::UserRecord) = "user",
-    Organization(crate::store::OrganizationRecord) = "organization",
-    Membership(crate::store::MembershipRecord) = "membership",
-}
+pub(crate) use declare_kinds;
 
 impl Kind for UserRecord {
     const TYPE: EntityType = EntityType::User;

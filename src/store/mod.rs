@@ -8,6 +8,19 @@ pub mod fields;
 pub mod kind;
 pub mod read;
 pub mod records;
+#[cfg(test)]
+pub mod test_kind;
 
-pub use kind::{AnyRecord, EntityType, Kind};
+pub use kind::Kind;
+
+// Every kind the mirror keeps, one line each (see `kind.rs`): the one list from which
+// `EntityType`, `AnyRecord` and the dispatch macros come.
+kind::declare_kinds! {$
+    User(crate::store::UserRecord) = "user",
+    Organization(crate::store::OrganizationRecord) = "organization",
+    Membership(crate::store::MembershipRecord) = "membership",
+    #[cfg(test)]
+    Widget(crate::store::test_kind::WidgetRecord) = "widget",
+}
+
 pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// Top to bottom; modules on one line share a floor.
 const FLOORS: &[&[&str]] = &[
-    // commands
-    &["main", "cli"],
+    // commands (and the unit test that drives a whole server with a test-only kind)
+    &["main", "cli", "kind_proof"],
     // startup: builds the server from its configuration and supervises its tasks
     &["startup", "supervise", "config"],
     // transports
