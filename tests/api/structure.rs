@@ -296,44 +296,44 @@ fn circles() -> Vec<Vec<PathBuf>> {
     state.out
 }
 
+/// Fails unless `found` is exactly `known`: what is new says `fix`, what is gone says to take
+/// it off the list named `list`.
+fn assert_exactly<T: Ord + std::fmt::Debug>(found: BTreeSet<T>, known: BTreeSet<T>, fix: &str, list: &str) {
+    let new: Vec<_> = found.difference(&known).collect();
+    let gone: Vec<_> = known.difference(&found).collect();
+    assert!(new.is_empty(), "{fix}: {new:?}");
+    assert!(gone.is_empty(), "listed in {list} but no longer found: remove them: {gone:?}");
+}
+
 #[test]
 fn every_import_points_down_the_floors_but_the_listed_ones() {
-    let found = upward_imports();
-    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
+    let known = KNOWN_UPWARD
         .iter()
         .map(|(file, module, _)| (file.to_string(), module.to_string()))
         .collect();
-    let new: Vec<_> = found.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&found).collect();
-    assert!(
-        new.is_empty(),
-        "imports that point up the floors (move the shared piece down, or import the other way): {new:?}"
-    );
-    assert!(
-        gone.is_empty(),
-        "listed in KNOWN_UPWARD but no longer imported: remove them: {gone:?}"
+    assert_exactly(
+        upward_imports(),
+        known,
+        "imports that point up the floors (move the shared piece down, or import the other way)",
+        "KNOWN_UPWARD",
     );
 }
 
 #[test]
 fn no_files_import_each_other_in_a_circle() {
-    let found: BTreeSet<Vec<String>> = circles()
+    let found = circles()
         .into_iter()
-        .map(|c| c.iter().map(|f| f.to_string_lossy().into_owned()).collect())
+        .map(|c| c.iter().map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>())
         .collect();
-    let known: BTreeSet<Vec<String>> = KNOWN_CIRCLES
+    let known = KNOWN_CIRCLES
         .iter()
         .map(|(files, _)| files.iter().map(|f| f.to_string()).collect())
         .collect();
-    let new: Vec<_> = found.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&found).collect();
-    assert!(
-        new.is_empty(),
-        "files that import each other, directly or around a circle (move what they share into a file both import): {new:?}"
-    );
-    assert!(
-        gone.is_empty(),
-        "listed in KNOWN_CIRCLES but no longer a circle: remove them: {gone:?}"
+    assert_exactly(
+        found,
+        known,
+        "files that import each other, directly or around a circle (move what they share into a file both import)",
+        "KNOWN_CIRCLES",
     );
 }
 
