@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::parse::op_text;
 use super::{Check, Expr, FilterError, Literal, Node, Op, Pattern};
 use crate::store::fields::{Field, FieldType as Kind};
 use crate::store::kind::with_kind;
@@ -19,19 +20,6 @@ fn bad<T>(position: usize, message: impl Into<String>) -> Result<T, FilterError>
         position,
         message: message.into(),
     })
-}
-
-/// The operator as a filter writes it.
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Eq => "=",
-        Op::Ne => "!=",
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::Gt => ">",
-        Op::Ge => ">=",
-        Op::Has => ":",
-    }
 }
 
 /// Checks one comparison, `path op value`, against the fields of `entity`: the field must
@@ -120,7 +108,7 @@ impl Comparison<'_> {
                 "a `*` at the start or end of a string is a wildcard, which `{} {}` does not take ({why}); \
                  write `\\*` for a literal `*`",
                 self.name,
-                op_name(self.op)
+                op_text(self.op)
             ),
         )
     }
@@ -132,7 +120,7 @@ impl Comparison<'_> {
             format!(
                 "`{}` is {what}: `{} {:?}` does not apply",
                 self.name,
-                op_name(self.op),
+                op_text(self.op),
                 self.value
             ),
         )

@@ -292,7 +292,8 @@ fn is_keyword(name: &str) -> bool {
     matches!(name, "AND" | "OR" | "NOT")
 }
 
-fn op_text(op: Op) -> &'static str {
+/// The operator as a filter writes it.
+pub(super) fn op_text(op: Op) -> &'static str {
     match op {
         Op::Eq => "=",
         Op::Ne => "!=",

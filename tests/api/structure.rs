@@ -302,7 +302,10 @@ fn assert_exactly<T: Ord + std::fmt::Debug>(found: BTreeSet<T>, known: BTreeSet<
     let new: Vec<_> = found.difference(&known).collect();
     let gone: Vec<_> = known.difference(&found).collect();
     assert!(new.is_empty(), "{fix}: {new:?}");
-    assert!(gone.is_empty(), "listed in {list} but no longer found: remove them: {gone:?}");
+    assert!(
+        gone.is_empty(),
+        "listed in {list} but no longer found: remove them: {gone:?}"
+    );
 }
 
 #[test]
