@@ -120,11 +120,9 @@ struct Selection {
 }
 
 impl Selection {
-    /// `None`: not for this stream; `Some(left_filter)`: send it.
+    /// `None`: not for this stream; `Some(left_filter)`: send it. The change is in the stream's
+    /// scope (its feed hands out nothing else).
     fn select(&self, c: &ChangeRow) -> Option<bool> {
-        if !self.scope.contains(c) {
-            return None;
-        }
         let Some(filter) = c.entity_type().and_then(|t| self.filters.get(&t)) else {
             return Some(false);
         };
@@ -451,11 +449,21 @@ impl Stream {
             .await
     }
 
-    /// Sends the batch's selected changes, and moves past it.
+    /// Sends the batch's selected changes, and moves past it. Each change is converted once per
+    /// replica (`ChangeRow::wire`); a stream copies it and sets its own `left_filter`.
     async fn offer(&mut self, batch: &Batch) -> Result<(), End> {
         for c in &batch.changes {
             if let Some(left_filter) = self.selection.select(c) {
-                let change = to_change(c, &self.log_id, left_filter).map_err(Some)?;
+                let converted = c
+                    .wire
+                    .get_or_init(|| to_change(c, &self.log_id, false).map_err(|e| format!("{e:#}")));
+                let change = match converted {
+                    Ok(change) => pb::Change {
+                        left_filter,
+                        ..change.clone()
+                    },
+                    Err(why) => return Err(Some(ApiError::Internal(anyhow::anyhow!("{why}")))),
+                };
                 // The position moves only once the change is queued, so a resume cursor never
                 // skips it.
                 self.send(pb::watch_changes_response::Event::Change(change)).await?;

@@ -24,6 +24,41 @@ pub struct ChangeRow {
     /// The seq of the last change of the applier batch that appended this one (`None`: written
     /// before batches were recorded, or by hand: a batch of its own).
     pub batch_last: Option<i64>,
+    /// The change as the API shows it, made once by the first watch stream that sends it and
+    /// shared by every other stream of the replica (the hub hands each change out once, behind
+    /// `Arc`). Not part of the change: a copy starts empty, and equality ignores it.
+    #[sqlx(skip)]
+    pub wire: Memo,
+}
+
+/// A value computed at most once for one change and shared by its readers (see
+/// `ChangeRow::wire`): the converted change, or why it cannot be converted.
+#[derive(Default)]
+pub struct Memo(std::sync::OnceLock<Result<crate::pb::Change, String>>);
+
+impl Memo {
+    /// The value, made by `make` if no reader has made it yet.
+    pub fn get_or_init(&self, make: impl FnOnce() -> Result<crate::pb::Change, String>) -> &Result<crate::pb::Change, String> {
+        self.0.get_or_init(make)
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Memo(made)" } else { "Memo(empty)" })
+    }
 }
 
 impl ChangeRow {
@@ -183,4 +218,25 @@ pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64, ends: En
     }
     page.end = page.end.max(after);
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memo_is_made_once_and_a_copy_of_a_change_starts_without_it() {
+        let memo = Memo::default();
+        let mut made = 0;
+        for _ in 0..3 {
+            let _ = memo.get_or_init(|| {
+                made += 1;
+                Ok(crate::pb::Change::default())
+            });
+        }
+        assert_eq!(made, 1);
+        assert!(memo.0.get().is_some());
+        assert!(memo.clone().0.get().is_none());
+        assert_eq!(memo, Memo::default(), "not part of the change's equality");
+    }
 }
