@@ -66,6 +66,9 @@ impl Store {
                 let fields = json!({"account": m.organization_id, "contact": m.user_id, "role": m.role});
                 (&mut self.links, m.id, m.delete_time.is_some(), fields, m.update_cursor)
             }
+            // Kinds the CRM does not keep (a watch of every kind sends them).
+            Entity::Role(r) => return format!("{} skipped", r.id),
+            Entity::Permission(p) => return format!("{} skipped", p.id),
         };
         let outcome = match map.get(&id) {
             Some(known) if cursor <= known.update_cursor => "already up to date",

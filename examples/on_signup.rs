@@ -73,6 +73,8 @@ impl Shared {
             Entity::User(u) => ("clerkmirror.v1.User", u.encode_to_vec()),
             Entity::Organization(o) => ("clerkmirror.v1.Organization", o.encode_to_vec()),
             Entity::Membership(m) => ("clerkmirror.v1.Membership", m.encode_to_vec()),
+            Entity::Role(r) => ("clerkmirror.v1.Role", r.encode_to_vec()),
+            Entity::Permission(p) => ("clerkmirror.v1.Permission", p.encode_to_vec()),
         };
         let descriptor = self.descriptors.get_message_by_name(name).context("no descriptor")?;
         let message = DynamicMessage::decode(descriptor, bytes.as_slice())?;

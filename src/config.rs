@@ -66,6 +66,10 @@ pub struct Config {
     pub consistency_wait: Duration,
     /// How often the hub reads the log when no notification came.
     pub hub_poll: Duration,
+    /// Whether organization Billing gates custom permissions on this instance (Clerk then allows
+    /// `org:<feature>:<permission>` only if the organization's plan includes the feature). Until
+    /// the mirror holds plans, such checks are answered by the membership's snapshot.
+    pub billing_gates_permissions: bool,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
     pub applier: Option<ApplierConfig>,
 }
@@ -109,6 +113,7 @@ impl Config {
             read_cache_bytes: DEFAULT_READ_CACHE_BYTES,
             consistency_wait: Duration::from_secs(5),
             hub_poll: Duration::from_secs(1),
+            billing_gates_permissions: false,
             applier: Some(ApplierConfig::default()),
         }
     }

@@ -321,12 +321,14 @@ impl Server {
         let directory = grpc::directory::Directory::new(
             self.read_pool.clone(),
             log_id.clone(),
-            cache,
+            cache.clone(),
             self.config.consistency_wait,
+            self.config.billing_gates_permissions,
         );
         let watcher = grpc::watch::Watcher::new(
             self.read_pool.clone(),
             hub,
+            cache,
             log_id,
             self.config.watch.clone(),
             stop.clone(),

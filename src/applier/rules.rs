@@ -230,7 +230,8 @@ fn push_change<T: Kind>(
     *head
 }
 
-/// Last writer wins; nothing changes a tombstone; an identical state emits no change.
+/// Last writer wins; nothing changes a tombstone (but what its kind lets it learn, see
+/// [`learn`]); an identical state emits no change.
 fn upsert<T: Kind>(
     slot: &mut Slot<T>,
     record: T,
@@ -240,7 +241,9 @@ fn upsert<T: Kind>(
     changes: &mut Vec<Change>,
 ) {
     let operation = match &slot.current {
-        Some(current) if current.record.deleted_at().is_some() => return,
+        Some(current) if current.record.deleted_at().is_some() => {
+            return learn(slot, record, version, origin, head, changes);
+        }
         Some(current) if current.version.as_ref().is_some_and(|v| *v >= version) => return,
         Some(current) if current.record == record => {
             // Same state under a newer version: remember the version, tell nobody.
@@ -262,6 +265,36 @@ fn upsert<T: Kind>(
         record,
         version: Some(version),
         update_cursor: seq,
+    });
+    slot.dirty = true;
+}
+
+/// A create or update after the delete: the tombstone learns what its kind lets it learn, when
+/// the version is newer than what it learned from before (a change of operation `deleted`).
+fn learn<T: Kind>(
+    slot: &mut Slot<T>,
+    record: T,
+    version: Version,
+    origin: &Origin,
+    head: &mut i64,
+    changes: &mut Vec<Change>,
+) {
+    let Some(current) = &slot.current else { return };
+    if current.version.as_ref().is_some_and(|v| *v >= version) {
+        return;
+    }
+    let Some(learned) = T::learned(&current.record, &record) else {
+        return;
+    };
+    let update_cursor = if learned == current.record {
+        current.update_cursor
+    } else {
+        push_change(changes, head, Operation::Deleted, &learned, Some(&current.record), origin)
+    };
+    slot.current = Some(Versioned {
+        record: learned,
+        version: Some(version),
+        update_cursor,
     });
     slot.dirty = true;
 }
@@ -289,9 +322,14 @@ fn delete<T: Kind>(
     };
     let previous = slot.current.as_ref().map(|c| &c.record);
     let seq = push_change(changes, head, Operation::Deleted, &record, previous, origin);
+    // A kind whose tombstones learn keeps the version its tombstone's content came from.
+    let version = match T::TOMBSTONE_LEARNS {
+        true => slot.current.as_ref().and_then(|c| c.version.clone()),
+        false => None,
+    };
     slot.current = Some(Versioned {
         record,
-        version: None,
+        version,
         update_cursor: seq,
     });
     slot.dirty = true;

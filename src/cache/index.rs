@@ -17,7 +17,8 @@ use crate::pb;
 use crate::store::changes::ChangeRow;
 use crate::store::convert;
 use crate::store::kind::{match_record, with_kind};
-use crate::store::{AnyRecord, EntityType, Kind, MembershipRecord, OrganizationRecord, UserRecord};
+use crate::store::access::{Access, Member, Standing};
+use crate::store::{AnyRecord, EntityType, Kind, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord};
 
 // How the read cache holds each kind. `Cached::put` replaces what the index holds of one
 // entity; a kind with lookups of its own (users by email, username, external id and phone,
@@ -48,6 +49,21 @@ impl Cached for OrganizationRecord {
 impl Cached for MembershipRecord {
     fn put(index: &mut Index, record: &Self, update_cursor: i64) {
         index.put_membership(record, update_cursor);
+    }
+}
+
+/// Roles and permissions are held whatever the budget (they are few, and every permission
+/// check and membership read needs them): see [`Index::access`].
+impl Cached for RoleRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        let message = record.message(update_cursor, &index.log_id);
+        index.access.put_role(record, message);
+    }
+}
+
+impl Cached for PermissionRecord {
+    fn put(index: &mut Index, record: &Self, _update_cursor: i64) {
+        index.access.put_permission(record);
     }
 }
 
@@ -230,6 +246,8 @@ pub struct Index {
     /// Kinds without lookups of their own, by id: each kind's message (`Arc<K::Message>`) and its
     /// accounted bytes.
     by_id: HashMap<EntityType, HashMap<String, (Arc<dyn Any + Send + Sync>, usize)>>,
+    /// Every role and permission, outside the budget.
+    access: Access,
 }
 
 fn updated(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<(i64, u32)> {
@@ -255,7 +273,13 @@ impl Index {
             memberships: HashMap::new(),
             by_pair: HashMap::new(),
             by_id: HashMap::new(),
+            access: Access::default(),
         }
+    }
+
+    /// Every role and permission (always all of them: they are held outside the budget).
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     pub fn cursor(&self) -> i64 {
@@ -527,7 +551,7 @@ impl Index {
     /// The membership `id` of organization `organization_id` (a tombstone too).
     pub fn membership(&self, organization_id: &str, id: &str) -> Answer<Arc<pb::Membership>> {
         match self.memberships.get(id) {
-            Some(m) if m.organization_id == organization_id => Answer::Found(m.message.clone(), self.cursor),
+            Some(m) if m.organization_id == organization_id => Answer::Found(self.effective(&m.message), self.cursor),
             // Ids are unique: held under another organization means none under this one.
             Some(_) => Answer::Absent(self.cursor),
             None if self.complete => Answer::Absent(self.cursor),
@@ -571,21 +595,78 @@ impl Index {
         if !self.complete {
             return Answer::Unknown;
         }
-        let Some(ids) = self.by_pair.get(&(organization_id.to_string(), user_id.to_string())) else {
-            return Answer::Absent(self.cursor);
-        };
-        let best = ids
-            .iter()
+        let current = self
+            .by_pair
+            .get(&(organization_id.to_string(), user_id.to_string()))
+            .and_then(|ids| self.current(ids));
+        match current {
+            Some(m) => Answer::Found(self.effective(m), self.cursor),
+            None => Answer::Absent(self.cursor),
+        }
+    }
+
+    /// The current one of the live memberships `ids`: latest `updated_at` first, none last, then
+    /// the smallest id.
+    fn current(&self, ids: &Ids) -> Option<&Arc<pb::Membership>> {
+        ids.iter()
             .filter_map(|id| self.memberships.get(id).map(|m| (id, m)))
-            // Latest `updated_at` first, none last, then the smallest id.
             .min_by(|(a_id, a), (b_id, b)| {
                 let key = |m: &MembershipEntry| std::cmp::Reverse(m.updated.map(|u| (1, u)).unwrap_or((0, (0, 0))));
                 key(a).cmp(&key(b)).then_with(|| a_id.cmp(b_id))
-            });
-        match best {
-            Some((_, m)) => Answer::Found(m.message.clone(), self.cursor),
+            })
+            .map(|(_, m)| &m.message)
+    }
+
+    /// A held membership as reads show it: with its effective permissions.
+    fn effective(&self, m: &Arc<pb::Membership>) -> Arc<pb::Membership> {
+        Arc::new(self.access.effective_membership(m))
+    }
+
+    /// The role with `id` (a tombstone too), its permissions resolved now.
+    pub fn role(&self, id: &str) -> Answer<Arc<pb::Role>> {
+        match self.access.role(id) {
+            Some(r) => Answer::Found(Arc::new(r), self.cursor),
             None => Answer::Absent(self.cursor),
         }
+    }
+
+    /// The live role with `key` (or its other spelling).
+    pub fn role_by_key(&self, key: &str) -> Answer<Arc<pb::Role>> {
+        match self.access.live_role_with_key(key) {
+            Some(r) => Answer::Found(Arc::new(r), self.cursor),
+            None => Answer::Absent(self.cursor),
+        }
+    }
+
+    /// What a check of `permission` by `user_id` in `organization_id` needs; `None` when the
+    /// index does not hold it.
+    pub fn standing(&self, organization_id: &str, user_id: &str, permission: &str) -> Option<Standing> {
+        if !self.complete {
+            return None;
+        }
+        let user_live = self.users.get(user_id).is_some_and(|e| e.message.delete_time.is_none());
+        let organization_live = self
+            .organizations
+            .get(organization_id)
+            .is_some_and(|e| e.message.delete_time.is_none());
+        let member = self
+            .by_pair
+            .get(&(organization_id.to_string(), user_id.to_string()))
+            .and_then(|ids| self.current(ids))
+            .map(|m| {
+                let (has, source) = self.access.member_has(&m.role, &m.permissions, permission);
+                Member {
+                    role: m.role.clone(),
+                    has,
+                    source,
+                    snapshot_has: m.permissions.iter().any(|p| p == permission),
+                }
+            });
+        Some(Standing {
+            user_live,
+            organization_live,
+            member,
+        })
     }
 }
 
@@ -596,6 +677,19 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use proptest::prelude::*;
     use serde_json::json;
+
+    /// A membership as reads show it when no role is known: a live one's permissions are its
+    /// snapshot, and say so.
+    fn without_roles(m: pb::Membership) -> pb::Membership {
+        let source = match m.delete_time {
+            None => pb::PermissionsSource::MembershipSnapshot as i32,
+            Some(_) => 0,
+        };
+        pb::Membership {
+            permissions_source: source,
+            ..m
+        }
+    }
 
     fn t(s: i64) -> chrono::DateTime<Utc> {
         Utc.timestamp_opt(1_767_225_600 + s, 0).single().unwrap()
@@ -889,7 +983,7 @@ mod tests {
                         (None, Some(_)) => std::cmp::Ordering::Greater,
                         (None, None) => std::cmp::Ordering::Equal,
                     }.then_with(|| a.id.cmp(&b.id)));
-                    let want = live.first().map(|(m, c)| convert::membership(m, *c, "log"));
+                    let want = live.first().map(|(m, c)| without_roles(convert::membership(m, *c, "log")));
                     let got = match index.membership_of(&org, &user) {
                         Answer::Found(m, _) => Some((*m).clone()),
                         Answer::Absent(_) => None,
@@ -901,7 +995,7 @@ mod tests {
                 for m in 0..5 {
                     let id = format!("m_{m}");
                     let want = model.memberships.get(&id).filter(|(r, _)| r.organization_id == org)
-                        .map(|(r, c)| convert::membership(r, *c, "log"));
+                        .map(|(r, c)| without_roles(convert::membership(r, *c, "log")));
                     let got = match index.membership(&org, &id) {
                         Answer::Found(m, _) => Some((*m).clone()),
                         Answer::Absent(_) => None,

@@ -115,6 +115,12 @@ pub(super) struct ServeArgs {
     /// PostgreSQL.
     #[arg(long, env = "CLERK_MIRROR_READ_CACHE_BYTES", default_value_t = Config::DEFAULT_READ_CACHE_BYTES)]
     pub(super) read_cache_bytes: usize,
+    /// Organization Billing is on for this instance, so Clerk allows a custom permission
+    /// (`org:<feature>:<permission>`) only if the organization's plan includes the feature: such
+    /// checks are then answered by the membership's snapshot (CHECK_SOURCE_MEMBERSHIP_SNAPSHOT)
+    /// until the mirror holds plans.
+    #[arg(long, env = "CLERK_MIRROR_BILLING_GATES_PERMISSIONS")]
+    pub(super) billing_gates_permissions: bool,
     /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
     #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value_t = ApplierConfig::default().retention.changes.into())]
     pub(super) change_retention: HumanDuration,
@@ -157,6 +163,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_message_bytes = args.max_message_bytes;
     config.max_body_bytes = args.max_body_bytes;
     config.read_cache_bytes = args.read_cache_bytes;
+    config.billing_gates_permissions = args.billing_gates_permissions;
     config.http_limits.max_headers = args.max_header_count;
     config.http_limits.max_header_bytes = args.max_header_bytes;
     if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {

@@ -24,16 +24,18 @@ pub const MAX_BATCH: usize = 500;
 /// The service, on its own pool so reads never wait behind ingest or the applier.
 #[derive(Clone)]
 pub struct Directory {
-    pool: sqlx::PgPool,
+    pub(super) pool: sqlx::PgPool,
     log_id: String,
-    cache: ReadCache,
+    pub(super) cache: ReadCache,
     /// Longest an `at_least_as_fresh` read waits for the cache.
     max_wait: Duration,
+    /// Whether organization Billing gates custom permissions (see `Config`).
+    pub(super) billing_gates: bool,
 }
 
 /// Where one read goes, from its `consistency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     /// The read cache (it has applied whatever the caller required).
     Memory,
     /// PostgreSQL; its snapshot must reach `at_least` (a cursor's seq), if given.
@@ -41,7 +43,7 @@ enum Route {
 }
 
 /// The request's deadline (`grpc-timeout`: up to 8 digits and a unit), if it has one.
-fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+pub(super) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let text = metadata.get("grpc-timeout")?.to_str().ok()?;
     if !text.is_ascii() || text.len() < 2 || text.len() > 9 {
         return None;
@@ -60,17 +62,18 @@ fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
 }
 
 impl Directory {
-    pub fn new(pool: sqlx::PgPool, log_id: String, cache: ReadCache, max_wait: Duration) -> Self {
+    pub fn new(pool: sqlx::PgPool, log_id: String, cache: ReadCache, max_wait: Duration, billing_gates: bool) -> Self {
         Directory {
             pool,
             log_id,
             cache,
             max_wait,
+            billing_gates,
         }
     }
 
     /// Decides where a read goes; an `at_least_as_fresh` read may wait here for the cache.
-    async fn route(
+    pub(super) async fn route(
         &self,
         consistency: Option<&pb::Consistency>,
         deadline: Option<Duration>,
@@ -135,7 +138,7 @@ impl Directory {
     }
 
     /// Checks a PostgreSQL snapshot against the route's requirement.
-    fn fresh(&self, route: Route, head: i64) -> Result<(), ApiError> {
+    pub(super) fn fresh(&self, route: Route, head: i64) -> Result<(), ApiError> {
         match route {
             Route::Postgres { at_least: Some(seq) } if head < seq => Err(self.in_future(head)),
             _ => Ok(()),
@@ -143,7 +146,7 @@ impl Directory {
     }
 
     /// The cache's answer on the memory route; `None`: read PostgreSQL.
-    fn memory<T>(&self, route: Route, f: impl FnOnce(&crate::cache::Index) -> Answer<T>) -> Option<Answer<T>> {
+    pub(super) fn memory<T>(&self, route: Route, f: impl FnOnce(&crate::cache::Index) -> Answer<T>) -> Option<Answer<T>> {
         if route != Route::Memory {
             return None;
         }
@@ -228,14 +231,14 @@ impl Directory {
         }
     }
 
-    fn cursor(&self, head: i64) -> String {
+    pub(super) fn cursor(&self, head: i64) -> String {
         Cursor::new(&self.log_id, head).encode()
     }
 
     /// One entity named `name`: from memory on the memory route when the cache holds the
     /// answer, else one PostgreSQL statement; NOT_FOUND if absent, and for a tombstone too
     /// unless `show_deleted`. Returns it and the cursor it reflects.
-    async fn one<K: Kind>(
+    pub(super) async fn one<K: Kind>(
         &self,
         route: Route,
         name: &str,
@@ -656,23 +659,59 @@ impl DirectoryService for Directory {
         })
         .await
     }
+
+    async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Result<Response<pb::GetRoleResponse>, Status> {
+        self.get_role_rpc(request).await
+    }
+
+    async fn lookup_role(
+        &self,
+        request: Request<pb::LookupRoleRequest>,
+    ) -> Result<Response<pb::LookupRoleResponse>, Status> {
+        self.lookup_role_rpc(request).await
+    }
+
+    async fn list_roles(&self, request: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
+        self.list_roles_rpc(request).await
+    }
+
+    async fn list_permissions(
+        &self,
+        request: Request<pb::ListPermissionsRequest>,
+    ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
+        self.list_permissions_rpc(request).await
+    }
+
+    async fn check_permission(
+        &self,
+        request: Request<pb::CheckPermissionRequest>,
+    ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
+        self.check_permission_rpc(request).await
+    }
+
+    async fn check_permissions(
+        &self,
+        request: Request<pb::CheckPermissionsRequest>,
+    ) -> Result<Response<pb::CheckPermissionsResponse>, Status> {
+        self.check_permissions_rpc(request).await
+    }
 }
 
 /// What a list RPC lists.
-struct ListPage<'a> {
-    rpc: &'static str,
+pub(super) struct ListPage<'a> {
+    pub(super) rpc: &'static str,
     /// The request's parent (bound into page tokens).
-    parent: &'a str,
+    pub(super) parent: &'a str,
     /// Memberships of this organization only.
-    organization: Option<&'a str>,
+    pub(super) organization: Option<&'a str>,
     /// The request's `consistency` (lists read PostgreSQL; an `at_least_as_fresh` cursor is
     /// checked against the page's snapshot).
-    consistency: Option<&'a pb::Consistency>,
+    pub(super) consistency: Option<&'a pb::Consistency>,
 }
 
 impl Directory {
     /// One page of a list RPC: the items, the next page token and the page's cursor.
-    async fn list<K: Kind>(
+    pub(super) async fn list<K: Kind>(
         &self,
         page: &ListPage<'_>,
         page_size: i32,
@@ -689,7 +728,7 @@ impl Directory {
         let binding = list::binding(page.rpc, page.parent, filter_text, show_deleted);
         let after = list::decode_token(page_token, &binding)?;
         let query = ListQuery {
-            table: K::TABLE,
+            table: K::READ_FROM,
             after: &after,
             limit: size + 1,
             show_deleted,

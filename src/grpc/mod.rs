@@ -2,6 +2,7 @@
 //! and v1alpha, with every transitive import and the `google.rpc` error details), so grpcurl,
 //! `buf curl` and Kubernetes probes work out of the box, errors' details included.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod cursor;

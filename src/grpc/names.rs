@@ -1,5 +1,5 @@
 //! Resource names (AIP-122): `users/{id}`, `organizations/{id}`,
-//! `organizations/{organization_id}/memberships/{id}`; Clerk ids verbatim.
+//! `organizations/{organization_id}/memberships/{id}`, `roles/{id}`; Clerk ids verbatim.
 
 use super::error::ApiError;
 
@@ -49,6 +49,18 @@ pub fn organization_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiErr
     }
 }
 
+/// The id in `roles/{id}`.
+pub fn role_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
+    match name.strip_prefix("roles/") {
+        Some(rest) => id(field, name, rest),
+        None => Err(ApiError::invalid(
+            field,
+            "INVALID_NAME",
+            format!("expected `roles/{{id}}`, got `{}`", truncate(name)),
+        )),
+    }
+}
+
 /// The organization id and membership id in `organizations/{org}/memberships/{id}`.
 pub fn membership_ids<'a>(field: &str, name: &'a str) -> Result<(&'a str, &'a str), ApiError> {
     let bad = || {
@@ -81,6 +93,8 @@ mod tests {
             assert!(user_id("name", bad).is_err(), "{bad}");
         }
         assert!(organization_id("name", "organizations/").is_err());
+        assert_eq!(role_id("name", "roles/role_1").unwrap(), "role_1");
+        assert!(role_id("name", "permissions/perm_1").is_err());
         assert!(membership_ids("name", "organizations/org_1/memberships/").is_err());
         assert!(membership_ids("name", "organizations//memberships/m").is_err());
     }

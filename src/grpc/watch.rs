@@ -19,7 +19,9 @@ use tracing::{Instrument, debug};
 use super::convert;
 use super::cursor::{self, Cursor};
 use super::error::ApiError;
+use crate::cache::ReadCache;
 use crate::filter::Filter;
+use crate::store::access::{Access, Resolved};
 use crate::hub::{Batch, Feed, FeedError, Hub, Reader};
 use crate::metrics::Metrics;
 use crate::pb;
@@ -85,6 +87,8 @@ fn end_reason(end: &Option<ApiError>) -> &'static str {
 pub struct Watcher {
     pool: sqlx::PgPool,
     hub: Hub,
+    /// The replica's read cache: its roles and permissions resolve what changes carry.
+    cache: ReadCache,
     log_id: String,
     config: WatchConfig,
     stop: watch::Receiver<bool>,
@@ -95,6 +99,7 @@ impl Watcher {
     pub fn new(
         pool: sqlx::PgPool,
         hub: Hub,
+        cache: ReadCache,
         log_id: String,
         config: WatchConfig,
         stop: watch::Receiver<bool>,
@@ -103,6 +108,7 @@ impl Watcher {
         Watcher {
             pool,
             hub,
+            cache,
             log_id,
             config,
             stop,
@@ -160,6 +166,15 @@ fn selection(r: &pb::WatchChangesRequest) -> Result<Selection, ApiError> {
         types.clone()
     };
     let mut filters = HashMap::new();
+    // An unnarrowed, filtered watch leaves out the kinds added later whose fields the filter
+    // does not name (see `Kind::ADDED_LATER`); the scope then names the kinds it keeps.
+    let later_left_out = |t: EntityType| {
+        types.is_empty() && with_kind!(t, K => K::ADDED_LATER) && Filter::parse(t, &r.filter).is_err()
+    };
+    let watched: Vec<EntityType> = watched.into_iter().filter(|t| !later_left_out(*t)).collect();
+    if watched.len() < EntityType::ALL.len() {
+        types = watched.clone();
+    }
     for t in watched.iter().copied() {
         if let Some(f) = Filter::parse(t, &r.filter).map_err(|e| ApiError::InvalidFilter {
             position: e.position,
@@ -231,11 +246,15 @@ async fn listed<K: Kind>(
 /// organization's changes reads no users).
 fn initial_scope<K: Kind>(scope: &Scope) -> Option<(Option<String>, Option<String>, Option<String>)> {
     let mut narrow = (None, None, None);
-    for (wanted, column) in [
-        (&scope.organization_id, K::ORGANIZATION_COLUMN),
-        (&scope.user_id, K::USER_COLUMN),
+    for (wanted, column, organization) in [
+        (&scope.organization_id, K::ORGANIZATION_COLUMN, true),
+        (&scope.user_id, K::USER_COLUMN, false),
     ] {
         let Some(wanted) = wanted else { continue };
+        // Roles and permissions concern every organization: an organization's watch has them all.
+        if organization && K::IN_EVERY_ORGANIZATION {
+            continue;
+        }
         match column? {
             "id" => narrow.2 = Some(wanted.clone()),
             "organization_id" => narrow.0 = Some(wanted.clone()),
@@ -246,20 +265,31 @@ fn initial_scope<K: Kind>(scope: &Scope) -> Option<(Option<String>, Option<Strin
     Some(narrow)
 }
 
-/// The change as the API shows it.
-pub fn to_change(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<pb::Change, ApiError> {
+/// The change as the API shows it; with `access` (the replica's roles and permissions, when its
+/// read cache serves), what is derived at read time is resolved as a read would show it now.
+pub fn to_change(
+    c: &ChangeRow,
+    log_id: &str,
+    left_filter: bool,
+    access: Option<&Access>,
+) -> Result<pb::Change, ApiError> {
     let Some(t) = c.entity_type() else {
         return Err(ApiError::Internal(anyhow::anyhow!(
             "change {} has an unknown entity type",
             c.seq
         )));
     };
-    with_kind!(t, K => change_of::<K>(c, log_id, left_filter))
+    with_kind!(t, K => change_of::<K>(c, log_id, left_filter, access))
 }
 
 /// A change of kind `K`: its new and previous state converted (the previous one without an
 /// update cursor: it is not known which change made it).
-fn change_of<K: Kind>(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<pb::Change, ApiError> {
+fn change_of<K: Resolved>(
+    c: &ChangeRow,
+    log_id: &str,
+    left_filter: bool,
+    access: Option<&Access>,
+) -> Result<pb::Change, ApiError> {
     let bad =
         |e: serde_json::Error| ApiError::Internal(anyhow::anyhow!("change {} has an unreadable state: {e}", c.seq));
     let now: K = serde_json::from_value(c.state.clone()).map_err(bad)?;
@@ -269,6 +299,10 @@ fn change_of<K: Kind>(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<
         .map(serde_json::from_value::<K>)
         .transpose()
         .map_err(bad)?;
+    let message = |r: &K, cursor: i64| match access {
+        Some(a) => r.message_now(a, cursor, log_id),
+        None => r.message(cursor, log_id),
+    };
     let operation = match c.operation.as_str() {
         "created" => pb::Operation::Created,
         "updated" => pb::Operation::Updated,
@@ -278,8 +312,8 @@ fn change_of<K: Kind>(c: &ChangeRow, log_id: &str, left_filter: bool) -> Result<
         cursor: Cursor::new(log_id, c.seq).encode(),
         operation: operation as i32,
         entity_type: K::WIRE_TYPE as i32,
-        entity: Some(K::change_entity(now.message(c.seq, log_id))),
-        previous: before.map(|b| K::change_previous(K::without_cursor(b.message(0, log_id)))),
+        entity: Some(K::change_entity(message(&now, c.seq))),
+        previous: before.map(|b| K::change_previous(K::without_cursor(message(&b, 0)))),
         commit_time: convert::timestamp(Some(c.commit_time)),
         left_filter,
         source: c.source.clone(),
@@ -371,6 +405,7 @@ impl WatchService for Watcher {
         let end = Arc::new(Mutex::new(None));
         let stream = Stream {
             pool: self.pool.clone(),
+            cache: self.cache.clone(),
             log_id: self.log_id.clone(),
             config: self.config.clone(),
             selection,
@@ -406,6 +441,7 @@ impl WatchService for Watcher {
 /// One stream's state; `position` is the last seq it has passed.
 struct Stream {
     pool: sqlx::PgPool,
+    cache: ReadCache,
     log_id: String,
     config: WatchConfig,
     selection: Selection,
@@ -454,9 +490,20 @@ impl Stream {
     async fn offer(&mut self, batch: &Batch) -> Result<(), End> {
         for c in &batch.changes {
             if let Some(left_filter) = self.selection.select(c) {
-                let converted = c
-                    .wire
-                    .get_or_init(|| to_change(c, &self.log_id, false).map_err(|e| format!("{e:#}")));
+                let converted = c.wire.get_or_init(|| {
+                    let resolved = c
+                        .entity_type()
+                        .is_some_and(|t| with_kind!(t, K => K::RESOLVED_AT_READ));
+                    let now = || to_change(c, &self.log_id, false, None);
+                    let change = match resolved {
+                        true => self
+                            .cache
+                            .read(|i| to_change(c, &self.log_id, false, Some(i.access())))
+                            .unwrap_or_else(now),
+                        false => now(),
+                    };
+                    change.map_err(|e| format!("{e:#}"))
+                });
                 let change = match converted {
                     Ok(change) => pb::Change {
                         left_filter,
@@ -496,7 +543,7 @@ impl Stream {
             let Some(narrow) = with_kind!(entity, K => initial_scope::<K>(scope)) else {
                 continue;
             };
-            let table = with_kind!(entity, K => K::TABLE);
+            let table = with_kind!(entity, K => K::READ_FROM);
             let (organization_id, user_id, id) = narrow;
             let filter = self.selection.filters.get(&entity).cloned();
             let mut after = String::new();

@@ -88,7 +88,7 @@ impl Scope {
             && self
                 .organization_id
                 .as_ref()
-                .is_none_or(|o| c.organization_id.as_ref() == Some(o))
+                .is_none_or(|o| c.organization_id.as_ref() == Some(o) || INSTANCE_WIDE.contains(&c.entity_type))
             && self.user_id.as_ref().is_none_or(|u| c.user_id.as_ref() == Some(u))
     }
 }
@@ -137,11 +137,16 @@ pub enum Ends {
     Limit,
 }
 
-/// Whether a change is in scope, in SQL (`$2`: entity types, `$3`: organization, `$4`: user).
+/// The kinds an organization's scope includes whatever organization they name (roles and
+/// permissions: they decide what every organization's members may do).
+static INSTANCE_WIDE: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(super::kind::instance_wide);
+
+/// Whether a change is in scope, in SQL (`$2`: entity types, `$3`: organization, `$4`: user,
+/// `$6`: the kinds in every organization's scope).
 fn in_scope(t: &str) -> String {
     format!(
         "(cardinality($2::text[]) = 0 OR {t}.entity_type = ANY($2))
-           AND ($3::text IS NULL OR {t}.organization_id = $3)
+           AND ($3::text IS NULL OR {t}.organization_id = $3 OR {t}.entity_type = ANY($6))
            AND ($4::text IS NULL OR {t}.user_id = $4)"
     )
 }
@@ -189,6 +194,7 @@ pub async fn page(pool: &PgPool, after: i64, scope: &Scope, limit: i64, ends: En
         .bind(&scope.organization_id)
         .bind(&scope.user_id)
         .bind(limit.max(1))
+        .bind(&*INSTANCE_WIDE)
         .fetch_all(pool)
         .await?;
     use sqlx::{FromRow, Row as _};

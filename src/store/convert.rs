@@ -115,6 +115,17 @@ pub fn membership(r: &MembershipRecord, update_cursor: i64, log_id: &str) -> pb:
         update_time: timestamp(r.updated_at),
         delete_time: timestamp(r.deleted_at),
         update_cursor: Cursor::new(log_id, update_cursor).encode(),
+        permissions_source: r.permissions_source.as_deref().map_or(0, |s| permissions_source(s) as i32),
+    }
+}
+
+/// The API's name of where a membership's permissions come from (`membership_view`'s words).
+pub fn permissions_source(source: &str) -> pb::PermissionsSource {
+    match source {
+        "role" => pb::PermissionsSource::Role,
+        "membership_snapshot" => pb::PermissionsSource::MembershipSnapshot,
+        "deleted_role" => pb::PermissionsSource::DeletedRole,
+        _ => pb::PermissionsSource::Unspecified,
     }
 }
 

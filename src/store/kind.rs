@@ -46,6 +46,12 @@ pub trait Kind:
     const TYPE: EntityType;
     /// The projection table, with a text primary key `id`.
     const TABLE: &'static str;
+    /// What the API reads the kind from: the table, or a view of it that adds what is derived
+    /// at read time (a role's resolved permission keys, a membership's effective permissions).
+    const READ_FROM: &'static str = Self::TABLE;
+    /// Whether a change of this kind concerns every organization (roles and permissions decide
+    /// what every organization's members may do): an organization-scoped watch includes it.
+    const IN_EVERY_ORGANIZATION: bool = false;
     /// The fields a filter of this kind may name (lists and watches).
     const FIELDS: &'static [Field];
     /// The record's columns as `jsonb_to_recordset` declares them (`id text, …`), in the order
@@ -72,6 +78,21 @@ pub trait Kind:
         let _ = current;
         event
     }
+    /// What a tombstone learns from a create or update that arrives after it, for a kind whose
+    /// delete event names less than a tombstone keeps (a role's delete has no key): `None`, the
+    /// default, learns nothing. The applier keeps what the newest version says, so every order
+    /// of the same events ends alike (a kind that learns keeps its tombstone's version).
+    fn learned(tombstone: &Self, late: &Self) -> Option<Self> {
+        let _ = (tombstone, late);
+        None
+    }
+    /// Whether [`Kind::learned`] can learn anything (its tombstones then keep their version).
+    const TOMBSTONE_LEARNS: bool = false;
+    /// Whether the kind came after the watch's first kinds (users, organizations,
+    /// memberships): a watch that names no `entity_types` but has a filter includes it only when
+    /// the filter is valid for it, so that a request valid before the kind existed stays valid
+    /// and means what it meant.
+    const ADDED_LATER: bool = false;
     fn deleted_at(&self) -> Option<DateTime<Utc>>;
     fn set_deleted_at(&mut self, at: DateTime<Utc>);
     /// The id of this entity's parent of kind `parent` (one of `PARENTS`), if it names one.
@@ -352,6 +373,7 @@ impl Kind for OrganizationRecord {
 impl Kind for MembershipRecord {
     const TYPE: EntityType = EntityType::Membership;
     const TABLE: &'static str = "memberships";
+    const READ_FROM: &'static str = "membership_view";
     const FIELDS: &'static [Field] = &[
         Field::text("id"),
         Field::text("organization_id"),
@@ -429,6 +451,17 @@ impl Kind for MembershipRecord {
     }
     const ORGANIZATION_COLUMN: Option<&'static str> = Some("organization_id");
     const USER_COLUMN: Option<&'static str> = Some("user_id");
+}
+
+/// The kinds whose changes concern every organization (see `Kind::IN_EVERY_ORGANIZATION`).
+pub fn instance_wide() -> Vec<String> {
+    let mut kinds = Vec::new();
+    for_each_kind!(K => {
+        if K::IN_EVERY_ORGANIZATION {
+            kinds.push(K::TYPE.as_str().to_string());
+        }
+    });
+    kinds
 }
 
 /// The kind whose events include `event_type`, and whether it deletes.

@@ -1,6 +1,8 @@
 //! The projections as Rust values: one record type per entity, read from and written to the
-//! `users`, `organizations` and `memberships` tables, and carried in the change log as JSON.
+//! `users`, `organizations`, `memberships`, `roles` and `permissions` tables, and carried in the
+//! change log as JSON.
 
+pub mod access;
 pub mod admin;
 pub mod changes;
 pub mod convert;
@@ -8,6 +10,7 @@ pub mod fields;
 pub mod kind;
 pub mod read;
 pub mod records;
+pub mod roles;
 #[cfg(test)]
 pub mod test_kind;
 
@@ -19,8 +22,11 @@ kind::declare_kinds! {$
     User(crate::store::UserRecord) = "user",
     Organization(crate::store::OrganizationRecord) = "organization",
     Membership(crate::store::MembershipRecord) = "membership",
+    Role(crate::store::roles::RoleRecord) = "role",
+    Permission(crate::store::roles::PermissionRecord) = "permission",
     #[cfg(test)]
     Widget(crate::store::test_kind::WidgetRecord) = "widget",
 }
 
 pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
+pub use roles::{PermissionRecord, RoleRecord};

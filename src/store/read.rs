@@ -4,7 +4,8 @@
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgPool, Row};
 
-use super::{MembershipRecord, OrganizationRecord, UserRecord};
+use super::access::{Member, Source, Standing};
+use super::{MembershipRecord, OrganizationRecord, RoleRecord, UserRecord};
 
 /// A record and the seq of the change that last touched it.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +93,7 @@ pub async fn membership(
     snapshot(
         pool,
         "SELECT h.head_seq AS head, m.* FROM log_head h
-           LEFT JOIN memberships m ON m.id = $1 AND m.organization_id = $2",
+           LEFT JOIN membership_view m ON m.id = $1 AND m.organization_id = $2",
         |q| q.bind(id.to_string()).bind(organization_id.to_string()),
     )
     .await
@@ -158,11 +159,87 @@ pub async fn membership_of(
     snapshot(
         pool,
         "SELECT h.head_seq AS head, m.* FROM log_head h LEFT JOIN LATERAL (
-            SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2 AND deleted_at IS NULL
+            SELECT * FROM membership_view WHERE organization_id = $1 AND user_id = $2 AND deleted_at IS NULL
              ORDER BY updated_at DESC NULLS LAST, id COLLATE \"C\" LIMIT 1) m ON true",
         |q| q.bind(organization_id.to_string()).bind(user_id.to_string()),
     )
     .await
+}
+
+/// Roles by id, in the order asked, with their permission keys resolved.
+pub async fn roles_by_id(pool: &PgPool, ids: &[&str]) -> Result<Snapshot<RoleRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, r.* FROM log_head h
+           CROSS JOIN unnest($1::text[]) WITH ORDINALITY AS n(want, ord)
+           LEFT JOIN role_view r ON r.id = n.want ORDER BY n.ord",
+        |q| q.bind(ids.to_vec()),
+    )
+    .await
+}
+
+/// The live role with `key`, else the live one with its other spelling (`admin` ↔ `org:admin`,
+/// `basic_member` ↔ `org:member`); the least id among equals.
+pub async fn role_by_key(pool: &PgPool, key: &str) -> Result<Snapshot<RoleRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, r.* FROM log_head h LEFT JOIN LATERAL (
+            SELECT * FROM role_view WHERE deleted_at IS NULL AND (key = $1 OR key = clerk_mirror_role_alias($1))
+             ORDER BY key <> $1, id COLLATE \"C\" LIMIT 1) r ON true",
+        |q| q.bind(key.to_string()),
+    )
+    .await
+}
+
+/// What each check `(organization, user, permission)` needs, in order, at one snapshot (one
+/// statement), with the head of that snapshot.
+pub async fn standings(pool: &PgPool, checks: &[(&str, &str, &str)]) -> Result<(Vec<Standing>, i64), sqlx::Error> {
+    let column = |i: usize| checks.iter().map(|c| [c.0, c.1, c.2][i].to_string()).collect::<Vec<_>>();
+    let rows = sqlx::query(
+        "SELECT h.head_seq AS head,
+                coalesce((SELECT u.deleted_at IS NULL FROM users u WHERE u.id = n.uid), false) AS user_live,
+                coalesce((SELECT o.deleted_at IS NULL FROM organizations o WHERE o.id = n.oid), false) AS organization_live,
+                m.id AS membership_id, m.role, m.permissions_source,
+                coalesce(n.perm = ANY(m.permissions), false) AS has,
+                coalesce(n.perm = ANY(s.permissions), false) AS snapshot_has
+           FROM log_head h
+          CROSS JOIN unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS n(oid, uid, perm, ord)
+           LEFT JOIN LATERAL (
+                SELECT * FROM membership_view v WHERE v.organization_id = n.oid AND v.user_id = n.uid AND v.deleted_at IS NULL
+                 ORDER BY v.updated_at DESC NULLS LAST, v.id COLLATE \"C\" LIMIT 1) m ON true
+           LEFT JOIN memberships s ON s.id = m.id
+          ORDER BY n.ord",
+    )
+    .bind(column(0))
+    .bind(column(1))
+    .bind(column(2))
+    .fetch_all(pool)
+    .await?;
+    let head = match rows.first() {
+        Some(row) => row.try_get("head")?,
+        None => head(pool).await?,
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let member = match row.try_get::<Option<String>, _>("membership_id")? {
+            None => None,
+            Some(_) => {
+                let source: Option<String> = row.try_get("permissions_source")?;
+                Some(Member {
+                    role: row.try_get::<Option<String>, _>("role")?.unwrap_or_default(),
+                    has: row.try_get("has")?,
+                    source: source.as_deref().and_then(Source::from_view).unwrap_or(Source::Snapshot),
+                    snapshot_has: row.try_get("snapshot_has")?,
+                })
+            }
+        };
+        out.push(Standing {
+            user_live: row.try_get("user_live")?,
+            organization_live: row.try_get("organization_live")?,
+            member,
+        });
+    }
+    Ok((out, head))
 }
 
 /// One page of a list: rows of `table` with id after `after`, at most `limit`, in id order.

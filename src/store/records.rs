@@ -94,6 +94,11 @@ pub struct MembershipRecord {
     pub deleted_at: Option<DateTime<Utc>>,
     /// The full Clerk membership with the organization and public user data it carried.
     pub data: Option<Value>,
+    /// Where `permissions` comes from, when read from `membership_view` (`role`,
+    /// `membership_snapshot`, `deleted_role`; not stored, not in the change log).
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub permissions_source: Option<String>,
 }
 
 /// A Clerk object that cannot become a record.
@@ -365,6 +370,7 @@ impl MembershipRecord {
             updated_at: time_at(&data, "updated_at"),
             deleted_at: None,
             data: Some(data),
+            permissions_source: None,
         })
     }
 
@@ -386,6 +392,7 @@ impl MembershipRecord {
             updated_at: None,
             deleted_at: Some(deleted_at),
             data: None,
+            permissions_source: None,
         }
     }
 }

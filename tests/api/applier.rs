@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clerk_mirror::applier;
-use clerk_mirror::store::{MembershipRecord, OrganizationRecord, UserRecord};
+use clerk_mirror::store::{MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -21,6 +21,18 @@ async fn user_row(pool: &PgPool, id: &str) -> Option<UserRecord> {
 
 async fn org_row(pool: &PgPool, id: &str) -> Option<OrganizationRecord> {
     sqlx::query_as("SELECT * FROM organizations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+async fn row<T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin>(
+    pool: &PgPool,
+    table: &str,
+    id: &str,
+) -> Option<T> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT * FROM {table} WHERE id = $1")))
         .bind(id)
         .fetch_optional(pool)
         .await
@@ -359,7 +371,7 @@ async fn session_and_unknown_events_are_kept_in_the_inbox_and_never_touch_the_pr
         T + 100,
         serde_json::json!({"id": "sess_1", "object": "session", "user_id": "user_k", "user": user("user_k", T + 100, "From session")}),
     );
-    let other = envelope("role.updated", T + 100, serde_json::json!({"id": "role_1"}));
+    let other = envelope("waitlistEntry.created", T + 100, serde_json::json!({"id": "wle_1", "email_address": "x@example.com"}));
     app.send_all_and_apply(&[session, other]).await;
     assert_eq!(
         user_row(&app.pool, "user_k").await.unwrap().first_name.as_deref(),
@@ -533,6 +545,8 @@ pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[Chang
         let stored = match &id[..4] {
             "user" => serde_json::to_value(user_row(pool, id).await.unwrap()).unwrap(),
             "org_" => serde_json::to_value(org_row(pool, id).await.unwrap()).unwrap(),
+            "role" => serde_json::to_value(row::<RoleRecord>(pool, "roles", id).await.unwrap()).unwrap(),
+            "perm" => serde_json::to_value(row::<PermissionRecord>(pool, "permissions", id).await.unwrap()).unwrap(),
             _ => serde_json::to_value(membership_row(pool, id).await.unwrap()).unwrap(),
         };
         assert_eq!(
@@ -625,6 +639,104 @@ async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_on
         .await
         .unwrap();
     assert_eq!(failed, 0);
+    pool.close().await;
+}
+
+/// A story of roles and permissions: keys renamed, a tie on `updated_at`, a permission and a
+/// role deleted (and an update after the delete), a role whose `updated_at` is before its
+/// `created_at`.
+fn role_story(s: &str) -> Vec<String> {
+    let (p1, p2, r1, r2) = (format!("perm_1{s}"), format!("perm_2{s}"), format!("role_1{s}"), format!("role_2{s}"));
+    vec![
+        permission_event("created", &p1, "org:a:read", T, T),
+        permission_event("created", &p2, "org:b:read", T + 1, T + 1),
+        role_event("created", &r1, "org:one", T + 2, T + 2, &[(&p1, "org:a:read")]),
+        role_event("updated", &r1, "org:one", T + 10, T + 10, &[(&p1, "org:a:read"), (&p2, "org:b:read")]),
+        // Equal updated_at: the later envelope wins.
+        role_event("updated", &r1, "org:uno", T + 10, T + 11, &[(&p2, "org:b:read")]),
+        permission_event("updated", &p1, "org:a:write", T + 20, T + 20),
+        permission_deleted(&p2, T + 30),
+        permission_event("updated", &p2, "org:b:late", T + 50, T + 50),
+        role_event("created", &r2, "org:two", T - 5, T + 3, &[(&p1, "org:a:read")]),
+        role_deleted(&r2, T + 40),
+    ]
+}
+
+#[tokio::test]
+async fn every_order_of_a_role_and_permission_story_with_duplicates_ends_in_the_same_state() {
+    let (cluster, name) = shared_database().await;
+    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
+    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
+        .await
+        .unwrap();
+    const RUNS: usize = 120;
+    let seed = 0x0012_0e5e_u64;
+    let mut rng = Rng(seed);
+    for run in 0..RUNS {
+        let s = format!("_q{run}");
+        let events = role_story(&s);
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        if run > 0 {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            for _ in 0..rng.below(4) {
+                let i = rng.below(events.len());
+                order.insert(rng.below(order.len() + 1), i + if rng.below(2) == 0 { 0 } else { 100 });
+            }
+        }
+        for i in order {
+            let (key, body) = if i >= 100 {
+                (format!("msg{s}_{}_replay", i - 100), &events[i - 100])
+            } else {
+                (format!("msg{s}_{i}"), &events[i])
+            };
+            insert_inbox(&mut conn, &key, body).await;
+        }
+        if run % 3 != 1 {
+            applier::drain(&mut conn, 1 + rng.below(12) as i64).await.unwrap();
+        }
+    }
+    applier::drain(&mut conn, 500).await.unwrap();
+    let state = |s: String| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(String, Option<String>, Option<bool>, Value)> = sqlx::query_as(
+                "SELECT id, key, deleted_at IS NOT NULL, to_jsonb(r) - 'update_cursor' - 'version_key' - 'version_event_ms' - 'version_updated_ms' FROM role_view r WHERE id LIKE '%' || $1
+                 UNION ALL
+                 SELECT id, key, deleted_at IS NOT NULL, to_jsonb(p) - 'update_cursor' - 'version_key' - 'version_event_ms' - 'version_updated_ms' FROM permissions p WHERE id LIKE '%' || $1
+                 ORDER BY 1",
+            )
+            .bind(&s)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            serde_json::to_string(&rows).unwrap().replace(&s, "")
+        }
+    };
+    let reference = state("_q0".into()).await;
+    let rows: Vec<(String, Option<String>, Option<bool>, Value)> = serde_json::from_str(&reference).unwrap();
+    let summary: Vec<(&str, Option<&str>, Option<bool>)> =
+        rows.iter().map(|(id, key, deleted, _)| (id.as_str(), key.as_deref(), *deleted)).collect();
+    assert_eq!(
+        summary,
+        [
+            ("perm_1", Some("org:a:write"), Some(false)),
+            // Deleted, then an update with a newer version: the tombstone learns its key.
+            ("perm_2", Some("org:b:late"), Some(true)),
+            ("role_1", Some("org:uno"), Some(false)),
+            ("role_2", Some("org:two"), Some(true)),
+        ],
+        "{reference}"
+    );
+    assert_eq!(rows[2].3["permissions"], serde_json::json!([]), "role_1's only permission was deleted");
+    let all = changes(&pool).await;
+    check_changes_replay_to_the_projections(&pool, &all, "_q0").await;
+    for run in 1..RUNS {
+        let s = format!("_q{run}");
+        assert_eq!(state(s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
+        check_changes_replay_to_the_projections(&pool, &all, &s).await;
+    }
     pool.close().await;
 }
 

@@ -1,5 +1,5 @@
-//! Invented Clerk events for tests: envelopes around users, organizations and memberships, with
-//! the timestamps each test needs.
+//! Invented Clerk events for tests: envelopes around users, organizations, memberships, roles and
+//! permissions, with the timestamps each test needs.
 
 use serde_json::{Value, json};
 
@@ -89,4 +89,56 @@ pub fn membership_event(
         event_ms,
         membership(id, org_id, user_id, updated_ms, role),
     )
+}
+
+/// A Clerk permission object (as `permission.*` and a role's `permissions` carry it).
+pub fn permission(id: &str, key: &str, updated_ms: i64) -> Value {
+    json!({
+        "object": "permission", "id": id, "name": format!("Name of {key}"), "key": key,
+        "description": format!("Allows {key}"), "type": if key.starts_with("org:sys_") { "system" } else { "custom" },
+        "created_at": T, "updated_at": updated_ms
+    })
+}
+
+pub fn permission_event(kind: &str, id: &str, key: &str, updated_ms: i64, event_ms: i64) -> String {
+    envelope(&format!("permission.{kind}"), event_ms, permission(id, key, updated_ms))
+}
+
+pub fn permission_deleted(id: &str, event_ms: i64) -> String {
+    envelope(
+        "permission.deleted",
+        event_ms,
+        json!({"object": "permission", "id": id, "deleted": true}),
+    )
+}
+
+/// A Clerk role object granting `permissions` (`(id, key)` each); `description` is null, as
+/// Clerk's spec allows.
+pub fn role(id: &str, key: &str, updated_ms: i64, permissions: &[(&str, &str)]) -> Value {
+    json!({
+        "object": "role", "id": id, "name": format!("Role {key}"), "key": key, "description": null,
+        "is_creator_eligible": key == "org:admin",
+        "permissions": permissions.iter().map(|(id, key)| permission(id, key, T)).collect::<Vec<_>>(),
+        "created_at": T, "updated_at": updated_ms
+    })
+}
+
+pub fn role_event(kind: &str, id: &str, key: &str, updated_ms: i64, event_ms: i64, permissions: &[(&str, &str)]) -> String {
+    envelope(&format!("role.{kind}"), event_ms, role(id, key, updated_ms, permissions))
+}
+
+/// `role.deleted` as Clerk's spec shows it: the id, and `slug: null`.
+pub fn role_deleted(id: &str, event_ms: i64) -> String {
+    envelope(
+        "role.deleted",
+        event_ms,
+        json!({"object": "role", "id": id, "deleted": true, "slug": null}),
+    )
+}
+
+/// A membership with `role` and the snapshot `permissions` Clerk sent with it.
+pub fn membership_with(id: &str, org_id: &str, user_id: &str, updated_ms: i64, role: &str, permissions: &[&str]) -> String {
+    let mut data = membership(id, org_id, user_id, updated_ms, role);
+    data["permissions"] = json!(permissions);
+    envelope("organizationMembership.created", updated_ms, data)
 }

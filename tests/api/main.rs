@@ -25,6 +25,7 @@ mod logs;
 mod process;
 mod properties;
 mod reflection;
+mod roles;
 mod security;
 mod structure;
 mod supervise;

@@ -1,0 +1,224 @@
+//! `DirectoryService`'s roles, permissions and permission checks: GetRole, LookupRole,
+//! ListRoles, ListPermissions, CheckPermission and CheckPermissions. Reads route as every
+//! directory read does (memory when `consistency` allows and the cache holds the answer, else one
+//! PostgreSQL statement); a check is decided by `store::access::check` from what either read.
+
+use tonic::{Request, Response, Status};
+
+use super::directory::{Directory, ListPage, Route, deadline};
+use super::error::ApiError;
+use super::{names, traced};
+use crate::pb;
+use crate::store::access::{self, Standing};
+use crate::store::read;
+use crate::store::{PermissionRecord, RoleRecord};
+
+/// Most checks in one CheckPermissions.
+pub const MAX_CHECKS: usize = 100;
+
+/// Longest permission key or role key accepted (Clerk's are well under it).
+const MAX_KEY_BYTES: usize = 512;
+
+/// A key field: 1 to 512 bytes, no NUL (PostgreSQL text cannot hold it; refused alike on every
+/// route).
+fn key<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    if value.is_empty() || value.len() > MAX_KEY_BYTES {
+        return Err(ApiError::invalid(field, "INVALID_KEY", format!("must be 1 to {MAX_KEY_BYTES} bytes")));
+    }
+    if value.contains('\0') {
+        return Err(ApiError::invalid(field, "INVALID_KEY", "must not contain NUL"));
+    }
+    Ok(value)
+}
+
+/// One check's parsed fields: organization id, user id, permission key.
+type Check<'a> = (&'a str, &'a str, &'a str);
+
+fn parse_check<'a>(at: &str, organization: &'a str, user: &'a str, permission: &'a str) -> Result<Check<'a>, ApiError> {
+    Ok((
+        names::organization_id(&format!("{at}organization"), organization)?,
+        names::user_id(&format!("{at}user"), user)?,
+        key(&format!("{at}permission"), permission)?,
+    ))
+}
+
+impl Directory {
+    /// Answers `checks` at one snapshot: from memory when the route allows and the cache holds
+    /// every standing, else one PostgreSQL statement. Returns the verdicts and the cursor.
+    async fn decide(&self, route: Route, checks: &[Check<'_>]) -> Result<(Vec<access::Verdict>, String), ApiError> {
+        let from_memory = match route {
+            Route::Memory => self
+                .cache
+                .read(|i| {
+                    let standings: Option<Vec<Standing>> =
+                        checks.iter().map(|(o, u, p)| i.standing(o, u, p)).collect();
+                    standings.map(|s| (s, i.cursor()))
+                })
+                .flatten(),
+            Route::Postgres { .. } => None,
+        };
+        let (standings, head) = match from_memory {
+            Some(found) => {
+                self.cache.count("hit");
+                found
+            }
+            None => {
+                if route == Route::Memory {
+                    self.cache.count("fallback");
+                }
+                let (standings, head) = read::standings(&self.pool, checks).await?;
+                self.fresh(route, head)?;
+                (standings, head)
+            }
+        };
+        let verdicts = standings
+            .iter()
+            .zip(checks)
+            .map(|(s, (_, _, p))| access::check(s, p, self.billing_gates))
+            .collect();
+        Ok((verdicts, self.cursor(head)))
+    }
+
+    pub(super) async fn get_role_rpc(
+        &self,
+        request: Request<pb::GetRoleRequest>,
+    ) -> Result<Response<pb::GetRoleResponse>, Status> {
+        let deadline = deadline(request.metadata());
+        let r = request.into_inner();
+        traced("GetRole", async {
+            let id = names::role_id("name", &r.name)?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            let (role, cursor) = self
+                .one::<RoleRecord>(route, &r.name, r.show_deleted, |i| i.role(id), read::roles_by_id(&self.pool, &[id]))
+                .await?;
+            Ok(pb::GetRoleResponse { role: Some(role), cursor })
+        })
+        .await
+    }
+
+    pub(super) async fn lookup_role_rpc(
+        &self,
+        request: Request<pb::LookupRoleRequest>,
+    ) -> Result<Response<pb::LookupRoleResponse>, Status> {
+        let deadline = deadline(request.metadata());
+        let r = request.into_inner();
+        traced("LookupRole", async {
+            let k = key("key", &r.key)?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            let name = format!("key={k}");
+            // A lookup finds live roles only, so there is no tombstone to hide.
+            let (role, cursor) = self
+                .one::<RoleRecord>(route, &name, true, |i| i.role_by_key(k), read::role_by_key(&self.pool, k))
+                .await?;
+            Ok(pb::LookupRoleResponse { role: Some(role), cursor })
+        })
+        .await
+    }
+
+    pub(super) async fn list_roles_rpc(
+        &self,
+        request: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
+        let r = request.into_inner();
+        traced("ListRoles", async {
+            let page = ListPage {
+                rpc: "ListRoles",
+                parent: "",
+                organization: None,
+                consistency: r.consistency.as_ref(),
+            };
+            let (roles, next_page_token, cursor) = self
+                .list::<RoleRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
+                .await?;
+            Ok(pb::ListRolesResponse {
+                roles,
+                next_page_token,
+                cursor,
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn list_permissions_rpc(
+        &self,
+        request: Request<pb::ListPermissionsRequest>,
+    ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
+        let r = request.into_inner();
+        traced("ListPermissions", async {
+            let page = ListPage {
+                rpc: "ListPermissions",
+                parent: "",
+                organization: None,
+                consistency: r.consistency.as_ref(),
+            };
+            let (permissions, next_page_token, cursor) = self
+                .list::<PermissionRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
+                .await?;
+            Ok(pb::ListPermissionsResponse {
+                permissions,
+                next_page_token,
+                cursor,
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn check_permission_rpc(
+        &self,
+        request: Request<pb::CheckPermissionRequest>,
+    ) -> Result<Response<pb::CheckPermissionResponse>, Status> {
+        let deadline = deadline(request.metadata());
+        let r = request.into_inner();
+        traced("CheckPermission", async {
+            let check = parse_check("", &r.organization, &r.user, &r.permission)?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            let (mut verdicts, cursor) = self.decide(route, &[check]).await?;
+            let v = verdicts.pop().expect("one verdict per check");
+            Ok(pb::CheckPermissionResponse {
+                allowed: v.allowed,
+                role: v.role,
+                source: v.source as i32,
+                cursor,
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn check_permissions_rpc(
+        &self,
+        request: Request<pb::CheckPermissionsRequest>,
+    ) -> Result<Response<pb::CheckPermissionsResponse>, Status> {
+        let deadline = deadline(request.metadata());
+        let r = request.into_inner();
+        traced("CheckPermissions", async {
+            if r.checks.is_empty() || r.checks.len() > MAX_CHECKS {
+                return Err(ApiError::invalid(
+                    "checks",
+                    "INVALID_CHECK_COUNT",
+                    format!("1 to {MAX_CHECKS} checks, got {}", r.checks.len()),
+                ));
+            }
+            let checks = r
+                .checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| parse_check(&format!("checks[{i}]."), &c.organization, &c.user, &c.permission))
+                .collect::<Result<Vec<_>, _>>()?;
+            let route = self.route(r.consistency.as_ref(), deadline).await?;
+            let (verdicts, cursor) = self.decide(route, &checks).await?;
+            Ok(pb::CheckPermissionsResponse {
+                results: verdicts
+                    .into_iter()
+                    .map(|v| pb::PermissionCheckResult {
+                        allowed: v.allowed,
+                        role: v.role,
+                        source: v.source as i32,
+                    })
+                    .collect(),
+                cursor,
+            })
+        })
+        .await
+    }
+}
+
