@@ -57,7 +57,8 @@ pub struct Config {
     pub max_concurrent_rpcs: usize,
     /// Bounds on request heads on the webhook and admin ports.
     pub http_limits: HttpLimits,
-    /// Periodic reconcile against Clerk's Backend API (run by the applier lock holder).
+    /// Reconcile against Clerk's Backend API (run by the applier lock holder): the roles and
+    /// permissions at start, and everything periodically if `every` is set.
     pub reconcile: Option<ReconcileConfig>,
     /// Most bytes the in-memory read cache holds (0: no cache; every read goes to PostgreSQL).
     pub read_cache_bytes: usize,
@@ -139,7 +140,9 @@ pub struct ReconcileConfig {
     /// Requests per `window`.
     pub rate: usize,
     pub window: Duration,
-    pub every: Duration,
+    /// How often to reconcile everything; `None`: only the roles and permissions, when the
+    /// replica starts leading.
+    pub every: Option<Duration>,
 }
 
 impl ReconcileConfig {

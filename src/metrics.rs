@@ -53,7 +53,8 @@ pub struct Metrics {
     /// `fallback` (read PostgreSQL: not held, or a lookup memory cannot answer), `not_ready`
     /// (not loaded yet, or disabled), `fully_consistent` (the caller asked for PostgreSQL).
     pub cache_reads: IntCounterVec,
-    /// The read cache: entries (`users`, `organizations`, `memberships`), accounted `bytes`,
+    /// The read cache: entries (`users`, `organizations`, `memberships`, and `roles` and
+    /// `permissions`, held outside the budget), accounted `bytes`,
     /// `complete` (1: everything held), `cursor`, `cursor_lag` (behind the hub) and `loads`.
     pub cache: IntGaugeVec,
 }

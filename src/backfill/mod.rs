@@ -1,4 +1,5 @@
-//! Backfill from Clerk's Backend API: every user, organization and membership becomes an inbox
+//! Backfill from Clerk's Backend API: every user, organization, membership, permission and role
+//! becomes an inbox
 //! row (source `backfill`) that the one applier applies with the same rules as webhooks (stale
 //! data never wins, tombstones are final). Paged with `limit=500&order_by=+created_at`, within a
 //! request budget, resumable through a checkpoint per resource.
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 pub use client::{ClerkApi, ClerkApiError};
-pub use resource::{Listed, RESOURCES, Resource};
+pub use resource::{ACCESS_RESOURCES, Listed, RESOURCES, Resource};
 
 use crate::inbox::{self, InboxRow, Source, envelope};
 

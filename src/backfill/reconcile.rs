@@ -15,7 +15,8 @@ use sqlx::{PgPool, Row};
 
 use super::resource::Lookup;
 use super::{
-    BackfillError, ClerkApi, ClerkApiError, Doing, NOT_A_LIST, PAGE, RESOURCES, Resource, check_instance, items,
+    ACCESS_RESOURCES, BackfillError, ClerkApi, ClerkApiError, Doing, NOT_A_LIST, PAGE, RESOURCES, Resource, check_instance,
+    items,
 };
 use crate::inbox::{self, InboxRow, Source, envelope};
 
@@ -184,8 +185,27 @@ fn repair_row(
     }
 }
 
-/// One reconcile run; repairs are enqueued only when the whole comparison is done and allowed.
+/// One reconcile run of every resource; repairs are enqueued only when the whole comparison is
+/// done and allowed. The report is kept (the newest ten) and exposed.
 pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Report, ReconcileError> {
+    let report = compare_and_repair(pool, api, options, &RESOURCES).await?;
+    keep(pool, &report).await?;
+    Ok(report)
+}
+
+/// The roles and permissions alone, compared and repaired as a run does (a few requests): what
+/// `serve` reads when it starts leading, since the default roles have no events. Its report is
+/// returned, not kept (the kept one stays the last whole run's).
+pub async fn roles_and_permissions(pool: &PgPool, api: &ClerkApi) -> Result<Report, ReconcileError> {
+    compare_and_repair(pool, api, Options::default(), &ACCESS_RESOURCES).await
+}
+
+async fn compare_and_repair(
+    pool: &PgPool,
+    api: &ClerkApi,
+    options: Options,
+    resources: &[Resource],
+) -> Result<Report, ReconcileError> {
     let started = Utc::now();
     let instance = check_instance(pool, api).await?;
     let mut report = Report {
@@ -194,7 +214,7 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
     };
     let mut repairs: Vec<InboxRow> = Vec::new();
     let run_key = started.timestamp_millis();
-    for resource in &RESOURCES {
+    for resource in resources {
         let held = held(pool, resource)
             .await
             .doing("cannot read the mirror's entities to compare")?;
@@ -291,6 +311,14 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
             .doing("cannot write the repairs to the inbox")?;
     }
     report.finished_at = Utc::now().to_rfc3339();
+    Ok(report)
+}
+
+/// Keeps `report` (and the nine before it).
+async fn keep(pool: &PgPool, report: &Report) -> Result<(), ReconcileError> {
+    let started = chrono::DateTime::parse_from_rfc3339(&report.started_at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now());
     sqlx::query("INSERT INTO reconcile_reports (started_at, report) VALUES ($1, $2)")
         .bind(started)
         .bind(sqlx::types::Json(&report))
@@ -303,7 +331,7 @@ pub async fn run(pool: &PgPool, api: &ClerkApi, options: Options) -> Result<Repo
     .execute(pool)
     .await
     .doing("cannot delete the oldest drift reports")?;
-    Ok(report)
+    Ok(())
 }
 
 /// The newest kept report, if any.
@@ -315,11 +343,17 @@ pub async fn last_report(pool: &PgPool) -> Result<Option<Report>, sqlx::Error> {
     Ok(row.map(|r| r.0))
 }
 
-/// Reconciles every `every` while this replica holds the applier lock (`leading`), until `stop`.
+/// How long a replica that reconciles only at start waits before it asks again for roles and
+/// permissions that it could not read.
+pub const START_RETRY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// While this replica holds the applier lock (`leading`), until `stop`: at once, the roles and
+/// permissions (again each time it starts leading, and every [`START_RETRY`] until that works),
+/// then a whole reconcile every `every`, if given.
 pub async fn periodically(
     pool: PgPool,
     api: ClerkApi,
-    every: std::time::Duration,
+    every: Option<std::time::Duration>,
     mut leading: tokio::sync::watch::Receiver<bool>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -328,23 +362,52 @@ pub async fn periodically(
             r = leading.wait_for(|l| *l) => if r.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if !*leading.borrow() {
-            continue;
-        }
-        match run(&pool, &api, Options::default()).await {
-            Ok(report) => {
-                let repairs: usize = report
-                    .drift
-                    .values()
-                    .map(|d| d.missing.len() + d.stale.len() + d.deleted.len())
-                    .sum();
-                tracing::info!(repairs, "periodic reconcile done");
+        let mut imported = import_access(&pool, &api).await;
+        while *leading.borrow() {
+            tokio::select! {
+                () = tokio::time::sleep(every.unwrap_or(START_RETRY)) => {}
+                _ = stop.wait_for(|s| *s) => return,
             }
-            Err(e) => tracing::error!(error = %e, "periodic reconcile failed"),
+            if !*leading.borrow() {
+                break;
+            }
+            match every {
+                Some(_) => match run(&pool, &api, Options::default()).await {
+                    Ok(report) => {
+                        imported = true;
+                        tracing::info!(repairs = repairs(&report), "periodic reconcile done");
+                    }
+                    Err(e) => tracing::error!(error = %e, "periodic reconcile failed"),
+                },
+                None if !imported => imported = import_access(&pool, &api).await,
+                None => {}
+            }
+        }
+    }
+}
+
+fn repairs(report: &Report) -> usize {
+    report
+        .drift
+        .values()
+        .map(|d| d.missing.len() + d.stale.len() + d.deleted.len())
+        .sum()
+}
+
+/// Reads the roles and permissions; whether it worked (a failure is logged with what to do).
+async fn import_access(pool: &PgPool, api: &ClerkApi) -> bool {
+    match roles_and_permissions(pool, api).await {
+        Ok(report) => {
+            tracing::info!(repairs = repairs(&report), "roles and permissions read from the Backend API");
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "cannot read the roles and permissions from the Backend API; permission checks of roles \
+                 the mirror has not seen answer from membership snapshots until it can (retried at the next reconcile)"
+            );
+            false
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use crate::store::{EntityType, Kind, MembershipRecord, OrganizationRecord, UserRecord};
+use crate::store::{EntityType, Kind, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord};
 
 /// A kind as the Backend API lists it.
 pub trait Listed: Kind {
@@ -76,13 +76,32 @@ impl Listed for MembershipRecord {
     }
 }
 
-/// What a backfill fetches and reconcile compares, in this order (memberships last: their
-/// organizations and users are then known).
-pub const RESOURCES: [Resource; 3] = [
+/// The instance's permissions (`GET /organization_permissions`, `{data, total_count}`).
+impl Listed for PermissionRecord {
+    const NAME: &'static str = "organization_permissions";
+    const OBJECT: &'static str = "permission";
+}
+
+/// The instance's roles, with their permissions (`GET /organization_roles`). Clerk sends no
+/// events for the default roles (`org:admin`, `org:member`): this list is where they come from.
+impl Listed for RoleRecord {
+    const NAME: &'static str = "organization_roles";
+    const OBJECT: &'static str = "role";
+}
+
+/// What a backfill fetches and reconcile compares, in this order (memberships after their
+/// organizations and users; then the permissions and roles, a few requests).
+pub const RESOURCES: [Resource; 5] = [
     Resource::of::<UserRecord>(),
     Resource::of::<OrganizationRecord>(),
     Resource::of::<MembershipRecord>(),
+    Resource::of::<PermissionRecord>(),
+    Resource::of::<RoleRecord>(),
 ];
+
+/// The roles and permissions alone: what `serve` reads at start (their list decides every
+/// permission check, and the default roles have no events).
+pub const ACCESS_RESOURCES: [Resource; 2] = [Resource::of::<PermissionRecord>(), Resource::of::<RoleRecord>()];
 
 /// A direct look-up of one entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +255,24 @@ mod tests {
                     "organizationMembership.updated",
                     Some("organizationMembership.deleted")
                 ),
+                (
+                    EntityType::Permission,
+                    "organization_permissions",
+                    "permissions",
+                    "",
+                    None,
+                    "permission.updated",
+                    Some("permission.deleted")
+                ),
+                (
+                    EntityType::Role,
+                    "organization_roles",
+                    "roles",
+                    "",
+                    None,
+                    "role.updated",
+                    Some("role.deleted")
+                ),
             ]
         );
         assert_eq!(
@@ -259,6 +296,14 @@ mod tests {
             Some(Lookup::Among(
                 "/organizations/org_1/memberships?limit=100&user_id=user_1".into()
             ))
+        );
+        assert_eq!(
+            RESOURCES[4].lookup("role_1", &[]),
+            Some(Lookup::Get("/organization_roles/role_1".into()))
+        );
+        assert_eq!(
+            RESOURCES[3].lookup("perm_1", &[]),
+            Some(Lookup::Get("/organization_permissions/perm_1".into()))
         );
         assert_eq!(
             RESOURCES[2].lookup("orgmem_1", &[Some("org_1".into()), None]),

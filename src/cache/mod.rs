@@ -125,12 +125,15 @@ impl ReadCache {
     /// Sets the entry, byte and completeness gauges from the index.
     pub(crate) fn gauges(&self) {
         let m = &self.shared.metrics.cache;
-        let (entries, bytes, complete, cursor) = self
-            .read(|i| (i.entries(), i.bytes(), i.complete(), i.cursor()))
-            .unwrap_or(((0, 0, 0), 0, false, 0));
+        let (entries, access, bytes, complete, cursor) = self
+            .read(|i| (i.entries(), i.access().counts(), i.bytes(), i.complete(), i.cursor()))
+            .unwrap_or(((0, 0, 0), (0, 0), 0, false, 0));
         m.with_label_values(&["users"]).set(entries.0 as i64);
         m.with_label_values(&["organizations"]).set(entries.1 as i64);
         m.with_label_values(&["memberships"]).set(entries.2 as i64);
+        // Held outside the budget.
+        m.with_label_values(&["roles"]).set(access.0 as i64);
+        m.with_label_values(&["permissions"]).set(access.1 as i64);
         m.with_label_values(&["bytes"]).set(bytes as i64);
         m.with_label_values(&["complete"]).set(i64::from(complete));
         m.with_label_values(&["cursor"]).set(cursor);

@@ -97,7 +97,9 @@ pub(super) struct ServeArgs {
     /// lock; needs --secret-key.
     #[arg(long, env = "CLERK_MIRROR_RECONCILE_EVERY", value_parser = parse_duration, requires = "secret_key")]
     pub(super) reconcile_every: Option<Duration>,
-    /// The instance's secret key, for the periodic reconcile.
+    /// The instance's secret key: with it, the replica holding the applier lock reads the roles
+    /// and permissions from the Backend API when it starts leading (the default roles have no
+    /// events), and reconciles everything with --reconcile-every.
     #[arg(long, env = "CLERK_SECRET_KEY", hide_env_values = true, value_parser = secret)]
     pub(super) secret_key: Option<Redacted<String>>,
     /// Clerk's Backend API.
@@ -166,13 +168,13 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.billing_gates_permissions = args.billing_gates_permissions;
     config.http_limits.max_headers = args.max_header_count;
     config.http_limits.max_header_bytes = args.max_header_bytes;
-    if let (Some(every), Some(key)) = (args.reconcile_every, &args.secret_key) {
+    if let Some(key) = &args.secret_key {
         config.reconcile = Some(ReconcileConfig {
             api_url: args.api_url.clone(),
             secret_key: key.clone(),
             rate: args.api_rate,
             window: ReconcileConfig::WINDOW,
-            every,
+            every: args.reconcile_every,
         });
     }
     if let Some(applier) = config.applier.as_mut() {

@@ -22,6 +22,8 @@ pub(crate) struct Fake {
     users: Vec<Value>,
     organizations: Vec<Value>,
     memberships: Vec<Value>,
+    permissions: Vec<Value>,
+    roles: Vec<Value>,
     instance: String,
     /// Every request: when, and the path with its query.
     log: Vec<(Instant, String)>,
@@ -63,6 +65,8 @@ async fn list(State(fake): State<Shared>, headers: HeaderMap, uri: axum::http::U
     let all = match path.as_str() {
         "/v1/users" => &f.users,
         "/v1/organizations" => &f.organizations,
+        "/v1/organization_roles" => &f.roles,
+        "/v1/organization_permissions" => &f.permissions,
         _ => &f.memberships,
     };
     let page: Vec<Value> = all
@@ -85,6 +89,10 @@ async fn one(State(fake): State<Shared>, uri: axum::http::Uri) -> Response {
     let path = uri.path();
     let (list, id) = if let Some(id) = path.strip_prefix("/v1/users/") {
         (&f.users, id)
+    } else if let Some(id) = path.strip_prefix("/v1/organization_roles/") {
+        (&f.roles, id)
+    } else if let Some(id) = path.strip_prefix("/v1/organization_permissions/") {
+        (&f.permissions, id)
     } else {
         (
             &f.organizations,
@@ -157,9 +165,28 @@ pub(crate) async fn fake_api(n: usize) -> (String, Shared) {
             "org:member",
         ));
     }
+    // The default roles, which Clerk sends no events for, and their permissions.
+    fake.permissions = vec![
+        permission("perm_b_read", "org:sys_memberships:read", T),
+        permission("perm_b_manage", "org:sys_memberships:manage", T),
+        permission("perm_b_invoices", "org:invoices:manage", T + 1),
+    ];
+    fake.roles = vec![
+        role(
+            "role_b_admin",
+            "org:admin",
+            T,
+            &[("perm_b_read", "org:sys_memberships:read"), ("perm_b_manage", "org:sys_memberships:manage"), ("perm_b_invoices", "org:invoices:manage")],
+        ),
+        role("role_b_member", "org:member", T, &[("perm_b_read", "org:sys_memberships:read")]),
+    ];
     let shared = Arc::new(Mutex::new(fake));
     let app = axum::Router::new()
         .route("/v1/instance", get(instance))
+        .route("/v1/organization_roles", get(list))
+        .route("/v1/organization_permissions", get(list))
+        .route("/v1/organization_roles/{id}", get(one))
+        .route("/v1/organization_permissions/{id}", get(one))
         .route("/v1/users", get(list))
         .route("/v1/organizations", get(list))
         .route("/v1/organization_memberships", get(list))
@@ -198,7 +225,7 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
         .unwrap();
     assert_eq!(
         summary.iter().map(|(_, s)| s.fetched).collect::<Vec<_>>(),
-        [1200, 300, 1200]
+        [1200, 300, 1200, 3, 2]
     );
     app.wait_until_applied().await;
     assert_eq!(
@@ -219,7 +246,31 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!((changes, sources), (2700, 2700));
+    assert_eq!((changes, sources), (2705, 2705));
+    // The default roles came from the Backend API: a member's checks answer from the role.
+    let mut c = clerk_mirror::pb::directory_service_client::DirectoryServiceClient::connect(format!(
+        "http://{}",
+        app.grpc_addr
+    ))
+    .await
+    .unwrap();
+    for (permission, allowed) in [("org:sys_memberships:read", true), ("org:invoices:manage", false)] {
+        let r = c
+            .check_permission(clerk_mirror::pb::CheckPermissionRequest {
+                organization: "organizations/org_b00007".into(),
+                user: "users/user_b00007".into(),
+                permission: permission.into(),
+                consistency: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (r.allowed, r.role.as_str(), r.source()),
+            (allowed, "org:member", clerk_mirror::pb::CheckSource::Role),
+            "{permission}"
+        );
+    }
     // A second run fetches again but enqueues nothing new: the same objects are already in.
     let again = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
         .await
@@ -245,6 +296,7 @@ async fn answers_429_and_500_are_retried_within_the_request_budget() {
     app.wait_until_applied().await;
     assert_eq!(count(&app, "users").await, 2000);
     assert_eq!(count(&app, "memberships").await, 2000);
+    assert_eq!((count(&app, "roles").await, count(&app, "permissions").await), (2, 3));
     let log: Vec<Instant> = fake.lock().unwrap().log.iter().map(|(t, _)| *t).collect();
     for (i, t) in log.iter().enumerate() {
         let in_window = log[i..].iter().take_while(|u| u.duration_since(*t) < window).count();
@@ -370,6 +422,15 @@ async fn reconcile_repairs_exactly_the_real_drift_and_reports_it() {
         f.memberships.retain(|m| m["id"] != "orgmem_b00030");
         // Skipped by the listing, still present.
         f.hidden.push("user_b00040".into());
+        // A role's permissions changed and a permission's key renamed, with no webhook; a
+        // permission deleted (its role no longer lists it).
+        let member = f.roles.iter_mut().find(|r| r["key"] == "org:member").unwrap();
+        member["permissions"] = json!([permission("perm_b_invoices", "org:billing:manage", T + 60_000)]);
+        member["updated_at"] = json!(T + 60_000);
+        let invoices = f.permissions.iter_mut().find(|p| p["id"] == "perm_b_invoices").unwrap();
+        invoices["key"] = json!("org:billing:manage");
+        invoices["updated_at"] = json!(T + 60_000);
+        f.permissions.retain(|p| p["id"] != "perm_b_read");
     }
     let report = reconcile::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), Options::default())
         .await
@@ -384,8 +445,16 @@ async fn reconcile_repairs_exactly_the_real_drift_and_reports_it() {
         report.drift["organization_memberships"].deleted,
         ["orgmem_b00020", "orgmem_b00030"]
     );
+    assert_eq!(report.drift["organization_roles"].stale, ["role_b_member"]);
+    assert_eq!(report.drift["organization_permissions"].stale, ["perm_b_invoices"]);
+    assert_eq!(report.drift["organization_permissions"].deleted, ["perm_b_read"]);
     assert!(report.render(false).contains("deleted"));
     app.wait_until_applied().await;
+    let admin: Vec<String> = sqlx::query_scalar("SELECT permissions FROM role_view WHERE id = 'role_b_admin'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(admin, ["org:billing:manage", "org:sys_memberships:manage"], "renamed, and the deleted one dropped");
     let alive = |table: &'static str, id: &'static str| {
         let pool = app.pool.clone();
         async move {
@@ -469,6 +538,54 @@ async fn reconcile_refuses_a_mass_delete_unless_allowed() {
 }
 
 #[tokio::test]
+async fn serve_with_a_secret_key_reads_the_roles_and_permissions_at_start_and_nothing_else() {
+    let (url, fake) = fake_api(40).await;
+    fake.lock().unwrap().every_429 = 3;
+    let reconcile = clerk_mirror::config::ReconcileConfig {
+        api_url: url,
+        secret_key: clerk_mirror::config::Redacted(KEY.to_string()),
+        rate: 1000,
+        window: Duration::from_secs(1),
+        every: None,
+    };
+    let app = spawn_app_with(|c| c.reconcile = Some(reconcile)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (count(&app, "roles").await, count(&app, "permissions").await) != (2, 3) {
+        assert!(std::time::Instant::now() < deadline, "the roles were never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.wait_until_applied().await;
+    assert_eq!(count(&app, "users").await, 0, "only the roles and permissions, not a whole reconcile");
+    let asked: Vec<String> = fake.lock().unwrap().log.iter().map(|(_, p)| p.clone()).collect();
+    assert!(asked.iter().all(|p| !p.starts_with("/v1/users")), "{asked:?}");
+    assert!(asked.iter().any(|p| p.starts_with("/v1/organization_roles?")), "{asked:?}");
+    let mut c = clerk_mirror::pb::directory_service_client::DirectoryServiceClient::connect(format!(
+        "http://{}",
+        app.grpc_addr
+    ))
+    .await
+    .unwrap();
+    let admin = c
+        .lookup_role(clerk_mirror::pb::LookupRoleRequest {
+            key: "org:admin".into(),
+            consistency: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .role
+        .unwrap();
+    assert_eq!(
+        admin.permissions,
+        ["org:invoices:manage", "org:sys_memberships:manage", "org:sys_memberships:read"]
+    );
+    // No whole-run report is kept for it.
+    let r = crate::helpers::get(&format!("http://{}/reconcile", app.admin_addr)).await;
+    assert_ne!(r.status, hyper::StatusCode::OK, "{}", r.body);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn serve_reconciles_periodically_on_the_lock_holder_and_exposes_the_report() {
     let (url, fake) = fake_api(80).await;
     let reconcile = clerk_mirror::config::ReconcileConfig {
@@ -476,7 +593,7 @@ async fn serve_reconciles_periodically_on_the_lock_holder_and_exposes_the_report
         secret_key: clerk_mirror::config::Redacted(KEY.to_string()),
         rate: 1000,
         window: Duration::from_secs(1),
-        every: Duration::from_millis(200),
+        every: Some(Duration::from_millis(200)),
     };
     let app = spawn_app_with(|c| {
         c.reconcile = Some(reconcile);

@@ -34,7 +34,7 @@ fn kind(k: usize) -> &'static str {
     APPLIED_TYPES.get(k).copied().unwrap_or("session.created")
 }
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 12] = [
     "id",
     "updated_at",
     "email_addresses",
@@ -45,6 +45,8 @@ const FIELDS: [&str; 10] = [
     "slug",
     "role",
     "external_id",
+    "key",
+    "permissions",
 ];
 
 fn any_json() -> impl Strategy<Value = Value> {
@@ -105,6 +107,13 @@ impl Step {
             "organizationMembership" => {
                 membership(&format!("orgmem_{}{s}", self.id), &org, &user, updated, "org:member")
             }
+            "role" => crate::events::role(
+                &format!("role_{}{s}", self.id),
+                &format!("org:{}", self.name),
+                updated,
+                &[(&format!("perm_{}{s}", self.org), "org:x:read")],
+            ),
+            "permission" => crate::events::permission(&format!("perm_{}{s}", self.id), &format!("org:{}:do", self.name), updated),
             _ => json!({"id": format!("sess_{}", self.id), "user_id": user}),
         };
         if let Some((field, value)) = &self.replaced {

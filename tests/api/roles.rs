@@ -191,6 +191,11 @@ async fn roles_and_permissions_are_read_by_name_by_key_and_in_lists_from_memory_
     assert_eq!(keys, [("org:profile:edit", "user")]);
     let all = c.list_permissions(pb::ListPermissionsRequest::default()).await.unwrap().into_inner();
     assert_eq!(all.permissions.len(), 4);
+    // The read cache holds them all (outside its budget), and says so.
+    let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
+    for line in [r#"clerk_mirror_read_cache{what="roles"} 1"#, r#"clerk_mirror_read_cache{what="permissions"} 4"#] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
+    }
     assert_eq!(all.permissions[0].name, "permissions/perm_create");
 
     // Bad names and keys are refused with their reasons.

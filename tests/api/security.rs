@@ -564,7 +564,7 @@ fn configured_secrets_never_show_in_debug_output() {
         secret_key: clerk_mirror::config::Redacted("sk_live_never_shown_0815".into()),
         rate: 20,
         window: std::time::Duration::from_secs(10),
-        every: std::time::Duration::from_secs(3600),
+        every: Some(std::time::Duration::from_secs(3600)),
     });
     let debug = format!("{config:?}");
     for secret in [
