@@ -572,27 +572,26 @@ pub async fn insert_inbox(conn: &mut PgConnection, key: &str, body: &str) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_only_effective_changes() {
-    let (cluster, name) = shared_database().await;
-    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
-        .await
-        .unwrap();
-    const RUNS: usize = 320;
-    let seed = 0x5eed_1234_u64;
+/// Applies `runs` copies of a story (run `n`'s ids suffixed `{prefix}{n}`): run 0 in its natural
+/// order, applied alone (the reference); every other shuffled, with random duplicates (Svix
+/// redeliveries under the same svix-id, and the same content under another id: a replay), and
+/// batch boundaries varied (some runs alone in small batches, others piled up).
+async fn apply_in_random_orders(
+    conn: &mut PgConnection,
+    runs: usize,
+    seed: u64,
+    prefix: &str,
+    story: fn(&str) -> Vec<String>,
+) {
     let mut rng = Rng(seed);
-    // Run 0 is the story in its natural order, applied alone: the reference.
-    for run in 0..RUNS {
-        let s = format!("_r{run}");
+    for run in 0..runs {
+        let s = format!("{prefix}{run}");
         let events = story(&s);
         let mut order: Vec<usize> = (0..events.len()).collect();
         if run > 0 {
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i + 1));
             }
-            // Random duplicates: Svix redeliveries (same svix-id) and the same content under
-            // another id (a replay).
             for _ in 0..rng.below(4) {
                 let i = rng.below(events.len());
                 order.insert(rng.below(order.len() + 1), i + if rng.below(2) == 0 { 0 } else { 100 });
@@ -604,14 +603,25 @@ async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_on
             } else {
                 (format!("msg{s}_{i}"), &events[i])
             };
-            insert_inbox(&mut conn, &key, body).await;
+            insert_inbox(conn, &key, body).await;
         }
-        // Vary batch boundaries: some runs alone in small batches, others piled up.
         if run % 3 != 1 {
-            applier::drain(&mut conn, 1 + rng.below(12) as i64).await.unwrap();
+            applier::drain(conn, 1 + rng.below(12) as i64).await.unwrap();
         }
     }
-    applier::drain(&mut conn, 500).await.unwrap();
+    applier::drain(conn, 500).await.unwrap();
+}
+
+#[tokio::test]
+async fn every_order_of_the_story_with_duplicates_ends_in_the_same_state_with_only_effective_changes() {
+    let (cluster, name) = shared_database().await;
+    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
+    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
+        .await
+        .unwrap();
+    const RUNS: usize = 320;
+    let seed = 0x5eed_1234_u64;
+    apply_in_random_orders(&mut conn, RUNS, seed, "_r", story).await;
 
     let reference = snapshot(&pool, "_r0").await;
     assert!(reference.contains("Ada three"), "{reference}");
@@ -671,33 +681,7 @@ async fn every_order_of_a_role_and_permission_story_with_duplicates_ends_in_the_
         .unwrap();
     const RUNS: usize = 120;
     let seed = 0x0012_0e5e_u64;
-    let mut rng = Rng(seed);
-    for run in 0..RUNS {
-        let s = format!("_q{run}");
-        let events = role_story(&s);
-        let mut order: Vec<usize> = (0..events.len()).collect();
-        if run > 0 {
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.below(i + 1));
-            }
-            for _ in 0..rng.below(4) {
-                let i = rng.below(events.len());
-                order.insert(rng.below(order.len() + 1), i + if rng.below(2) == 0 { 0 } else { 100 });
-            }
-        }
-        for i in order {
-            let (key, body) = if i >= 100 {
-                (format!("msg{s}_{}_replay", i - 100), &events[i - 100])
-            } else {
-                (format!("msg{s}_{i}"), &events[i])
-            };
-            insert_inbox(&mut conn, &key, body).await;
-        }
-        if run % 3 != 1 {
-            applier::drain(&mut conn, 1 + rng.below(12) as i64).await.unwrap();
-        }
-    }
-    applier::drain(&mut conn, 500).await.unwrap();
+    apply_in_random_orders(&mut conn, RUNS, seed, "_q", role_story).await;
     let state = |s: String| {
         let pool = pool.clone();
         async move {
