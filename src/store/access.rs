@@ -324,9 +324,9 @@ pub struct Verdict {
 
 /// Decides a check of `permission`: allowed iff the user and the organization are live, the
 /// user has a live membership there, and its effective permissions contain it (a role deleted
-/// while held denies). With `billing_gates` (organization Billing on), a custom permission is
-/// answered by the membership's snapshot, since Clerk allows it only if the plan includes the
-/// feature and the mirror does not hold plans yet.
+/// while held denies, always). With `billing_gates` (organization Billing on), a custom
+/// permission is answered by the membership's snapshot, since Clerk allows it only if the plan
+/// includes the feature and the mirror does not hold plans yet.
 pub fn check(standing: &Standing, permission: &str, billing_gates: bool) -> Verdict {
     let member = match &standing.member {
         Some(m) if standing.user_live && standing.organization_live => m,
@@ -338,18 +338,126 @@ pub fn check(standing: &Standing, permission: &str, billing_gates: bool) -> Verd
             };
         }
     };
-    let (allowed, source) = if billing_gates && !is_system(permission) {
-        (member.snapshot_has, pb::CheckSource::MembershipSnapshot)
-    } else {
-        match member.source {
-            Source::Role => (member.has, pb::CheckSource::Role),
-            Source::DeletedRole => (false, pb::CheckSource::Role),
-            Source::Snapshot => (member.snapshot_has, pb::CheckSource::MembershipSnapshot),
-        }
+    let (allowed, source) = match member.source {
+        // Fail closed, Billing or not: the role is gone.
+        Source::DeletedRole => (false, pb::CheckSource::Role),
+        _ if billing_gates && !is_system(permission) => (member.snapshot_has, pb::CheckSource::MembershipSnapshot),
+        Source::Role => (member.has, pb::CheckSource::Role),
+        Source::Snapshot => (member.snapshot_has, pb::CheckSource::MembershipSnapshot),
     };
     Verdict {
         allowed,
         role: member.role.clone(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::records::time_from_ms;
+
+    fn role(id: &str, key: &str, permissions: &[(&str, &str)]) -> RoleRecord {
+        let permissions: Vec<_> = permissions.iter().map(|(id, key)| json!({"id": id, "key": key})).collect();
+        RoleRecord::from_clerk(json!({"id": id, "key": key, "name": format!("Role {key}"), "permissions": permissions}))
+            .unwrap()
+    }
+
+    fn access(roles: &[RoleRecord], permissions: &[PermissionRecord]) -> Access {
+        let mut a = Access::default();
+        for r in roles {
+            a.put_role(r, r.message(1, "log"));
+        }
+        for p in permissions {
+            a.put_permission(p);
+        }
+        a
+    }
+
+    fn permission(id: &str, key: &str) -> PermissionRecord {
+        PermissionRecord::from_clerk(json!({"id": id, "key": key})).unwrap()
+    }
+
+    #[test]
+    fn a_roles_keys_follow_its_permissions_renamed_deleted_or_never_seen() {
+        let a = access(
+            &[role("role_1", "org:editor", &[("perm_a", "org:a:old"), ("perm_b", "org:b"), ("perm_c", "org:c")])],
+            &[
+                permission("perm_a", "org:a:new"),
+                PermissionRecord::tombstone("perm_b".into(), Some("org:b".into()), time_from_ms(1).unwrap()),
+            ],
+        );
+        assert_eq!(a.role("role_1").unwrap().permissions, ["org:a:new", "org:c"]);
+        assert_eq!(a.member_has("org:editor", &[], "org:a:old"), (false, Source::Role));
+        assert_eq!(a.member_has("org:editor", &[], "org:c"), (true, Source::Role));
+    }
+
+    #[test]
+    fn a_membership_finds_a_live_role_then_its_legacy_spelling_then_a_deleted_one() {
+        let gone = time_from_ms(5).unwrap();
+        let mut deleted_admin = role("role_0", "admin", &[]);
+        deleted_admin.deleted_at = Some(gone);
+        let a = access(
+            &[deleted_admin, role("role_9", "org:admin", &[("perm_x", "org:x")])],
+            &[],
+        );
+        // A deleted exact key loses to a live other spelling.
+        let e = a.effective(Some("admin"), &["org:snap".into()], None);
+        assert_eq!((e.permissions, e.source), (vec!["org:x".to_string()], Source::Role));
+        assert_eq!(a.live_role_with_key("admin").unwrap().id, "role_9");
+        // Only a deleted one: nothing, and said so.
+        let mut b = Access::default();
+        let mut only = role("role_1", "org:editor", &[("perm_x", "org:x")]);
+        only.deleted_at = Some(gone);
+        b.put_role(&only, only.message(1, "log"));
+        let e = b.effective(Some("org:editor"), &["org:x".into()], Some("Editor"));
+        assert_eq!((e.permissions.len(), e.source, e.role_name.as_deref()), (0, Source::DeletedRole, Some("Editor")));
+        // None known: the snapshot.
+        let e = b.effective(Some("org:other"), &["org:x".into()], None);
+        assert_eq!((e.permissions, e.source), (vec!["org:x".to_string()], Source::Snapshot));
+        assert!(b.live_role_with_key("org:editor").is_none());
+    }
+
+    #[test]
+    fn a_check_is_allowed_only_for_a_live_user_and_organization_with_a_membership_whose_role_grants_it() {
+        let member = |has, source, snapshot_has| Standing {
+            user_live: true,
+            organization_live: true,
+            member: Some(Member {
+                role: "org:editor".into(),
+                has,
+                source,
+                snapshot_has,
+            }),
+        };
+        let v = |s: &Standing, p: &str, gates: bool| {
+            let v = check(s, p, gates);
+            (v.allowed, v.source)
+        };
+        use pb::CheckSource as C;
+        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", false), (true, C::Role));
+        assert_eq!(v(&member(false, Source::Role, true), "org:a:b", false), (false, C::Role));
+        assert_eq!(v(&member(false, Source::Snapshot, true), "org:a:b", false), (true, C::MembershipSnapshot));
+        // Billing gates custom permissions, never system ones, and never revives a deleted role.
+        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", true), (false, C::MembershipSnapshot));
+        assert_eq!(v(&member(true, Source::Role, false), "org:sys_profile:manage", true), (true, C::Role));
+        assert_eq!(v(&member(false, Source::DeletedRole, true), "org:a:b", true), (false, C::Role));
+        assert_eq!(v(&member(false, Source::DeletedRole, true), "org:a:b", false), (false, C::Role));
+        for (user_live, organization_live) in [(false, true), (true, false)] {
+            let s = Standing {
+                user_live,
+                organization_live,
+                ..member(true, Source::Role, true)
+            };
+            let verdict = check(&s, "org:a:b", false);
+            assert_eq!((verdict.allowed, verdict.role.as_str(), verdict.source), (false, "", C::NoMembership));
+        }
+        let none = Standing {
+            member: None,
+            ..member(true, Source::Role, true)
+        };
+        assert_eq!(v(&none, "org:a:b", false), (false, C::NoMembership));
     }
 }

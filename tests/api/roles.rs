@@ -395,6 +395,12 @@ async fn with_billing_gating_custom_permissions_are_answered_by_the_snapshot_and
         check(&mut c, "org_b", "user_b", "org:sys_memberships:read").await,
         (true, "org:editor".into(), pb::CheckSource::Role)
     );
+    // A role deleted while held denies even what the snapshot lists.
+    app.send_all_and_apply(&[role_deleted("role_editor", T + 30)]).await;
+    assert_eq!(
+        check(&mut c, "org_b", "user_b", "org:posts:publish").await,
+        (false, "org:editor".into(), pb::CheckSource::Role)
+    );
     app.stop().await;
 }
 
