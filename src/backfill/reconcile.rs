@@ -39,7 +39,7 @@ pub struct Drift {
 }
 
 /// A reconcile run's drift report, per entity type (`users`, `organizations`,
-/// `organization_memberships`).
+/// `organization_memberships`, `organization_permissions`, `organization_roles`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub started_at: String,
