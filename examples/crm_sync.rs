@@ -69,6 +69,7 @@ impl Store {
             // Kinds the CRM does not keep (a watch of every kind sends them).
             Entity::Role(r) => return format!("{} skipped", r.id),
             Entity::Permission(p) => return format!("{} skipped", p.id),
+            Entity::Domain(d) => return format!("{} skipped", d.id),
         };
         let outcome = match map.get(&id) {
             Some(known) if cursor <= known.update_cursor => "already up to date",

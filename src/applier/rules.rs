@@ -310,9 +310,20 @@ fn delete<T: Kind>(
 ) {
     let record = match &slot.current {
         Some(current) => match current.record.deleted_at() {
-            Some(existing) if existing <= at => return,
+            Some(existing) if existing <= at => {
+                // Already deleted: a kind whose tombstones learn may learn from this delete (a
+                // domain's organization, from the organization's delete that ends it).
+                let learned = T::learned(&current.record, &tombstone).filter(|l| *l != current.record);
+                match learned {
+                    Some(learned) if T::TOMBSTONE_LEARNS => learned,
+                    _ => return,
+                }
+            }
             Some(_) => {
-                let mut earlier = current.record.clone();
+                let mut earlier = match T::TOMBSTONE_LEARNS {
+                    true => T::learned(&current.record, &tombstone).unwrap_or_else(|| current.record.clone()),
+                    false => current.record.clone(),
+                };
                 earlier.set_deleted_at(at);
                 earlier
             }

@@ -9,7 +9,9 @@
 
 use serde_json::{Value, json};
 
-use crate::store::{EntityType, Kind, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord};
+use crate::store::{
+    DomainRecord, EntityType, Kind, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord,
+};
 
 /// A kind as the Backend API lists it.
 pub trait Listed: Kind {
@@ -89,12 +91,31 @@ impl Listed for RoleRecord {
     const OBJECT: &'static str = "role";
 }
 
-/// What a backfill fetches and reconcile compares, in this order (memberships after their
-/// organizations and users; then the permissions and roles, a few requests).
-pub const RESOURCES: [Resource; 5] = [
+/// The instance's organization domains (`GET /organization_domains`, `{data, total_count}`).
+impl Listed for DomainRecord {
+    const NAME: &'static str = "organization_domains";
+    const OBJECT: &'static str = "organization_domain";
+
+    /// One domain is looked up under its organization.
+    fn lookup(id: &str, parents: &Parents) -> Option<Lookup> {
+        let org = parents.of(EntityType::Organization)?;
+        Some(Lookup::Get(format!("/organizations/{org}/domains/{id}")))
+    }
+
+    /// Clerk's delete names only the domain; the mirror's own says its organization too.
+    fn deleted(id: &str, parents: &Parents) -> Value {
+        json!({"object": Self::OBJECT, "id": id, "deleted": true,
+               "organization_id": parents.of(EntityType::Organization)})
+    }
+}
+
+/// What a backfill fetches and reconcile compares, in this order (memberships and domains after
+/// their organizations and users; then the permissions and roles, a few requests).
+pub const RESOURCES: [Resource; 6] = [
     Resource::of::<UserRecord>(),
     Resource::of::<OrganizationRecord>(),
     Resource::of::<MembershipRecord>(),
+    Resource::of::<DomainRecord>(),
     Resource::of::<PermissionRecord>(),
     Resource::of::<RoleRecord>(),
 ];
@@ -256,6 +277,15 @@ mod tests {
                     Some("organizationMembership.deleted")
                 ),
                 (
+                    EntityType::Domain,
+                    "organization_domains",
+                    "domains",
+                    "",
+                    None,
+                    "organizationDomain.updated",
+                    Some("organizationDomain.deleted")
+                ),
+                (
                     EntityType::Permission,
                     "organization_permissions",
                     "permissions",
@@ -298,13 +328,18 @@ mod tests {
             ))
         );
         assert_eq!(
-            RESOURCES[4].lookup("role_1", &[]),
+            RESOURCES[5].lookup("role_1", &[]),
             Some(Lookup::Get("/organization_roles/role_1".into()))
         );
         assert_eq!(
-            RESOURCES[3].lookup("perm_1", &[]),
+            RESOURCES[4].lookup("perm_1", &[]),
             Some(Lookup::Get("/organization_permissions/perm_1".into()))
         );
+        assert_eq!(
+            RESOURCES[3].lookup("orgdmn_1", &some(&["org_1"])),
+            Some(Lookup::Get("/organizations/org_1/domains/orgdmn_1".into()))
+        );
+        assert_eq!(RESOURCES[3].lookup("orgdmn_1", &[None]), None, "a domain whose organization is unknown");
         assert_eq!(
             RESOURCES[2].lookup("orgmem_1", &[Some("org_1".into()), None]),
             None,

@@ -67,6 +67,8 @@ impl Cached for PermissionRecord {
     }
 }
 
+impl Cached for crate::store::DomainRecord {}
+
 #[cfg(test)]
 impl Cached for crate::store::test_kind::WidgetRecord {}
 

@@ -1,5 +1,5 @@
-//! `DirectoryService`'s roles, permissions and permission checks: GetRole, LookupRole,
-//! ListRoles, ListPermissions, CheckPermission and CheckPermissions. Reads route as every
+//! `DirectoryService`'s roles, permissions, permission checks and domains: GetRole, LookupRole,
+//! ListRoles, ListPermissions, CheckPermission, CheckPermissions and ListDomains. Reads route as every
 //! directory read does (memory when `consistency` allows and the cache holds the answer, else one
 //! PostgreSQL statement); a check is decided by `store::access::check` from what either read.
 
@@ -156,6 +156,34 @@ impl Directory {
                 .await?;
             Ok(pb::ListPermissionsResponse {
                 permissions,
+                next_page_token,
+                cursor,
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn list_domains_rpc(
+        &self,
+        request: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        let r = request.into_inner();
+        traced("ListDomains", async {
+            let organization = match r.parent.as_str() {
+                "organizations/-" => None,
+                parent => Some(names::organization_id("parent", parent)?),
+            };
+            let page = ListPage {
+                rpc: "ListDomains",
+                parent: &r.parent,
+                organization,
+                consistency: r.consistency.as_ref(),
+            };
+            let (domains, next_page_token, cursor) = self
+                .list::<crate::store::DomainRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
+                .await?;
+            Ok(pb::ListDomainsResponse {
+                domains,
                 next_page_token,
                 cursor,
             })

@@ -695,6 +695,13 @@ impl DirectoryService for Directory {
     ) -> Result<Response<pb::CheckPermissionsResponse>, Status> {
         self.check_permissions_rpc(request).await
     }
+
+    async fn list_domains(
+        &self,
+        request: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        self.list_domains_rpc(request).await
+    }
 }
 
 /// What a list RPC lists.

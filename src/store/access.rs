@@ -30,6 +30,7 @@ pub trait Resolved: Kind {
 impl Resolved for UserRecord {}
 impl Resolved for OrganizationRecord {}
 impl Resolved for PermissionRecord {}
+impl Resolved for super::DomainRecord {}
 #[cfg(test)]
 impl Resolved for super::test_kind::WidgetRecord {}
 

@@ -78,9 +78,10 @@ pub trait Kind:
         let _ = current;
         event
     }
-    /// What a tombstone learns from a create or update that arrives after it, for a kind whose
-    /// delete event names less than a tombstone keeps (a role's delete has no key): `None`, the
-    /// default, learns nothing. The applier keeps what the newest version says, so every order
+    /// What a tombstone learns from a create or update that arrives after it (or from another
+    /// delete: a domain's organization from the organization's), for a kind whose delete event
+    /// names less than a tombstone keeps (a role's delete has no key): `None`, the default,
+    /// learns nothing. The applier keeps what the newest version says, so every order
     /// of the same events ends alike (a kind that learns keeps its tombstone's version).
     fn learned(tombstone: &Self, late: &Self) -> Option<Self> {
         let _ = (tombstone, late);

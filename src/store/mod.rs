@@ -1,11 +1,12 @@
 //! The projections as Rust values: one record type per entity, read from and written to the
-//! `users`, `organizations`, `memberships`, `roles` and `permissions` tables, and carried in the
+//! `users`, `organizations`, `memberships`, `roles`, `permissions` and `domains` tables, and carried in the
 //! change log as JSON.
 
 pub mod access;
 pub mod admin;
 pub mod changes;
 pub mod convert;
+pub mod domains;
 pub mod fields;
 pub mod kind;
 pub mod read;
@@ -24,9 +25,11 @@ kind::declare_kinds! {$
     Membership(crate::store::MembershipRecord) = "membership",
     Role(crate::store::roles::RoleRecord) = "role",
     Permission(crate::store::roles::PermissionRecord) = "permission",
+    Domain(crate::store::domains::DomainRecord) = "domain",
     #[cfg(test)]
     Widget(crate::store::test_kind::WidgetRecord) = "widget",
 }
 
 pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
+pub use domains::DomainRecord;
 pub use roles::{PermissionRecord, RoleRecord};

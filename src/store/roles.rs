@@ -5,9 +5,12 @@
 //! resolved through the permissions projection when read (a renamed permission shows its new
 //! key, a deleted one is dropped; see `store::access` and the `role_view` of the migration).
 
+use std::future::Future;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::PgConnection;
 
 use super::convert::timestamp;
 use super::fields::Field;
@@ -252,9 +255,26 @@ impl Kind for RoleRecord {
     }
     /// A role deleted before its create (or an update) arrived learns its key from it: members
     /// still naming the key are then denied in every delivery order.
+    /// Stores the written roles' resolved keys (`resolved_permissions`, read by the views).
+    fn after_write<'a>(
+        tx: &'a mut PgConnection,
+        written: &'a [&'a Self],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        let ids: Vec<String> = written.iter().map(|r| r.id.clone()).collect();
+        async move {
+            sqlx::query(
+                "UPDATE roles SET resolved_permissions = clerk_mirror_role_permissions(permission_ids, permission_keys)
+                  WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
+        }
+    }
     fn learned(tombstone: &Self, late: &Self) -> Option<Self> {
         Some(RoleRecord {
-            key: late.key.clone(),
+            key: late.key.clone().or(tombstone.key.clone()),
             ..tombstone.clone()
         })
     }
@@ -335,9 +355,26 @@ impl Kind for PermissionRecord {
         event.key = current.key.clone().or(event.key);
         event
     }
+    /// A permission renamed or deleted changes the keys of every role granting it.
+    fn after_write<'a>(
+        tx: &'a mut PgConnection,
+        written: &'a [&'a Self],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        let ids: Vec<String> = written.iter().map(|p| p.id.clone()).collect();
+        async move {
+            sqlx::query(
+                "UPDATE roles SET resolved_permissions = clerk_mirror_role_permissions(permission_ids, permission_keys)
+                  WHERE permission_ids && $1",
+            )
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
+        }
+    }
     fn learned(tombstone: &Self, late: &Self) -> Option<Self> {
         Some(PermissionRecord {
-            key: late.key.clone(),
+            key: late.key.clone().or(tombstone.key.clone()),
             ..tombstone.clone()
         })
     }

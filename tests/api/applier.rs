@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clerk_mirror::applier;
-use clerk_mirror::store::{MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord};
+use clerk_mirror::store::{DomainRecord, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -547,6 +547,7 @@ pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[Chang
             "org_" => serde_json::to_value(org_row(pool, id).await.unwrap()).unwrap(),
             "role" => serde_json::to_value(row::<RoleRecord>(pool, "roles", id).await.unwrap()).unwrap(),
             "perm" => serde_json::to_value(row::<PermissionRecord>(pool, "permissions", id).await.unwrap()).unwrap(),
+            "orgd" => serde_json::to_value(row::<DomainRecord>(pool, "domains", id).await.unwrap()).unwrap(),
             _ => serde_json::to_value(membership_row(pool, id).await.unwrap()).unwrap(),
         };
         assert_eq!(
@@ -718,6 +719,62 @@ async fn every_order_of_a_role_and_permission_story_with_duplicates_ends_in_the_
     check_changes_replay_to_the_projections(&pool, &all, "_q0").await;
     for run in 1..RUNS {
         let s = format!("_q{run}");
+        assert_eq!(state(s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
+        check_changes_replay_to_the_projections(&pool, &all, &s).await;
+    }
+    pool.close().await;
+}
+
+/// A story of domains: one verified by an update, one deleted before its create arrives (its
+/// delete names no organization), and the organization's delete ending the rest.
+fn domain_story(s: &str) -> Vec<String> {
+    let (o, d1, d2, d3) = (format!("org_{s}"), format!("orgdmn_1{s}"), format!("orgdmn_2{s}"), format!("orgdmn_3{s}"));
+    vec![
+        org_event("created", &o, T, T, "Org"),
+        domain_event("created", &d1, &o, "one.example", Some("unverified"), T + 1),
+        domain_event("updated", &d1, &o, "one.example", Some("verified"), T + 5),
+        domain_event("created", &d2, &o, "two.example", None, T + 2),
+        domain_deleted(&d2, T + 6),
+        domain_event("created", &d3, &o, "three.example", Some("verified"), T + 3),
+        org_deleted(&o, T + 9),
+    ]
+}
+
+#[tokio::test]
+async fn every_order_of_a_domain_story_with_duplicates_ends_in_the_same_state() {
+    let (cluster, name) = shared_database().await;
+    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
+    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
+        .await
+        .unwrap();
+    const RUNS: usize = 80;
+    let seed = 0x00d0_a1b5_u64;
+    apply_in_random_orders(&mut conn, RUNS, seed, "_d", domain_story).await;
+    let state = |s: String| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(String, Value)> = sqlx::query_as(
+                "SELECT id, to_jsonb(d) - 'update_cursor' - 'version_key' - 'version_event_ms' - 'version_updated_ms'
+                   FROM domains d WHERE id LIKE '%' || $1 ORDER BY id",
+            )
+            .bind(&s)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            serde_json::to_string(&rows).unwrap().replace(&s, "")
+        }
+    };
+    let reference = state("_d0".into()).await;
+    let rows: Vec<(String, Value)> = serde_json::from_str(&reference).unwrap();
+    let summary: Vec<(&str, &Value, bool)> = rows
+        .iter()
+        .map(|(id, r)| (id.as_str(), &r["organization_id"], r["deleted_at"].is_string()))
+        .collect();
+    let org = Value::from("org_");
+    assert_eq!(summary, [("orgdmn_1", &org, true), ("orgdmn_2", &org, true), ("orgdmn_3", &org, true)], "{reference}");
+    let all = changes(&pool).await;
+    for run in 0..RUNS {
+        let s = format!("_d{run}");
         assert_eq!(state(s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
         check_changes_replay_to_the_projections(&pool, &all, &s).await;
     }

@@ -24,6 +24,7 @@ pub(crate) struct Fake {
     memberships: Vec<Value>,
     permissions: Vec<Value>,
     roles: Vec<Value>,
+    domains: Vec<Value>,
     instance: String,
     /// Every request: when, and the path with its query.
     log: Vec<(Instant, String)>,
@@ -67,6 +68,7 @@ async fn list(State(fake): State<Shared>, headers: HeaderMap, uri: axum::http::U
         "/v1/organizations" => &f.organizations,
         "/v1/organization_roles" => &f.roles,
         "/v1/organization_permissions" => &f.permissions,
+        "/v1/organization_domains" => &f.domains,
         _ => &f.memberships,
     };
     let page: Vec<Value> = all
@@ -93,6 +95,8 @@ async fn one(State(fake): State<Shared>, uri: axum::http::Uri) -> Response {
         (&f.roles, id)
     } else if let Some(id) = path.strip_prefix("/v1/organization_permissions/") {
         (&f.permissions, id)
+    } else if let Some((_, id)) = path.strip_prefix("/v1/organizations/").and_then(|p| p.split_once("/domains/")) {
+        (&f.domains, id)
     } else {
         (
             &f.organizations,
@@ -180,9 +184,16 @@ pub(crate) async fn fake_api(n: usize) -> (String, Shared) {
         ),
         role("role_b_member", "org:member", T, &[("perm_b_read", "org:sys_memberships:read")]),
     ];
+    // A domain for every tenth organization, half of them verified.
+    for i in (0..n / 4).step_by(10) {
+        let status = if i % 20 == 0 { Some("verified") } else { Some("unverified") };
+        fake.domains.push(domain(&format!("orgdmn_b{i:05}"), &format!("org_b{i:05}"), &format!("b{i}.example.com"), status, T + i as i64));
+    }
     let shared = Arc::new(Mutex::new(fake));
     let app = axum::Router::new()
         .route("/v1/instance", get(instance))
+        .route("/v1/organization_domains", get(list))
+        .route("/v1/organizations/{id}/domains/{domain}", get(one))
         .route("/v1/organization_roles", get(list))
         .route("/v1/organization_permissions", get(list))
         .route("/v1/organization_roles/{id}", get(one))
@@ -225,7 +236,7 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
         .unwrap();
     assert_eq!(
         summary.iter().map(|(_, s)| s.fetched).collect::<Vec<_>>(),
-        [1200, 300, 1200, 3, 2]
+        [1200, 300, 1200, 30, 3, 2]
     );
     app.wait_until_applied().await;
     assert_eq!(
@@ -246,7 +257,7 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!((changes, sources), (2705, 2705));
+    assert_eq!((changes, sources), (2735, 2735));
     // The default roles came from the Backend API: a member's checks answer from the role.
     let mut c = clerk_mirror::pb::directory_service_client::DirectoryServiceClient::connect(format!(
         "http://{}",
@@ -431,6 +442,8 @@ async fn reconcile_repairs_exactly_the_real_drift_and_reports_it() {
         invoices["key"] = json!("org:billing:manage");
         invoices["updated_at"] = json!(T + 60_000);
         f.permissions.retain(|p| p["id"] != "perm_b_read");
+        // A domain removed, its webhook lost: found gone under its organization.
+        f.domains.retain(|d| d["id"] != "orgdmn_b00010");
     }
     let report = reconcile::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), Options::default())
         .await
@@ -446,6 +459,7 @@ async fn reconcile_repairs_exactly_the_real_drift_and_reports_it() {
         ["orgmem_b00020", "orgmem_b00030"]
     );
     assert_eq!(report.drift["organization_roles"].stale, ["role_b_member"]);
+    assert_eq!(report.drift["organization_domains"].deleted, ["orgdmn_b00010"]);
     assert_eq!(report.drift["organization_permissions"].stale, ["perm_b_invoices"]);
     assert_eq!(report.drift["organization_permissions"].deleted, ["perm_b_read"]);
     assert!(report.render(false).contains("deleted"));

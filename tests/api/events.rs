@@ -142,3 +142,29 @@ pub fn membership_with(id: &str, org_id: &str, user_id: &str, updated_ms: i64, r
     data["permissions"] = json!(permissions);
     envelope("organizationMembership.created", updated_ms, data)
 }
+
+/// A Clerk organization domain of `org_id`, its affiliation verified or not (`status`: `None`
+/// for `verification: null`), as the webhooks send it (the deprecated `verification` field).
+pub fn domain(id: &str, org_id: &str, name: &str, status: Option<&str>, updated_ms: i64) -> Value {
+    json!({
+        "object": "organization_domain", "id": id, "organization_id": org_id, "name": name,
+        "enrollment_mode": "automatic_invitation", "affiliation_email_address": format!("admin@{name}"),
+        "verification": status.map(|s| json!({"status": s, "strategy": "email_code", "attempts": 1, "expire_at": null})),
+        "total_pending_invitations": 0, "total_pending_suggestions": 0,
+        "public_organization_data": {"id": org_id, "name": "Org", "slug": format!("slug-{org_id}"), "has_image": false},
+        "created_at": T, "updated_at": updated_ms
+    })
+}
+
+pub fn domain_event(kind: &str, id: &str, org_id: &str, name: &str, status: Option<&str>, updated_ms: i64) -> String {
+    envelope(&format!("organizationDomain.{kind}"), updated_ms, domain(id, org_id, name, status, updated_ms))
+}
+
+/// `organizationDomain.deleted`: the domain's id only.
+pub fn domain_deleted(id: &str, event_ms: i64) -> String {
+    envelope(
+        "organizationDomain.deleted",
+        event_ms,
+        json!({"object": "organization_domain", "id": id, "deleted": true}),
+    )
+}

@@ -387,7 +387,7 @@ async fn append_unknown_change(pool: &PgPool) -> i64 {
         .unwrap();
     sqlx::query(
         "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, state, source, batch_last)
-         VALUES ($1, 'domain', 'dmn_1', 'created', 'org_1', '{\"id\": \"dmn_1\", \"name\": \"example.com\"}', 'webhook:msg_new', $1)",
+         VALUES ($1, 'coupon', 'cpn_1', 'created', 'org_1', '{\"id\": \"cpn_1\", \"code\": \"SAVE10\"}', 'webhook:msg_new', $1)",
     )
     .bind(seq)
     .execute(&mut *tx)
@@ -482,7 +482,7 @@ async fn a_change_of_an_entity_type_this_binary_does_not_know_is_skipped_by_the_
     // Each reader counted it once: the cache, the live watcher, the one from the oldest.
     let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
     assert!(
-        metrics.contains("clerk_mirror_change_log_rows_skipped_total{entity_type=\"domain\"} 3\n"),
+        metrics.contains("clerk_mirror_change_log_rows_skipped_total{entity_type=\"coupon\"} 3\n"),
         "{metrics}"
     );
     app.stop().await;

@@ -9,6 +9,7 @@ mod cache;
 mod cluster;
 mod commands;
 mod directory;
+mod domains;
 mod embedded;
 mod events;
 mod examples;

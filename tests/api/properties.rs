@@ -113,6 +113,13 @@ impl Step {
                 updated,
                 &[(&format!("perm_{}{s}", self.org), "org:x:read")],
             ),
+            "organizationDomain" => crate::events::domain(
+                &format!("orgdmn_{}{s}", self.id),
+                &org,
+                &format!("{}.example", self.name),
+                Some("verified"),
+                updated,
+            ),
             "permission" => crate::events::permission(&format!("perm_{}{s}", self.id), &format!("org:{}:do", self.name), updated),
             _ => json!({"id": format!("sess_{}", self.id), "user_id": user}),
         };

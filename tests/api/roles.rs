@@ -638,5 +638,26 @@ async fn the_readmes_example_events_then_its_check_permission_request_answer_as_
     let printed = lines[at + 1];
     assert!(printed.starts_with("# {\"allowed\":true,\"role\":\"org:admin\",\"source\":\"CHECK_SOURCE_ROLE\""), "{printed}");
     assert_eq!((r.allowed, r.role.as_str(), r.source()), (true, "org:admin", pb::CheckSource::Role));
+    // Its ListDomains request, as printed.
+    let at = lines
+        .iter()
+        .position(|l| l.contains("DirectoryService/ListDomains"))
+        .expect("the README shows ListDomains");
+    let asked: serde_json::Value = serde_json::from_str(lines[at - 1].split('\'').nth(1).unwrap()).unwrap();
+    let domains = client(&app)
+        .await
+        .list_domains(pb::ListDomainsRequest {
+            parent: asked["parent"].as_str().unwrap().into(),
+            filter: asked["filter"].as_str().unwrap().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .domains;
+    assert_eq!(
+        domains.iter().map(|d| d.organization_id.as_str()).collect::<Vec<_>>(),
+        ["org_2xAnalyticalEngines000000000"]
+    );
     app.stop().await;
 }
