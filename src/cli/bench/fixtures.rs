@@ -102,16 +102,69 @@ pub fn organization(i: u64) -> Value {
     o
 }
 
+/// The role key membership `i` names: every tenth is an admin.
+pub fn membership_role(i: u64) -> &'static str {
+    if i.is_multiple_of(10) {
+        "org:admin"
+    } else {
+        "org:member"
+    }
+}
+
+/// The instance's permissions, `(id, key)`: two of Clerk's system ones and three custom.
+pub const PERMISSIONS: [(&str, &str); 5] = [
+    ("perm_bench0sysmemberships", "org:sys_memberships:manage"),
+    ("perm_bench1sysprofile", "org:sys_profile:manage"),
+    ("perm_bench2invoicesmanage", "org:invoices:manage"),
+    ("perm_bench3invoicesread", "org:invoices:read"),
+    ("perm_bench4reportsread", "org:reports:read"),
+];
+
+/// The instance's roles, `(id, key, indexes into PERMISSIONS granted)`: the two keys the
+/// memberships name, and one no membership holds.
+pub const ROLES: [(&str, &str, &[usize]); 3] = [
+    ("role_bench0admin", "org:admin", &[0, 1, 2, 3, 4]),
+    ("role_bench1member", "org:member", &[3, 4]),
+    ("role_bench2billing", "org:billing_manager", &[2, 3]),
+];
+
+/// Whether role `role_key` (one of `ROLES`) grants `permission_key`.
+pub fn role_grants(role_key: &str, permission_key: &str) -> bool {
+    ROLES
+        .iter()
+        .filter(|(_, key, _)| *key == role_key)
+        .flat_map(|(_, _, granted)| granted.iter())
+        .any(|&p| PERMISSIONS[p].1 == permission_key)
+}
+
+/// Permission `i` of `PERMISSIONS`, as Clerk sends it.
+pub fn permission(i: usize) -> Value {
+    let (id, key) = PERMISSIONS[i];
+    json!({
+        "object": "permission", "id": id, "name": format!("Name of {key}"), "key": key,
+        "description": format!("Allows {key}"),
+        "type": if key.starts_with("org:sys_") { "system" } else { "custom" },
+        "created_at": T0, "updated_at": T0
+    })
+}
+
+/// Role `i` of `ROLES`, with its permissions, as Clerk sends it.
+pub fn role(i: usize) -> Value {
+    let (id, key, granted) = ROLES[i];
+    json!({
+        "object": "role", "id": id, "name": format!("Role {key}"), "key": key, "description": null,
+        "is_creator_eligible": key == "org:admin",
+        "permissions": granted.iter().map(|&p| permission(p)).collect::<Vec<_>>(),
+        "created_at": T0, "updated_at": T0
+    })
+}
+
 /// Membership `i`: user `user` in organization `org`.
 pub fn membership(i: u64, org: u64, user: u64) -> Value {
     let mut m = MEMBERSHIP.clone();
     let t = T0 + i as i64;
     m["id"] = json!(membership_id(i));
-    m["role"] = json!(if i.is_multiple_of(10) {
-        "org:admin"
-    } else {
-        "org:member"
-    });
+    m["role"] = json!(membership_role(i));
     m["organization"] = organization(org);
     m["public_user_data"]["user_id"] = json!(user_id(user));
     m["public_user_data"]["identifier"] = json!(email(user));
@@ -154,5 +207,23 @@ mod tests {
         assert_eq!(record.id, user_id(7));
         assert!(crate::store::OrganizationRecord::from_clerk(organization(3)).is_ok());
         assert!(crate::store::MembershipRecord::from_clerk(membership(1, 3, 7)).is_ok());
+    }
+
+    #[test]
+    fn roles_and_permissions_parse_and_grant_what_the_table_says() {
+        for (i, (id, key)) in PERMISSIONS.iter().enumerate() {
+            let p = crate::store::PermissionRecord::from_clerk(permission(i)).expect("a valid permission");
+            assert_eq!((p.id.as_str(), p.key.as_deref()), (*id, Some(*key)));
+        }
+        for (i, (id, key, granted)) in ROLES.iter().enumerate() {
+            let r = crate::store::RoleRecord::from_clerk(role(i)).expect("a valid role");
+            assert_eq!((r.id.as_str(), r.key.as_deref()), (*id, Some(*key)));
+            assert_eq!(r.permission_ids.len(), granted.len());
+        }
+        assert!(role_grants("org:admin", "org:invoices:manage"));
+        assert!(role_grants("org:member", "org:reports:read"));
+        assert!(!role_grants("org:member", "org:invoices:manage"));
+        assert!(!role_grants("org:unknown", "org:reports:read"));
+        assert_eq!((membership_role(0), membership_role(7)), ("org:admin", "org:member"));
     }
 }

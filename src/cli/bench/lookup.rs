@@ -1,5 +1,5 @@
-//! `bench lookup`: GetUser, LookupUser(email), LookupMembership and BatchGetUsers(100) over
-//! loopback gRPC against a loaded mirror — from the replica's read cache (the default
+//! `bench lookup`: GetUser, LookupUser(email), LookupMembership, BatchGetUsers(100) and
+//! CheckPermission over loopback gRPC against a loaded mirror — from the replica's read cache (the default
 //! `minimize_latency`) and from PostgreSQL (`fully_consistent`) — next to the same queries run by
 //! sqlx from this process (the database's limit) and `grpc.health.v1.Health/Check` on the same
 //! server (the transport's). Also what the cache costs in memory: accounted bytes and RSS.
@@ -15,7 +15,7 @@ use super::load::measure;
 use super::stats::{Report, Target};
 use crate::inbox::{self, InboxRow, Source};
 use crate::pb::directory_service_client::DirectoryServiceClient;
-use crate::store::read;
+use crate::store::{access, read};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -41,8 +41,13 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     report.setup(
         "data",
         format!(
-            "{} users (~1.5 KB each, one email), {} organizations, {} memberships, loaded through the inbox and applier at {:.0} objects/s",
-            d.users, d.organizations, d.memberships, loaded
+            "{} users (~1.5 KB each, one email), {} organizations, {} memberships (every tenth `org:admin`, the others `org:member`), {} roles granting {} permissions, loaded through the inbox and applier at {:.0} objects/s",
+            d.users,
+            d.organizations,
+            d.memberships,
+            fixtures::ROLES.len(),
+            fixtures::PERMISSIONS.len(),
+            loaded
         ),
     );
     report.setup(
@@ -53,7 +58,11 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     );
     report.setup(
         "keys",
-        "uniformly random existing users/memberships; BatchGet: 100 random users",
+        format!(
+            "uniformly random existing users/memberships; BatchGet: 100 random users; CheckPermission: a random membership's organization and user and one of the {} permission keys at random ({:.0} % allowed by the memberships' roles; every answer is checked against that and must come from the role, `CHECK_SOURCE_ROLE`, else the call counts as an error)",
+            fixtures::PERMISSIONS.len(),
+            100.0 * allowed_share(&Arc::new(d)),
+        ),
     );
     report.setup("postgres", pg.settings().await?);
     report.setup(
@@ -105,7 +114,23 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             .await?;
             from_postgres.versus(&base);
             from_postgres.versus(&health);
-            if top {
+            if name == "CheckPermission" {
+                if c == 1 {
+                    report.targets.push(Target::at_most(
+                        "CheckPermission at c=1 from memory: p99 in ms",
+                        from_memory.p99_ms,
+                        1.0,
+                    ));
+                }
+                if top {
+                    let (throughput, _) = ratio(&from_memory, &health);
+                    report.targets.push(Target::at_least(
+                        format!("CheckPermission at c={c} from memory vs Health/Check: throughput"),
+                        throughput,
+                        0.9,
+                    ));
+                }
+            } else if top {
                 report.targets.push(Target::at_least(
                     format!("{name} at c={c} from memory vs direct SQL"),
                     from_memory.vs[0].1,
@@ -149,6 +174,14 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     pool.close().await;
     server.stop().await?;
     Ok(report)
+}
+
+/// `row`'s ratio (throughput, p99) to `base`, as recorded by `versus`.
+fn ratio(row: &super::stats::Row, base: &super::stats::Row) -> (f64, f64) {
+    row.vs
+        .iter()
+        .find(|(b, _, _)| *b == base.name)
+        .map_or((f64::NAN, f64::NAN), |(_, t, p)| (*t, *p))
 }
 
 /// Waits until the server's read cache has applied `head` (it loads and follows in the
@@ -242,8 +275,8 @@ fn row(source_key: String, kind: &str, data: &serde_json::Value, t: i64) -> Inbo
     }
 }
 
-/// Enqueues every object (organizations, users, then memberships) and waits until the applier
-/// has applied them all; objects per second.
+/// Enqueues every object (permissions, roles, organizations, users, then memberships) and waits
+/// until the applier has applied them all; objects per second.
 async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyhow::Result<f64> {
     let started = Instant::now();
     let enqueue = |rows: Vec<InboxRow>| {
@@ -253,6 +286,23 @@ async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyho
             inbox::insert(&pool, &refs).await
         }
     };
+    enqueue(
+        (0..fixtures::PERMISSIONS.len())
+            .map(|i| {
+                row(
+                    format!("p{i}"),
+                    "permission.created",
+                    &fixtures::permission(i),
+                    fixtures::T0,
+                )
+            })
+            .chain(
+                (0..fixtures::ROLES.len())
+                    .map(|i| row(format!("r{i}"), "role.created", &fixtures::role(i), fixtures::T0)),
+            )
+            .collect(),
+    )
+    .await?;
     const CHUNK: u64 = 2000;
     for start in (0..d.organizations).step_by(CHUNK as usize) {
         let rows = (start..(start + CHUNK).min(d.organizations))
@@ -303,7 +353,9 @@ async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyho
         "{failed} benchmark objects were not applied (see `status`)"
     );
     sqlx::query("ANALYZE").execute(pool).await?;
-    Ok((d.users + d.organizations + d.memberships) as f64 / started.elapsed().as_secs_f64())
+    let objects =
+        d.users + d.organizations + d.memberships + (fixtures::PERMISSIONS.len() + fixtures::ROLES.len()) as u64;
+    Ok(objects as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn channels(server: &Server, n: usize) -> anyhow::Result<Arc<Vec<Channel>>> {
@@ -352,6 +404,61 @@ fn user_of(d: &Arc<Dataset>) -> impl Fn(u64) -> u64 + Clone + Send + Sync + 'sta
 fn membership_of(d: &Arc<Dataset>) -> impl Fn(u64) -> (u64, u64) + Clone + Send + Sync + 'static {
     let d = d.clone();
     move |i: u64| d.membership(fixtures::mix(i) % d.memberships)
+}
+
+/// One permission check: organization id, user id, permission key, and whether the membership's
+/// role grants it.
+#[derive(Debug, Clone)]
+struct CheckCase {
+    organization: String,
+    user: String,
+    permission: &'static str,
+    allowed: bool,
+}
+
+/// The random check of op `i`: a random membership's organization and user, and a random one of
+/// the instance's permission keys (drawn from another hash of `i`).
+fn check_of(d: &Arc<Dataset>) -> impl Fn(u64) -> CheckCase + Clone + Send + Sync + 'static {
+    let d = d.clone();
+    move |i: u64| {
+        let m = fixtures::mix(i) % d.memberships;
+        let (o, u) = d.membership(m);
+        let permission =
+            fixtures::PERMISSIONS[(fixtures::mix(i ^ 0x5EED_C4EC) % fixtures::PERMISSIONS.len() as u64) as usize].1;
+        CheckCase {
+            organization: fixtures::organization_id(o),
+            user: fixtures::user_id(u),
+            permission,
+            allowed: fixtures::role_grants(fixtures::membership_role(m), permission),
+        }
+    }
+}
+
+/// The share of checks the roles allow, over the first 100,000 op numbers.
+fn allowed_share(d: &Arc<Dataset>) -> f64 {
+    let check = check_of(d);
+    let n = 100_000;
+    (0..n).filter(|&i| check(i).allowed).count() as f64 / n as f64
+}
+
+/// Whether a check's answer is the one the fixtures' roles give, from the role.
+fn verify(case: &CheckCase, allowed: bool, source: crate::pb::CheckSource) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        source == crate::pb::CheckSource::Role,
+        "{} in {} for {}: answered from {source:?}, not the role",
+        case.user,
+        case.organization,
+        case.permission
+    );
+    anyhow::ensure!(
+        allowed == case.allowed,
+        "{} in {} for {}: allowed={allowed}, the role says {}",
+        case.user,
+        case.organization,
+        case.permission,
+        case.allowed
+    );
+    Ok(())
 }
 
 /// The 100 random users of op `i`.
@@ -405,6 +512,7 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
         })
     }));
     out.push(("BatchGetUsers(100)", {
+        let p = p.clone();
         Box::new(move |i| {
             let (p, ids) = (p.clone(), hundred(i));
             Box::pin(async move {
@@ -412,6 +520,19 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
                 let s = read::users_by_id(&p, &refs).await?;
                 anyhow::ensure!(s.items.iter().all(Option::is_some), "not found");
                 Ok(())
+            })
+        })
+    }));
+    out.push(("CheckPermission", {
+        let check = check_of(d);
+        Box::new(move |i| {
+            let (p, case) = (p.clone(), check(i));
+            Box::pin(async move {
+                let (standings, _) = read::standings(&p, &[(&case.organization, &case.user, case.permission)]).await?;
+                let standing = standings.first().ok_or_else(|| anyhow::anyhow!("no standing"))?;
+                // The server's own decision (Billing gates off, `serve`'s default).
+                let v = access::check(standing, case.permission, false);
+                verify(&case, v.allowed, v.source)
             })
         })
     }));
@@ -477,6 +598,7 @@ fn grpc_ops(
         })
     }));
     out.push(("BatchGetUsers(100)", {
+        let (ch, consistency) = (ch.clone(), consistency.clone());
         Box::new(move |i| {
             let mut client = DirectoryServiceClient::new(pick(&ch, i));
             let request = crate::pb::BatchGetUsersRequest {
@@ -488,6 +610,24 @@ fn grpc_ops(
                 let r = client.batch_get_users(request).await?;
                 anyhow::ensure!(r.get_ref().users.len() == 100, "not every user was returned");
                 Ok(())
+            })
+        })
+    }));
+    out.push(("CheckPermission", {
+        let check = check_of(d);
+        Box::new(move |i| {
+            let mut client = DirectoryServiceClient::new(pick(&ch, i));
+            let case = check(i);
+            let request = crate::pb::CheckPermissionRequest {
+                organization: format!("organizations/{}", case.organization),
+                user: format!("users/{}", case.user),
+                permission: case.permission.to_string(),
+                consistency: consistency.clone(),
+                ..Default::default()
+            };
+            Box::pin(async move {
+                let r = client.check_permission(request).await?.into_inner();
+                verify(&case, r.allowed, r.source())
             })
         })
     }));
