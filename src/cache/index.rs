@@ -244,7 +244,8 @@ pub struct Index {
     slugs: KeyIndex,
     memberships: HashMap<String, MembershipEntry>,
     /// Live memberships by (organization, user).
-    by_pair: HashMap<(String, String), Ids>,
+    /// (Keyed organization, then user: a lookup borrows both ids instead of building a key.)
+    by_pair: HashMap<String, HashMap<String, Ids>>,
     /// Kinds without lookups of their own, by id: each kind's message (`Arc<K::Message>`) and its
     /// accounted bytes.
     by_id: HashMap<EntityType, HashMap<String, (Arc<dyn Any + Send + Sync>, usize)>>,
@@ -415,7 +416,9 @@ impl Index {
         if live {
             let ids = self
                 .by_pair
-                .entry((r.organization_id.clone(), r.user_id.clone()))
+                .entry(r.organization_id.clone())
+                .or_default()
+                .entry(r.user_id.clone())
                 .or_default();
             if let Err(at) = ids.binary_search(&r.id) {
                 ids.insert(at, r.id.clone());
@@ -439,13 +442,17 @@ impl Index {
         let Some(old) = self.memberships.remove(id) else {
             return;
         };
-        if old.live {
-            let pair = (old.organization_id, old.user_id);
-            if let Some(ids) = self.by_pair.get_mut(&pair) {
+        if old.live
+            && let Some(users) = self.by_pair.get_mut(&old.organization_id)
+        {
+            if let Some(ids) = users.get_mut(&old.user_id) {
                 ids.retain(|x| x != id);
                 if ids.is_empty() {
-                    self.by_pair.remove(&pair);
+                    users.remove(&old.user_id);
                 }
+            }
+            if users.is_empty() {
+                self.by_pair.remove(&old.organization_id);
             }
         }
         self.bytes -= old.bytes;
@@ -597,14 +604,16 @@ impl Index {
         if !self.complete {
             return Answer::Unknown;
         }
-        let current = self
-            .by_pair
-            .get(&(organization_id.to_string(), user_id.to_string()))
-            .and_then(|ids| self.current(ids));
+        let current = self.live_of(organization_id, user_id).and_then(|ids| self.current(ids));
         match current {
             Some(m) => Answer::Found(self.effective(m), self.cursor),
             None => Answer::Absent(self.cursor),
         }
+    }
+
+    /// The live memberships of the user in the organization.
+    fn live_of(&self, organization_id: &str, user_id: &str) -> Option<&Ids> {
+        self.by_pair.get(organization_id)?.get(user_id)
     }
 
     /// The current one of the live memberships `ids`: latest `updated_at` first, none last, then
@@ -652,8 +661,7 @@ impl Index {
             .get(organization_id)
             .is_some_and(|e| e.message.delete_time.is_none());
         let member = self
-            .by_pair
-            .get(&(organization_id.to_string(), user_id.to_string()))
+            .live_of(organization_id, user_id)
             .and_then(|ids| self.current(ids))
             .map(|m| {
                 let (has, source) = self.access.member_has(&m.role, &m.permissions, permission);
