@@ -217,6 +217,9 @@ async fn load(
         match action {
             Ok(Action::Upsert(record, _)) => match_record!(record, r => touched.add(r, false)),
             Ok(Action::Delete(record)) => match_record!(record, r => touched.add(r, true)),
+            Ok(Action::Derive(d)) => {
+                touched.ids.entry(d.entity_type).or_default().insert(d.id.clone());
+            }
             Ok(Action::Skip) | Err(_) => {}
         }
     }

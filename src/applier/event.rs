@@ -8,7 +8,8 @@ pub use crate::inbox::InboxEvent;
 use crate::inbox::envelope;
 use crate::store::kind::{self, for_each_kind, with_kind};
 use crate::store::records::{self, Version};
-use crate::store::{AnyRecord, Kind};
+use crate::inbox::Rank;
+use crate::store::{AnyRecord, EntityType, Kind};
 
 /// What one event asks of the projections.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,8 +18,23 @@ pub enum Action {
     Upsert(AnyRecord, Version),
     /// Delete an entity: the tombstone the event names, deleted at its `deleted_at`.
     Delete(AnyRecord),
+    /// A state the mirror derives itself (an invitation's expiry), applied only over exactly
+    /// the stored version it names.
+    Derive(Derived),
     /// Stored, not applied (session.*, billing, unknown types, …).
     Skip,
+}
+
+/// A row of the mirror's own (`Kind::DERIVED_BY`): which entity, from which version, and what
+/// its kind derives from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derived {
+    pub entity_type: EntityType,
+    pub id: String,
+    pub event_type: String,
+    /// The stored version it was computed from.
+    pub basis: Version,
+    pub data: Value,
 }
 
 /// Why a verified event cannot be applied (recorded on its dead letter).
@@ -55,8 +71,45 @@ fn id_paths(data: &Value) -> impl Iterator<Item = &str> {
     .filter_map(|v| v?.as_str())
 }
 
+/// A mirror row's derivation; a Clerk-ranked row of such a type is skipped (only the mirror
+/// speaks for itself).
+fn derived(event: &InboxEvent, event_type: &str, entity_type: EntityType) -> Result<Action, ParseError> {
+    if Rank::of(&event.source, &event.event_key) != Rank::Mirror {
+        return Ok(Action::Skip);
+    }
+    let body = event
+        .body
+        .as_deref()
+        .ok_or_else(|| ParseError(format!("`{event_type}` stored without its body")))?;
+    let envelope: Value = serde_json::from_slice(body).map_err(|e| ParseError(format!("the body is not JSON: {e}")))?;
+    let data = envelope
+        .get("data")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| ParseError(format!("`{event_type}` has no `data` object")))?;
+    let id = records::required_id(data, &format!("`{event_type}`"))?;
+    let basis = data
+        .get("basis")
+        .cloned()
+        .and_then(|b| serde_json::from_value::<Version>(b).ok())
+        .ok_or_else(|| ParseError(format!("`{event_type}` has no `basis` version")))?;
+    Ok(Action::Derive(Derived {
+        entity_type,
+        id,
+        event_type: event_type.to_string(),
+        basis,
+        data: data.clone(),
+    }))
+}
+
 /// Decides what `event` asks for.
 pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
+    if let Some((event_type, kind)) = event
+        .event_type
+        .as_deref()
+        .and_then(|t| Some((t, kind::kind_deriving(t)?)))
+    {
+        return derived(event, event_type, kind);
+    }
     let Some((event_type, (kind, deletes))) = event
         .event_type
         .as_deref()
@@ -251,6 +304,7 @@ mod tests {
                 }
                 Ok(Action::Skip) => vec![],
                 Ok(Action::Upsert(record, _) | Action::Delete(record)) => match_record!(record, r => ids_of(&r)),
+                Ok(Action::Derive(d)) => vec![d.id],
             };
             for id in ids {
                 prop_assert!(is_valid_id(&id), "applied with the id {id:?}");

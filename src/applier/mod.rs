@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod event;
+pub mod expiry;
 pub mod retention;
 pub mod rules;
 
@@ -32,6 +33,9 @@ pub struct ApplierConfig {
     /// What is pruned, and how often the applier looks.
     pub retention: retention::Retention,
     pub prune_every: Duration,
+    /// The longest the lock holder goes without looking for invitations past their expiry (it
+    /// looks sooner when one is due, and after every batch that touched invitations).
+    pub expiry_every: Duration,
 }
 
 impl Default for ApplierConfig {
@@ -42,6 +46,7 @@ impl Default for ApplierConfig {
             retry_delay: Duration::from_secs(1),
             retention: retention::Retention::default(),
             prune_every: Duration::from_secs(60),
+            expiry_every: Duration::from_secs(60),
         }
     }
 }
@@ -131,6 +136,8 @@ async fn lead(
 
     let mut listener = PgListener::connect_with(pool).await?;
     let mut next_prune = tokio::time::Instant::now();
+    // Expiries that passed while no replica led are enqueued at once.
+    let mut next_expiry = tokio::time::Instant::now();
     listener.listen(INBOX_CHANNEL).await?;
     loop {
         if *stop.borrow() {
@@ -140,6 +147,18 @@ async fn lead(
         // Catch up before waiting: rows may have arrived while no applier ran.
         let outcome = apply_once(&mut conn, config.batch_size).await?;
         record(metrics, &outcome);
+        if outcome.rows.iter().any(|(t, status, _)| *status == "applied" && expiry::concerns(t)) {
+            next_expiry = tokio::time::Instant::now();
+        }
+        if next_expiry <= tokio::time::Instant::now() {
+            let swept = expiry::sweep(&mut conn).await?;
+            next_expiry = tokio::time::Instant::now()
+                + swept.next_in.map_or(config.expiry_every, |d| d.min(config.expiry_every));
+            if swept.stored > 0 {
+                // Apply them at once.
+                continue;
+            }
+        }
         if next_prune <= tokio::time::Instant::now() {
             let pruned = retention::prune(&mut conn, &config.retention).await?;
             if pruned != retention::Pruned::default() {
@@ -152,7 +171,9 @@ async fn lead(
         if outcome.events as i64 >= config.batch_size {
             continue;
         }
-        let wake = next_prune.min(tokio::time::Instant::now() + config.idle_poll);
+        let wake = next_prune
+            .min(next_expiry)
+            .min(tokio::time::Instant::now() + config.idle_poll);
         tokio::select! {
             n = listener.try_recv() => { n?; }
             () = tokio::time::sleep_until(wake) => {}

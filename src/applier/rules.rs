@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::event::Action;
+use super::event::{Action, Derived};
 use crate::store::kind::{for_each_kind, match_record, with_kind};
 use crate::store::{EntityType, Kind, Version, Versioned};
 
@@ -123,6 +123,10 @@ impl WorkingSet {
         match action {
             Action::Upsert(record, version) => match_record!(record, r => self.upsert(r, version, origin)),
             Action::Delete(record) => match_record!(record, r => self.delete_event(r, origin)),
+            Action::Derive(d) => with_kind!(d.entity_type, K => {
+                let slot = kind_slots::<K>(&mut self.slots).entry(d.id.clone()).or_default();
+                derive(slot, &d, origin, &mut self.head, &mut self.changes)
+            }),
             Action::Skip => {}
         }
     }
@@ -244,12 +248,21 @@ fn upsert<T: Kind>(
         Some(current) if current.record.deleted_at().is_some() => {
             return learn(slot, record, version, origin, head, changes);
         }
-        Some(current) if current.version.as_ref().is_some_and(|v| *v >= version) => return,
-        Some(current) if current.record == record => {
-            // Same state under a newer version: remember the version, tell nobody.
-            let update_cursor = current.update_cursor;
+        // A state that only follows another in Clerk outranks it first (`Kind::precedence`).
+        Some(current)
+            if current
+                .version
+                .as_ref()
+                .is_some_and(|v| (current.record.precedence(), v) >= (record.precedence(), &version)) =>
+        {
+            return;
+        }
+        Some(current) if current.record == record || current.record.underived().is_some_and(|u| u == record) => {
+            // Same state under a newer version (what the mirror derived in it kept): remember
+            // the version, tell nobody.
+            let (update_cursor, kept) = (current.update_cursor, current.record.clone());
             slot.current = Some(Versioned {
-                record,
+                record: kept,
                 version: Some(version),
                 update_cursor,
             });
@@ -295,6 +308,30 @@ fn learn<T: Kind>(
         record: learned,
         version: Some(version),
         update_cursor,
+    });
+    slot.dirty = true;
+}
+
+/// A state the mirror derives (docs/inbox.md, "Ranking"): only over a stored, live entity whose
+/// version is exactly the row's basis; it keeps that version, so whatever Clerk says next wins
+/// over it as it would have over the basis. Never creates, never deletes.
+fn derive<T: Kind>(slot: &mut Slot<T>, d: &Derived, origin: &Origin, head: &mut i64, changes: &mut Vec<Change>) {
+    let Some(current) = &slot.current else { return };
+    if current.record.deleted_at().is_some() || current.version.as_ref() != Some(&d.basis) {
+        return;
+    }
+    let Some(derived) = T::derive(&current.record, &d.event_type, &d.data) else {
+        return;
+    };
+    if derived == current.record {
+        return;
+    }
+    let seq = push_change(changes, head, Operation::Updated, &derived, Some(&current.record), origin);
+    let version = current.version.clone();
+    slot.current = Some(Versioned {
+        record: derived,
+        version,
+        update_cursor: seq,
     });
     slot.dirty = true;
 }

@@ -10,7 +10,8 @@
 use serde_json::{Value, json};
 
 use crate::store::{
-    DomainRecord, EntityType, Kind, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord,
+    DomainRecord, EntityType, InvitationRecord, Kind, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord,
+    UserRecord,
 };
 
 /// A kind as the Backend API lists it.
@@ -109,13 +110,30 @@ impl Listed for DomainRecord {
     }
 }
 
-/// What a backfill fetches and reconcile compares, in this order (memberships and domains after
-/// their organizations and users; then the permissions and roles, a few requests).
-pub const RESOURCES: [Resource; 6] = [
+/// The instance's organization invitations, every status (`GET /organization_invitations`,
+/// `{data, total_count}`; their acceptance URLs are removed before the rows are stored).
+impl Listed for InvitationRecord {
+    const NAME: &'static str = "organization_invitations";
+    const OBJECT: &'static str = "organization_invitation";
+    /// Whatever the status: the object's `status` says it.
+    const APPLIED_AS: &'static str = "organizationInvitation.created";
+
+    /// One invitation is looked up under its organization.
+    fn lookup(id: &str, parents: &Parents) -> Option<Lookup> {
+        let org = parents.of(EntityType::Organization)?;
+        Some(Lookup::Get(format!("/organizations/{org}/invitations/{id}")))
+    }
+}
+
+/// What a backfill fetches and reconcile compares, in this order (memberships, domains and
+/// invitations after their organizations and users; then the permissions and roles, a few
+/// requests).
+pub const RESOURCES: [Resource; 7] = [
     Resource::of::<UserRecord>(),
     Resource::of::<OrganizationRecord>(),
     Resource::of::<MembershipRecord>(),
     Resource::of::<DomainRecord>(),
+    Resource::of::<InvitationRecord>(),
     Resource::of::<PermissionRecord>(),
     Resource::of::<RoleRecord>(),
 ];
@@ -286,6 +304,15 @@ mod tests {
                     Some("organizationDomain.deleted")
                 ),
                 (
+                    EntityType::Invitation,
+                    "organization_invitations",
+                    "invitations",
+                    "",
+                    None,
+                    "organizationInvitation.created",
+                    None
+                ),
+                (
                     EntityType::Permission,
                     "organization_permissions",
                     "permissions",
@@ -328,11 +355,11 @@ mod tests {
             ))
         );
         assert_eq!(
-            RESOURCES[5].lookup("role_1", &[]),
+            RESOURCES[6].lookup("role_1", &[]),
             Some(Lookup::Get("/organization_roles/role_1".into()))
         );
         assert_eq!(
-            RESOURCES[4].lookup("perm_1", &[]),
+            RESOURCES[5].lookup("perm_1", &[]),
             Some(Lookup::Get("/organization_permissions/perm_1".into()))
         );
         assert_eq!(
@@ -340,6 +367,10 @@ mod tests {
             Some(Lookup::Get("/organizations/org_1/domains/orgdmn_1".into()))
         );
         assert_eq!(RESOURCES[3].lookup("orgdmn_1", &[None]), None, "a domain whose organization is unknown");
+        assert_eq!(
+            RESOURCES[4].lookup("orginv_1", &some(&["org_1"])),
+            Some(Lookup::Get("/organizations/org_1/invitations/orginv_1".into()))
+        );
         assert_eq!(
             RESOURCES[2].lookup("orgmem_1", &[Some("org_1".into()), None]),
             None,
@@ -350,11 +381,13 @@ mod tests {
     #[test]
     fn every_resources_delete_event_is_one_its_kind_reads_back_with_its_parents() {
         let at = Utc::now();
-        for r in &RESOURCES {
+        // Every kind but invitations, which no event deletes (reconcile never tombstones them).
+        let deletable: Vec<&Resource> = RESOURCES.iter().filter(|r| r.delete_type.is_some()).collect();
+        assert_eq!(deletable.len(), RESOURCES.len() - 1);
+        for r in deletable {
             let ids: Vec<String> = r.parents.iter().map(|(t, _)| format!("{}_9", t.as_str())).collect();
             let parents: Vec<Option<String>> = ids.iter().cloned().map(Some).collect();
             let data = r.deleted("x_1", &parents);
-            assert!(r.delete_type.is_some(), "{}", r.name);
             with_kind!(r.kind, K => {
                 let tombstone = K::from_delete(crate::store::records::clean(data), at).unwrap();
                 assert_eq!(crate::store::Record::id(&tombstone), "x_1", "{}", r.name);
@@ -371,8 +404,10 @@ mod tests {
         for r in &RESOURCES {
             let (kind, deletes) = crate::store::kind::kind_of_event(r.event_type).unwrap();
             assert_eq!((kind, deletes), (r.kind, false), "{}", r.name);
-            let (kind, deletes) = crate::store::kind::kind_of_event(r.delete_type.unwrap()).unwrap();
-            assert_eq!((kind, deletes), (r.kind, true), "{}", r.name);
+            if let Some(delete_type) = r.delete_type {
+                let (kind, deletes) = crate::store::kind::kind_of_event(delete_type).unwrap();
+                assert_eq!((kind, deletes), (r.kind, true), "{}", r.name);
+            }
         }
     }
 }

@@ -68,6 +68,7 @@ impl Cached for PermissionRecord {
 }
 
 impl Cached for crate::store::DomainRecord {}
+impl Cached for crate::store::InvitationRecord {}
 
 #[cfg(test)]
 impl Cached for crate::store::test_kind::WidgetRecord {}

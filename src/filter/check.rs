@@ -53,6 +53,7 @@ fn check(
         Kind::Time => c.time(),
         Kind::TextList => c.list(),
         Kind::Email => c.email(),
+        Kind::FoldedText => c.folded_text(),
         Kind::Json => c.metadata(&path[1..]),
     }
 }
@@ -252,6 +253,28 @@ impl Comparison<'_> {
                 pattern: self.pattern().ascii_folded(),
             }),
             _ => self.wrong("any of the user's email addresses: use = or : with a string"),
+        }
+    }
+
+    /// Text compared with ASCII letters folded: set (`:*`), or `=`, `!=` or `:` (meaning `=`)
+    /// with a string or wildcard.
+    fn folded_text(&self) -> Result<Check, FilterError> {
+        let column = self.column;
+        match self.value {
+            Literal::Any if self.op == Op::Has => Ok(Check::Text {
+                column,
+                op: Op::Has,
+                value: None,
+                any: true,
+            }),
+            Literal::String(_) | Literal::Wildcard { .. } if matches!(self.op, Op::Eq | Op::Ne | Op::Has) => {
+                Ok(Check::FoldedMatch {
+                    column,
+                    negate: self.op == Op::Ne,
+                    pattern: self.pattern().ascii_folded(),
+                })
+            }
+            _ => self.wrong("text compared case-insensitively: use =, != or : with a string"),
         }
     }
 

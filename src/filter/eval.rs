@@ -101,6 +101,11 @@ fn eval_check(c: &Check, state: &Value) -> bool {
             negate,
             pattern,
         } => pattern.matches(text(column).unwrap_or("")) != *negate,
+        Check::FoldedMatch {
+            column,
+            negate,
+            pattern,
+        } => pattern.matches(&text(column).unwrap_or("").to_ascii_lowercase()) != *negate,
         Check::Email { pattern } => eval_email(state, pattern),
         Check::JsonMatch {
             root,

@@ -106,6 +106,13 @@ enum Check {
         negate: bool,
         pattern: Pattern,
     },
+    /// `=` / `!=` (`negate`) on a text column with ASCII letters folded on both sides (the
+    /// pattern is folded when checked).
+    FoldedMatch {
+        column: &'static str,
+        negate: bool,
+        pattern: Pattern,
+    },
     /// Any of the user's addresses matches (ASCII-folded on both sides).
     Email {
         pattern: Pattern,

@@ -124,6 +124,15 @@ impl Sql {
                 let m = self.pattern(&format!("coalesce(t.{column}, '')"), pattern);
                 if *negate { format!("NOT ({m})") } else { m }
             }
+            Check::FoldedMatch {
+                column,
+                negate,
+                pattern,
+            } => {
+                // lower() under the "C" collation folds A-Z only, as to_ascii_lowercase does.
+                let m = self.pattern(&format!("lower(coalesce(t.{column}, '') COLLATE \"C\")"), pattern);
+                if *negate { format!("NOT ({m})") } else { m }
+            }
             Check::Email { pattern } => self.email(pattern),
             Check::JsonMatch {
                 root,

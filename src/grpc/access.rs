@@ -172,16 +172,7 @@ impl Directory {
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
         let r = request.into_inner();
         traced("ListDomains", async {
-            let organization = match r.parent.as_str() {
-                "organizations/-" => None,
-                parent => Some(names::organization_id("parent", parent)?),
-            };
-            let page = ListPage {
-                rpc: "ListDomains",
-                parent: &r.parent,
-                organization,
-                consistency: r.consistency.as_ref(),
-            };
+            let page = ListPage::under_organization("ListDomains", &r.parent, r.consistency.as_ref())?;
             let (domains, next_page_token, cursor) = self
                 .list::<crate::store::DomainRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
                 .await?;

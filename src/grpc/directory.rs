@@ -637,17 +637,7 @@ impl DirectoryService for Directory {
     ) -> Result<Response<pb::ListMembershipsResponse>, Status> {
         let r = request.into_inner();
         traced("ListMemberships", async {
-            let organization = if r.parent == "organizations/-" {
-                None
-            } else {
-                Some(names::organization_id("parent", &r.parent)?)
-            };
-            let page = ListPage {
-                rpc: "ListMemberships",
-                parent: &r.parent,
-                organization,
-                consistency: r.consistency.as_ref(),
-            };
+            let page = ListPage::under_organization("ListMemberships", &r.parent, r.consistency.as_ref())?;
             let (memberships, next_page_token, cursor) = self
                 .list::<MembershipRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
                 .await?;
@@ -702,6 +692,20 @@ impl DirectoryService for Directory {
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
         self.list_domains_rpc(request).await
     }
+
+    async fn get_invitation(
+        &self,
+        request: Request<pb::GetInvitationRequest>,
+    ) -> Result<Response<pb::GetInvitationResponse>, Status> {
+        self.get_invitation_rpc(request).await
+    }
+
+    async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
+        self.list_invitations_rpc(request).await
+    }
 }
 
 /// What a list RPC lists.
@@ -714,6 +718,27 @@ pub(super) struct ListPage<'a> {
     /// The request's `consistency` (lists read PostgreSQL; an `at_least_as_fresh` cursor is
     /// checked against the page's snapshot).
     pub(super) consistency: Option<&'a pb::Consistency>,
+}
+
+impl<'a> ListPage<'a> {
+    /// A page of a list whose `parent` is `organizations/{id}` (that organization's entities) or
+    /// `organizations/-` (every organization's).
+    pub(super) fn under_organization(
+        rpc: &'static str,
+        parent: &'a str,
+        consistency: Option<&'a pb::Consistency>,
+    ) -> Result<ListPage<'a>, ApiError> {
+        let organization = match parent {
+            "organizations/-" => None,
+            parent => Some(names::organization_id("parent", parent)?),
+        };
+        Ok(ListPage {
+            rpc,
+            parent,
+            organization,
+            consistency,
+        })
+    }
 }
 
 impl Directory {

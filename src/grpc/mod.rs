@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cursor;
 pub mod directory;
 pub mod error;
+pub mod invitations;
 pub mod limit;
 pub mod list;
 pub mod names;

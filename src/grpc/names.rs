@@ -1,5 +1,6 @@
 //! Resource names (AIP-122): `users/{id}`, `organizations/{id}`,
-//! `organizations/{organization_id}/memberships/{id}`, `roles/{id}`; Clerk ids verbatim.
+//! `organizations/{organization_id}/memberships/{id}`, `organizations/{organization_id}/invitations/{id}`,
+//! `roles/{id}`; Clerk ids verbatim.
 
 use super::error::ApiError;
 
@@ -63,19 +64,29 @@ pub fn role_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
 
 /// The organization id and membership id in `organizations/{org}/memberships/{id}`.
 pub fn membership_ids<'a>(field: &str, name: &'a str) -> Result<(&'a str, &'a str), ApiError> {
+    child_ids(field, name, "memberships")
+}
+
+/// The organization id and invitation id in `organizations/{org}/invitations/{id}`.
+pub fn invitation_ids<'a>(field: &str, name: &'a str) -> Result<(&'a str, &'a str), ApiError> {
+    child_ids(field, name, "invitations")
+}
+
+/// The organization id and child id in `organizations/{org}/{collection}/{id}`.
+fn child_ids<'a>(field: &str, name: &'a str, collection: &str) -> Result<(&'a str, &'a str), ApiError> {
     let bad = || {
         ApiError::invalid(
             field,
             "INVALID_NAME",
             format!(
-                "expected `organizations/{{organization_id}}/memberships/{{id}}`, got `{}`",
+                "expected `organizations/{{organization_id}}/{collection}/{{id}}`, got `{}`",
                 truncate(name)
             ),
         )
     };
     let rest = name.strip_prefix("organizations/").ok_or_else(bad)?;
-    let (org, membership) = rest.split_once("/memberships/").ok_or_else(bad)?;
-    Ok((id(field, name, org)?, id(field, name, membership)?))
+    let (org, child) = rest.split_once(&format!("/{collection}/")).ok_or_else(bad)?;
+    Ok((id(field, name, org)?, id(field, name, child)?))
 }
 
 #[cfg(test)]
@@ -97,5 +108,10 @@ mod tests {
         assert!(role_id("name", "permissions/perm_1").is_err());
         assert!(membership_ids("name", "organizations/org_1/memberships/").is_err());
         assert!(membership_ids("name", "organizations//memberships/m").is_err());
+        assert_eq!(
+            invitation_ids("name", "organizations/org_1/invitations/orginv_1").unwrap(),
+            ("org_1", "orginv_1")
+        );
+        assert!(invitation_ids("name", "organizations/org_1/memberships/orginv_1").is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use super::InboxRow;
+use super::{InboxRow, redact};
 use crate::db::INBOX_CHANNEL;
 
 /// Inserts `rows` in one transaction of their own (duplicates of stored keys are skipped) and
@@ -16,7 +16,8 @@ pub async fn insert(pool: &PgPool, rows: &[&InboxRow]) -> Result<Vec<(String, St
 }
 
 /// As [`insert`], inside the caller's transaction on `conn`: the rows and the applier's wake-up
-/// are committed (or rolled back) with it.
+/// are committed (or rolled back) with it. Each body is stored as `redact::stored_body` keeps it
+/// (no one-time codes, no invitation tokens), whoever wrote the row.
 pub async fn insert_in(conn: &mut PgConnection, rows: &[&InboxRow]) -> Result<Vec<(String, String)>, sqlx::Error> {
     let mut source = Vec::with_capacity(rows.len());
     let mut key = Vec::with_capacity(rows.len());
@@ -24,19 +25,22 @@ pub async fn insert_in(conn: &mut PgConnection, rows: &[&InboxRow]) -> Result<Ve
     let mut event_time = Vec::with_capacity(rows.len());
     let mut instance = Vec::with_capacity(rows.len());
     let mut body = Vec::with_capacity(rows.len());
+    let mut redacted = Vec::with_capacity(rows.len());
     for row in rows {
         source.push(row.source.as_str());
         key.push(row.event_key.clone());
         event_type.push(row.event_type.as_deref().map(text));
         event_time.push(row.event_time);
         instance.push(row.instance_id.as_deref().map(text));
-        body.push(row.body.as_ref().map(|b| b.to_vec()));
+        let (kept, was_redacted) = redact::stored_body(row.event_type.as_deref(), row.body.as_deref());
+        body.push(kept);
+        redacted.push(was_redacted);
     }
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO inbox (source, event_key, event_type, event_time, instance_id, body, body_redacted)
-         SELECT source, event_key, event_type, event_time, instance_id, body, body IS NULL
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[])
-             AS r(source, event_key, event_type, event_time, instance_id, body)
+         SELECT source, event_key, event_type, event_time, instance_id, body, redacted
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::boolean[])
+             AS r(source, event_key, event_type, event_time, instance_id, body, redacted)
          ON CONFLICT (source, event_key) DO NOTHING
          RETURNING source, event_key",
     )
@@ -46,6 +50,7 @@ pub async fn insert_in(conn: &mut PgConnection, rows: &[&InboxRow]) -> Result<Ve
     .bind(&event_time)
     .bind(&instance)
     .bind(&body)
+    .bind(&redacted)
     .fetch_all(&mut *conn)
     .await?;
     if !inserted.is_empty() {

@@ -9,6 +9,7 @@ pub mod envelope;
 mod insert;
 mod list;
 mod pending;
+pub mod redact;
 mod replay;
 mod row;
 mod source;

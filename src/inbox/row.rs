@@ -14,6 +14,6 @@ pub struct InboxRow {
     pub event_type: Option<String>,
     pub event_time: Option<DateTime<Utc>>,
     pub instance_id: Option<String>,
-    /// The raw body; `None` when redacted.
+    /// The raw body (`None`: none to keep). The inbox stores it as `inbox::redact` keeps it.
     pub body: Option<Bytes>,
 }

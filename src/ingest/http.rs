@@ -152,14 +152,14 @@ async fn ingest(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<
     if let Some(t) = &envelope.event_type {
         span.record("event_type", t.as_str());
     }
-    let redact = envelope.must_redact();
     let row = InboxRow {
         source: Source::Webhook,
         event_key: delivery.id.clone(),
         event_type: envelope.event_type,
         event_time: envelope.event_time,
         instance_id: envelope.instance_id,
-        body: (!redact).then_some(body),
+        // What of it is kept (not one-time codes, not invitation tokens) is the inbox's call.
+        body: Some(body),
     };
     match state.writer.write(row).await {
         Ok(stored) => Ok((stored, delivery.id)),

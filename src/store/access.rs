@@ -31,6 +31,7 @@ impl Resolved for UserRecord {}
 impl Resolved for OrganizationRecord {}
 impl Resolved for PermissionRecord {}
 impl Resolved for super::DomainRecord {}
+impl Resolved for super::InvitationRecord {}
 #[cfg(test)]
 impl Resolved for super::test_kind::WidgetRecord {}
 

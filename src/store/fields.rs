@@ -12,6 +12,9 @@ pub enum FieldType {
     TextList,
     /// Any of a user's email addresses, case-insensitively: `=` or `:` (no column of its own).
     Email,
+    /// Text compared with ASCII letters folded (an invitation's address): set, `=`, `!=`, `:`,
+    /// wildcards.
+    FoldedText,
     /// A metadata object (`public_metadata`…), followed by a path into it.
     Json,
 }
@@ -53,6 +56,9 @@ impl Field {
             kind: FieldType::Email,
             column: "",
         }
+    }
+    pub const fn folded_text(name: &'static str) -> Field {
+        Field::of(name, FieldType::FoldedText)
     }
     pub const fn json(name: &'static str) -> Field {
         Field::of(name, FieldType::Json)

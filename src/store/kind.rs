@@ -89,6 +89,30 @@ pub trait Kind:
     }
     /// Whether [`Kind::learned`] can learn anything (its tombstones then keep their version).
     const TOMBSTONE_LEARNS: bool = false;
+    /// Where a state ranks before its version in last-writer-wins: a state that only ever
+    /// follows another in Clerk (an invitation accepted, revoked or expired, after pending) ranks
+    /// above it whatever the timestamps say, so every delivery order ends alike. `0` for every
+    /// state by default.
+    fn precedence(&self) -> u8 {
+        0
+    }
+    /// This state as Clerk said it, when the mirror derived something in it (`Kind::derive`):
+    /// an upsert of exactly that state is the same state under another version, and keeps what
+    /// was derived. `None`, the default: nothing derived.
+    fn underived(&self) -> Option<Self> {
+        None
+    }
+    /// The event types of rows the mirror produces itself (sources `clock`, `api`) that derive a
+    /// new state of a stored entity from exactly the state their basis names (an invitation
+    /// expired: docs/inbox.md, "Ranking"). Honoured only from rows that rank as the mirror's.
+    const DERIVED_BY: &'static [&'static str] = &[];
+    /// The state the mirror derives from `current` for a row of type `event_type` with `data`;
+    /// `None` when nothing follows any more. The applier calls it only when the stored version is
+    /// the row's basis, and keeps that version.
+    fn derive(current: &Self, event_type: &str, data: &Value) -> Option<Self> {
+        let _ = (current, event_type, data);
+        None
+    }
     /// Whether the kind came after the watch's first kinds (users, organizations,
     /// memberships): a watch that names no `entity_types` but has a filter includes it only when
     /// the filter is valid for it, so that a request valid before the kind existed stays valid
@@ -465,6 +489,17 @@ pub fn instance_wide() -> Vec<String> {
     kinds
 }
 
+/// The kind whose state the mirror's own rows of `event_type` derive (see `Kind::DERIVED_BY`).
+pub fn kind_deriving(event_type: &str) -> Option<EntityType> {
+    let mut found = None;
+    for_each_kind!(K => {
+        if found.is_none() && K::DERIVED_BY.contains(&event_type) {
+            found = Some(K::TYPE);
+        }
+    });
+    found
+}
+
 /// The kind whose events include `event_type`, and whether it deletes.
 pub fn kind_of_event(event_type: &str) -> Option<(EntityType, bool)> {
     let mut found = None;
@@ -500,6 +535,11 @@ mod tests {
             for t in K::UPSERTED_BY.iter().chain(K::DELETED_BY) {
                 assert!(seen.insert(*t), "{t} is named by two kinds");
                 assert_eq!(kind_of_event(t).map(|k| k.0), Some(K::TYPE));
+            }
+            for t in K::DERIVED_BY {
+                assert!(seen.insert(*t), "{t} is named by two kinds");
+                assert_eq!(kind_deriving(t), Some(K::TYPE));
+                assert!(t.starts_with("clerkmirror."), "{t}: the mirror's own types are spelled apart from Clerk's");
             }
         });
         assert_eq!(kind_of_event("session.created"), None);

@@ -1,5 +1,5 @@
 //! The projections as Rust values: one record type per entity, read from and written to the
-//! `users`, `organizations`, `memberships`, `roles`, `permissions` and `domains` tables, and carried in the
+//! `users`, `organizations`, `memberships`, `roles`, `permissions`, `domains` and `invitations` tables, and carried in the
 //! change log as JSON.
 
 pub mod access;
@@ -8,6 +8,7 @@ pub mod changes;
 pub mod convert;
 pub mod domains;
 pub mod fields;
+pub mod invitations;
 pub mod kind;
 pub mod read;
 pub mod records;
@@ -26,10 +27,12 @@ kind::declare_kinds! {$
     Role(crate::store::roles::RoleRecord) = "role",
     Permission(crate::store::roles::PermissionRecord) = "permission",
     Domain(crate::store::domains::DomainRecord) = "domain",
+    Invitation(crate::store::invitations::InvitationRecord) = "invitation",
     #[cfg(test)]
     Widget(crate::store::test_kind::WidgetRecord) = "widget",
 }
 
 pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
 pub use domains::DomainRecord;
+pub use invitations::InvitationRecord;
 pub use roles::{PermissionRecord, RoleRecord};

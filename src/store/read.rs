@@ -99,6 +99,21 @@ pub async fn membership(
     .await
 }
 
+/// An invitation by id within an organization.
+pub async fn invitation(
+    pool: &PgPool,
+    organization_id: &str,
+    id: &str,
+) -> Result<Snapshot<super::InvitationRecord>, sqlx::Error> {
+    snapshot(
+        pool,
+        "SELECT h.head_seq AS head, i.* FROM log_head h
+           LEFT JOIN invitations i ON i.id = $1 AND i.organization_id = $2",
+        |q| q.bind(id.to_string()).bind(organization_id.to_string()),
+    )
+    .await
+}
+
 /// What a user can be looked up by.
 #[derive(Debug, Clone)]
 pub enum UserKey {

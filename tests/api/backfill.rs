@@ -25,6 +25,7 @@ pub(crate) struct Fake {
     permissions: Vec<Value>,
     roles: Vec<Value>,
     domains: Vec<Value>,
+    invitations: Vec<Value>,
     instance: String,
     /// Every request: when, and the path with its query.
     log: Vec<(Instant, String)>,
@@ -69,6 +70,7 @@ async fn list(State(fake): State<Shared>, headers: HeaderMap, uri: axum::http::U
         "/v1/organization_roles" => &f.roles,
         "/v1/organization_permissions" => &f.permissions,
         "/v1/organization_domains" => &f.domains,
+        "/v1/organization_invitations" => &f.invitations,
         _ => &f.memberships,
     };
     let page: Vec<Value> = all
@@ -97,6 +99,8 @@ async fn one(State(fake): State<Shared>, uri: axum::http::Uri) -> Response {
         (&f.permissions, id)
     } else if let Some((_, id)) = path.strip_prefix("/v1/organizations/").and_then(|p| p.split_once("/domains/")) {
         (&f.domains, id)
+    } else if let Some((_, id)) = path.strip_prefix("/v1/organizations/").and_then(|p| p.split_once("/invitations/")) {
+        (&f.invitations, id)
     } else {
         (
             &f.organizations,
@@ -189,9 +193,23 @@ pub(crate) async fn fake_api(n: usize) -> (String, Shared) {
         let status = if i % 20 == 0 { Some("verified") } else { Some("unverified") };
         fake.domains.push(domain(&format!("orgdmn_b{i:05}"), &format!("org_b{i:05}"), &format!("b{i}.example.com"), status, T + i as i64));
     }
+    // An invitation for every twentieth organization, of every status, each URL with a token.
+    for (k, i) in (0..n / 4).step_by(20).enumerate() {
+        let status = ["pending", "accepted", "revoked", "expired"][k % 4];
+        fake.invitations.push(invitation(
+            &format!("orginv_b{i:05}"),
+            &format!("org_b{i:05}"),
+            &format!("Invitee{i}@Example.com"),
+            status,
+            Some(T + 3_650 * 86_400_000),
+            T + i as i64,
+        ));
+    }
     let shared = Arc::new(Mutex::new(fake));
     let app = axum::Router::new()
         .route("/v1/instance", get(instance))
+        .route("/v1/organization_invitations", get(list))
+        .route("/v1/organizations/{id}/invitations/{invitation}", get(one))
         .route("/v1/organization_domains", get(list))
         .route("/v1/organizations/{id}/domains/{domain}", get(one))
         .route("/v1/organization_roles", get(list))
@@ -236,7 +254,7 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
         .unwrap();
     assert_eq!(
         summary.iter().map(|(_, s)| s.fetched).collect::<Vec<_>>(),
-        [1200, 300, 1200, 30, 3, 2]
+        [1200, 300, 1200, 30, 15, 3, 2]
     );
     app.wait_until_applied().await;
     assert_eq!(
@@ -257,7 +275,24 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!((changes, sources), (2735, 2735));
+    assert_eq!((changes, sources), (2750, 2750));
+    // Invitations of every status came in, none of their tokens did.
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM invitations GROUP BY status ORDER BY status")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let want = [("accepted", 4), ("expired", 3), ("pending", 4), ("revoked", 4)];
+    assert_eq!(statuses, want.map(|(s, n)| (s.to_string(), n)));
+    assert_eq!(token_traces(&app.pool).await, 0, "an invitation token was stored");
+    let redacted: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE body_redacted AND body IS NOT NULL) FROM inbox
+          WHERE event_type LIKE 'organizationInvitation.%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(redacted, (15, 15), "kept without their URLs, and marked so");
     // The default roles came from the Backend API: a member's checks answer from the role.
     let mut c = clerk_mirror::pb::directory_service_client::DirectoryServiceClient::connect(format!(
         "http://{}",
@@ -444,6 +479,12 @@ async fn reconcile_repairs_exactly_the_real_drift_and_reports_it() {
         f.permissions.retain(|p| p["id"] != "perm_b_read");
         // A domain removed, its webhook lost: found gone under its organization.
         f.domains.retain(|d| d["id"] != "orgdmn_b00010");
+        // An invitation accepted and one sent while their webhooks were lost.
+        let accepted = f.invitations.iter_mut().find(|i| i["id"] == "orginv_b00000").unwrap();
+        accepted["status"] = json!("accepted");
+        accepted["updated_at"] = json!(T + 70_000);
+        let sent = invitation("orginv_new", "org_b00001", "new@example.com", "pending", None, T + 70_000);
+        f.invitations.push(sent);
     }
     let report = reconcile::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), Options::default())
         .await
@@ -460,6 +501,8 @@ async fn reconcile_repairs_exactly_the_real_drift_and_reports_it() {
     );
     assert_eq!(report.drift["organization_roles"].stale, ["role_b_member"]);
     assert_eq!(report.drift["organization_domains"].deleted, ["orgdmn_b00010"]);
+    assert_eq!(report.drift["organization_invitations"].stale, ["orginv_b00000"]);
+    assert_eq!(report.drift["organization_invitations"].missing, ["orginv_new"]);
     assert_eq!(report.drift["organization_permissions"].stale, ["perm_b_invoices"]);
     assert_eq!(report.drift["organization_permissions"].deleted, ["perm_b_read"]);
     assert!(report.render(false).contains("deleted"));

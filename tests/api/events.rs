@@ -168,3 +168,45 @@ pub fn domain_deleted(id: &str, event_ms: i64) -> String {
         json!({"object": "organization_domain", "id": id, "deleted": true}),
     )
 }
+
+/// An organization invitation as Clerk sends it; its acceptance URL carries the token
+/// `tkn_{id}` (see `token_traces`).
+pub fn invitation(id: &str, org_id: &str, email: &str, status: &str, expires_ms: Option<i64>, updated_ms: i64) -> Value {
+    json!({
+        "object": "organization_invitation", "id": id, "email_address": email, "role": "org:member",
+        "role_name": "Member", "organization_id": org_id, "inviter_id": null, "public_inviter_data": null,
+        "status": status, "public_metadata": {"team": "blue"}, "private_metadata": null,
+        "url": format!("https://accounts.example.com/v1/tickets/accept?ticket=tkn_{id}"),
+        "expires_at": expires_ms, "created_at": T, "updated_at": updated_ms,
+        // The spec nests the organization's data (and, in some payloads, a copy of the URL) here.
+        "data": {"public_organization_data": {"id": org_id, "name": "Org", "slug": format!("slug-{org_id}"),
+                 "image_url": "https://img.example.com/o.png", "has_image": false},
+                 "url": format!("https://accounts.example.com/accept?__clerk_ticket=tkn_{id}")}
+    })
+}
+
+/// `organizationInvitation.{kind}` (`created`, `accepted`, `revoked`) with the status it implies.
+pub fn invitation_event(kind: &str, id: &str, org_id: &str, email: &str, expires_ms: Option<i64>, updated_ms: i64) -> String {
+    let status = match kind {
+        "created" => "pending",
+        other => other,
+    };
+    let mut data = invitation(id, org_id, email, status, expires_ms, updated_ms);
+    if kind == "accepted" {
+        data["user_id"] = json!(format!("user_of_{id}"));
+    }
+    envelope(&format!("organizationInvitation.{kind}"), updated_ms, data)
+}
+
+/// Rows of the inbox, the invitations and the change log that hold an invitation token
+/// (`tkn_`) anywhere: in a body, a column or a change's state.
+pub async fn token_traces(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM inbox WHERE position('tkn_'::bytea IN coalesce(body, ''::bytea)) > 0)
+              + (SELECT count(*) FROM invitations i WHERE strpos(to_jsonb(i)::text, 'tkn_') > 0)
+              + (SELECT count(*) FROM changes c WHERE strpos(to_jsonb(c)::text, 'tkn_') > 0)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}

@@ -93,7 +93,23 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
             ),
         )
         .await;
+    // An invitation whose acceptance URL carries a token, and whose expiry has passed (the
+    // mirror expires it: its own row and change are logged too).
+    let mut invited = invitation("orginv_private", "org_private", "zelda.private@example.com", "pending", Some(T), T);
+    invited["public_metadata"] = json!({"secret_plan": "moonshot-7"});
+    let invited = envelope("organizationInvitation.created", T, invited);
+    assert_eq!(served.send_as("msg_private_invitation", &invited).await.status, hyper::StatusCode::OK);
     wait_until_applied(&pool).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM invitations WHERE status = 'expired'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "the invitation was not expired");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let grpc_port: u16 = served.grpc_addr.rsplit(':').next().unwrap().parse().unwrap();
     let channel = pki.grpc_channel(grpc_port, false).await.unwrap();
     let mut d = pb::directory_service_client::DirectoryServiceClient::with_interceptor(channel.clone(), bearer(READER));
@@ -122,6 +138,17 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
             ..Default::default()
         })
         .await;
+    let pending = d
+        .list_invitations(pb::ListInvitationsRequest {
+            parent: "organizations/-".into(),
+            filter: r#"email_address = "Zelda.Private@example.com""#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invitations;
+    assert_eq!(pending.len(), 1);
     let mut w = pb::watch_service_client::WatchServiceClient::with_interceptor(channel.clone(), bearer(READER));
     let request = pb::WatchChangesRequest {
         start: Some(pb::watch_changes_request::Start::StartFromOldest(true)),
@@ -182,6 +209,7 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
         "Quixotica",
         "moonshot",
         "424242",
+        "tkn_",
         SECRET.trim_start_matches("whsec_"),
         SECOND_SECRET.trim_start_matches("whsec_"),
         "whsec_",

@@ -20,6 +20,7 @@ mod helpers;
 mod hostile;
 mod inbox;
 mod ingest;
+mod invitations;
 mod leftovers;
 mod lists;
 mod logs;

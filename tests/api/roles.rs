@@ -659,5 +659,26 @@ async fn the_readmes_example_events_then_its_check_permission_request_answer_as_
         domains.iter().map(|d| d.organization_id.as_str()).collect::<Vec<_>>(),
         ["org_2xAnalyticalEngines000000000"]
     );
+    // Its ListInvitations request, as printed: the address matches whatever its case.
+    let at = lines
+        .iter()
+        .position(|l| l.contains("DirectoryService/ListInvitations"))
+        .expect("the README shows ListInvitations");
+    let asked: serde_json::Value = serde_json::from_str(lines[at - 1].split('\'').nth(1).unwrap()).unwrap();
+    let invitations = client(&app)
+        .await
+        .list_invitations(pb::ListInvitationsRequest {
+            parent: asked["parent"].as_str().unwrap().into(),
+            filter: asked["filter"].as_str().unwrap().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invitations;
+    assert_eq!(
+        invitations.iter().map(|i| (i.id.as_str(), i.email_address.as_str())).collect::<Vec<_>>(),
+        [("orginv_2xCharlesBabbage0000000000", "Charles@Example.com")]
+    );
     app.stop().await;
 }

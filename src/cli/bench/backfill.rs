@@ -201,6 +201,7 @@ async fn fake_api(users: u64, organizations: u64, memberships: u64) -> anyhow::R
         .route("/v1/organization_memberships", get(page("organization_memberships")))
         .route("/v1/organization_permissions", get(page("organization_permissions")))
         .route("/v1/organization_domains", get(page("organization_domains")))
+        .route("/v1/organization_invitations", get(page("organization_invitations")))
         .route("/v1/organization_roles", get(page("organization_roles")))
         .with_state(pages);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
