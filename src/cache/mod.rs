@@ -5,6 +5,7 @@
 
 pub mod follow;
 pub mod index;
+pub mod read_index;
 pub mod size;
 
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use index::{Answer, Index};
+pub use read_index::ReadIndex;
 
 use crate::metrics::Metrics;
 

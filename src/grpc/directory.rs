@@ -12,7 +12,7 @@ use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use super::names;
 use super::{list, traced};
-use crate::cache::{Answer, ReadCache, Waited};
+use crate::cache::{Answer, ReadCache, ReadIndex, Waited};
 use crate::pb;
 use crate::pb::directory_service_server::DirectoryService;
 use crate::store::read::{self, ListQuery, Snapshot, Stored, UserKey};
@@ -27,11 +27,17 @@ pub struct Directory {
     pub(super) pool: sqlx::PgPool,
     log_id: String,
     pub(super) cache: ReadCache,
+    /// The log's head for `fully_consistent` reads, one shared query at a time.
+    read_index: ReadIndex,
     /// Longest an `at_least_as_fresh` read waits for the cache.
     max_wait: Duration,
     /// Whether organization Billing gates custom permissions (see `Config`).
     pub(super) billing_gates: bool,
 }
+
+/// Longest a `fully_consistent` read waits for the cache to reach the log's head before reading
+/// PostgreSQL instead.
+const READ_INDEX_WAIT: Duration = Duration::from_secs(1);
 
 /// Where one read goes, from its `consistency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +70,7 @@ pub(super) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Durati
 impl Directory {
     pub fn new(pool: sqlx::PgPool, log_id: String, cache: ReadCache, max_wait: Duration, billing_gates: bool) -> Self {
         Directory {
+            read_index: ReadIndex::new(pool.clone()),
             pool,
             log_id,
             cache,
@@ -84,7 +91,7 @@ impl Directory {
             None | Some(Requirement::MinimizeLatency(_)) => None,
             Some(Requirement::FullyConsistent(_)) => {
                 self.cache.count("fully_consistent");
-                return Ok(Route::Postgres { at_least: None });
+                return self.read_index_route(deadline).await;
             }
             Some(Requirement::AtLeastAsFresh(a)) => Some((self.token(&a.cursor).await?, a.cursor.as_str())),
         };
@@ -116,6 +123,21 @@ impl Directory {
                 requested_cursor: requested.to_string(),
             }),
         }
+    }
+
+    /// A `fully_consistent` read: memory once the cache has applied the log's head as of now
+    /// (the read index), else PostgreSQL (the cache is not serving, or lags past a short wait).
+    async fn read_index_route(&self, deadline: Option<Duration>) -> Result<Route, ApiError> {
+        if !self.cache.state().ready {
+            return Ok(Route::Postgres { at_least: None });
+        }
+        let head = self.read_index.head().await?;
+        // A cache that lags past this is not waited for: PostgreSQL answers within the deadline.
+        let wait = deadline.map_or(self.max_wait, |d| d / 2).min(READ_INDEX_WAIT);
+        Ok(match self.cache.wait_for(head, wait).await {
+            Waited::Reached => Route::Memory,
+            Waited::NotServing | Waited::TimedOut(_) => Route::Postgres { at_least: None },
+        })
     }
 
     /// The seq of an `at_least_as_fresh` cursor of this log (another log's: as the watch does).

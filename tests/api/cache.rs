@@ -262,8 +262,12 @@ fn event(w: &Write, g: usize, at: i64) -> String {
 
 #[tokio::test]
 async fn every_read_through_memory_equals_the_same_read_through_postgresql_for_generated_workloads() {
-    let app = spawn_app().await;
+    let (cluster, name) = shared_database().await;
+    let app = spawn_app_on(cluster, &name, |_| {}).await;
     let mut c = client(&app).await;
+    // A second replica on the same database without a cache: its reads are PostgreSQL's.
+    let postgres = spawn_app_on(cluster, &name, |c| c.read_cache_bytes = 0).await;
+    let mut p = client(&postgres).await;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let workload = proptest::collection::vec(write(), 1..30);
     let mut at = T;
@@ -280,7 +284,10 @@ async fn every_read_through_memory_equals_the_same_read_through_postgresql_for_g
         // The applier has applied everything and the cache has applied the log's head.
         app.wait_until_applied().await;
         let from_memory = every_read(&mut c, case, memory()).await;
-        let from_database = every_read(&mut c, case, database()).await;
+        let from_database = every_read(&mut p, case, database()).await;
+        // `fully_consistent` through the read index (memory, at the log's head) answers the same.
+        let read_index = every_read(&mut c, case, database()).await;
+        assert_eq!(read_index, from_database, "case {case}: the read index");
         assert_eq!(from_memory.len(), from_database.len());
         for (i, (m, d)) in from_memory.iter().zip(&from_database).enumerate() {
             assert_eq!(m, d, "case {case}, read {i}, after {writes:?}");
@@ -839,4 +846,77 @@ async fn deleting_a_member_of_many_organizations_shows_all_or_nothing(app: &Test
         "each reader saw both sides: {before} before, {after} after"
     );
     assert_eq!(look(&cache).map(|(d, a, _)| (d, a)), Some((true, 0)));
+}
+
+/// Linearizability of `fully_consistent` through the read index: a change committed before a
+/// read began is always in its answer, whichever way the replica learns of it (its hub's
+/// NOTIFY, or not at all: a commit the hub is never told of makes the read wait, then PostgreSQL
+/// answers), while other reads run at the same time; and concurrent reads share head queries.
+#[tokio::test]
+async fn a_fully_consistent_read_sees_every_change_committed_before_it_began_and_reads_share_their_head_queries() {
+    let app = spawn_app().await;
+    app.send_all_and_apply(&[user_event("created", "user_lin", T, T, "v0")]).await;
+    let c = client(&app).await;
+    let read = |mut c: DirectoryServiceClient<Channel>| async move {
+        c.get_user(pb::GetUserRequest {
+            name: "users/user_lin".into(),
+            consistency: database(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    };
+    // Background readers keep fully consistent reads in flight throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut background = Vec::new();
+    for _ in 0..8 {
+        let (c, stop) = (c.clone(), stop.clone());
+        background.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                read(c.clone()).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    for i in 1..=40 {
+        let name = format!("v{i}");
+        let seq = if i % 4 == 0 {
+            // Committed behind the hubs' back: no NOTIFY, nothing tells the cache.
+            write_behind_the_hubs_back(&app, "user_lin", &name).await
+        } else {
+            app.send(&user_event("updated", "user_lin", T + i, T + i, &name)).await;
+            wait_until_applied(&app.pool).await;
+            sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(&app.pool).await.unwrap()
+        };
+        // The commit is done: a read that begins now must see it.
+        let got = read(c.clone()).await;
+        let user = got.user.unwrap();
+        assert_eq!(user.first_name, name, "read {i} missed a change committed before it began");
+        let at = Cursor::decode(&got.cursor).unwrap().seq;
+        assert!(at >= seq, "read {i} answered at {at}, before the commit {seq}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut reads = 40;
+    for b in background {
+        reads += b.await.unwrap();
+    }
+    // Answered from memory: hits counted, and fewer head queries than reads.
+    let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
+    let hits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("clerk_mirror_read_cache_reads_total{outcome=\"hit\"} "))
+        .map_or(0.0, |v| v.parse().unwrap());
+    assert!(hits > reads as f64 / 2.0, "{hits} hits for {reads} reads: {metrics}");
+
+    // The read index itself: 200 reads at once share a few queries, and each learns a head no
+    // older than the one committed before it asked.
+    let index = clerk_mirror::cache::ReadIndex::new(app.pool.clone());
+    let before: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head").fetch_one(&app.pool).await.unwrap();
+    let heads = futures::future::join_all((0..200).map(|_| index.head())).await;
+    assert!(heads.iter().all(|h| *h.as_ref().unwrap() >= before), "{heads:?}");
+    assert!(index.queries() < 200 && index.queries() >= 1, "{} queries for 200 reads", index.queries());
+    app.stop().await;
 }
