@@ -51,7 +51,8 @@ pub struct Metrics {
     pub drift: IntGaugeVec,
     /// Directory reads by how the read cache answered: `hit`, `absent` (a certain negative),
     /// `fallback` (read PostgreSQL: not held, or a lookup memory cannot answer), `not_ready`
-    /// (not loaded yet, or disabled), `fully_consistent` (the caller asked for PostgreSQL).
+    /// (not loaded yet, or disabled), `fully_consistent` (the caller asked for everything
+    /// committed: the read index; it is then counted once more as the memory read or fallback).
     pub cache_reads: IntCounterVec,
     /// The read cache: entries (`users`, `organizations`, `memberships`, and `roles` and
     /// `permissions`, held outside the budget), accounted `bytes`,

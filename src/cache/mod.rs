@@ -87,7 +87,8 @@ impl ReadCache {
     }
 
     /// Counts a read's outcome: `hit`, `absent` (a certain negative), `fallback` (not held, or a
-    /// lookup the index cannot answer), `not_ready`, `fully_consistent`.
+    /// lookup the index cannot answer), `not_ready`, `fully_consistent` (the read index's reads,
+    /// each also counted as how memory or PostgreSQL then answered).
     pub fn count(&self, outcome: &str) {
         match self.shared.outcomes.iter().find(|(o, _)| *o == outcome) {
             Some((_, counter)) => counter.inc(),
