@@ -49,6 +49,14 @@ async fn the_bench_command_runs_every_scenario_and_reports_rows_ratios_and_targe
     let applied = applied.expect("the applied count")[1].as_str().unwrap();
     let (a, b) = applied.split_once(" / ").unwrap();
     assert_eq!(a, b, "applied / acked");
+    // The point read's baseline is PostgreSQL's own C client, measured in the same run.
+    let lookup_rows = reports[1]["rows"].as_array().unwrap();
+    assert!(
+        lookup_rows
+            .iter()
+            .any(|r| r["name"].as_str().unwrap().starts_with("pgbench -M prepared GetUser") && r["baseline"] == true),
+        "{lookup_rows:?}"
+    );
     let watch = &reports[2];
     let reads = watch["targets"]
         .as_array()

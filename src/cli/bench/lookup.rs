@@ -70,6 +70,19 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         "`gRPC memory`: no `consistency` (minimize_latency: the replica's read cache); `gRPC fully_consistent`: the read index (the log's head learned by one query shared by concurrent reads, then the cache once it has applied it; PostgreSQL when it cannot answer)",
     );
     let warmup = opts.duration / 5;
+    let pgbench = super::pgbench::find()?;
+    // The user's own limit for a point read: PostgreSQL's C client, one prepared statement.
+    let pgbench_get_user = format!(
+        "\\set n random(0, {})\nSELECT data FROM users WHERE id = 'user_bench' || lpad(:n::text, 20, '0');\n",
+        d.users - 1
+    );
+    report.setup(
+        "pgbench",
+        format!(
+            "`pgbench -M prepared -n -c C -j min(C, 2)` of `SELECT data FROM users WHERE id = 'user_bench' || lpad(:n::text, 20, '0')` with `:n` uniformly random ({}), latencies from its per-transaction log; its CPU is the `bench` column",
+            pgbench.display()
+        ),
+    );
     let d = Arc::new(d);
     for &c in &opts.concurrency {
         let channels = channels(&server, c.min(MAX_CHANNELS)).await?;
@@ -86,6 +99,20 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         .await?
         .baseline();
         report.rows.push(health.clone());
+        let mut prepared = super::pgbench::run(
+            &pgbench,
+            &db,
+            probe,
+            &format!("pgbench -M prepared GetUser c={c}"),
+            &pgbench_get_user,
+            c,
+            warmup,
+            opts.duration,
+        )
+        .await?
+        .baseline();
+        prepared.versus(&health);
+        report.rows.push(prepared.clone());
         let top = c == opts.concurrency.iter().copied().max().unwrap_or(c);
         for (name, sql, memory, postgres) in ops(&pool, &channels, &d) {
             let mut base = measure(probe, &format!("sql {name} c={c}"), c, warmup, opts.duration, sql)
@@ -114,6 +141,10 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             .await?;
             from_postgres.versus(&base);
             from_postgres.versus(&health);
+            if name == "GetUser" {
+                from_memory.versus(&prepared);
+                from_postgres.versus(&prepared);
+            }
             if name == "CheckPermission" {
                 if c == 1 {
                     report.targets.push(Target::at_most(
@@ -141,6 +172,11 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                         format!("GetUser at c={c} fully_consistent (read index) vs direct SQL"),
                         from_postgres.vs[0].1,
                         0.7,
+                    ));
+                    report.targets.push(Target::at_least(
+                        format!("GetUser at c={c} fully_consistent vs pgbench -M prepared (#24)"),
+                        from_postgres.vs[2].1,
+                        0.9,
                     ));
                 }
                 if name == "BatchGetUsers(100)" {

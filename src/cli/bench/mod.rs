@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod ingest;
 pub mod load;
 pub mod lookup;
+pub mod pgbench;
 pub mod stats;
 pub mod watch;
 
