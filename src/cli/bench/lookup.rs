@@ -71,6 +71,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     );
     let warmup = opts.duration / 5;
     let pgbench = super::pgbench::find()?;
+    let h2load = super::h2load::find()?;
     // The user's own limit for a point read: PostgreSQL's C client, one prepared statement.
     let pgbench_get_user = format!(
         "\\set n random(0, {})\nSELECT data FROM users WHERE id = 'user_bench' || lpad(:n::text, 20, '0');\n",
@@ -84,6 +85,11 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         ),
     );
     let d = Arc::new(d);
+    let c_client = CClientCalls::new(&server, &d).await?;
+    report.setup(
+        "h2load",
+        "`h2load -t 1 -c min(C, 8) -m ⌈C / connections⌉` (nghttp2's C client) repeating one fixed request: Health/Check; GetUser of one user and CheckPermission of one membership, from memory (no `consistency`); each answer checked once through the Rust client first; the server's CPU per call in the notes",
+    );
     for &c in &opts.concurrency {
         let channels = channels(&server, c.min(MAX_CHANNELS)).await?;
         let health = measure(probe, &format!("Health/Check c={c}"), c, warmup, opts.duration, {
@@ -191,6 +197,40 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             report.rows.push(from_memory);
             report.rows.push(from_postgres);
         }
+        // The same server driven by a C client: what it serves when the load generator's CPU
+        // is not the Rust client's.
+        let url = server.grpc_url();
+        let row = |name: &str, method: &'static str, body: Vec<u8>| {
+            let (h2load, url, name) = (h2load.clone(), url.clone(), format!("h2load {name} c={c}"));
+            async move {
+                let row = super::h2load::run(&h2load, &url, probe, &name, method, &body, c, warmup, opts.duration).await?;
+                let per_call = row.cpu.server / row.ops.max(1) as f64 * 1e6;
+                anyhow::Ok(row.note(format!("server CPU per call: {per_call:.1} µs")))
+            }
+        };
+        let health = row("Health/Check", "/grpc.health.v1.Health/Check", c_client.health.clone()).await?.baseline();
+        let mut get = row("gRPC memory GetUser", "/clerkmirror.v1.DirectoryService/GetUser", c_client.get_user.clone()).await?;
+        get.versus(&health);
+        let mut check = row(
+            "gRPC memory CheckPermission",
+            "/clerkmirror.v1.DirectoryService/CheckPermission",
+            c_client.check.clone(),
+        )
+        .await?;
+        check.versus(&health);
+        if c == opts.concurrency.iter().copied().max().unwrap_or(c) {
+            report.targets.push(Target::at_least(
+                format!("CheckPermission at c={c} from memory vs Health/Check, both from h2load (a C client): throughput"),
+                check.vs[0].1,
+                0.9,
+            ));
+            report.targets.push(Target::at_least(
+                format!("GetUser at c={c} from memory vs Health/Check, both from h2load (#24): throughput"),
+                get.vs[0].1,
+                0.9,
+            ));
+        }
+        report.rows.extend([health, get, check]);
     }
     let hits = server
         .metric("clerk_mirror_read_cache_reads_total", "outcome=\"hit\"")
@@ -467,6 +507,42 @@ fn check_of(d: &Arc<Dataset>) -> impl Fn(u64) -> CheckCase + Clone + Send + Sync
             permission,
             allowed: fixtures::role_grants(fixtures::membership_role(m), permission),
         }
+    }
+}
+
+/// The fixed requests the C client (h2load) repeats, as gRPC frames, each answered correctly
+/// once through the Rust client first.
+struct CClientCalls {
+    health: Vec<u8>,
+    get_user: Vec<u8>,
+    check: Vec<u8>,
+}
+
+impl CClientCalls {
+    async fn new(server: &Server, d: &Arc<Dataset>) -> anyhow::Result<CClientCalls> {
+        use super::h2load::frame;
+        let channel = Endpoint::from_shared(server.grpc_url())?.connect().await?;
+        let mut client = DirectoryServiceClient::new(channel);
+        let get_user = crate::pb::GetUserRequest {
+            name: format!("users/{}", fixtures::user_id(0)),
+            ..Default::default()
+        };
+        let user = client.get_user(get_user.clone()).await?.into_inner().user;
+        anyhow::ensure!(user.is_some_and(|u| u.id == fixtures::user_id(0)), "GetUser of the C client's user failed");
+        let case = check_of(d)(0);
+        let check = crate::pb::CheckPermissionRequest {
+            organization: format!("organizations/{}", case.organization),
+            user: format!("users/{}", case.user),
+            permission: case.permission.to_string(),
+            consistency: None,
+        };
+        let r = client.check_permission(check.clone()).await?.into_inner();
+        verify(&case, r.allowed, r.source())?;
+        Ok(CClientCalls {
+            health: frame(&tonic_health::pb::HealthCheckRequest::default()),
+            get_user: frame(&get_user),
+            check: frame(&check),
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod env;
 pub mod fixtures;
+pub mod h2load;
 pub mod ingest;
 pub mod load;
 pub mod lookup;

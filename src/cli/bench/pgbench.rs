@@ -93,7 +93,7 @@ pub async fn run(
 }
 
 /// CPU seconds of the finished (waited-for) children of this process.
-fn children_cpu() -> f64 {
+pub fn children_cpu() -> f64 {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage with a valid, owned struct.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
