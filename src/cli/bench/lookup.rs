@@ -86,6 +86,16 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     );
     let d = Arc::new(d);
     let c_client = CClientCalls::new(&server, &d).await?;
+    // A second replica on the same database with its read cache off: every read is PostgreSQL's.
+    let uncached = Server::start(&db, &["--read-cache-bytes", "0"]).await?;
+    let uncached_probe = env::Probe {
+        server: Some(uncached.pid),
+        ..probe
+    };
+    report.setup(
+        "cache off",
+        "`gRPC cache off GetUser`: a second `serve` on the same database with `--read-cache-bytes 0` (its reads are PostgreSQL's), driven by the Rust client; its CPU is that server's",
+    );
     report.setup(
         "h2load",
         "`h2load -t 1 -c min(C, 8) -m ⌈C / connections⌉` (nghttp2's C client) repeating one fixed request: Health/Check; GetUser of one user and CheckPermission of one membership, from memory (no `consistency`); each answer checked once through the Rust client first; the server's CPU per call in the notes",
@@ -120,6 +130,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         prepared.versus(&health);
         report.rows.push(prepared.clone());
         let top = c == opts.concurrency.iter().copied().max().unwrap_or(c);
+        let mut cache_off = Vec::new();
         for (name, sql, memory, postgres) in ops(&pool, &channels, &d) {
             let mut base = measure(probe, &format!("sql {name} c={c}"), c, warmup, opts.duration, sql)
                 .await?
@@ -150,6 +161,37 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             if name == "GetUser" {
                 from_memory.versus(&prepared);
                 from_postgres.versus(&prepared);
+                let uncached_channels = self::channels(&uncached, c.min(MAX_CHANNELS)).await?;
+                let user = user_of(&d);
+                let mut off = measure(
+                    uncached_probe,
+                    &format!("gRPC cache off GetUser c={c}"),
+                    c,
+                    warmup,
+                    opts.duration,
+                    move |i| {
+                        let mut client = DirectoryServiceClient::new(pick(&uncached_channels, i));
+                        let request = crate::pb::GetUserRequest {
+                            name: format!("users/{}", fixtures::user_id(user(i))),
+                            ..Default::default()
+                        };
+                        async move {
+                            client.get_user(request).await?;
+                            Ok(())
+                        }
+                    },
+                )
+                .await?;
+                off.versus(&prepared);
+                off.versus(&base);
+                if top {
+                    report.targets.push(Target::at_least(
+                        format!("GetUser at c={c} with the read cache off vs pgbench -M prepared (#24)"),
+                        off.vs[0].1,
+                        0.35,
+                    ));
+                }
+                cache_off.push(off);
             }
             if name == "CheckPermission" {
                 if c == 1 {
@@ -197,6 +239,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             report.rows.push(from_memory);
             report.rows.push(from_postgres);
         }
+        report.rows.append(&mut cache_off);
         // The same server driven by a C client: what it serves when the load generator's CPU
         // is not the Rust client's.
         let url = server.grpc_url();
@@ -248,6 +291,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         "one SQL statement per call (`unnest($1) … LEFT JOIN users`), the same function as the baseline",
     );
     pool.close().await;
+    uncached.stop().await?;
     server.stop().await?;
     Ok(report)
 }
