@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection};
 use crate::inbox::{InboxRow, Source, envelope, insert_in};
 use crate::store::invitations::{EXPIRED, PENDING};
 
-/// Most rows one sweep enqueues (the rest follow in the next sweep, at once).
+/// Most rows one sweep enqueues (the rest follow in the next sweep, at once: see `Swept::next_in`).
 const SWEEP_LIMIT: i64 = 500;
 
 /// What one sweep did.
@@ -26,7 +26,8 @@ const SWEEP_LIMIT: i64 = 500;
 pub struct Swept {
     /// Expiry rows newly stored.
     pub stored: usize,
-    /// How long until the next pending invitation expires, if one will.
+    /// How long until the next pending invitation expires, if one will (zero when this sweep
+    /// was full and more may be due already).
     pub next_in: Option<Duration>,
 }
 
@@ -95,13 +96,17 @@ pub async fn sweep(conn: &mut PgConnection) -> Result<Swept, sqlx::Error> {
     if stored > 0 {
         tracing::info!(stored, "invitations past their expiry enqueued as expired");
     }
-    Ok(Swept {
-        stored,
-        next_in: next_in.map(|s| Duration::from_secs_f64(s.max(0.0))),
-    })
+    // A full sweep may have left more that are already due: at once, then.
+    let next_in = match due.len() as i64 >= SWEEP_LIMIT {
+        true => Some(Duration::ZERO),
+        false => next_in.map(|s| Duration::from_secs_f64(s.max(0.0))),
+    };
+    Ok(Swept { stored, next_in })
 }
 
-/// Whether a batch that applied rows of `event_type` may have changed what is due.
+/// Whether a batch that applied rows of `event_type` may have made an expiry due sooner (a new
+/// or changed invitation; an organization's delete only ends invitations, and the mirror's own
+/// rows were produced from what the sweep already saw).
 pub fn concerns(event_type: &str) -> bool {
-    event_type.starts_with("organizationInvitation.") || event_type == EXPIRED || event_type.starts_with("organization.")
+    event_type.starts_with("organizationInvitation.")
 }

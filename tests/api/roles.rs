@@ -604,6 +604,17 @@ async fn an_organization_watch_carries_role_and_permission_changes_with_their_ke
     app.stop().await;
 }
 
+/// Where the README's `buf curl` of `DirectoryService/{method}` stands, and its `--data '…'` (on
+/// the line before).
+fn printed_request(lines: &[&str], method: &str) -> (usize, serde_json::Value) {
+    let at = lines
+        .iter()
+        .position(|l| l.contains(&format!("DirectoryService/{method}")))
+        .unwrap_or_else(|| panic!("the README shows {method}"));
+    let data = lines[at - 1].split('\'').nth(1).expect("--data '…' on the line before");
+    (at, serde_json::from_str(data).unwrap())
+}
+
 #[tokio::test]
 async fn the_readmes_example_events_then_its_check_permission_request_answer_as_printed() {
     let app = spawn_app().await;
@@ -618,12 +629,7 @@ async fn the_readmes_example_events_then_its_check_permission_request_answer_as_
     app.wait_until_applied().await;
     // Its CheckPermission request, as printed.
     let lines: Vec<&str> = readme.lines().collect();
-    let at = lines
-        .iter()
-        .position(|l| l.contains("DirectoryService/CheckPermission"))
-        .expect("the README shows CheckPermission");
-    let data = lines[at - 1].split('\'').nth(1).expect("--data '…' on the line before");
-    let asked: serde_json::Value = serde_json::from_str(data).unwrap();
+    let (at, asked) = printed_request(&lines, "CheckPermission");
     let r = client(&app)
         .await
         .check_permission(pb::CheckPermissionRequest {
@@ -639,11 +645,7 @@ async fn the_readmes_example_events_then_its_check_permission_request_answer_as_
     assert!(printed.starts_with("# {\"allowed\":true,\"role\":\"org:admin\",\"source\":\"CHECK_SOURCE_ROLE\""), "{printed}");
     assert_eq!((r.allowed, r.role.as_str(), r.source()), (true, "org:admin", pb::CheckSource::Role));
     // Its ListDomains request, as printed.
-    let at = lines
-        .iter()
-        .position(|l| l.contains("DirectoryService/ListDomains"))
-        .expect("the README shows ListDomains");
-    let asked: serde_json::Value = serde_json::from_str(lines[at - 1].split('\'').nth(1).unwrap()).unwrap();
+    let (_, asked) = printed_request(&lines, "ListDomains");
     let domains = client(&app)
         .await
         .list_domains(pb::ListDomainsRequest {
@@ -660,11 +662,7 @@ async fn the_readmes_example_events_then_its_check_permission_request_answer_as_
         ["org_2xAnalyticalEngines000000000"]
     );
     // Its ListInvitations request, as printed: the address matches whatever its case.
-    let at = lines
-        .iter()
-        .position(|l| l.contains("DirectoryService/ListInvitations"))
-        .expect("the README shows ListInvitations");
-    let asked: serde_json::Value = serde_json::from_str(lines[at - 1].split('\'').nth(1).unwrap()).unwrap();
+    let (_, asked) = printed_request(&lines, "ListInvitations");
     let invitations = client(&app)
         .await
         .list_invitations(pb::ListInvitationsRequest {

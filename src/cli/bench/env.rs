@@ -328,6 +328,34 @@ impl Probe {
     }
 }
 
+/// An empty scratch directory of this process for the files of the load tool `tool`.
+pub fn scratch_dir(tool: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("clerk-mirror-{tool}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot make {tool}'s directory"))?;
+    Ok(dir)
+}
+
+/// Runs a load generator child (a C client: pgbench, h2load) to its end; its output, and the CPU
+/// used meanwhile, with the child's own in `bench`.
+pub async fn measured_child(probe: Probe, cmd: &mut Command) -> anyhow::Result<(std::process::Output, Cpu)> {
+    let before = probe.cpu();
+    let children = children_cpu();
+    let output = cmd.output().await.context("cannot run the load generator")?;
+    let mut cpu = probe.cpu() - before;
+    cpu.bench = children_cpu() - children;
+    Ok((output, cpu))
+}
+
+/// CPU seconds of the finished (waited-for) children of this process.
+fn children_cpu() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage with a valid, owned struct.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// CPU seconds used so far by this process, the server and PostgreSQL.
 pub fn cpu(server: Option<u32>, postgres: bool) -> Cpu {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

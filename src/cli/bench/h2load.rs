@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::env::Probe;
+use super::env::{self, Probe};
 use super::stats::{Latencies, Row};
 
 /// `h2load` on the PATH.
@@ -47,9 +47,7 @@ pub async fn run(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Row> {
-    let dir = std::env::temp_dir().join(format!("clerk-mirror-h2load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).context("cannot make h2load's directory")?;
+    let dir = env::scratch_dir("h2load")?;
     let body_path = dir.join("body");
     std::fs::write(&body_path, body).context("cannot write h2load's request body")?;
     let log_path = dir.join("log");
@@ -73,11 +71,7 @@ pub async fn run(
     if !warm.status.success() {
         bail!("h2load failed: {}", String::from_utf8_lossy(&warm.stdout).trim());
     }
-    let before = probe.cpu();
-    let children = super::pgbench::children_cpu();
-    let output = once(seconds, true).output().await.context("cannot run h2load")?;
-    let mut cpu = probe.cpu() - before;
-    cpu.bench = super::pgbench::children_cpu() - children;
+    let (output, cpu) = env::measured_child(probe, &mut once(seconds, true)).await?;
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     if !output.status.success() {
         bail!("h2load failed: {} {}", stdout.trim(), String::from_utf8_lossy(&output.stderr).trim());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::env::{Database, Probe};
+use super::env::{self, Database, Probe};
 use super::stats::{Latencies, Row};
 
 /// The `pgbench` next to the machine's `initdb`.
@@ -34,9 +34,7 @@ pub async fn run(
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Row> {
-    let dir = std::env::temp_dir().join(format!("clerk-mirror-pgbench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).context("cannot make pgbench's directory")?;
+    let dir = env::scratch_dir("pgbench")?;
     let script_path = dir.join("script.sql");
     std::fs::write(&script_path, script).context("cannot write pgbench's script")?;
     let once = |seconds: u64, log: bool| {
@@ -56,13 +54,9 @@ pub async fn run(
     if !output.status.success() {
         bail!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
-    let before = probe.cpu();
-    let children = children_cpu();
     // pgbench runs whole seconds.
     let seconds = duration.as_secs().max(1);
-    let output = once(seconds, true).output().await.context("cannot run pgbench")?;
-    let mut cpu = probe.cpu() - before;
-    cpu.bench = children_cpu() - children;
+    let (output, cpu) = env::measured_child(probe, &mut once(seconds, true)).await?;
     if !output.status.success() {
         bail!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
@@ -90,13 +84,4 @@ pub async fn run(
     Ok(Row::new(name, concurrency, ops + failed, failed, Duration::from_secs(seconds))
         .latencies(latencies)
         .cpu(cpu))
-}
-
-/// CPU seconds of the finished (waited-for) children of this process.
-pub fn children_cpu() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage with a valid, owned struct.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
