@@ -1,6 +1,86 @@
 //! Compiles `proto/` with protox (pure Rust: no `protoc` on the machine) and tonic-prost-build,
-//! and the vendored `google/rpc/error_details.proto` into a descriptor set for reflection.
+//! and the vendored `google/rpc/error_details.proto` into a descriptor set for reflection. The
+//! server side of `DirectoryService` is generated a second time from the same descriptor, with
+//! the responses of [`SERVED`] taken from `crate::pb::served` (they carry the read cache's
+//! encoded entities as they are, see `src/pb/served.rs`).
 use protox::prost::Message as _;
+
+/// The `DirectoryService` responses the server sends as `crate::pb::served` types.
+const SERVED: [&str; 11] = [
+    "GetUserResponse",
+    "GetOrganizationResponse",
+    "GetMembershipResponse",
+    "BatchGetUsersResponse",
+    "BatchGetOrganizationsResponse",
+    "LookupUserResponse",
+    "LookupOrganizationResponse",
+    "LookupMembershipResponse",
+    "GetInvitationResponse",
+    "GetRoleResponse",
+    "LookupRoleResponse",
+];
+
+/// `BatchGetUsers` → `batch_get_users`.
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// `DirectoryService`'s server, every method as the proto declares it, each response of
+/// [`SERVED`] replaced by its `crate::pb::served` type.
+fn served_directory(fds: &prost_types::FileDescriptorSet) -> Result<(), Box<dyn std::error::Error>> {
+    let service = fds
+        .file
+        .iter()
+        .flat_map(|f| f.service.iter().map(move |s| (f, s)))
+        .find(|(f, s)| f.package() == "clerkmirror.v1" && s.name() == "DirectoryService")
+        .ok_or("proto/ declares no clerkmirror.v1.DirectoryService")?;
+    let local = |t: &str| -> Result<String, Box<dyn std::error::Error>> {
+        t.strip_prefix(".clerkmirror.v1.")
+            .map(str::to_string)
+            .ok_or_else(|| format!("DirectoryService uses a message of another package: {t}").into())
+    };
+    let mut builder = tonic_build::manual::Service::builder()
+        .name("DirectoryService")
+        .package("clerkmirror.v1");
+    let mut served = 0;
+    for m in &service.1.method {
+        let input = local(m.input_type())?;
+        let output = local(m.output_type())?;
+        let output = if SERVED.contains(&output.as_str()) {
+            served += 1;
+            format!("crate::pb::served::{output}")
+        } else {
+            format!("crate::pb::{output}")
+        };
+        let mut method = tonic_build::manual::Method::builder()
+            .name(snake(m.name()))
+            .route_name(m.name())
+            .input_type(format!("crate::pb::{input}"))
+            .output_type(output)
+            .codec_path("tonic_prost::ProstCodec");
+        if m.client_streaming() {
+            method = method.client_streaming();
+        }
+        if m.server_streaming() {
+            method = method.server_streaming();
+        }
+        builder = builder.method(method.build());
+    }
+    if served != SERVED.len() {
+        return Err(format!("only {served} of the {} served responses are DirectoryService's", SERVED.len()).into());
+    }
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .compile(&[builder.build()]);
+    Ok(())
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -16,7 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .compile_fds(fds.clone())?;
+    served_directory(&fds)?;
     // The error details every error carries (tonic-types encodes them): their descriptors, with
     // their imports, for reflection only, so grpcurl and `buf curl` can decode them.
     let details = protox::compile(["google/rpc/error_details.proto"], ["third_party/googleapis"])?;

@@ -1,6 +1,8 @@
 //! The in-memory index of one replica: users (by id, email, username, external id, phone
-//! number), organizations (by id, slug) and memberships (by id, by organization + user), each
-//! held as the protobuf message a read returns, behind `Arc`, at one change-log cursor. It
+//! number), organizations (by id, slug) and memberships (by id, by organization + user), at one
+//! change-log cursor. Users and organizations are held encoded (`pb::Encoded`, made once when
+//! the change is applied, shared by every response that sends them: see [`Held`]); memberships
+//! as their message, because a read adds their effective permissions. It
 //! answers exactly what the PostgreSQL reads of `store::read` answer at that cursor, or says it
 //! does not know (then the caller reads PostgreSQL). How each kind is held is [`Cached`]: a kind
 //! without lookups of its own is held by id only.
@@ -72,6 +74,29 @@ impl Cached for crate::store::InvitationRecord {}
 
 #[cfg(test)]
 impl Cached for crate::store::test_kind::WidgetRecord {}
+
+/// An entity as a read gets it from the index: its encoding and whether it is a tombstone
+/// (cheap to clone: the bytes are shared).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held<M> {
+    pub message: pb::Encoded<M>,
+    pub deleted: bool,
+}
+
+impl<M: prost::Message + Default> Held<M> {
+    pub fn of(message: &M, deleted: bool) -> Self {
+        Held {
+            message: pb::Encoded::of(message),
+            deleted,
+        }
+    }
+
+    /// The message decoded (tests).
+    #[cfg(test)]
+    pub fn open(&self) -> M {
+        self.message.decode().expect("the index holds encodings of its messages")
+    }
+}
 
 /// What the index says about a read.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,13 +230,13 @@ impl UserKeys {
 }
 
 struct UserEntry {
-    message: Arc<pb::User>,
+    held: Held<pb::User>,
     keys: UserKeys,
     bytes: usize,
 }
 
 struct OrgEntry {
-    message: Arc<pb::Organization>,
+    held: Held<pb::Organization>,
     /// The slug of a live organization.
     slug: Option<String>,
     bytes: usize,
@@ -321,9 +346,10 @@ impl Index {
     /// Holds `r` (the state after the change `update_cursor`), replacing what was held.
     pub fn put_user(&mut self, r: &UserRecord, update_cursor: i64) {
         self.remove_user(&r.id);
-        let message = convert::user(r, update_cursor, &self.log_id);
+        let held = Held::of(&convert::user(r, update_cursor, &self.log_id), r.deleted_at.is_some());
         let keys = UserKeys::of(r);
-        let bytes = size::slot(&r.id, std::mem::size_of::<UserEntry>()) + size::user(&message) + keys.bytes(&r.id);
+        let bytes =
+            size::slot(&r.id, std::mem::size_of::<UserEntry>()) + size::encoded(held.message.len()) + keys.bytes(&r.id);
         if !self.fits(bytes) {
             return;
         }
@@ -343,7 +369,7 @@ impl Index {
         self.users.insert(
             r.id.clone(),
             UserEntry {
-                message: Arc::new(message),
+                held,
                 keys,
                 bytes,
             },
@@ -371,10 +397,10 @@ impl Index {
 
     pub fn put_organization(&mut self, r: &OrganizationRecord, update_cursor: i64) {
         self.remove_organization(&r.id);
-        let message = convert::organization(r, update_cursor, &self.log_id);
+        let held = Held::of(&convert::organization(r, update_cursor, &self.log_id), r.deleted_at.is_some());
         let slug = r.slug.clone().filter(|_| r.deleted_at.is_none());
         let bytes = size::slot(&r.id, std::mem::size_of::<OrgEntry>())
-            + size::organization(&message)
+            + size::encoded(held.message.len())
             + slug.as_ref().map_or(0, |s| size::index_key(s, &r.id));
         if !self.fits(bytes) {
             return;
@@ -386,7 +412,7 @@ impl Index {
         self.organizations.insert(
             r.id.clone(),
             OrgEntry {
-                message: Arc::new(message),
+                held,
                 slug,
                 bytes,
             },
@@ -525,12 +551,12 @@ impl Index {
     }
 
     /// The user with `id` (a tombstone too; the caller applies `show_deleted`).
-    pub fn user(&self, id: &str) -> Answer<Arc<pb::User>> {
-        self.by_id(&self.users, id, |e| &e.message)
+    pub fn user(&self, id: &str) -> Answer<Held<pb::User>> {
+        self.by_id(&self.users, id, |e| &e.held)
     }
 
     /// Users by id in the order asked, or `None` if any is unknown.
-    pub fn users(&self, ids: &[&str]) -> Option<(Vec<Option<Arc<pb::User>>>, i64)> {
+    pub fn users(&self, ids: &[&str]) -> Option<(Vec<Option<Held<pb::User>>>, i64)> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(match self.user(id) {
@@ -542,11 +568,11 @@ impl Index {
         Some((out, self.cursor))
     }
 
-    pub fn organization(&self, id: &str) -> Answer<Arc<pb::Organization>> {
-        self.by_id(&self.organizations, id, |e| &e.message)
+    pub fn organization(&self, id: &str) -> Answer<Held<pb::Organization>> {
+        self.by_id(&self.organizations, id, |e| &e.held)
     }
 
-    pub fn organizations(&self, ids: &[&str]) -> Option<(Vec<Option<Arc<pb::Organization>>>, i64)> {
+    pub fn organizations(&self, ids: &[&str]) -> Option<(Vec<Option<Held<pb::Organization>>>, i64)> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(match self.organization(id) {
@@ -559,7 +585,7 @@ impl Index {
     }
 
     /// The membership `id` of organization `organization_id` (a tombstone too).
-    pub fn membership(&self, organization_id: &str, id: &str) -> Answer<Arc<pb::Membership>> {
+    pub fn membership(&self, organization_id: &str, id: &str) -> Answer<Held<pb::Membership>> {
         match self.memberships.get(id) {
             Some(m) if m.organization_id == organization_id => Answer::Found(self.effective(&m.message), self.cursor),
             // Ids are unique: held under another organization means none under this one.
@@ -570,7 +596,7 @@ impl Index {
     }
 
     /// The live user with `key` (the smallest id when several share it), as `store::read`.
-    pub fn user_by(&self, key: &crate::store::read::UserKey) -> Answer<Arc<pb::User>> {
+    pub fn user_by(&self, key: &crate::store::read::UserKey) -> Answer<Held<pb::User>> {
         use crate::store::read::UserKey;
         if !self.complete {
             return Answer::Unknown;
@@ -589,7 +615,7 @@ impl Index {
     }
 
     /// The live organization with `slug`.
-    pub fn organization_by_slug(&self, slug: &str) -> Answer<Arc<pb::Organization>> {
+    pub fn organization_by_slug(&self, slug: &str) -> Answer<Held<pb::Organization>> {
         if !self.complete {
             return Answer::Unknown;
         }
@@ -601,7 +627,7 @@ impl Index {
     }
 
     /// The user's current membership of the organization: the live one updated last (then by id).
-    pub fn membership_of(&self, organization_id: &str, user_id: &str) -> Answer<Arc<pb::Membership>> {
+    pub fn membership_of(&self, organization_id: &str, user_id: &str) -> Answer<Held<pb::Membership>> {
         if !self.complete {
             return Answer::Unknown;
         }
@@ -629,23 +655,23 @@ impl Index {
             .map(|(_, m)| &m.message)
     }
 
-    /// A held membership as reads show it: with its effective permissions.
-    fn effective(&self, m: &Arc<pb::Membership>) -> Arc<pb::Membership> {
-        Arc::new(self.access.effective_membership(m))
+    /// A held membership as reads show it: with its effective permissions (encoded per read).
+    fn effective(&self, m: &Arc<pb::Membership>) -> Held<pb::Membership> {
+        Held::of(&self.access.effective_membership(m), m.delete_time.is_some())
     }
 
     /// The role with `id` (a tombstone too), its permissions resolved now.
-    pub fn role(&self, id: &str) -> Answer<Arc<pb::Role>> {
+    pub fn role(&self, id: &str) -> Answer<Held<pb::Role>> {
         match self.access.role(id) {
-            Some(r) => Answer::Found(Arc::new(r), self.cursor),
+            Some(r) => Answer::Found(Held::of(&r, r.delete_time.is_some()), self.cursor),
             None => Answer::Absent(self.cursor),
         }
     }
 
     /// The live role with `key` (or its other spelling).
-    pub fn role_by_key(&self, key: &str) -> Answer<Arc<pb::Role>> {
+    pub fn role_by_key(&self, key: &str) -> Answer<Held<pb::Role>> {
         match self.access.live_role_with_key(key) {
-            Some(r) => Answer::Found(Arc::new(r), self.cursor),
+            Some(r) => Answer::Found(Held::of(&r, r.delete_time.is_some()), self.cursor),
             None => Answer::Absent(self.cursor),
         }
     }
@@ -656,11 +682,8 @@ impl Index {
         if !self.complete {
             return None;
         }
-        let user_live = self.users.get(user_id).is_some_and(|e| e.message.delete_time.is_none());
-        let organization_live = self
-            .organizations
-            .get(organization_id)
-            .is_some_and(|e| e.message.delete_time.is_none());
+        let user_live = self.users.get(user_id).is_some_and(|e| !e.held.deleted);
+        let organization_live = self.organizations.get(organization_id).is_some_and(|e| !e.held.deleted);
         let member = self
             .live_of(organization_id, user_id)
             .and_then(|ids| self.current(ids))
@@ -734,7 +757,7 @@ mod tests {
         index.put_user(&user("user_a", &["Ada@Example.com"], None, None), 1);
         index.put_user(&user("user_b", &["bob@example.com"], None, None), 2);
         let by = |i: &Index, e: &str| match i.user_by(&UserKey::Email(e.into())) {
-            Answer::Found(u, _) => Some(u.id.clone()),
+            Answer::Found(u, _) => Some(u.open().id),
             Answer::Absent(_) => None,
             Answer::Unknown => panic!("unknown"),
         };
@@ -746,7 +769,7 @@ mod tests {
         // A tombstone keeps no addresses; the get still finds it (show_deleted is the caller's).
         index.put_user(&UserRecord::tombstone("user_b".into(), None, t(9)), 5);
         assert_eq!(by(&index, "ada@example.com"), None);
-        assert!(matches!(index.user("user_b"), Answer::Found(u, _) if u.delete_time.is_some()));
+        assert!(matches!(index.user("user_b"), Answer::Found(u, _) if u.deleted && u.open().delete_time.is_some()));
     }
 
     #[test]
@@ -800,7 +823,7 @@ mod tests {
         index.put_membership(&membership("m_1", "org_1", "user_1", Some(5)), 2);
         index.put_membership(&membership("m_3", "org_1", "user_1", None), 3);
         let current = |i: &Index| match i.membership_of("org_1", "user_1") {
-            Answer::Found(m, _) => Some(m.id.clone()),
+            Answer::Found(m, _) => Some(m.open().id),
             _ => None,
         };
         assert_eq!(current(&index), Some("m_1".into()));
@@ -939,8 +962,13 @@ mod tests {
                 index.set_cursor(seq);
             }
             let cursor = index.cursor();
-            let found = |a: Answer<Arc<pb::User>>| match a {
-                Answer::Found(u, c) => { assert_eq!(c, cursor); Some((*u).clone()) }
+            let found = |a: Answer<Held<pb::User>>| match a {
+                Answer::Found(u, c) => {
+                    assert_eq!(c, cursor);
+                    let message = u.open();
+                    assert_eq!(u.deleted, message.delete_time.is_some());
+                    Some(message)
+                }
                 Answer::Absent(c) => { assert_eq!(c, cursor); None }
                 Answer::Unknown => panic!("a complete index answered unknown"),
             };
@@ -975,7 +1003,7 @@ mod tests {
                 let want = model.orgs.values().find(|(r, _)| r.deleted_at.is_none() && r.slug.as_ref() == Some(&slug))
                     .map(|(r, c)| convert::organization(r, *c, "log"));
                 let got = match index.organization_by_slug(&slug) {
-                    Answer::Found(o, _) => Some((*o).clone()),
+                    Answer::Found(o, _) => Some(o.open()),
                     Answer::Absent(_) => None,
                     Answer::Unknown => panic!("unknown"),
                 };
@@ -996,7 +1024,7 @@ mod tests {
                     }.then_with(|| a.id.cmp(&b.id)));
                     let want = live.first().map(|(m, c)| without_roles(convert::membership(m, *c, "log")));
                     let got = match index.membership_of(&org, &user) {
-                        Answer::Found(m, _) => Some((*m).clone()),
+                        Answer::Found(m, _) => Some(m.open()),
                         Answer::Absent(_) => None,
                         Answer::Unknown => panic!("unknown"),
                     };
@@ -1008,7 +1036,7 @@ mod tests {
                     let want = model.memberships.get(&id).filter(|(r, _)| r.organization_id == org)
                         .map(|(r, c)| without_roles(convert::membership(r, *c, "log")));
                     let got = match index.membership(&org, &id) {
-                        Answer::Found(m, _) => Some((*m).clone()),
+                        Answer::Found(m, _) => Some(m.open()),
                         Answer::Absent(_) => None,
                         Answer::Unknown => panic!("unknown"),
                     };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use index::{Answer, Index};
+pub use index::{Answer, Held, Index};
 pub use read_index::ReadIndex;
 
 use crate::metrics::Metrics;

@@ -1,6 +1,6 @@
-//! What a held message costs in memory, estimated from its shape: the struct itself, every
-//! string's bytes, every vector's slots and every `Struct`'s B-tree nodes (a node holds up to
-//! eleven entries and is allocated whole). The allocator's own overhead is not counted; `bench
+//! What a held entity costs in memory: an encoded one its bytes; a message (memberships),
+//! estimated from its shape: the struct itself, every string's bytes, every vector's slots and
+//! every `Struct`'s B-tree nodes (a node holds up to eleven entries and is allocated whole). The allocator's own overhead is not counted; `bench
 //! lookup` compares the total with the server's RSS.
 
 use std::mem::size_of;
@@ -41,50 +41,7 @@ fn metadata(s: &Option<prost_types::Struct>) -> usize {
     s.as_ref().map_or(0, fields)
 }
 
-/// The heap bytes of a user held behind an `Arc` (the message, its strings, lists and maps).
-pub fn user(u: &pb::User) -> usize {
-    let strings = [
-        &u.name,
-        &u.id,
-        &u.external_id,
-        &u.username,
-        &u.first_name,
-        &u.last_name,
-        &u.image_url,
-        &u.primary_email_address,
-        &u.update_cursor,
-    ];
-    size_of::<pb::User>()
-        + 2 * size_of::<usize>()
-        + ALLOCATION
-        + strings.iter().map(|s| text(s)).sum::<usize>()
-        + u.email_addresses
-            .iter()
-            .map(|e| {
-                size_of::<pb::EmailAddress>() + text(&e.id) + text(&e.email_address) + text(&e.verification_status)
-            })
-            .sum::<usize>()
-        + u.phone_numbers
-            .iter()
-            .map(|p| size_of::<pb::PhoneNumber>() + text(&p.id) + text(&p.phone_number) + text(&p.verification_status))
-            .sum::<usize>()
-        + metadata(&u.public_metadata)
-        + metadata(&u.private_metadata)
-        + metadata(&u.unsafe_metadata)
-}
-
-pub fn organization(o: &pb::Organization) -> usize {
-    size_of::<pb::Organization>()
-        + 2 * size_of::<usize>()
-        + ALLOCATION
-        + [&o.name, &o.id, &o.display_name, &o.slug, &o.image_url, &o.update_cursor]
-            .iter()
-            .map(|s| text(s))
-            .sum::<usize>()
-        + metadata(&o.public_metadata)
-        + metadata(&o.private_metadata)
-}
-
+/// The heap bytes of a membership held behind an `Arc` (the message, its strings, lists and maps).
 pub fn membership(m: &pb::Membership) -> usize {
     let summary = m.organization.as_ref().map_or(0, |o| {
         size_of::<pb::OrganizationSummary>() + text(&o.id) + text(&o.display_name) + text(&o.slug) + text(&o.image_url)
@@ -128,6 +85,12 @@ pub fn membership(m: &pb::Membership) -> usize {
         + user
 }
 
+/// An encoded message of `len` bytes held as `bytes::Bytes`: its buffer, and the shared header
+/// the first clone of it allocates (`Bytes` made from a `Vec` shares it lazily).
+pub fn encoded(len: usize) -> usize {
+    len + ALLOCATION + 4 * size_of::<usize>() + ALLOCATION
+}
+
 /// One entry of a hash map keyed by a string (the key's bytes, the slot, the control byte).
 pub fn slot(key: &str, value_size: usize) -> usize {
     text(key) + size_of::<String>() + value_size + 1
@@ -144,16 +107,16 @@ mod tests {
 
     #[test]
     fn metadata_costs_at_least_a_node_and_grows_with_its_content() {
-        let empty = user(&pb::User::default());
-        let mut u = pb::User {
+        let empty = membership(&pb::Membership::default());
+        let mut m = pb::Membership {
             public_metadata: Some(prost_types::Struct {
                 fields: [("plan".to_string(), crate::store::convert::to_value(&"pro".into()))].into(),
             }),
             ..Default::default()
         };
-        let one = user(&u);
+        let one = membership(&m);
         assert!(one >= empty + NODE);
-        u.first_name = "x".repeat(1000);
-        assert!(user(&u) >= one + 1000);
+        m.role_name = "x".repeat(1000);
+        assert!(membership(&m) >= one + 1000);
     }
 }

@@ -85,7 +85,7 @@ impl Directory {
     pub(super) async fn get_role_rpc(
         &self,
         request: Request<pb::GetRoleRequest>,
-    ) -> Result<Response<pb::GetRoleResponse>, Status> {
+    ) -> Result<Response<pb::served::GetRoleResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetRole", async {
@@ -94,7 +94,7 @@ impl Directory {
             let (role, cursor) = self
                 .one::<RoleRecord>(route, &r.name, r.show_deleted, |i| i.role(id), read::roles_by_id(&self.pool, &[id]))
                 .await?;
-            Ok(pb::GetRoleResponse { role: Some(role), cursor })
+            Ok(pb::served::GetRoleResponse { role: Some(role), cursor })
         })
         .await
     }
@@ -102,7 +102,7 @@ impl Directory {
     pub(super) async fn lookup_role_rpc(
         &self,
         request: Request<pb::LookupRoleRequest>,
-    ) -> Result<Response<pb::LookupRoleResponse>, Status> {
+    ) -> Result<Response<pb::served::LookupRoleResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("LookupRole", async {
@@ -113,7 +113,7 @@ impl Directory {
             let (role, cursor) = self
                 .one::<RoleRecord>(route, &name, true, |i| i.role_by_key(k), read::role_by_key(&self.pool, k))
                 .await?;
-            Ok(pb::LookupRoleResponse { role: Some(role), cursor })
+            Ok(pb::served::LookupRoleResponse { role: Some(role), cursor })
         })
         .await
     }

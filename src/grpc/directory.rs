@@ -1,9 +1,9 @@
 //! `DirectoryService`: gets, batch gets and lookups. Each is answered from the replica's read
 //! cache when its `consistency` allows and the cache holds the answer; otherwise it is one SQL
-//! statement on the read pool, whose connection is released before the response is sent.
+//! statement on the read pool, whose connection is released before the response is sent. The
+//! entity goes out encoded (`pb::served`): from memory, as the cache holds it.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
@@ -12,9 +12,9 @@ use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use super::names;
 use super::{list, traced};
-use crate::cache::{Answer, ReadCache, ReadIndex, Waited};
-use crate::pb;
-use crate::pb::directory_service_server::DirectoryService;
+use crate::cache::{Answer, Held, ReadCache, ReadIndex, Waited};
+use crate::pb::served::directory_service_server::DirectoryService;
+use crate::pb::{self, Encoded, served};
 use crate::store::read::{self, ListQuery, Snapshot, Stored, UserKey};
 use crate::store::{Kind, MembershipRecord, OrganizationRecord, UserRecord};
 
@@ -189,16 +189,15 @@ impl Directory {
     }
 
     /// A cached item, or NOT_FOUND (a tombstone too, unless `show_deleted`).
-    fn found_in_memory<T: Clone>(
+    fn found_in_memory<M>(
         &self,
-        answer: Answer<Arc<T>>,
+        answer: Answer<Held<M>>,
         what: &'static str,
         name: &str,
         show_deleted: bool,
-        deleted: impl Fn(&T) -> bool,
-    ) -> Result<(T, i64), ApiError> {
+    ) -> Result<(Encoded<M>, i64), ApiError> {
         match answer {
-            Answer::Found(item, head) if show_deleted || !deleted(&item) => Ok(((*item).clone(), head)),
+            Answer::Found(item, head) if show_deleted || !item.deleted => Ok((item.message, head)),
             Answer::Found(_, head) | Answer::Absent(head) => Err(ApiError::NotFound {
                 what,
                 name: name.to_string(),
@@ -209,20 +208,19 @@ impl Directory {
     }
 
     /// Every cached item of a batch, or NOT_FOUND naming the first missing one.
-    fn all_found_in_memory<T: Clone>(
+    fn all_found_in_memory<M>(
         &self,
-        items: Vec<Option<Arc<T>>>,
+        items: Vec<Option<Held<M>>>,
         head: i64,
         names: &[String],
         what: &'static str,
         show_deleted: bool,
-        deleted: impl Fn(&T) -> bool,
-    ) -> Result<Vec<T>, ApiError> {
+    ) -> Result<Vec<Encoded<M>>, ApiError> {
         items
             .into_iter()
             .zip(names)
             .map(|(item, name)| match item {
-                Some(item) if show_deleted || !deleted(&item) => Ok((*item).clone()),
+                Some(item) if show_deleted || !item.deleted => Ok(item.message),
                 _ => Err(ApiError::NotFound {
                     what,
                     name: name.clone(),
@@ -236,8 +234,8 @@ impl Directory {
     fn batch_in_memory<T>(
         &self,
         route: Route,
-        f: impl FnOnce(&crate::cache::Index) -> Option<(Vec<Option<Arc<T>>>, i64)>,
-    ) -> Option<(Vec<Option<Arc<T>>>, i64)> {
+        f: impl FnOnce(&crate::cache::Index) -> Option<(Vec<Option<T>>, i64)>,
+    ) -> Option<(Vec<Option<T>>, i64)> {
         if route != Route::Memory {
             return None;
         }
@@ -265,18 +263,21 @@ impl Directory {
         route: Route,
         name: &str,
         show_deleted: bool,
-        memory: impl FnOnce(&crate::cache::Index) -> Answer<Arc<K::Message>>,
+        memory: impl FnOnce(&crate::cache::Index) -> Answer<Held<K::Message>>,
         postgres: impl Future<Output = Result<Snapshot<K>, sqlx::Error>>,
-    ) -> Result<(K::Message, String), ApiError> {
+    ) -> Result<(Encoded<K::Message>, String), ApiError> {
         let what = K::TYPE.as_str();
         if let Some(answer) = self.memory(route, memory) {
-            let (message, head) = self.found_in_memory(answer, what, name, show_deleted, K::message_deleted)?;
+            let (message, head) = self.found_in_memory(answer, what, name, show_deleted)?;
             return Ok((message, self.cursor(head)));
         }
         let snapshot = postgres.await?;
         self.fresh(route, snapshot.head)?;
         let (item, head) = self.found(snapshot, what, name, show_deleted, |r| r.deleted_at().is_some())?;
-        Ok((item.record.message(item.update_cursor, &self.log_id), self.cursor(head)))
+        Ok((
+            Encoded::of(&item.record.message(item.update_cursor, &self.log_id)),
+            self.cursor(head),
+        ))
     }
 
     /// Every entity `names` name, in order, as [`Directory::one`] reads one; NOT_FOUND names
@@ -286,12 +287,12 @@ impl Directory {
         route: Route,
         names: &[String],
         show_deleted: bool,
-        memory: impl FnOnce(&crate::cache::Index) -> Option<(Vec<Option<Arc<K::Message>>>, i64)>,
+        memory: impl FnOnce(&crate::cache::Index) -> Option<(Vec<Option<Held<K::Message>>>, i64)>,
         postgres: impl Future<Output = Result<Snapshot<K>, sqlx::Error>>,
-    ) -> Result<(Vec<K::Message>, String), ApiError> {
+    ) -> Result<(Vec<Encoded<K::Message>>, String), ApiError> {
         let what = K::TYPE.as_str();
         if let Some((items, head)) = self.batch_in_memory(route, memory) {
-            let messages = self.all_found_in_memory(items, head, names, what, show_deleted, K::message_deleted)?;
+            let messages = self.all_found_in_memory(items, head, names, what, show_deleted)?;
             return Ok((messages, self.cursor(head)));
         }
         let snapshot = postgres.await?;
@@ -300,7 +301,7 @@ impl Directory {
         let items = self.all_found(snapshot, names, what, show_deleted, |r| r.deleted_at().is_some())?;
         let messages = items
             .iter()
-            .map(|i| i.record.message(i.update_cursor, &self.log_id))
+            .map(|i| Encoded::of(&i.record.message(i.update_cursor, &self.log_id)))
             .collect();
         Ok((messages, self.cursor(head)))
     }
@@ -364,7 +365,7 @@ fn check_batch(names: &[String]) -> Result<(), ApiError> {
 
 #[tonic::async_trait]
 impl DirectoryService for Directory {
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<served::GetUserResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetUser", async {
@@ -379,7 +380,7 @@ impl DirectoryService for Directory {
                     read::users_by_id(&self.pool, &[id]),
                 )
                 .await?;
-            Ok(pb::GetUserResponse {
+            Ok(served::GetUserResponse {
                 user: Some(user),
                 cursor,
             })
@@ -390,7 +391,7 @@ impl DirectoryService for Directory {
     async fn get_organization(
         &self,
         request: Request<pb::GetOrganizationRequest>,
-    ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
+    ) -> Result<Response<served::GetOrganizationResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetOrganization", async {
@@ -405,7 +406,7 @@ impl DirectoryService for Directory {
                     read::organizations_by_id(&self.pool, &[id]),
                 )
                 .await?;
-            Ok(pb::GetOrganizationResponse {
+            Ok(served::GetOrganizationResponse {
                 organization: Some(organization),
                 cursor,
             })
@@ -416,7 +417,7 @@ impl DirectoryService for Directory {
     async fn get_membership(
         &self,
         request: Request<pb::GetMembershipRequest>,
-    ) -> Result<Response<pb::GetMembershipResponse>, Status> {
+    ) -> Result<Response<served::GetMembershipResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetMembership", async {
@@ -431,7 +432,7 @@ impl DirectoryService for Directory {
                     read::membership(&self.pool, org, id),
                 )
                 .await?;
-            Ok(pb::GetMembershipResponse {
+            Ok(served::GetMembershipResponse {
                 membership: Some(membership),
                 cursor,
             })
@@ -442,7 +443,7 @@ impl DirectoryService for Directory {
     async fn batch_get_users(
         &self,
         request: Request<pb::BatchGetUsersRequest>,
-    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+    ) -> Result<Response<served::BatchGetUsersResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("BatchGetUsers", async {
@@ -463,7 +464,7 @@ impl DirectoryService for Directory {
                     read::users_by_id(&self.pool, &ids),
                 )
                 .await?;
-            Ok(pb::BatchGetUsersResponse { users, cursor })
+            Ok(served::BatchGetUsersResponse { users, cursor })
         })
         .await
     }
@@ -471,7 +472,7 @@ impl DirectoryService for Directory {
     async fn batch_get_organizations(
         &self,
         request: Request<pb::BatchGetOrganizationsRequest>,
-    ) -> Result<Response<pb::BatchGetOrganizationsResponse>, Status> {
+    ) -> Result<Response<served::BatchGetOrganizationsResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("BatchGetOrganizations", async {
@@ -492,7 +493,7 @@ impl DirectoryService for Directory {
                     read::organizations_by_id(&self.pool, &ids),
                 )
                 .await?;
-            Ok(pb::BatchGetOrganizationsResponse { organizations, cursor })
+            Ok(served::BatchGetOrganizationsResponse { organizations, cursor })
         })
         .await
     }
@@ -500,7 +501,7 @@ impl DirectoryService for Directory {
     async fn lookup_user(
         &self,
         request: Request<pb::LookupUserRequest>,
-    ) -> Result<Response<pb::LookupUserResponse>, Status> {
+    ) -> Result<Response<served::LookupUserResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("LookupUser", async {
@@ -537,7 +538,7 @@ impl DirectoryService for Directory {
                     read::user_by_key(&self.pool, &key),
                 )
                 .await?;
-            Ok(pb::LookupUserResponse {
+            Ok(served::LookupUserResponse {
                 user: Some(user),
                 cursor,
             })
@@ -548,7 +549,7 @@ impl DirectoryService for Directory {
     async fn lookup_organization(
         &self,
         request: Request<pb::LookupOrganizationRequest>,
-    ) -> Result<Response<pb::LookupOrganizationResponse>, Status> {
+    ) -> Result<Response<served::LookupOrganizationResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("LookupOrganization", async {
@@ -569,7 +570,7 @@ impl DirectoryService for Directory {
                     read::organization_by_slug(&self.pool, &r.slug),
                 )
                 .await?;
-            Ok(pb::LookupOrganizationResponse {
+            Ok(served::LookupOrganizationResponse {
                 organization: Some(organization),
                 cursor,
             })
@@ -580,7 +581,7 @@ impl DirectoryService for Directory {
     async fn lookup_membership(
         &self,
         request: Request<pb::LookupMembershipRequest>,
-    ) -> Result<Response<pb::LookupMembershipResponse>, Status> {
+    ) -> Result<Response<served::LookupMembershipResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("LookupMembership", async {
@@ -597,7 +598,7 @@ impl DirectoryService for Directory {
                     read::membership_of(&self.pool, org, user),
                 )
                 .await?;
-            Ok(pb::LookupMembershipResponse {
+            Ok(served::LookupMembershipResponse {
                 membership: Some(membership),
                 cursor,
             })
@@ -672,14 +673,14 @@ impl DirectoryService for Directory {
         .await
     }
 
-    async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Result<Response<pb::GetRoleResponse>, Status> {
+    async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Result<Response<served::GetRoleResponse>, Status> {
         self.get_role_rpc(request).await
     }
 
     async fn lookup_role(
         &self,
         request: Request<pb::LookupRoleRequest>,
-    ) -> Result<Response<pb::LookupRoleResponse>, Status> {
+    ) -> Result<Response<served::LookupRoleResponse>, Status> {
         self.lookup_role_rpc(request).await
     }
 
@@ -718,7 +719,7 @@ impl DirectoryService for Directory {
     async fn get_invitation(
         &self,
         request: Request<pb::GetInvitationRequest>,
-    ) -> Result<Response<pb::GetInvitationResponse>, Status> {
+    ) -> Result<Response<served::GetInvitationResponse>, Status> {
         self.get_invitation_rpc(request).await
     }
 

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::directory::{Directory, ListPage, deadline};
 use super::{names, traced};
-use crate::cache::Answer;
+use crate::cache::{Answer, Held};
 use crate::pb;
 use crate::store::{InvitationRecord, read};
 
@@ -14,7 +14,7 @@ impl Directory {
     pub(super) async fn get_invitation_rpc(
         &self,
         request: Request<pb::GetInvitationRequest>,
-    ) -> Result<Response<pb::GetInvitationResponse>, Status> {
+    ) -> Result<Response<pb::served::GetInvitationResponse>, Status> {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("GetInvitation", async {
@@ -23,12 +23,14 @@ impl Directory {
             // Held by id: one under another organization is not this name's.
             let memory = |i: &crate::cache::Index| match i.get::<InvitationRecord>(id) {
                 Answer::Found(m, at) if m.organization_id != org => Answer::Absent(at),
-                answer => answer,
+                Answer::Found(m, at) => Answer::Found(Held::of(&*m, m.delete_time.is_some()), at),
+                Answer::Absent(at) => Answer::Absent(at),
+                Answer::Unknown => Answer::Unknown,
             };
             let (invitation, cursor) = self
                 .one::<InvitationRecord>(route, &r.name, r.show_deleted, memory, read::invitation(&self.pool, org, id))
                 .await?;
-            Ok(pb::GetInvitationResponse {
+            Ok(pb::served::GetInvitationResponse {
                 invitation: Some(invitation),
                 cursor,
             })

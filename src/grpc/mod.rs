@@ -27,7 +27,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::pb;
 use crate::pb::admin_service_server::AdminServiceServer;
-use crate::pb::directory_service_server::DirectoryServiceServer;
+use crate::pb::served::directory_service_server::DirectoryServiceServer;
 use crate::pb::watch_service_server::WatchServiceServer;
 
 /// Runs one RPC inside a span naming it, mapping its error to a `Status` (the one place).

@@ -3,12 +3,15 @@
 //! cursor encoding ([`cursor`]) and JSON as protobuf values ([`json`]).
 
 pub mod cursor;
+pub mod encoded;
 pub mod json;
+pub mod served;
 
 #[allow(clippy::all, missing_docs)]
 mod generated {
     tonic::include_proto!("clerkmirror.v1");
 }
+pub use encoded::Encoded;
 pub use generated::*;
 
 /// The encoded `FileDescriptorSet` of `proto/`, with every transitive import.

@@ -629,7 +629,7 @@ async fn a_cache_whose_cursor_the_log_no_longer_holds_reloads() {
     assert!(cache.wait_until_ready(Duration::from_secs(10)).await);
     let first_name = |cache: &ReadCache, id: &str| {
         cache.read(|i| match i.user(id) {
-            clerk_mirror::cache::Answer::Found(u, _) => Some(u.first_name.clone()),
+            clerk_mirror::cache::Answer::Found(u, _) => Some(u.message.decode().unwrap().first_name),
             _ => None,
         })
     };
@@ -638,7 +638,7 @@ async fn a_cache_whose_cursor_the_log_no_longer_holds_reloads() {
     let (cursor, name) = cache
         .read(|i| {
             let name = match i.user("user_0") {
-                clerk_mirror::cache::Answer::Found(u, _) => Some(u.first_name.clone()),
+                clerk_mirror::cache::Answer::Found(u, _) => Some(u.message.decode().unwrap().first_name),
                 _ => None,
             };
             (i.cursor(), name)
@@ -781,7 +781,7 @@ async fn deleting_a_member_of_many_organizations_shows_all_or_nothing(app: &Test
     let look = move |cache: &ReadCache| {
         cache.read(|i| {
             let deleted = match i.user(user) {
-                clerk_mirror::cache::Answer::Found(u, _) => u.delete_time.is_some(),
+                clerk_mirror::cache::Answer::Found(u, _) => u.deleted && u.message.decode().unwrap().delete_time.is_some(),
                 other => panic!("{user} is held: {other:?}"),
             };
             let active = orgs

@@ -443,7 +443,7 @@ async fn a_change_of_an_entity_type_this_binary_does_not_know_is_skipped_by_the_
     let cache = app.cache.clone().unwrap();
     assert!(cache.state().ready && cache.state().cursor == 3, "{:?}", cache.state());
     let name = cache.read(|i| match i.user("user_1") {
-        clerk_mirror::cache::Answer::Found(u, _) => u.first_name.clone(),
+        clerk_mirror::cache::Answer::Found(u, _) => u.message.decode().unwrap().first_name,
         other => panic!("{other:?}"),
     });
     assert_eq!(name.as_deref(), Some("After"));
