@@ -365,9 +365,13 @@ impl Server {
             .layer(grpc::limit::ConcurrencyLimitLayer::new(self.config.max_concurrent_rpcs))
             .add_routes(routes)
             // TCP_NODELAY: without it a response written as two segments waits for the client's
-            // delayed ACK (~40 ms a unary call; `bench lookup` found it).
+            // delayed ACK (~40 ms a unary call; `bench lookup` found it). No vectored writes:
+            // see `grpc::io`.
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                tokio_stream::StreamExt::map(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    |accepted| accepted.map(crate::grpc::io::Unvectored),
+                ),
                 supervisor.stopped(),
             );
         supervisor.spawn("gRPC server", grpc);

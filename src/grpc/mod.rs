@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod directory;
 pub mod error;
 pub mod invitations;
+pub mod io;
 pub mod limit;
 pub mod list;
 pub mod names;
