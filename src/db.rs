@@ -50,23 +50,59 @@ fn without_notices(options: PgConnectOptions) -> PgConnectOptions {
 }
 
 /// A pool of at most `max_connections` to `database`, each waited for at most `acquire_timeout`,
-/// connected once so a wrong URL fails at start, not on the first webhook.
+/// connected once so a wrong URL fails at start, not on the first webhook. Each connection is
+/// checked (a round trip) before it is lent out.
 pub async fn connect(
     database: &DatabaseConfig,
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
-    // No JIT: every query here is a short, index-driven read or write, for which compiling with
-    // LLVM costs more than it saves (and the applier's plans would always cross its thresholds).
-    let options = connect_options(database)?
-        .application_name("clerk-mirror")
-        .options([("jit", "off")]);
+    pool_options(max_connections, acquire_timeout)
+        .connect_with(session_options(database)?)
+        .await
+}
+
+/// The API's read pool: as [`connect`], but a connection is checked before it is lent out only
+/// when it has been idle for [`READ_CHECK_AFTER_IDLE`]. Checking every one costs a round trip
+/// per read, as much as the read itself (`bench lookup`, cache off: #24); one in use a moment
+/// ago is alive but for a database restart in that moment, which fails the reads then in
+/// flight anyway.
+pub async fn connect_reads(
+    database: &DatabaseConfig,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    pool_options(max_connections, acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= READ_CHECK_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(session_options(database)?)
+        .await
+}
+
+/// How long a read connection may sit idle before it is checked again when lent out.
+pub const READ_CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
-        .connect_with(options)
-        .await
+}
+
+/// The options of every connection this server makes to `database`.
+pub fn session_options(database: &DatabaseConfig) -> Result<PgConnectOptions, sqlx::Error> {
+    // No JIT: every query here is a short, index-driven read or write, for which compiling with
+    // LLVM costs more than it saves (and the applier's plans would always cross its thresholds).
+    Ok(connect_options(database)?
+        .application_name("clerk-mirror")
+        .options([("jit", "off")]))
 }
 
 /// Applies every pending migration.

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http_server;
 pub mod hub;
 pub mod inbox;
+pub mod lender;
 pub mod ingest;
 #[cfg(test)]
 mod kind_proof;

@@ -95,7 +95,7 @@ impl Application {
         db::migrate(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        let read_pool = db::connect(&config.database, config.max_connections, config.acquire_timeout)
+        let read_pool = db::connect_reads(&config.database, config.max_connections, config.acquire_timeout)
             .await
             .context("cannot connect to the database")?;
         let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -318,8 +318,14 @@ impl Server {
         stop: &watch::Receiver<bool>,
         ReadSide { hub, cache, log_id }: ReadSide,
     ) -> anyhow::Result<(tonic::service::Routes, HealthReporter)> {
+        let lender = crate::lender::Lender::new(
+            db::session_options(&self.config.database).context("cannot read the database's connect options")?,
+            self.config.max_connections as usize,
+            self.config.acquire_timeout,
+        );
         let directory = grpc::directory::Directory::new(
             self.read_pool.clone(),
+            std::sync::Arc::new(lender),
             log_id.clone(),
             cache.clone(),
             self.config.consistency_wait,

@@ -92,7 +92,7 @@ impl Directory {
             let id = names::role_id("name", &r.name)?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
             let (role, cursor) = self
-                .one::<RoleRecord>(route, &r.name, r.show_deleted, |i| i.role(id), read::roles_by_id(&self.pool, &[id]))
+                .one::<RoleRecord>(route, &r.name, r.show_deleted, |i| i.role(id), async |c| read::role_by_id(c, id).await)
                 .await?;
             Ok(pb::served::GetRoleResponse { role: Some(role), cursor })
         })
@@ -111,7 +111,7 @@ impl Directory {
             let name = format!("key={k}");
             // A lookup finds live roles only, so there is no tombstone to hide.
             let (role, cursor) = self
-                .one::<RoleRecord>(route, &name, true, |i| i.role_by_key(k), read::role_by_key(&self.pool, k))
+                .one::<RoleRecord>(route, &name, true, |i| i.role_by_key(k), async |c| read::role_by_key(c, k).await)
                 .await?;
             Ok(pb::served::LookupRoleResponse { role: Some(role), cursor })
         })

@@ -3,7 +3,7 @@
 //! statement on the read pool, whose connection is released before the response is sent. The
 //! entity goes out encoded (`pb::served`): from memory, as the cache holds it.
 
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
@@ -12,7 +12,10 @@ use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use super::names;
 use super::{list, traced};
+use sqlx::postgres::PgConnection;
+
 use crate::cache::{Answer, Held, ReadCache, ReadIndex, Waited};
+use crate::lender::Lender;
 use crate::pb::served::directory_service_server::DirectoryService;
 use crate::pb::{self, Encoded, served};
 use crate::store::read::{self, ListQuery, Snapshot, Stored, UserKey};
@@ -25,6 +28,8 @@ pub const MAX_BATCH: usize = 500;
 #[derive(Clone)]
 pub struct Directory {
     pub(super) pool: sqlx::PgPool,
+    /// Connections for point reads that memory cannot answer.
+    lender: Arc<Lender>,
     log_id: String,
     pub(super) cache: ReadCache,
     /// The log's head for `fully_consistent` reads, one shared query at a time.
@@ -68,10 +73,18 @@ pub(super) fn deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Durati
 }
 
 impl Directory {
-    pub fn new(pool: sqlx::PgPool, log_id: String, cache: ReadCache, max_wait: Duration, billing_gates: bool) -> Self {
+    pub fn new(
+        pool: sqlx::PgPool,
+        lender: Arc<Lender>,
+        log_id: String,
+        cache: ReadCache,
+        max_wait: Duration,
+        billing_gates: bool,
+    ) -> Self {
         Directory {
             read_index: ReadIndex::new(pool.clone()),
             pool,
+            lender,
             log_id,
             cache,
             max_wait,
@@ -264,14 +277,14 @@ impl Directory {
         name: &str,
         show_deleted: bool,
         memory: impl FnOnce(&crate::cache::Index) -> Answer<Held<K::Message>>,
-        postgres: impl Future<Output = Result<Snapshot<K>, sqlx::Error>>,
+        postgres: impl AsyncFnOnce(&mut PgConnection) -> Result<Snapshot<K>, sqlx::Error>,
     ) -> Result<(Encoded<K::Message>, String), ApiError> {
         let what = K::TYPE.as_str();
         if let Some(answer) = self.memory(route, memory) {
             let (message, head) = self.found_in_memory(answer, what, name, show_deleted)?;
             return Ok((message, self.cursor(head)));
         }
-        let snapshot = postgres.await?;
+        let snapshot = self.point_read(postgres).await?;
         self.fresh(route, snapshot.head)?;
         let (item, head) = self.found(snapshot, what, name, show_deleted, |r| r.deleted_at().is_some())?;
         Ok((
@@ -288,14 +301,14 @@ impl Directory {
         names: &[String],
         show_deleted: bool,
         memory: impl FnOnce(&crate::cache::Index) -> Option<(Vec<Option<Held<K::Message>>>, i64)>,
-        postgres: impl Future<Output = Result<Snapshot<K>, sqlx::Error>>,
+        postgres: impl AsyncFnOnce(&mut PgConnection) -> Result<Snapshot<K>, sqlx::Error>,
     ) -> Result<(Vec<Encoded<K::Message>>, String), ApiError> {
         let what = K::TYPE.as_str();
         if let Some((items, head)) = self.batch_in_memory(route, memory) {
             let messages = self.all_found_in_memory(items, head, names, what, show_deleted)?;
             return Ok((messages, self.cursor(head)));
         }
-        let snapshot = postgres.await?;
+        let snapshot = self.point_read(postgres).await?;
         self.fresh(route, snapshot.head)?;
         let head = snapshot.head;
         let items = self.all_found(snapshot, names, what, show_deleted, |r| r.deleted_at().is_some())?;
@@ -304,6 +317,18 @@ impl Directory {
             .map(|i| Encoded::of(&i.record.message(i.update_cursor, &self.log_id)))
             .collect();
         Ok((messages, self.cursor(head)))
+    }
+
+    /// A point read (a get, batch get or lookup) on a lent connection, given back after it.
+    async fn point_read<T>(
+        &self,
+        read: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let mut lent = self.lender.lend().await?;
+        // On an error the connection is dropped (closed), not given back.
+        let result = read(lent.connection()).await?;
+        lent.returned();
+        Ok(result)
     }
 
     /// The one item of a single-item snapshot, or NOT_FOUND (a tombstone too, unless `show_deleted`).
@@ -377,7 +402,7 @@ impl DirectoryService for Directory {
                     &r.name,
                     r.show_deleted,
                     |i| i.user(id),
-                    read::users_by_id(&self.pool, &[id]),
+                    async |c| read::user_by_id(c, id).await,
                 )
                 .await?;
             Ok(served::GetUserResponse {
@@ -403,7 +428,7 @@ impl DirectoryService for Directory {
                     &r.name,
                     r.show_deleted,
                     |i| i.organization(id),
-                    read::organizations_by_id(&self.pool, &[id]),
+                    async |c| read::organization_by_id(c, id).await,
                 )
                 .await?;
             Ok(served::GetOrganizationResponse {
@@ -429,7 +454,7 @@ impl DirectoryService for Directory {
                     &r.name,
                     r.show_deleted,
                     |i| i.membership(org, id),
-                    read::membership(&self.pool, org, id),
+                    async |c| read::membership(c, org, id).await,
                 )
                 .await?;
             Ok(served::GetMembershipResponse {
@@ -461,7 +486,7 @@ impl DirectoryService for Directory {
                     &r.names,
                     r.show_deleted,
                     |i| i.users(&ids),
-                    read::users_by_id(&self.pool, &ids),
+                    async |c| read::users_by_id(c, &ids).await,
                 )
                 .await?;
             Ok(served::BatchGetUsersResponse { users, cursor })
@@ -490,7 +515,7 @@ impl DirectoryService for Directory {
                     &r.names,
                     r.show_deleted,
                     |i| i.organizations(&ids),
-                    read::organizations_by_id(&self.pool, &ids),
+                    async |c| read::organizations_by_id(c, &ids).await,
                 )
                 .await?;
             Ok(served::BatchGetOrganizationsResponse { organizations, cursor })
@@ -535,7 +560,7 @@ impl DirectoryService for Directory {
                     &name,
                     true,
                     |i| i.user_by(&key),
-                    read::user_by_key(&self.pool, &key),
+                    async |c| read::user_by_key(c, &key).await,
                 )
                 .await?;
             Ok(served::LookupUserResponse {
@@ -567,7 +592,7 @@ impl DirectoryService for Directory {
                     &name,
                     true,
                     |i| i.organization_by_slug(&r.slug),
-                    read::organization_by_slug(&self.pool, &r.slug),
+                    async |c| read::organization_by_slug(c, &r.slug).await,
                 )
                 .await?;
             Ok(served::LookupOrganizationResponse {
@@ -595,7 +620,7 @@ impl DirectoryService for Directory {
                     &name,
                     true,
                     |i| i.membership_of(org, user),
-                    read::membership_of(&self.pool, org, user),
+                    async |c| read::membership_of(c, org, user).await,
                 )
                 .await?;
             Ok(served::LookupMembershipResponse {

@@ -28,7 +28,7 @@ impl Directory {
                 Answer::Unknown => Answer::Unknown,
             };
             let (invitation, cursor) = self
-                .one::<InvitationRecord>(route, &r.name, r.show_deleted, memory, read::invitation(&self.pool, org, id))
+                .one::<InvitationRecord>(route, &r.name, r.show_deleted, memory, async |c| read::invitation(c, org, id).await)
                 .await?;
             Ok(pb::served::GetInvitationResponse {
                 invitation: Some(invitation),

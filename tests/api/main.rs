@@ -22,6 +22,7 @@ mod inbox;
 mod ingest;
 mod invitations;
 mod leftovers;
+mod lender;
 mod lists;
 mod logs;
 mod process;

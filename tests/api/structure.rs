@@ -24,7 +24,7 @@ const FLOORS: &[&[&str]] = &[
     // wire: generated code
     &["pb"],
     // leaves
-    &["db", "secrets", "metrics", "telemetry"],
+    &["db", "lender", "secrets", "metrics", "telemetry"],
     // the embedded PostgreSQL
     &["pg"],
 ];

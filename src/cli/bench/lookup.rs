@@ -627,17 +627,24 @@ fn hundred_of(d: &Arc<Dataset>) -> impl Fn(u64) -> Vec<String> + Clone + Send + 
     }
 }
 
-/// The direct-SQL baselines: the server's own read functions from this process.
+/// The direct-SQL baselines: the server's own read functions from this process, on connections
+/// lent as the server lends them.
 fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
     let (user, membership, hundred) = (user_of(d), membership_of(d), hundred_of(d));
-    let p = pool.clone();
+    let p = Arc::new(crate::lender::Lender::new(
+        (*pool.connect_options()).clone(),
+        pool.options().get_max_connections() as usize,
+        pool.options().get_acquire_timeout(),
+    ));
     let mut out: Vec<(&'static str, Op)> = Vec::new();
     out.push(("GetUser", {
         let (p, user) = (p.clone(), user.clone());
         Box::new(move |i| {
             let (p, id) = (p.clone(), fixtures::user_id(user(i)));
             Box::pin(async move {
-                let s = read::users_by_id(&p, &[&id]).await?;
+                let mut lent = p.lend().await?;
+                let s = read::user_by_id(lent.connection(), &id).await?;
+                lent.returned();
                 anyhow::ensure!(s.items[0].is_some(), "{id} not found");
                 Ok(())
             })
@@ -648,7 +655,9 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
         Box::new(move |i| {
             let (p, email) = (p.clone(), fixtures::email(user(i)));
             Box::pin(async move {
-                let s = read::user_by_key(&p, &read::UserKey::Email(email)).await?;
+                let mut lent = p.lend().await?;
+                let s = read::user_by_key(lent.connection(), &read::UserKey::Email(email)).await?;
+                lent.returned();
                 anyhow::ensure!(s.items[0].is_some(), "not found");
                 Ok(())
             })
@@ -661,7 +670,9 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
             let (o, u) = membership(i);
             let (o, u) = (fixtures::organization_id(o), fixtures::user_id(u));
             Box::pin(async move {
-                let s = read::membership_of(&p, &o, &u).await?;
+                let mut lent = p.lend().await?;
+                let s = read::membership_of(lent.connection(), &o, &u).await?;
+                lent.returned();
                 anyhow::ensure!(s.items[0].is_some(), "not found");
                 Ok(())
             })
@@ -673,7 +684,9 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
             let (p, ids) = (p.clone(), hundred(i));
             Box::pin(async move {
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                let s = read::users_by_id(&p, &refs).await?;
+                let mut lent = p.lend().await?;
+                let s = read::users_by_id(lent.connection(), &refs).await?;
+                lent.returned();
                 anyhow::ensure!(s.items.iter().all(Option::is_some), "not found");
                 Ok(())
             })
@@ -681,8 +694,9 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
     }));
     out.push(("CheckPermission", {
         let check = check_of(d);
+        let pool = pool.clone();
         Box::new(move |i| {
-            let (p, case) = (p.clone(), check(i));
+            let (p, case) = (pool.clone(), check(i));
             Box::pin(async move {
                 let (standings, _) = read::standings(&p, &[(&case.organization, &case.user, case.permission)]).await?;
                 let standing = standings.first().ok_or_else(|| anyhow::anyhow!("no standing"))?;
