@@ -87,7 +87,7 @@ impl BatchOutcome {
 pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOutcome, sqlx::Error> {
     let started = std::time::Instant::now();
     let mut tx = sqlx::Connection::begin(conn).await?;
-    let head: i64 = sqlx::query_scalar("SELECT head_seq FROM log_head FOR UPDATE")
+    let (head, log_id): (i64, String) = sqlx::query_as("SELECT head_seq, log_id FROM log_head FOR UPDATE")
         .fetch_one(&mut *tx)
         .await?;
     let rows: Vec<InboxEvent> = crate::inbox::pending(&mut tx, limit).await?;
@@ -144,7 +144,7 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
     }
     outcome.changes = ws.changes.len();
     let ruled = started.elapsed();
-    write(&mut tx, &ws).await?;
+    write(&mut tx, &ws, &log_id).await?;
     let written = started.elapsed();
     sqlx::query(
         "UPDATE inbox SET status = r.status, error = r.error, processed_at = now(), attempts = inbox.attempts + 1
@@ -274,12 +274,15 @@ const VERSION_COLUMNS: &str =
     "version_updated_ms bigint, version_event_ms bigint, version_key text, update_cursor bigint";
 
 /// Writes the dirty entities and the changes.
-async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error> {
+async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(), sqlx::Error> {
     for_each_kind!(K => {
         if let Some(slots) = ws.slots::<K>() {
             let rows = dirty(slots);
             if !rows.is_empty() {
                 upsert(tx, K::TABLE, K::COLUMNS, rows).await?;
+                if K::STORES_MESSAGE {
+                    store_messages::<K>(tx, slots, log_id).await?;
+                }
                 let written: Vec<&K> = slots
                     .values()
                     .filter(|s| s.dirty)
@@ -314,6 +317,34 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet) -> Result<(), sqlx::Error
         .execute(&mut *tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Stores the message a read sends of each dirty entity of `K`, encoded now (see
+/// `Kind::STORES_MESSAGE`).
+async fn store_messages<K: Kind>(
+    tx: &mut PgConnection,
+    slots: &std::collections::BTreeMap<String, Slot<K>>,
+    log_id: &str,
+) -> Result<(), sqlx::Error> {
+    use prost::Message;
+    let (ids, messages): (Vec<&str>, Vec<Vec<u8>>) = slots
+        .values()
+        .filter(|s| s.dirty)
+        .filter_map(|s| s.current.as_ref())
+        .map(|v| (v.record.id(), v.record.message(v.update_cursor, log_id).encode_to_vec()))
+        .unzip();
+    let sql = format!(
+        "UPDATE {table} SET message = m.message, message_format = $3
+           FROM unnest($1::text[], $2::bytea[]) AS m(id, message) WHERE {table}.id = m.id",
+        table = K::TABLE
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .bind(messages)
+        .bind(crate::store::kind::MESSAGE_FORMAT)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

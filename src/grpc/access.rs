@@ -92,7 +92,7 @@ impl Directory {
             let id = names::role_id("name", &r.name)?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
             let (role, cursor) = self
-                .one::<RoleRecord>(route, &r.name, r.show_deleted, |i| i.role(id), async |c| read::role_by_id(c, id).await)
+                .one::<RoleRecord>(route, &r.name, r.show_deleted, |i| i.role(id), async |c| read::by_id::<RoleRecord>(c, id).await)
                 .await?;
             Ok(pb::served::GetRoleResponse { role: Some(role), cursor })
         })

@@ -279,18 +279,61 @@ impl Directory {
         memory: impl FnOnce(&crate::cache::Index) -> Answer<Held<K::Message>>,
         postgres: impl AsyncFnOnce(&mut PgConnection) -> Result<Snapshot<K>, sqlx::Error>,
     ) -> Result<(Encoded<K::Message>, String), ApiError> {
-        let what = K::TYPE.as_str();
         if let Some(answer) = self.memory(route, memory) {
-            let (message, head) = self.found_in_memory(answer, what, name, show_deleted)?;
+            let (message, head) = self.found_in_memory(answer, K::TYPE.as_str(), name, show_deleted)?;
             return Ok((message, self.cursor(head)));
         }
+        self.one_in_postgres::<K>(route, name, show_deleted, postgres).await
+    }
+
+    /// [`Directory::one`]'s PostgreSQL read: the row converted to its message.
+    async fn one_in_postgres<K: Kind>(
+        &self,
+        route: Route,
+        name: &str,
+        show_deleted: bool,
+        postgres: impl AsyncFnOnce(&mut PgConnection) -> Result<Snapshot<K>, sqlx::Error>,
+    ) -> Result<(Encoded<K::Message>, String), ApiError> {
         let snapshot = self.point_read(postgres).await?;
         self.fresh(route, snapshot.head)?;
-        let (item, head) = self.found(snapshot, what, name, show_deleted, |r| r.deleted_at().is_some())?;
+        let (item, head) = self.found(snapshot, K::TYPE.as_str(), name, show_deleted, |r| r.deleted_at().is_some())?;
         Ok((
             Encoded::of(&item.record.message(item.update_cursor, &self.log_id)),
             self.cursor(head),
         ))
+    }
+
+    /// A get by id of a kind that keeps its message (`Kind::STORES_MESSAGE`): memory as
+    /// [`Directory::one`], else the stored message as it is (no JSON, no conversion), else,
+    /// for a row kept in another format, the row converted.
+    pub(super) async fn one_stored<K: Kind>(
+        &self,
+        route: Route,
+        name: &str,
+        id: &str,
+        show_deleted: bool,
+        memory: impl FnOnce(&crate::cache::Index) -> Answer<Held<K::Message>>,
+    ) -> Result<(Encoded<K::Message>, String), ApiError> {
+        if let Some(answer) = self.memory(route, memory) {
+            let (message, head) = self.found_in_memory(answer, K::TYPE.as_str(), name, show_deleted)?;
+            return Ok((message, self.cursor(head)));
+        }
+        let stored = self.point_read(async |c| read::stored_message::<K>(c, id).await).await?;
+        self.fresh(route, stored.head)?;
+        match stored.row {
+            Some((deleted, Some(message))) if show_deleted || !deleted => {
+                Ok((Encoded::from_bytes(message.into()), self.cursor(stored.head)))
+            }
+            Some((_, None)) => {
+                self.one_in_postgres::<K>(route, name, show_deleted, async |c| read::by_id::<K>(c, id).await)
+                    .await
+            }
+            Some((_, Some(_))) | None => Err(ApiError::NotFound {
+                what: K::TYPE.as_str(),
+                name: name.to_string(),
+                cursor: self.cursor(stored.head),
+            }),
+        }
     }
 
     /// Every entity `names` name, in order, as [`Directory::one`] reads one; NOT_FOUND names
@@ -397,13 +440,7 @@ impl DirectoryService for Directory {
             let id = names::user_id("name", &r.name)?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
             let (user, cursor) = self
-                .one(
-                    route,
-                    &r.name,
-                    r.show_deleted,
-                    |i| i.user(id),
-                    async |c| read::user_by_id(c, id).await,
-                )
+                .one_stored::<UserRecord>(route, &r.name, id, r.show_deleted, |i| i.user(id))
                 .await?;
             Ok(served::GetUserResponse {
                 user: Some(user),
@@ -423,13 +460,7 @@ impl DirectoryService for Directory {
             let id = names::organization_id("name", &r.name)?;
             let route = self.route(r.consistency.as_ref(), deadline).await?;
             let (organization, cursor) = self
-                .one(
-                    route,
-                    &r.name,
-                    r.show_deleted,
-                    |i| i.organization(id),
-                    async |c| read::organization_by_id(c, id).await,
-                )
+                .one_stored::<OrganizationRecord>(route, &r.name, id, r.show_deleted, |i| i.organization(id))
                 .await?;
             Ok(served::GetOrganizationResponse {
                 organization: Some(organization),

@@ -28,6 +28,13 @@ pub use super::{AnyRecord, EntityType};
 pub(crate) use super::{for_each_kind, match_record, with_kind};
 use crate::pb;
 
+/// The encoding of the messages projections keep (`Kind::STORES_MESSAGE`). Raise it whenever
+/// what a stored kind's message holds changes (a field added to `User` or `Organization`, a
+/// change to how `convert` fills one): rows of another format are converted from `data` on
+/// read, as if they kept no message. `store::kind`'s test of the messages' descriptors fails
+/// until it is raised.
+pub const MESSAGE_FORMAT: i32 = 1;
+
 /// What the mirror knows of one kind of entity.
 pub trait Kind:
     Record
@@ -49,6 +56,10 @@ pub trait Kind:
     /// What the API reads the kind from: the table, or a view of it that adds what is derived
     /// at read time (a role's resolved permission keys, a membership's effective permissions).
     const READ_FROM: &'static str = Self::TABLE;
+    /// Whether the projection also keeps the message a read sends (`message`, in
+    /// [`MESSAGE_FORMAT`]), written by the applier: only for kinds whose message is not
+    /// resolved at read time.
+    const STORES_MESSAGE: bool = false;
     /// Whether a change of this kind concerns every organization (roles and permissions decide
     /// what every organization's members may do): an organization-scoped watch includes it.
     const IN_EVERY_ORGANIZATION: bool = false;
@@ -240,6 +251,7 @@ pub(crate) use declare_kinds;
 impl Kind for UserRecord {
     const TYPE: EntityType = EntityType::User;
     const TABLE: &'static str = "users";
+    const STORES_MESSAGE: bool = true;
     const FIELDS: &'static [Field] = &[
         Field::text("id"),
         Field::text("external_id"),
@@ -329,6 +341,7 @@ impl Kind for UserRecord {
 impl Kind for OrganizationRecord {
     const TYPE: EntityType = EntityType::Organization;
     const TABLE: &'static str = "organizations";
+    const STORES_MESSAGE: bool = true;
     const FIELDS: &'static [Field] = &[
         Field::text("id"),
         Field::text("display_name").column("name"),
@@ -563,5 +576,48 @@ mod tests {
                 assert!(K::COLUMNS.split(',').any(|c| c.split_whitespace().next() == Some(column)), "{column}");
             }
         });
+    }
+
+    /// The descriptors of `User` and `Organization` and of every message they hold, as a
+    /// stable FNV-1a hash of their encodings.
+    fn stored_messages_hash() -> u64 {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let mut all = std::collections::BTreeMap::new();
+        for file in &set.file {
+            for m in &file.message_type {
+                all.insert(format!(".{}.{}", file.package(), m.name()), m.clone());
+            }
+        }
+        let mut todo = vec![".clerkmirror.v1.User".to_string(), ".clerkmirror.v1.Organization".to_string()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let m = &all[&name];
+            todo.extend(m.field.iter().filter_map(|f| f.type_name.clone()).filter(|t| all.contains_key(t)));
+            todo.extend(m.nested_type.iter().map(|n| format!("{name}.{}", n.name())).filter(|t| all.contains_key(t)));
+        }
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for name in &seen {
+            for byte in name.bytes().chain(all[name].encode_to_vec()) {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash
+    }
+
+    #[test]
+    fn the_stored_messages_format_is_raised_when_their_descriptors_change() {
+        // Stored messages (`Kind::STORES_MESSAGE`) are sent as they are: a row written with
+        // another definition of these messages must not be read as this binary's.
+        let hash = stored_messages_hash();
+        assert_eq!(
+            (MESSAGE_FORMAT, hash),
+            (1, 0xd367_df4c_58b9_644e),
+            "User, Organization or a message they hold changed: raise store::kind::MESSAGE_FORMAT, \
+             then pin ({{new format}}, {hash:#x}) here"
+        );
     }
 }

@@ -5,7 +5,8 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{FromRow, PgPool, Row};
 
 use super::access::{Member, Source, Standing};
-use super::{MembershipRecord, OrganizationRecord, RoleRecord, UserRecord};
+use super::kind::MESSAGE_FORMAT;
+use super::{Kind, MembershipRecord, OrganizationRecord, RoleRecord, UserRecord};
 
 /// A record and the seq of the change that last touched it.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,34 +64,50 @@ pub async fn log_id(pool: &PgPool) -> Result<String, sqlx::Error> {
 // call (a custom plan: the generic one guesses the array's length), ~0.17 ms of a read that
 // otherwise costs ~0.05 ms; `= $1` gets a generic plan, made once per connection.
 
-/// One user by id (`None` where unknown).
-pub async fn user_by_id(conn: &mut PgConnection, id: &str) -> Result<Snapshot<UserRecord>, sqlx::Error> {
-    snapshot(
-        conn,
-        "SELECT h.head_seq AS head, u.* FROM log_head h LEFT JOIN users u ON u.id = $1",
-        |q| q.bind(id.to_string()),
-    )
-    .await
+/// One entity of kind `K` by id, as the API reads it (`None` where unknown).
+pub async fn by_id<K: Kind>(conn: &mut PgConnection, id: &str) -> Result<Snapshot<K>, sqlx::Error> {
+    let sql = format!(
+        "SELECT h.head_seq AS head, t.* FROM log_head h LEFT JOIN {} t ON t.id = $1",
+        K::READ_FROM
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&mut *conn).await?;
+    let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    Ok(Snapshot {
+        head: row.try_get("head")?,
+        items: vec![decode(row)?],
+    })
 }
 
-/// One organization by id (`None` where unknown).
-pub async fn organization_by_id(conn: &mut PgConnection, id: &str) -> Result<Snapshot<OrganizationRecord>, sqlx::Error> {
-    snapshot(
-        conn,
-        "SELECT h.head_seq AS head, o.* FROM log_head h LEFT JOIN organizations o ON o.id = $1",
-        |q| q.bind(id.to_string()),
-    )
-    .await
+/// What the projection keeps of one entity's message (`Kind::STORES_MESSAGE`), and the head.
+#[derive(Debug)]
+pub struct StoredMessage {
+    pub head: i64,
+    /// For an entity that exists: whether it is a tombstone, and its message if it is kept in
+    /// this binary's format ([`MESSAGE_FORMAT`]; `None`: convert the row instead).
+    pub row: Option<(bool, Option<Vec<u8>>)>,
 }
 
-/// One role by id, its permission keys resolved (`None` where unknown).
-pub async fn role_by_id(conn: &mut PgConnection, id: &str) -> Result<Snapshot<RoleRecord>, sqlx::Error> {
-    snapshot(
-        conn,
-        "SELECT h.head_seq AS head, r.* FROM log_head h LEFT JOIN role_view r ON r.id = $1",
-        |q| q.bind(id.to_string()),
-    )
-    .await
+/// The stored message of the `K` with `id`: one statement, no JSON.
+pub async fn stored_message<K: Kind>(conn: &mut PgConnection, id: &str) -> Result<StoredMessage, sqlx::Error> {
+    let sql = format!(
+        "SELECT h.head_seq AS head, t.id, t.deleted_at IS NOT NULL AS deleted,
+                CASE WHEN t.message_format = $2 THEN t.message END AS message
+           FROM log_head h LEFT JOIN {} t ON t.id = $1",
+        K::TABLE
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(MESSAGE_FORMAT)
+        .fetch_one(conn)
+        .await?;
+    let found = row.try_get::<Option<String>, _>("id")?.is_some();
+    Ok(StoredMessage {
+        head: row.try_get("head")?,
+        row: match found {
+            true => Some((row.try_get("deleted")?, row.try_get("message")?)),
+            false => None,
+        },
+    })
 }
 
 /// Users by id, in the order asked (one row per id, `None` where unknown).

@@ -547,3 +547,91 @@ fn value_to_json(v: prost_types::Value) -> serde_json::Value {
         Some(Kind::StructValue(s)) => struct_to_json(s),
     }
 }
+
+/// Every stored message (`users.message`, `organizations.message`) of a story, against its row
+/// converted: the test that the two forms never drift apart.
+pub(crate) async fn assert_stored_messages_match_their_rows(pool: &sqlx::PgPool) -> usize {
+    use clerk_mirror::store::{Kind, OrganizationRecord, UserRecord};
+    use prost::Message;
+    use sqlx::{FromRow, Row};
+    let log_id: String = sqlx::query_scalar("SELECT log_id FROM log_head").fetch_one(pool).await.unwrap();
+    let mut checked = 0;
+    for row in sqlx::query("SELECT * FROM users").fetch_all(pool).await.unwrap() {
+        let record = UserRecord::from_row(&row).unwrap();
+        let want = record.message(row.get("update_cursor"), &log_id);
+        let stored: Vec<u8> = row.get("message");
+        assert_eq!(pb::User::decode(&stored[..]).unwrap(), want, "{}", record.id);
+        assert_eq!(row.get::<i32, _>("message_format"), clerk_mirror::store::kind::MESSAGE_FORMAT);
+        checked += 1;
+    }
+    for row in sqlx::query("SELECT * FROM organizations").fetch_all(pool).await.unwrap() {
+        let record = OrganizationRecord::from_row(&row).unwrap();
+        let want = record.message(row.get("update_cursor"), &log_id);
+        let stored: Vec<u8> = row.get("message");
+        assert_eq!(pb::Organization::decode(&stored[..]).unwrap(), want, "{}", record.id);
+        checked += 1;
+    }
+    checked
+}
+
+#[tokio::test]
+async fn reads_from_postgresql_send_the_stored_message_which_matches_its_row_and_convert_rows_of_another_format() {
+    let app = spawn_app_with(|c| c.read_cache_bytes = 0).await;
+    app.send_all_and_apply(&[
+        user_event("created", "user_m1", T, T, "Mia"),
+        user_event("updated", "user_m1", T + 5, T + 5, "Mira"),
+        user_event("created", "user_m2", T, T, "Max"),
+        org_event("created", "org_m", T, T, "Mu"),
+        user_deleted("user_m2", T + 10),
+    ])
+    .await;
+    assert_eq!(assert_stored_messages_match_their_rows(&app.pool).await, 3);
+    let mut c = client(&app).await;
+    let get = |name: &str, show_deleted: bool| pb::GetUserRequest {
+        name: name.into(),
+        show_deleted,
+        ..Default::default()
+    };
+    let stored = c.get_user(get("users/user_m1", false)).await.unwrap().into_inner();
+    assert_eq!(stored.user.as_ref().unwrap().first_name, "Mira");
+    let org = c
+        .get_organization(pb::GetOrganizationRequest {
+            name: "organizations/org_m".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(org.organization.unwrap().display_name, "Mu");
+    // A tombstone: NOT_FOUND unless show_deleted, as from the row.
+    let e = c.get_user(get("users/user_m2", false)).await.unwrap_err();
+    assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
+    let gone = c.get_user(get("users/user_m2", true)).await.unwrap().into_inner().user.unwrap();
+    assert!(gone.delete_time.is_some());
+    let e = c.get_user(get("users/user_nobody", false)).await.unwrap_err();
+    assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
+
+    // Rows of another format (written by another version): their bytes are not read, the row
+    // is converted, and the answer is the same.
+    sqlx::query("UPDATE users SET message = '\\x0a'::bytea, message_format = 0")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let converted = c.get_user(get("users/user_m1", false)).await.unwrap().into_inner();
+    assert_eq!(converted.user, stored.user);
+    let gone_again = c.get_user(get("users/user_m2", true)).await.unwrap().into_inner().user.unwrap();
+    assert_eq!(gone_again, gone);
+    sqlx::query("UPDATE users SET message = NULL, message_format = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(c.get_user(get("users/user_m1", false)).await.unwrap().into_inner().user, stored.user);
+    // The next write of the user stores its message again.
+    app.send_all_and_apply(&[user_event("updated", "user_m1", T + 20, T + 20, "Mina")]).await;
+    let format: Option<i32> = sqlx::query_scalar("SELECT message_format FROM users WHERE id = 'user_m1'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(format, Some(clerk_mirror::store::kind::MESSAGE_FORMAT));
+    app.stop().await;
+}

@@ -85,9 +85,9 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         ),
     );
     let d = Arc::new(d);
-    let c_client = CClientCalls::new(&server, &d).await?;
     // A second replica on the same database with its read cache off: every read is PostgreSQL's.
     let uncached = Server::start(&db, &["--read-cache-bytes", "0"]).await?;
+    let c_client = CClientCalls::new(&server, &uncached, &d).await?;
     let uncached_probe = env::Probe {
         server: Some(uncached.pid),
         ..probe
@@ -98,7 +98,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     );
     report.setup(
         "h2load",
-        "`h2load -t 1 -c min(C, 8) -m ⌈C / connections⌉` (nghttp2's C client) repeating one fixed request: Health/Check; GetUser of one user and CheckPermission of one membership, from memory (no `consistency`); each answer checked once through the Rust client first; the server's CPU per call in the notes",
+        "`h2load -t 1 -c min(C, 8) -m ⌈C / connections⌉` (nghttp2's C client) repeating one fixed request: Health/Check; GetUser of one user and CheckPermission of one membership, from memory (no `consistency`); GetUser of that user `fully_consistent`, and through the cache-off replica (the C-client counterparts of the `pgbench` row, which reads a random user); each answer checked once through the Rust client first; the CPU per call of the server (the cache-off one for its row) and of PostgreSQL in the notes",
     );
     for &c in &opts.concurrency {
         let channels = channels(&server, c.min(MAX_CHANNELS)).await?;
@@ -186,7 +186,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 off.versus(&base);
                 if top {
                     report.targets.push(Target::at_least(
-                        format!("GetUser at c={c} with the read cache off vs pgbench -M prepared (#24)"),
+                        format!("GetUser at c={c} with the read cache off (Rust client) vs pgbench -M prepared (#24)"),
                         off.vs[0].1,
                         0.35,
                     ));
@@ -222,7 +222,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                         0.7,
                     ));
                     report.targets.push(Target::at_least(
-                        format!("GetUser at c={c} fully_consistent vs pgbench -M prepared (#24)"),
+                        format!("GetUser at c={c} fully_consistent (Rust client) vs pgbench -M prepared (#24)"),
                         from_postgres.vs[2].1,
                         0.9,
                     ));
@@ -242,15 +242,19 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         report.rows.append(&mut cache_off);
         // The same server driven by a C client: what it serves when the load generator's CPU
         // is not the Rust client's.
-        let url = server.grpc_url();
-        let row = |name: &str, method: &'static str, body: Vec<u8>| {
-            let (h2load, url, name) = (h2load.clone(), url.clone(), format!("h2load {name} c={c}"));
+        let (url, uncached_url) = (server.grpc_url(), uncached.grpc_url());
+        let row_of = |name: &str, method: &'static str, body: Vec<u8>, url: &str, probe: env::Probe| {
+            let (h2load, url, name) = (h2load.clone(), url.to_string(), format!("h2load {name} c={c}"));
             async move {
                 let row = super::h2load::run(&h2load, &url, probe, &name, method, &body, c, warmup, opts.duration).await?;
                 let per_call = row.cpu.server / row.ops.max(1) as f64 * 1e6;
-                anyhow::Ok(row.note(format!("server CPU per call: {per_call:.1} µs")))
+                let per_call_pg = row.cpu.postgres.unwrap_or(0.0) / row.ops.max(1) as f64 * 1e6;
+                anyhow::Ok(row.note(format!(
+                    "CPU per call: server {per_call:.1} µs, PostgreSQL {per_call_pg:.1} µs"
+                )))
             }
         };
+        let row = |name: &str, method: &'static str, body: Vec<u8>| row_of(name, method, body, &url, probe);
         let health = row("Health/Check", "/grpc.health.v1.Health/Check", c_client.health.clone()).await?.baseline();
         let mut get = row("gRPC memory GetUser", "/clerkmirror.v1.DirectoryService/GetUser", c_client.get_user.clone()).await?;
         get.versus(&health);
@@ -261,7 +265,35 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         )
         .await?;
         check.versus(&health);
+        // The PostgreSQL-bound reads, against PostgreSQL's own C client (pgbench) of this run.
+        let mut consistent = row(
+            "gRPC fully_consistent GetUser",
+            "/clerkmirror.v1.DirectoryService/GetUser",
+            c_client.get_user_consistent.clone(),
+        )
+        .await?;
+        consistent.versus(&prepared);
+        consistent.versus(&health);
+        let mut off = row_of(
+            "gRPC cache off GetUser",
+            "/clerkmirror.v1.DirectoryService/GetUser",
+            c_client.get_user.clone(),
+            &uncached_url,
+            uncached_probe,
+        )
+        .await?;
+        off.versus(&prepared);
         if c == opts.concurrency.iter().copied().max().unwrap_or(c) {
+            report.targets.push(Target::at_least(
+                format!("GetUser at c={c} fully_consistent vs pgbench -M prepared, both C clients (h2load, pgbench) (#24)"),
+                consistent.vs[0].1,
+                0.9,
+            ));
+            report.targets.push(Target::at_least(
+                format!("GetUser at c={c} with the read cache off vs pgbench -M prepared, both C clients (#24)"),
+                off.vs[0].1,
+                0.35,
+            ));
             report.targets.push(Target::at_least(
                 format!("CheckPermission at c={c} from memory vs Health/Check, both from h2load (a C client): throughput"),
                 check.vs[0].1,
@@ -273,7 +305,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 0.9,
             ));
         }
-        report.rows.extend([health, get, check]);
+        report.rows.extend([health, get, check, consistent, off]);
     }
     let hits = server
         .metric("clerk_mirror_read_cache_reads_total", "outcome=\"hit\"")
@@ -326,11 +358,15 @@ async fn cache_loaded(server: &Server, head: i64) -> anyhow::Result<Duration> {
 /// next to one without it, on the same data.
 async fn memory_cost(report: &mut Report, db: &env::Database, server: &Server, d: &Dataset) -> anyhow::Result<()> {
     let bytes = server.metric("clerk_mirror_read_cache", "what=\"bytes\"").await?;
-    let head = {
+    let (head, encoded) = {
         let pool = env::pool(&db.options, 1).await?;
         let head = read::head(&pool).await?;
+        let log_id = read::log_id(&pool).await?;
+        let encoded = encoded_bytes::<crate::store::UserRecord>(&pool, &log_id).await?
+            + encoded_bytes::<crate::store::OrganizationRecord>(&pool, &log_id).await?
+            + encoded_bytes::<crate::store::MembershipRecord>(&pool, &log_id).await?;
         pool.close().await;
-        head
+        (head, encoded)
     };
     let without = Server::start(db, &["--read-cache-bytes", "0"]).await?;
     // Both servers have served nothing: their RSS differs by the cache (and the load's garbage).
@@ -342,6 +378,21 @@ async fn memory_cost(report: &mut Report, db: &env::Database, server: &Server, d
     let rss_with = with.rss();
     with.stop().await?;
     let mib = |b: f64| b / (1024.0 * 1024.0);
+    let rss_per_user = (rss_with as f64 - rss_without as f64) / d.users as f64;
+    let encoded_per_user = encoded as f64 / d.users as f64;
+    report.fact(
+        "read cache memory against the encoded entities",
+        format!(
+            "users, organizations and memberships encode to {encoded_per_user:.0} bytes per user ({:.1} MiB); the cache's RSS per user is {:.0} bytes above that",
+            mib(encoded as f64),
+            rss_per_user - encoded_per_user
+        ),
+    );
+    report.targets.push(Target::at_most(
+        "read cache RSS per user above its entities' encoded size, in bytes (#24)",
+        rss_per_user - encoded_per_user,
+        400.0,
+    ));
     report.fact(
         "read cache memory",
         format!(
@@ -358,6 +409,24 @@ async fn memory_cost(report: &mut Report, db: &env::Database, server: &Server, d
         ),
     );
     Ok(())
+}
+
+/// The encoded size of every `K` the projections hold, as a read sends it.
+async fn encoded_bytes<K: crate::store::Kind + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>>(
+    pool: &sqlx::PgPool,
+    log_id: &str,
+) -> anyhow::Result<usize> {
+    use prost::Message;
+    use sqlx::Row;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {}", K::TABLE)))
+        .fetch_all(pool)
+        .await?;
+    let mut total = 0;
+    for row in &rows {
+        let record = K::from_row(row)?;
+        total += record.message(row.try_get("update_cursor")?, log_id).encoded_len();
+    }
+    Ok(total)
 }
 
 /// Which objects exist.
@@ -559,20 +628,31 @@ fn check_of(d: &Arc<Dataset>) -> impl Fn(u64) -> CheckCase + Clone + Send + Sync
 struct CClientCalls {
     health: Vec<u8>,
     get_user: Vec<u8>,
+    get_user_consistent: Vec<u8>,
     check: Vec<u8>,
 }
 
 impl CClientCalls {
-    async fn new(server: &Server, d: &Arc<Dataset>) -> anyhow::Result<CClientCalls> {
+    async fn new(server: &Server, uncached: &Server, d: &Arc<Dataset>) -> anyhow::Result<CClientCalls> {
         use super::h2load::frame;
         let channel = Endpoint::from_shared(server.grpc_url())?.connect().await?;
         let mut client = DirectoryServiceClient::new(channel);
+        let mut uncached = DirectoryServiceClient::new(Endpoint::from_shared(uncached.grpc_url())?.connect().await?);
         let get_user = crate::pb::GetUserRequest {
             name: format!("users/{}", fixtures::user_id(0)),
             ..Default::default()
         };
-        let user = client.get_user(get_user.clone()).await?.into_inner().user;
-        anyhow::ensure!(user.is_some_and(|u| u.id == fixtures::user_id(0)), "GetUser of the C client's user failed");
+        let get_user_consistent = crate::pb::GetUserRequest {
+            consistency: Some(crate::pb::Consistency {
+                requirement: Some(crate::pb::consistency::Requirement::FullyConsistent(true)),
+            }),
+            ..get_user.clone()
+        };
+        for (request, cached) in [(&get_user, true), (&get_user_consistent, true), (&get_user, false)] {
+            let client = if cached { &mut client } else { &mut uncached };
+            let user = client.get_user(request.clone()).await?.into_inner().user;
+            anyhow::ensure!(user.is_some_and(|u| u.id == fixtures::user_id(0)), "GetUser of the C client's user failed");
+        }
         let case = check_of(d)(0);
         let check = crate::pb::CheckPermissionRequest {
             organization: format!("organizations/{}", case.organization),
@@ -585,6 +665,7 @@ impl CClientCalls {
         Ok(CClientCalls {
             health: frame(&tonic_health::pb::HealthCheckRequest::default()),
             get_user: frame(&get_user),
+            get_user_consistent: frame(&get_user_consistent),
             check: frame(&check),
         })
     }
@@ -643,7 +724,7 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
             let (p, id) = (p.clone(), fixtures::user_id(user(i)));
             Box::pin(async move {
                 let mut lent = p.lend().await?;
-                let s = read::user_by_id(lent.connection(), &id).await?;
+                let s = read::by_id::<crate::store::UserRecord>(lent.connection(), &id).await?;
                 lent.returned();
                 anyhow::ensure!(s.items[0].is_some(), "{id} not found");
                 Ok(())
