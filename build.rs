@@ -1,12 +1,13 @@
 //! Compiles `proto/` with protox (pure Rust: no `protoc` on the machine) and tonic-prost-build,
 //! and the vendored `google/rpc/error_details.proto` into a descriptor set for reflection. The
-//! server side of `DirectoryService` is generated a second time from the same descriptor, with
-//! the responses of [`SERVED`] taken from `crate::pb::served` (they carry the read cache's
-//! encoded entities as they are, see `src/pb/served.rs`).
+//! servers of `DirectoryService` and `WatchService` are generated a second time from the same
+//! descriptor, with the responses of [`SERVED`] taken from `crate::pb::served` (they carry
+//! encoded entities and changes as they are, see `src/pb/served.rs`).
 use protox::prost::Message as _;
 
-/// The `DirectoryService` responses the server sends as `crate::pb::served` types.
-const SERVED: [&str; 11] = [
+/// The responses the server sends as `crate::pb::served` types.
+const SERVED: [&str; 12] = [
+    "WatchChangesResponse",
     "GetUserResponse",
     "GetOrganizationResponse",
     "GetMembershipResponse",
@@ -32,23 +33,21 @@ fn snake(name: &str) -> String {
     out
 }
 
-/// `DirectoryService`'s server, every method as the proto declares it, each response of
-/// [`SERVED`] replaced by its `crate::pb::served` type.
-fn served_directory(fds: &prost_types::FileDescriptorSet) -> Result<(), Box<dyn std::error::Error>> {
+/// The server of `name`, every method as the proto declares it, each response of [`SERVED`]
+/// replaced by its `crate::pb::served` type; returns how many were.
+fn served_service(fds: &prost_types::FileDescriptorSet, name: &str) -> Result<usize, Box<dyn std::error::Error>> {
     let service = fds
         .file
         .iter()
         .flat_map(|f| f.service.iter().map(move |s| (f, s)))
-        .find(|(f, s)| f.package() == "clerkmirror.v1" && s.name() == "DirectoryService")
-        .ok_or("proto/ declares no clerkmirror.v1.DirectoryService")?;
+        .find(|(f, s)| f.package() == "clerkmirror.v1" && s.name() == name)
+        .ok_or_else(|| format!("proto/ declares no clerkmirror.v1.{name}"))?;
     let local = |t: &str| -> Result<String, Box<dyn std::error::Error>> {
         t.strip_prefix(".clerkmirror.v1.")
             .map(str::to_string)
-            .ok_or_else(|| format!("DirectoryService uses a message of another package: {t}").into())
+            .ok_or_else(|| format!("{name} uses a message of another package: {t}").into())
     };
-    let mut builder = tonic_build::manual::Service::builder()
-        .name("DirectoryService")
-        .package("clerkmirror.v1");
+    let mut builder = tonic_build::manual::Service::builder().name(name).package("clerkmirror.v1");
     let mut served = 0;
     for m in &service.1.method {
         let input = local(m.input_type())?;
@@ -73,13 +72,10 @@ fn served_directory(fds: &prost_types::FileDescriptorSet) -> Result<(), Box<dyn 
         }
         builder = builder.method(method.build());
     }
-    if served != SERVED.len() {
-        return Err(format!("only {served} of the {} served responses are DirectoryService's", SERVED.len()).into());
-    }
     tonic_build::manual::Builder::new()
         .build_client(false)
         .compile(&[builder.build()]);
-    Ok(())
+    Ok(served)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -97,7 +93,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds.clone())?;
-    served_directory(&fds)?;
+    let served = served_service(&fds, "DirectoryService")? + served_service(&fds, "WatchService")?;
+    if served != SERVED.len() {
+        return Err(format!("only {served} of the {} served responses are the services'", SERVED.len()).into());
+    }
     // The error details every error carries (tonic-types encodes them): their descriptors, with
     // their imports, for reflection only, so grpcurl and `buf curl` can decode them.
     let details = protox::compile(["google/rpc/error_details.proto"], ["third_party/googleapis"])?;

@@ -29,7 +29,7 @@ use tonic_health::server::HealthReporter;
 use crate::pb;
 use crate::pb::admin_service_server::AdminServiceServer;
 use crate::pb::served::directory_service_server::DirectoryServiceServer;
-use crate::pb::watch_service_server::WatchServiceServer;
+use crate::pb::served::watch_service_server::WatchServiceServer;
 
 /// Runs one RPC inside a span naming it, mapping its error to a `Status` (the one place).
 pub(crate) async fn traced<T>(

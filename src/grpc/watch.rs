@@ -25,7 +25,8 @@ use crate::store::access::{Access, Resolved};
 use crate::hub::{Batch, Feed, FeedError, Hub, Reader};
 use crate::metrics::Metrics;
 use crate::pb;
-use crate::pb::watch_service_server::WatchService;
+use crate::pb::served::watch_service_server::WatchService;
+use crate::pb::served::{self, SharedChange, watch_changes_response::Event};
 use crate::store::changes::{self, ChangeRow, Scope};
 use crate::store::kind::with_kind;
 use crate::store::read::{self, ListQuery};
@@ -322,12 +323,12 @@ fn change_of<K: Resolved>(
 
 /// The stream handed to tonic: what the watcher task queued, then the error it ended with.
 pub struct ChangeStream {
-    rx: mpsc::Receiver<pb::WatchChangesResponse>,
+    rx: mpsc::Receiver<served::WatchChangesResponse>,
     end: Arc<Mutex<Option<Status>>>,
 }
 
 impl tokio_stream::Stream for ChangeStream {
-    type Item = Result<pb::WatchChangesResponse, Status>;
+    type Item = Result<served::WatchChangesResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {
@@ -447,7 +448,7 @@ struct Stream {
     selection: Selection,
     heartbeat: Duration,
     position: i64,
-    tx: mpsc::Sender<pb::WatchChangesResponse>,
+    tx: mpsc::Sender<served::WatchChangesResponse>,
     last_sent: Instant,
     /// Send the current state first.
     initial: bool,
@@ -461,8 +462,8 @@ impl Stream {
         Cursor::new(&self.log_id, self.position).encode()
     }
 
-    async fn send(&mut self, event: pb::watch_changes_response::Event) -> Result<(), End> {
-        let message = pb::WatchChangesResponse { event: Some(event) };
+    async fn send(&mut self, event: Event) -> Result<(), End> {
+        let message = served::WatchChangesResponse { event: Some(event) };
         match tokio::time::timeout(self.config.send_timeout, self.tx.send(message)).await {
             Ok(Ok(())) => {
                 self.last_sent = Instant::now();
@@ -481,12 +482,13 @@ impl Stream {
 
     async fn heartbeat(&mut self) -> Result<(), End> {
         let cursor = self.cursor();
-        self.send(pb::watch_changes_response::Event::Heartbeat(pb::Heartbeat { cursor }))
+        self.send(Event::Heartbeat(pb::Heartbeat { cursor }))
             .await
     }
 
-    /// Sends the batch's selected changes, and moves past it. Each change is converted once per
-    /// replica (`ChangeRow::wire`); a stream copies it and sets its own `left_filter`.
+    /// Sends the batch's selected changes, and moves past it. Each change is converted and
+    /// encoded once per replica (`ChangeRow::wire`); a stream sends those bytes and its own
+    /// `left_filter`.
     async fn offer(&mut self, batch: &Batch) -> Result<(), End> {
         for c in &batch.changes {
             if let Some(left_filter) = self.selection.select(c) {
@@ -502,18 +504,18 @@ impl Stream {
                             .unwrap_or_else(now),
                         false => now(),
                     };
-                    change.map_err(|e| format!("{e:#}"))
+                    change.map(|c| pb::Encoded::of(&c)).map_err(|e| format!("{e:#}"))
                 });
                 let change = match converted {
-                    Ok(change) => pb::Change {
+                    Ok(change) => SharedChange {
+                        change: change.clone(),
                         left_filter,
-                        ..change.clone()
                     },
                     Err(why) => return Err(Some(ApiError::Internal(anyhow::anyhow!("{why}")))),
                 };
                 // The position moves only once the change is queued, so a resume cursor never
                 // skips it.
-                self.send(pb::watch_changes_response::Event::Change(change)).await?;
+                self.send(Event::Change(change)).await?;
             }
             self.position = c.seq;
         }
@@ -564,7 +566,11 @@ impl Stream {
                     .map_err(|e| Some(ApiError::from(e)))?;
                 let full = changes.len() as i64 >= self.config.page;
                 for change in changes {
-                    self.send(pb::watch_changes_response::Event::Change(change)).await?;
+                    let change = SharedChange {
+                        change: pb::Encoded::of(&change),
+                        left_filter: false,
+                    };
+                    self.send(Event::Change(change)).await?;
                 }
                 match last {
                     Some(last) if full => after = last,
@@ -628,7 +634,7 @@ impl Stream {
             if batch.at_head && !caught_up {
                 caught_up = true;
                 let cursor = self.cursor();
-                self.send(pb::watch_changes_response::Event::CaughtUp(pb::CaughtUp { cursor }))
+                self.send(Event::CaughtUp(pb::CaughtUp { cursor }))
                     .await?;
             } else if batch.at_head {
                 debug!(position = batch.end, "caught up from the database");

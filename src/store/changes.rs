@@ -32,13 +32,17 @@ pub struct ChangeRow {
 }
 
 /// A value computed at most once for one change and shared by its readers (see
-/// `ChangeRow::wire`): the converted change, or why it cannot be converted.
+/// `ChangeRow::wire`): the converted change, encoded (every stream sends these bytes), or why
+/// it cannot be converted.
 #[derive(Default)]
-pub struct Memo(std::sync::OnceLock<Result<crate::pb::Change, String>>);
+pub struct Memo(std::sync::OnceLock<Result<crate::pb::Encoded<crate::pb::Change>, String>>);
 
 impl Memo {
     /// The value, made by `make` if no reader has made it yet.
-    pub fn get_or_init(&self, make: impl FnOnce() -> Result<crate::pb::Change, String>) -> &Result<crate::pb::Change, String> {
+    pub fn get_or_init(
+        &self,
+        make: impl FnOnce() -> Result<crate::pb::Encoded<crate::pb::Change>, String>,
+    ) -> &Result<crate::pb::Encoded<crate::pb::Change>, String> {
         self.0.get_or_init(make)
     }
 }
@@ -237,7 +241,7 @@ mod tests {
         for _ in 0..3 {
             let _ = memo.get_or_init(|| {
                 made += 1;
-                Ok(crate::pb::Change::default())
+                Ok(crate::pb::Encoded::of(&crate::pb::Change::default()))
             });
         }
         assert_eq!(made, 1);
