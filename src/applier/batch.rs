@@ -277,12 +277,12 @@ const VERSION_COLUMNS: &str =
 async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(), sqlx::Error> {
     for_each_kind!(K => {
         if let Some(slots) = ws.slots::<K>() {
-            let rows = dirty(slots);
+            let rows = match K::STORES_MESSAGE {
+                true => dirty_with_messages(slots, log_id),
+                false => dirty(slots),
+            };
             if !rows.is_empty() {
-                upsert(tx, K::TABLE, K::COLUMNS, rows).await?;
-                if K::STORES_MESSAGE {
-                    store_messages::<K>(tx, slots, log_id).await?;
-                }
+                upsert(tx, K::TABLE, K::COLUMNS, K::STORES_MESSAGE, rows).await?;
                 let written: Vec<&K> = slots
                     .values()
                     .filter(|s| s.dirty)
@@ -320,50 +320,63 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(
     Ok(())
 }
 
-/// Stores the message a read sends of each dirty entity of `K`, encoded now (see
-/// `Kind::STORES_MESSAGE`).
-async fn store_messages<K: Kind>(
-    tx: &mut PgConnection,
-    slots: &std::collections::BTreeMap<String, Slot<K>>,
-    log_id: &str,
-) -> Result<(), sqlx::Error> {
+/// [`dirty`]'s rows, each with the message a read sends of it, encoded now (base64 in the
+/// JSON row; see `Kind::STORES_MESSAGE`), written by the same upsert.
+fn dirty_with_messages<K: Kind>(slots: &std::collections::BTreeMap<String, Slot<K>>, log_id: &str) -> Vec<Value> {
+    use base64::Engine;
     use prost::Message;
-    let (ids, messages): (Vec<&str>, Vec<Vec<u8>>) = slots
+    slots
         .values()
         .filter(|s| s.dirty)
         .filter_map(|s| s.current.as_ref())
-        .map(|v| (v.record.id(), v.record.message(v.update_cursor, log_id).encode_to_vec()))
-        .unzip();
-    let sql = format!(
-        "UPDATE {table} SET message = m.message, message_format = $3
-           FROM unnest($1::text[], $2::bytea[]) AS m(id, message) WHERE {table}.id = m.id",
-        table = K::TABLE
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
-        .bind(messages)
-        .bind(crate::store::kind::MESSAGE_FORMAT)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+        .map(|v| {
+            let mut row = row_of(v);
+            let message = v.record.message(v.update_cursor, log_id).encode_to_vec();
+            let map = row.as_object_mut().expect("records are objects");
+            map.insert(
+                "message".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(message)),
+            );
+            map.insert("message_format".into(), json!(crate::store::kind::MESSAGE_FORMAT));
+            row
+        })
+        .collect()
 }
 
 /// `INSERT … ON CONFLICT (id) DO UPDATE` of JSON rows into `table`, whose record columns are
-/// `columns` (name and type, as for `jsonb_to_recordset`).
-async fn upsert(tx: &mut PgConnection, table: &str, columns: &str, rows: Vec<Value>) -> Result<(), sqlx::Error> {
-    let definition = format!("{columns}, {VERSION_COLUMNS}");
+/// `columns` (name and type, as for `jsonb_to_recordset`), and with `messages` its stored
+/// message (base64 in the row).
+async fn upsert(
+    tx: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    messages: bool,
+    rows: Vec<Value>,
+) -> Result<(), sqlx::Error> {
+    let mut definition = format!("{columns}, {VERSION_COLUMNS}");
+    if messages {
+        definition.push_str(", message text, message_format integer");
+    }
     let names: Vec<&str> = definition
         .split(',')
         .map(|c| c.split_whitespace().next().unwrap_or_default())
         .collect();
     let list = names.join(", ");
+    let values = names
+        .iter()
+        .map(|n| match *n {
+            "message" => "decode(message, 'base64')",
+            n => n,
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let updates: Vec<String> = names
         .iter()
         .filter(|n| **n != "id")
         .map(|n| format!("{n} = EXCLUDED.{n}"))
         .collect();
     let sql = format!(
-        "INSERT INTO {table} ({list}) SELECT {list} FROM jsonb_to_recordset($1) AS r({definition})
+        "INSERT INTO {table} ({list}) SELECT {values} FROM jsonb_to_recordset($1) AS r({definition})
          ON CONFLICT (id) DO UPDATE SET {}",
         updates.join(", ")
     );
