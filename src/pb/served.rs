@@ -7,106 +7,53 @@
 use super::Encoded;
 use super::{Invitation, Membership, Organization, Role, User};
 
-// Each mirrors the message of the same name in proto/clerkmirror/v1/directory.proto; a test
-// checks that every one encodes exactly as its generated twin.
+// Each mirrors the message of the same name in proto/clerkmirror/v1/directory.proto (the entity
+// at tag 1, the cursor at tag 2); a test checks that every one encodes exactly as its generated
+// twin.
 
-/// `GetUserResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct GetUserResponse {
-    #[prost(message, optional, tag = "1")]
-    pub user: Option<Encoded<User>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
+/// A response of one entity (`entity = 1; cursor = 2`).
+macro_rules! one {
+    ($($name:ident { $field:ident: $message:ident })*) => {$(
+        #[doc = concat!("`", stringify!($name), "`.")]
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct $name {
+            #[prost(message, optional, tag = "1")]
+            pub $field: Option<Encoded<$message>>,
+            #[prost(string, tag = "2")]
+            pub cursor: String,
+        }
+    )*};
 }
 
-/// `GetOrganizationResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct GetOrganizationResponse {
-    #[prost(message, optional, tag = "1")]
-    pub organization: Option<Encoded<Organization>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
+/// A response of many entities (`repeated entity = 1; cursor = 2`).
+macro_rules! many {
+    ($($name:ident { $field:ident: $message:ident })*) => {$(
+        #[doc = concat!("`", stringify!($name), "`.")]
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct $name {
+            #[prost(message, repeated, tag = "1")]
+            pub $field: Vec<Encoded<$message>>,
+            #[prost(string, tag = "2")]
+            pub cursor: String,
+        }
+    )*};
 }
 
-/// `GetMembershipResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct GetMembershipResponse {
-    #[prost(message, optional, tag = "1")]
-    pub membership: Option<Encoded<Membership>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
+one! {
+    GetUserResponse { user: User }
+    GetOrganizationResponse { organization: Organization }
+    GetMembershipResponse { membership: Membership }
+    LookupUserResponse { user: User }
+    LookupOrganizationResponse { organization: Organization }
+    LookupMembershipResponse { membership: Membership }
+    GetInvitationResponse { invitation: Invitation }
+    GetRoleResponse { role: Role }
+    LookupRoleResponse { role: Role }
 }
 
-/// `BatchGetUsersResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct BatchGetUsersResponse {
-    #[prost(message, repeated, tag = "1")]
-    pub users: Vec<Encoded<User>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
-}
-
-/// `BatchGetOrganizationsResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct BatchGetOrganizationsResponse {
-    #[prost(message, repeated, tag = "1")]
-    pub organizations: Vec<Encoded<Organization>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
-}
-
-/// `LookupUserResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LookupUserResponse {
-    #[prost(message, optional, tag = "1")]
-    pub user: Option<Encoded<User>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
-}
-
-/// `LookupOrganizationResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LookupOrganizationResponse {
-    #[prost(message, optional, tag = "1")]
-    pub organization: Option<Encoded<Organization>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
-}
-
-/// `LookupMembershipResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LookupMembershipResponse {
-    #[prost(message, optional, tag = "1")]
-    pub membership: Option<Encoded<Membership>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
-}
-
-/// `GetInvitationResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct GetInvitationResponse {
-    #[prost(message, optional, tag = "1")]
-    pub invitation: Option<Encoded<Invitation>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
-}
-
-/// `GetRoleResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct GetRoleResponse {
-    #[prost(message, optional, tag = "1")]
-    pub role: Option<Encoded<Role>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
-}
-
-/// `LookupRoleResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LookupRoleResponse {
-    #[prost(message, optional, tag = "1")]
-    pub role: Option<Encoded<Role>>,
-    #[prost(string, tag = "2")]
-    pub cursor: String,
+many! {
+    BatchGetUsersResponse { users: User }
+    BatchGetOrganizationsResponse { organizations: Organization }
 }
 
 /// `WatchChangesResponse`, whose change is a [`SharedChange`].
