@@ -30,7 +30,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most rows written by one group-commit transaction.
     pub ingest_batch_size: usize,
-    /// Connections in the pool.
+    /// Connections in the write pool; the API's reads get as many, half for lists and checks,
+    /// half for point reads that memory cannot answer.
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,

@@ -95,7 +95,9 @@ impl Application {
         db::migrate(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        let read_pool = db::connect_reads(&config.database, config.max_connections, config.acquire_timeout)
+        // The API's reads share `max_connections` between this pool (lists, checks, heads) and
+        // the point reads' lender (`grpc_services`), so a replica opens no more than before.
+        let read_pool = db::connect_reads(&config.database, read_share(config.max_connections), config.acquire_timeout)
             .await
             .context("cannot connect to the database")?;
         let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -320,7 +322,7 @@ impl Server {
     ) -> anyhow::Result<(tonic::service::Routes, HealthReporter)> {
         let lender = crate::lender::Lender::new(
             db::session_options(&self.config.database).context("cannot read the database's connect options")?,
-            self.config.max_connections as usize,
+            read_share(self.config.max_connections) as usize,
             self.config.acquire_timeout,
         );
         let directory = grpc::directory::Directory::new(
@@ -444,4 +446,9 @@ fn grpc_builder(tls: Option<&crate::tls::TlsConfig>) -> anyhow::Result<tonic::tr
             .context("invalid TLS certificate or key")?;
     }
     Ok(builder)
+}
+
+/// The connections of each of the two read sides (the read pool, the point reads' lender).
+fn read_share(max_connections: u32) -> u32 {
+    (max_connections / 2).max(1)
 }
