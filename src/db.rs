@@ -63,7 +63,7 @@ pub async fn connect(
 }
 
 /// The API's read pool: as [`connect`], but a connection is checked before it is lent out only
-/// when it has been idle for [`READ_CHECK_AFTER_IDLE`]. Checking every one costs a round trip
+/// when it has been idle for [`crate::lender::CHECK_AFTER_IDLE`], as lent connections are. Checking every one costs a round trip
 /// per read, as much as the read itself (`bench lookup`, cache off: #24); one in use a moment
 /// ago is alive but for a database restart in that moment, which fails the reads then in
 /// flight anyway.
@@ -76,7 +76,7 @@ pub async fn connect_reads(
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= READ_CHECK_AFTER_IDLE {
+                if meta.idle_for >= crate::lender::CHECK_AFTER_IDLE {
                     sqlx::Connection::ping(conn).await?;
                 }
                 Ok(true)
@@ -85,9 +85,6 @@ pub async fn connect_reads(
         .connect_with(session_options(database)?)
         .await
 }
-
-/// How long a read connection may sit idle before it is checked again when lent out.
-pub const READ_CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
     PgPoolOptions::new()

@@ -280,10 +280,20 @@ impl Directory {
         postgres: impl AsyncFnOnce(&mut PgConnection) -> Result<Snapshot<K>, sqlx::Error>,
     ) -> Result<(Encoded<K::Message>, String), ApiError> {
         if let Some(answer) = self.memory(route, memory) {
-            let (message, head) = self.found_in_memory(answer, K::TYPE.as_str(), name, show_deleted)?;
-            return Ok((message, self.cursor(head)));
+            return self.one_in_memory::<K>(answer, name, show_deleted);
         }
         self.one_in_postgres::<K>(route, name, show_deleted, postgres).await
+    }
+
+    /// [`Directory::one`]'s answer from memory, with the cursor it reflects.
+    fn one_in_memory<K: Kind>(
+        &self,
+        answer: Answer<Held<K::Message>>,
+        name: &str,
+        show_deleted: bool,
+    ) -> Result<(Encoded<K::Message>, String), ApiError> {
+        let (message, head) = self.found_in_memory(answer, K::TYPE.as_str(), name, show_deleted)?;
+        Ok((message, self.cursor(head)))
     }
 
     /// [`Directory::one`]'s PostgreSQL read: the row converted to its message.
@@ -315,8 +325,7 @@ impl Directory {
         memory: impl FnOnce(&crate::cache::Index) -> Answer<Held<K::Message>>,
     ) -> Result<(Encoded<K::Message>, String), ApiError> {
         if let Some(answer) = self.memory(route, memory) {
-            let (message, head) = self.found_in_memory(answer, K::TYPE.as_str(), name, show_deleted)?;
-            return Ok((message, self.cursor(head)));
+            return self.one_in_memory::<K>(answer, name, show_deleted);
         }
         let stored = self.point_read(async |c| read::stored_message::<K>(c, id).await).await?;
         self.fresh(route, stored.head)?;

@@ -36,10 +36,6 @@ impl<M> Encoded<M> {
         }
     }
 
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
     /// The encoding's length in bytes.
     pub fn len(&self) -> usize {
         self.bytes.len()

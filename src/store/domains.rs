@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::convert::timestamp;
 use super::fields::Field;
 use super::kind::{AnyRecord, EntityType, Kind};
-use super::records::{self, Record, RecordError};
+use super::records::{self, Record, RecordError, str_at as text};
 use crate::pb::{self, cursor::Cursor};
 
 /// A domain as the `domains` projection keeps it.
@@ -40,10 +40,6 @@ impl Record for DomainRecord {
     fn id(&self) -> &str {
         &self.id
     }
-}
-
-fn text(data: &Value, key: &str) -> Option<String> {
-    data.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
 /// The affiliation verification's status: `affiliation_verification`, else the deprecated

@@ -106,7 +106,8 @@ pub struct MembershipRecord {
 #[error("{0}")]
 pub struct RecordError(pub String);
 
-fn str_at(v: &Value, key: &str) -> Option<String> {
+/// The string at `key`, if a string.
+pub(super) fn str_at(v: &Value, key: &str) -> Option<String> {
     match v.get(key) {
         Some(Value::String(s)) => Some(s.clone()),
         _ => None,
@@ -131,7 +132,8 @@ pub fn time_from_ms(ms: i64) -> Option<DateTime<Utc>> {
         .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
 }
 
-fn time_at(v: &Value, key: &str) -> Option<DateTime<Utc>> {
+/// The time at `key` (milliseconds since the epoch), if a number in range.
+pub(super) fn time_at(v: &Value, key: &str) -> Option<DateTime<Utc>> {
     ms_at(v, key).and_then(time_from_ms)
 }
 

@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use super::convert::timestamp;
 use super::fields::Field;
 use super::kind::{AnyRecord, EntityType, Kind};
-use super::records::{self, Record, RecordError};
+use super::records::{self, Record, RecordError, str_at as text, time_at as time};
 use crate::pb::{self, cursor::Cursor};
 
 /// A role as the `roles` projection keeps it.
@@ -68,14 +68,6 @@ impl Record for PermissionRecord {
     fn id(&self) -> &str {
         &self.id
     }
-}
-
-fn text(data: &Value, key: &str) -> Option<String> {
-    data.get(key).and_then(Value::as_str).map(str::to_string)
-}
-
-fn time(data: &Value, key: &str) -> Option<DateTime<Utc>> {
-    records::ms_at(data, key).and_then(records::time_from_ms)
 }
 
 /// `(id, key)` of each permission a role object lists: an object with an `id` (its key, empty if
