@@ -85,6 +85,7 @@ pub async fn run(
             },
         );
         cache.install(index);
+        give_back_freed_memory();
         match follow(&cache, &hub, &mut feed, &mut stop).await {
             Ended::Stopped => return,
             Ended::Reload(why) => {
@@ -127,7 +128,19 @@ pub async fn load(pool: &PgPool, log_id: &str, budget: usize) -> Result<Index, s
         }
     });
     tx.commit().await?;
+    index.shrink();
     Ok(index)
+}
+
+/// Returns to the system the memory a load freed (its pages of rows, their JSON, the tables'
+/// old sizes): glibc's allocator keeps it otherwise, and the replica's RSS would stay at the
+/// load's peak.
+fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Applies the feed's batches, each under one hold of the write lock, until stopped or a reload.

@@ -1,18 +1,21 @@
 //! The in-memory index of one replica: users (by id, email, username, external id, phone
 //! number), organizations (by id, slug) and memberships (by id, by organization + user), at one
 //! change-log cursor. Users and organizations are held encoded (`pb::Encoded`, made once when
-//! the change is applied, shared by every response that sends them: see [`Held`]); memberships
-//! as their message, because a read adds their effective permissions. It
+//! the change is applied, shared by every response that sends them: see [`Held`]), with their
+//! lookup keys packed beside them (see `table`: the containers hold no id of their own, the
+//! encoding has it); a membership as its encoding without the fields a read derives (its
+//! effective permissions, added as it is read: see [`MembershipEntry`]). It
 //! answers exactly what the PostgreSQL reads of `store::read` answer at that cursor, or says it
 //! does not know (then the caller reads PostgreSQL). How each kind is held is [`Cached`]: a kind
 //! without lookups of its own is held by id only.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-/// The ids holding one key, sorted (usually one: a `Vec` costs one small allocation, a
-/// `BTreeSet` a node of eleven slots).
-type Ids = Vec<String>;
+use bytes::Bytes;
+use prost::Message;
+
 use std::sync::Arc;
 
 use crate::pb;
@@ -124,132 +127,315 @@ pub struct ApplyError {
 }
 
 use super::size;
+use super::table::{Keys, Packed, Slot, Table};
 
-/// A key of a secondary index: case-insensitive ones fold ASCII, and hold values that are not
-/// ASCII aside (PostgreSQL's `lower()` depends on the database's locale for those).
-#[derive(Default)]
-struct KeyIndex {
-    map: HashMap<String, Ids>,
-    /// Held values this index could not fold (their lookups go to PostgreSQL).
-    unfoldable: usize,
-    fold: bool,
+/// How a lookup key matches: exactly, or folding ASCII case (a value that is not ASCII is held
+/// aside then: PostgreSQL's `lower()` depends on the database's locale for those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    Exact,
+    Ascii,
 }
 
-impl KeyIndex {
-    fn folding() -> Self {
-        KeyIndex {
-            fold: true,
-            ..Default::default()
+impl Fold {
+    /// The key `value` is indexed under; `None` if it cannot be folded.
+    fn key(self, value: &str) -> Option<Cow<'_, str>> {
+        match self {
+            Fold::Exact => Some(Cow::Borrowed(value)),
+            Fold::Ascii if !value.is_ascii() => None,
+            Fold::Ascii if value.bytes().any(|b| b.is_ascii_uppercase()) => Some(Cow::Owned(value.to_ascii_lowercase())),
+            Fold::Ascii => Some(Cow::Borrowed(value)),
+        }
+    }
+}
+
+/// The tag bit of a packed key that could not be folded: held (to be counted out when it
+/// goes), not indexed.
+const UNFOLDABLE: u8 = 0x80;
+
+/// One lookup of a kind: its index, how it folds, and how many held values it could not fold
+/// (while there are any, its lookups go to PostgreSQL).
+struct Lookup {
+    keys: Keys,
+    fold: Fold,
+    unfoldable: usize,
+}
+
+/// A user or an organization as the index holds it: its encoding, its id and lookup keys
+/// (packed, folded), its accounted bytes.
+struct Entity<M> {
+    message: pb::Encoded<M>,
+    packed: Packed,
+    bytes: u32,
+    deleted: bool,
+}
+
+impl<M> Slot for Entity<M> {
+    fn id(&self) -> &str {
+        self.message.string(ID)
+    }
+}
+
+impl<M> Entity<M> {
+    fn held(&self) -> Held<M> {
+        Held {
+            message: self.message.clone(),
+            deleted: self.deleted,
+        }
+    }
+}
+
+/// The entities of one kind held encoded, with their lookups: keys tagged `t` (1, 2, ...) are
+/// indexed by `lookups[t - 1]`.
+struct Entities<M> {
+    table: Table<Entity<M>>,
+    lookups: Vec<Lookup>,
+}
+
+impl<M> Entities<M> {
+    fn new(folds: &[Fold]) -> Self {
+        Entities {
+            table: Table::default(),
+            lookups: folds
+                .iter()
+                .map(|&fold| Lookup {
+                    keys: Keys::default(),
+                    fold,
+                    unfoldable: 0,
+                })
+                .collect(),
         }
     }
 
-    fn key(&self, value: &str) -> Option<String> {
-        if !self.fold {
-            Some(value.to_string())
-        } else if value.is_ascii() {
-            Some(value.to_ascii_lowercase())
-        } else {
-            None
+    fn lookup(&self, tag: u8) -> &Lookup {
+        &self.lookups[usize::from(tag & !UNFOLDABLE) - 1]
+    }
+
+    /// An entity to hold: `keys` as `(tag, value)`, folded, each once.
+    fn entity(&self, message: pb::Encoded<M>, deleted: bool, keys: &[(u8, String)]) -> Entity<M> {
+        let mut items: Vec<(u8, Cow<str>)> = keys
+            .iter()
+            .map(|(tag, value)| match self.lookup(*tag).fold.key(value) {
+                Some(key) => (*tag, key),
+                None => (tag | UNFOLDABLE, Cow::Borrowed(value.as_str())),
+            })
+            .collect();
+        items.sort();
+        items.dedup();
+        let packed = Packed::new(items.iter().map(|(tag, key)| (*tag, key.as_ref())));
+        let indexed = items.iter().filter(|(tag, _)| tag & UNFOLDABLE == 0).count();
+        let bytes = Table::<Entity<M>>::PER_ENTITY
+            + size::encoded(message.len())
+            + size::boxed(packed.len())
+            + indexed * Keys::PER_KEY;
+        Entity {
+            message,
+            packed,
+            bytes: bytes as u32,
+            deleted,
         }
     }
 
-    fn insert(&mut self, value: &str, id: &str) {
-        match self.key(value) {
-            Some(k) => {
-                let ids = self.map.entry(k).or_default();
-                if let Err(at) = ids.binary_search_by(|x| x.as_str().cmp(id)) {
-                    ids.insert(at, id.to_string());
-                }
+    fn insert(&mut self, entity: Entity<M>) {
+        let n = self.table.insert(entity);
+        let entity = self.table.at(n);
+        for (tag, key) in entity.packed.iter() {
+            let lookup = &mut self.lookups[usize::from(tag & !UNFOLDABLE) - 1];
+            if tag & UNFOLDABLE != 0 {
+                lookup.unfoldable += 1;
+            } else {
+                lookup.keys.insert(lookup.keys.hash(key), n);
             }
-            None => self.unfoldable += 1,
         }
     }
 
-    fn remove(&mut self, value: &str, id: &str) {
-        match self.key(value) {
-            Some(k) => {
-                if let Some(ids) = self.map.get_mut(&k) {
-                    ids.retain(|x| x != id);
-                    if ids.is_empty() {
-                        self.map.remove(&k);
-                    }
-                }
+    /// Takes out the entity `id`; its accounted bytes.
+    fn remove(&mut self, id: &str) -> Option<usize> {
+        let (n, old) = self.table.remove(id)?;
+        for (tag, key) in old.packed.iter() {
+            let lookup = &mut self.lookups[usize::from(tag & !UNFOLDABLE) - 1];
+            if tag & UNFOLDABLE != 0 {
+                lookup.unfoldable -= 1;
+            } else {
+                lookup.keys.remove(lookup.keys.hash(key), n);
             }
-            None => self.unfoldable -= 1,
         }
+        Some(old.bytes as usize)
     }
 
-    /// The smallest id holding `value`: `Some(None)` for none, `None` when unknown.
-    fn first(&self, value: &str) -> Option<Option<&String>> {
-        if self.unfoldable > 0 {
+    fn get(&self, id: &str) -> Option<&Entity<M>> {
+        self.table.get(id)
+    }
+
+    /// The entity holding key `value` of `tag` (the smallest id when several do): `Some(None)`
+    /// for none, `None` when the index cannot know.
+    fn first(&self, tag: u8, value: &str) -> Option<Option<&Entity<M>>> {
+        let lookup = self.lookup(tag);
+        if lookup.unfoldable > 0 {
             return None;
         }
-        let k = self.key(value)?;
-        Some(self.map.get(&k).and_then(|ids| ids.first()))
+        let key = lookup.fold.key(value)?;
+        let found = lookup
+            .keys
+            .candidates(lookup.keys.hash(key.as_ref()))
+            .map(|n| self.table.at(n))
+            .filter(|e| e.packed.has(tag, &key))
+            .min_by(|a, b| a.id().cmp(b.id()));
+        Some(found)
+    }
+
+    fn shrink(&mut self) {
+        self.table.shrink();
+        for lookup in &mut self.lookups {
+            lookup.keys.shrink();
+        }
     }
 }
+
+/// The tags of a user's lookup keys, in `Index::users`' order of lookups.
+const EMAIL: u8 = 1;
+const USERNAME: u8 = 2;
+const EXTERNAL_ID: u8 = 3;
+const PHONE: u8 = 4;
+/// The tag of an organization's slug.
+const SLUG: u8 = 1;
 
 /// The lookup keys of a live user (a tombstone has none that a lookup matches).
-#[derive(Default, Debug, Clone)]
-struct UserKeys {
-    emails: Vec<String>,
-    username: Option<String>,
-    external_id: Option<String>,
-    phones: Vec<String>,
-}
-
-impl UserKeys {
-    fn of(r: &UserRecord) -> UserKeys {
-        if r.deleted_at.is_some() {
-            return UserKeys::default();
-        }
-        let mut emails: Vec<String> = r.email_addresses().into_iter().map(|(_, a)| a).collect();
-        emails.sort();
-        emails.dedup();
-        let mut phones: Vec<String> = r.phone_numbers().into_iter().map(|(_, n)| n).collect();
-        phones.sort();
-        phones.dedup();
-        UserKeys {
-            emails,
-            username: r.username.clone(),
-            external_id: r.external_id.clone(),
-            phones,
-        }
+fn user_keys(r: &UserRecord) -> Vec<(u8, String)> {
+    if r.deleted_at.is_some() {
+        return Vec::new();
     }
-
-    /// What the user's keys cost in the secondary indexes.
-    fn bytes(&self, id: &str) -> usize {
-        self.emails
-            .iter()
-            .chain(&self.phones)
-            .chain(&self.username)
-            .chain(&self.external_id)
-            .map(|k| size::index_key(k, id))
-            .sum()
-    }
+    let emails = r.email_addresses().into_iter().map(|(_, a)| (EMAIL, a));
+    let phones = r.phone_numbers().into_iter().map(|(_, n)| (PHONE, n));
+    emails
+        .chain(phones)
+        .chain(r.username.clone().map(|u| (USERNAME, u)))
+        .chain(r.external_id.clone().map(|x| (EXTERNAL_ID, x)))
+        .collect()
 }
 
-struct UserEntry {
-    held: Held<pb::User>,
-    keys: UserKeys,
-    bytes: usize,
-}
+/// The field numbers the index reads from the encodings it holds: the `id` of a user, an
+/// organization and a membership; a membership's organization, user and role.
+const ID: u32 = 2;
+const ORGANIZATION_ID: u32 = 3;
+const USER_ID: u32 = 4;
+const ROLE: u32 = 5;
 
-struct OrgEntry {
-    held: Held<pb::Organization>,
-    /// The slug of a live organization.
-    slug: Option<String>,
-    bytes: usize,
-}
+/// The tags of a membership's packed items: the role name and permissions Clerk sent (its
+/// snapshot, which a live one's encoding leaves out).
+const ROLE_NAME: u8 = 1;
+const PERMISSION: u8 = 2;
 
+/// A membership as the index holds it. A read derives three of its fields (`role_name`,
+/// `permissions`, `permissions_source`: see [`Access::effective`]), so a live one is held as
+/// its encoding without them, split where the first two go (the third goes last); a
+/// tombstone is shown as it is.
 struct MembershipEntry {
-    message: Arc<pb::Membership>,
-    organization_id: String,
-    user_id: String,
-    live: bool,
+    encoded: Bytes,
+    split: u32,
+    bytes: u32,
+    /// Its role name and permissions as Clerk sent them.
+    packed: Packed,
     /// `updated_at`, for "the current membership" (latest first, none last, then by id).
     updated: Option<(i64, u32)>,
-    bytes: usize,
+    live: bool,
+}
+
+impl Slot for MembershipEntry {
+    fn id(&self) -> &str {
+        pb::encoded::string_field(&self.encoded, ID)
+    }
+}
+
+impl MembershipEntry {
+    fn of(m: &pb::Membership, live: bool, updated: Option<(i64, u32)>) -> MembershipEntry {
+        let role_name = Some((ROLE_NAME, m.role_name.as_str())).filter(|_| live);
+        let permissions = m.permissions.iter().filter(|_| live).map(|p| (PERMISSION, p.as_str()));
+        let packed = Packed::new(role_name.into_iter().chain(permissions));
+        let (encoded, split) = if live {
+            let derived = pb::Membership {
+                role_name: String::new(),
+                permissions: Vec::new(),
+                permissions_source: 0,
+                ..m.clone()
+            };
+            let head = pb::Membership {
+                name: m.name.clone(),
+                id: m.id.clone(),
+                organization_id: m.organization_id.clone(),
+                user_id: m.user_id.clone(),
+                role: m.role.clone(),
+                ..Default::default()
+            };
+            (derived.encode_to_vec(), head.encoded_len())
+        } else {
+            (m.encode_to_vec(), 0)
+        };
+        let bytes = Table::<MembershipEntry>::PER_ENTITY
+            + size::encoded(encoded.len())
+            + size::boxed(packed.len())
+            + if live { Keys::PER_KEY } else { 0 };
+        MembershipEntry {
+            encoded: Bytes::from(encoded),
+            split: split as u32,
+            bytes: bytes as u32,
+            packed,
+            updated,
+            live,
+        }
+    }
+
+    fn organization_id(&self) -> &str {
+        pb::encoded::string_field(&self.encoded, ORGANIZATION_ID)
+    }
+
+    fn user_id(&self) -> &str {
+        pb::encoded::string_field(&self.encoded, USER_ID)
+    }
+
+    fn role(&self) -> &str {
+        pb::encoded::string_field(&self.encoded, ROLE)
+    }
+
+    /// As reads show it: a live one with its effective permissions now (encoded per read, as
+    /// prost would: the fields in their order, defaults left out).
+    fn shown(&self, access: &Access) -> Held<pb::Membership> {
+        use prost::encoding::{int32, string};
+        if !self.live {
+            return Held {
+                message: pb::Encoded::from_bytes(self.encoded.clone()),
+                deleted: true,
+            };
+        }
+        fn nonempty(s: Option<&str>) -> Option<&str> {
+            s.filter(|s| !s.is_empty())
+        }
+        let snapshot: Vec<String> = self.packed.all(PERMISSION).map(str::to_string).collect();
+        let e = access.effective(
+            nonempty(Some(self.role())),
+            &snapshot,
+            nonempty(self.packed.first(ROLE_NAME)),
+        );
+        let source = e.source.wire() as i32;
+        let role_name = e.role_name.unwrap_or_default();
+        let (head, tail) = self.encoded.split_at(self.split as usize);
+        let mut out = Vec::with_capacity(
+            self.encoded.len() + role_name.len() + e.permissions.iter().map(|p| p.len() + 3).sum::<usize>() + 16,
+        );
+        out.extend_from_slice(head);
+        if !role_name.is_empty() {
+            string::encode(6, &role_name, &mut out);
+        }
+        string::encode_repeated(7, &e.permissions, &mut out);
+        out.extend_from_slice(tail);
+        if source != 0 {
+            int32::encode(16, &source, &mut out);
+        }
+        Held {
+            message: pb::Encoded::from_bytes(Bytes::from(out)),
+            deleted: false,
+        }
+    }
 }
 
 /// The index. Not synchronised: the cache wraps it in a lock.
@@ -261,17 +447,13 @@ pub struct Index {
     bytes: usize,
     /// Whether everything in the projections is held (a negative answer is valid only then).
     complete: bool,
-    users: HashMap<String, UserEntry>,
-    emails: KeyIndex,
-    usernames: KeyIndex,
-    external_ids: KeyIndex,
-    phones: KeyIndex,
-    organizations: HashMap<String, OrgEntry>,
-    slugs: KeyIndex,
-    memberships: HashMap<String, MembershipEntry>,
-    /// Live memberships by (organization, user).
-    /// (Keyed organization, then user: a lookup borrows both ids instead of building a key.)
-    by_pair: HashMap<String, HashMap<String, Ids>>,
+    /// By id, email, username, external id, phone number.
+    users: Entities<pb::User>,
+    /// By id, slug.
+    organizations: Entities<pb::Organization>,
+    memberships: Table<MembershipEntry>,
+    /// Live memberships by the hash of (organization, user).
+    by_pair: Keys,
     /// Kinds without lookups of their own, by id: each kind's message (`Arc<K::Message>`) and its
     /// accounted bytes.
     by_id: HashMap<EntityType, HashMap<String, (Arc<dyn Any + Send + Sync>, usize)>>,
@@ -292,15 +474,10 @@ impl Index {
             budget,
             bytes: 0,
             complete: true,
-            users: HashMap::new(),
-            emails: KeyIndex::folding(),
-            usernames: KeyIndex::folding(),
-            external_ids: KeyIndex::default(),
-            phones: KeyIndex::default(),
-            organizations: HashMap::new(),
-            slugs: KeyIndex::default(),
-            memberships: HashMap::new(),
-            by_pair: HashMap::new(),
+            users: Entities::new(&[Fold::Ascii, Fold::Ascii, Fold::Exact, Fold::Exact]),
+            organizations: Entities::new(&[Fold::Exact]),
+            memberships: Table::default(),
+            by_pair: Keys::default(),
             by_id: HashMap::new(),
             access: Access::default(),
         }
@@ -326,12 +503,20 @@ impl Index {
 
     /// Entries held: users, organizations, memberships.
     pub fn entries(&self) -> (usize, usize, usize) {
-        (self.users.len(), self.organizations.len(), self.memberships.len())
+        (self.users.table.len(), self.organizations.table.len(), self.memberships.len())
     }
 
     /// Whether everything is held (nothing was left out for the budget).
     pub fn complete(&self) -> bool {
         self.complete
+    }
+
+    /// Gives back what a load reserved and did not use (its tables grew by doubling).
+    pub fn shrink(&mut self) {
+        self.users.shrink();
+        self.organizations.shrink();
+        self.memberships.shrink();
+        self.by_pair.shrink();
     }
 
     fn fits(&mut self, bytes: usize) -> bool {
@@ -345,144 +530,59 @@ impl Index {
 
     /// Holds `r` (the state after the change `update_cursor`), replacing what was held.
     pub fn put_user(&mut self, r: &UserRecord, update_cursor: i64) {
-        self.remove_user(&r.id);
-        let held = Held::of(&convert::user(r, update_cursor, &self.log_id), r.deleted_at.is_some());
-        let keys = UserKeys::of(r);
-        let bytes =
-            size::slot(&r.id, std::mem::size_of::<UserEntry>()) + size::encoded(held.message.len()) + keys.bytes(&r.id);
-        if !self.fits(bytes) {
-            return;
+        if let Some(bytes) = self.users.remove(&r.id) {
+            self.bytes -= bytes;
         }
-        for e in &keys.emails {
-            self.emails.insert(e, &r.id);
+        let message = pb::Encoded::of(&convert::user(r, update_cursor, &self.log_id));
+        let entity = self.users.entity(message, r.deleted_at.is_some(), &user_keys(r));
+        if self.fits(entity.bytes as usize) {
+            self.bytes += entity.bytes as usize;
+            self.users.insert(entity);
         }
-        for p in &keys.phones {
-            self.phones.insert(p, &r.id);
-        }
-        if let Some(u) = &keys.username {
-            self.usernames.insert(u, &r.id);
-        }
-        if let Some(x) = &keys.external_id {
-            self.external_ids.insert(x, &r.id);
-        }
-        self.bytes += bytes;
-        self.users.insert(
-            r.id.clone(),
-            UserEntry {
-                held,
-                keys,
-                bytes,
-            },
-        );
-    }
-
-    fn remove_user(&mut self, id: &str) {
-        let Some(old) = self.users.remove(id) else {
-            return;
-        };
-        for e in &old.keys.emails {
-            self.emails.remove(e, id);
-        }
-        for p in &old.keys.phones {
-            self.phones.remove(p, id);
-        }
-        if let Some(u) = &old.keys.username {
-            self.usernames.remove(u, id);
-        }
-        if let Some(x) = &old.keys.external_id {
-            self.external_ids.remove(x, id);
-        }
-        self.bytes -= old.bytes;
     }
 
     pub fn put_organization(&mut self, r: &OrganizationRecord, update_cursor: i64) {
-        self.remove_organization(&r.id);
-        let held = Held::of(&convert::organization(r, update_cursor, &self.log_id), r.deleted_at.is_some());
-        let slug = r.slug.clone().filter(|_| r.deleted_at.is_none());
-        let bytes = size::slot(&r.id, std::mem::size_of::<OrgEntry>())
-            + size::encoded(held.message.len())
-            + slug.as_ref().map_or(0, |s| size::index_key(s, &r.id));
-        if !self.fits(bytes) {
-            return;
+        if let Some(bytes) = self.organizations.remove(&r.id) {
+            self.bytes -= bytes;
         }
-        if let Some(s) = &slug {
-            self.slugs.insert(s, &r.id);
+        let message = pb::Encoded::of(&convert::organization(r, update_cursor, &self.log_id));
+        let live = r.deleted_at.is_none();
+        let slug: Vec<(u8, String)> = r.slug.clone().filter(|_| live).map(|s| (SLUG, s)).into_iter().collect();
+        let entity = self.organizations.entity(message, !live, &slug);
+        if self.fits(entity.bytes as usize) {
+            self.bytes += entity.bytes as usize;
+            self.organizations.insert(entity);
         }
-        self.bytes += bytes;
-        self.organizations.insert(
-            r.id.clone(),
-            OrgEntry {
-                held,
-                slug,
-                bytes,
-            },
-        );
-    }
-
-    fn remove_organization(&mut self, id: &str) {
-        let Some(old) = self.organizations.remove(id) else {
-            return;
-        };
-        if let Some(s) = &old.slug {
-            self.slugs.remove(s, id);
-        }
-        self.bytes -= old.bytes;
     }
 
     pub fn put_membership(&mut self, r: &MembershipRecord, update_cursor: i64) {
         self.remove_membership(&r.id);
-        let message = convert::membership(r, update_cursor, &self.log_id);
-        let bytes = size::slot(&r.id, std::mem::size_of::<MembershipEntry>())
-            + size::membership(&message)
-            + size::index_key(&r.organization_id, &r.id)
-            + r.user_id.len();
-        if !self.fits(bytes) {
+        let live = r.deleted_at.is_none();
+        let entry = MembershipEntry::of(
+            &convert::membership(r, update_cursor, &self.log_id),
+            live,
+            updated(r.updated_at),
+        );
+        if !self.fits(entry.bytes as usize) {
             return;
         }
-        let live = r.deleted_at.is_none();
+        self.bytes += entry.bytes as usize;
+        let pair = self.by_pair.hash((r.organization_id.as_str(), r.user_id.as_str()));
+        let n = self.memberships.insert(entry);
         if live {
-            let ids = self
-                .by_pair
-                .entry(r.organization_id.clone())
-                .or_default()
-                .entry(r.user_id.clone())
-                .or_default();
-            if let Err(at) = ids.binary_search(&r.id) {
-                ids.insert(at, r.id.clone());
-            }
+            self.by_pair.insert(pair, n);
         }
-        self.bytes += bytes;
-        self.memberships.insert(
-            r.id.clone(),
-            MembershipEntry {
-                message: Arc::new(message),
-                organization_id: r.organization_id.clone(),
-                user_id: r.user_id.clone(),
-                live,
-                updated: updated(r.updated_at),
-                bytes,
-            },
-        );
     }
 
     fn remove_membership(&mut self, id: &str) {
-        let Some(old) = self.memberships.remove(id) else {
+        let Some((n, old)) = self.memberships.remove(id) else {
             return;
         };
-        if old.live
-            && let Some(users) = self.by_pair.get_mut(&old.organization_id)
-        {
-            if let Some(ids) = users.get_mut(&old.user_id) {
-                ids.retain(|x| x != id);
-                if ids.is_empty() {
-                    users.remove(&old.user_id);
-                }
-            }
-            if users.is_empty() {
-                self.by_pair.remove(&old.organization_id);
-            }
+        if old.live {
+            self.by_pair
+                .remove(self.by_pair.hash((old.organization_id(), old.user_id())), n);
         }
-        self.bytes -= old.bytes;
+        self.bytes -= old.bytes as usize;
     }
 
     /// Reads a change of the log (its state is the entity's new row) into its record: the part
@@ -532,27 +632,21 @@ impl Index {
     /// The entity of a kind held by id only (a tombstone too; the caller applies `show_deleted`).
     pub fn get<K: Kind>(&self, id: &str) -> Answer<Arc<K::Message>> {
         let held = self.by_id.get(&K::TYPE).and_then(|m| m.get(id));
-        match held {
-            Some((message, _)) => Answer::Found(
-                message.clone().downcast().expect("a kind's messages have its type"),
-                self.cursor,
-            ),
-            None if self.complete => Answer::Absent(self.cursor),
-            None => Answer::Unknown,
-        }
-    }
-
-    fn by_id<E, T: Clone>(&self, map: &HashMap<String, E>, id: &str, message: impl Fn(&E) -> &T) -> Answer<T> {
-        match map.get(id) {
-            Some(e) => Answer::Found(message(e).clone(), self.cursor),
-            None if self.complete => Answer::Absent(self.cursor),
-            None => Answer::Unknown,
-        }
+        self.answer(held.map(|(message, _)| message.clone().downcast().expect("a kind's messages have its type")))
     }
 
     /// The user with `id` (a tombstone too; the caller applies `show_deleted`).
     pub fn user(&self, id: &str) -> Answer<Held<pb::User>> {
-        self.by_id(&self.users, id, |e| &e.held)
+        self.answer(self.users.get(id).map(Entity::held))
+    }
+
+    /// What was found by id: absent only if the index is complete.
+    fn answer<T>(&self, found: Option<T>) -> Answer<T> {
+        match found {
+            Some(t) => Answer::Found(t, self.cursor),
+            None if self.complete => Answer::Absent(self.cursor),
+            None => Answer::Unknown,
+        }
     }
 
     /// Users by id in the order asked, or `None` if any is unknown.
@@ -569,7 +663,7 @@ impl Index {
     }
 
     pub fn organization(&self, id: &str) -> Answer<Held<pb::Organization>> {
-        self.by_id(&self.organizations, id, |e| &e.held)
+        self.answer(self.organizations.get(id).map(Entity::held))
     }
 
     pub fn organizations(&self, ids: &[&str]) -> Option<(Vec<Option<Held<pb::Organization>>>, i64)> {
@@ -587,11 +681,10 @@ impl Index {
     /// The membership `id` of organization `organization_id` (a tombstone too).
     pub fn membership(&self, organization_id: &str, id: &str) -> Answer<Held<pb::Membership>> {
         match self.memberships.get(id) {
-            Some(m) if m.organization_id == organization_id => Answer::Found(self.effective(&m.message), self.cursor),
+            Some(m) if m.organization_id() == organization_id => Answer::Found(m.shown(&self.access), self.cursor),
             // Ids are unique: held under another organization means none under this one.
             Some(_) => Answer::Absent(self.cursor),
-            None if self.complete => Answer::Absent(self.cursor),
-            None => Answer::Unknown,
+            None => self.answer(None),
         }
     }
 
@@ -601,16 +694,16 @@ impl Index {
         if !self.complete {
             return Answer::Unknown;
         }
-        let (index, value) = match key {
-            UserKey::Email(v) => (&self.emails, v),
-            UserKey::Username(v) => (&self.usernames, v),
-            UserKey::ExternalId(v) => (&self.external_ids, v),
-            UserKey::PhoneNumber(v) => (&self.phones, v),
+        let (tag, value) = match key {
+            UserKey::Email(v) => (EMAIL, v),
+            UserKey::Username(v) => (USERNAME, v),
+            UserKey::ExternalId(v) => (EXTERNAL_ID, v),
+            UserKey::PhoneNumber(v) => (PHONE, v),
         };
-        match index.first(value) {
+        match self.users.first(tag, value) {
             None => Answer::Unknown,
             Some(None) => Answer::Absent(self.cursor),
-            Some(Some(id)) => self.user(id),
+            Some(Some(e)) => Answer::Found(e.held(), self.cursor),
         }
     }
 
@@ -619,10 +712,10 @@ impl Index {
         if !self.complete {
             return Answer::Unknown;
         }
-        match self.slugs.first(slug) {
+        match self.organizations.first(SLUG, slug) {
             None => Answer::Unknown,
             Some(None) => Answer::Absent(self.cursor),
-            Some(Some(id)) => self.organization(id),
+            Some(Some(e)) => Answer::Found(e.held(), self.cursor),
         }
     }
 
@@ -631,33 +724,23 @@ impl Index {
         if !self.complete {
             return Answer::Unknown;
         }
-        let current = self.live_of(organization_id, user_id).and_then(|ids| self.current(ids));
-        match current {
-            Some(m) => Answer::Found(self.effective(m), self.cursor),
+        match self.current(organization_id, user_id) {
+            Some(m) => Answer::Found(m.shown(&self.access), self.cursor),
             None => Answer::Absent(self.cursor),
         }
     }
 
-    /// The live memberships of the user in the organization.
-    fn live_of(&self, organization_id: &str, user_id: &str) -> Option<&Ids> {
-        self.by_pair.get(organization_id)?.get(user_id)
-    }
-
-    /// The current one of the live memberships `ids`: latest `updated_at` first, none last, then
-    /// the smallest id.
-    fn current(&self, ids: &Ids) -> Option<&Arc<pb::Membership>> {
-        ids.iter()
-            .filter_map(|id| self.memberships.get(id).map(|m| (id, m)))
-            .min_by(|(a_id, a), (b_id, b)| {
+    /// The user's current live membership of the organization: latest `updated_at` first,
+    /// none last, then the smallest id.
+    fn current(&self, organization_id: &str, user_id: &str) -> Option<&MembershipEntry> {
+        self.by_pair
+            .candidates(self.by_pair.hash((organization_id, user_id)))
+            .map(|n| self.memberships.at(n))
+            .filter(|m| m.organization_id() == organization_id && m.user_id() == user_id)
+            .min_by(|a, b| {
                 let key = |m: &MembershipEntry| std::cmp::Reverse(m.updated.map(|u| (1, u)).unwrap_or((0, (0, 0))));
-                key(a).cmp(&key(b)).then_with(|| a_id.cmp(b_id))
+                key(a).cmp(&key(b)).then_with(|| a.id().cmp(b.id()))
             })
-            .map(|(_, m)| &m.message)
-    }
-
-    /// A held membership as reads show it: with its effective permissions (encoded per read).
-    fn effective(&self, m: &Arc<pb::Membership>) -> Held<pb::Membership> {
-        Held::of(&self.access.effective_membership(m), m.delete_time.is_some())
     }
 
     /// The role with `id` (a tombstone too), its permissions resolved now.
@@ -682,20 +765,19 @@ impl Index {
         if !self.complete {
             return None;
         }
-        let user_live = self.users.get(user_id).is_some_and(|e| !e.held.deleted);
-        let organization_live = self.organizations.get(organization_id).is_some_and(|e| !e.held.deleted);
-        let member = self
-            .live_of(organization_id, user_id)
-            .and_then(|ids| self.current(ids))
-            .map(|m| {
-                let (has, source) = self.access.member_has(&m.role, &m.permissions, permission);
-                Member {
-                    role: m.role.clone(),
-                    has,
-                    source,
-                    snapshot_has: m.permissions.iter().any(|p| p == permission),
-                }
-            });
+        let user_live = self.users.get(user_id).is_some_and(|e| !e.deleted);
+        let organization_live = self.organizations.get(organization_id).is_some_and(|e| !e.deleted);
+        let member = self.current(organization_id, user_id).map(|m| {
+            let role = m.role();
+            let snapshot_has = m.packed.has(PERMISSION, permission);
+            let (has, source) = self.access.member_has(role, snapshot_has, permission);
+            Member {
+                role: role.to_string(),
+                has,
+                source,
+                snapshot_has,
+            }
+        });
         Some(Standing {
             user_live,
             organization_live,
@@ -703,7 +785,6 @@ impl Index {
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,6 +830,61 @@ mod tests {
         .unwrap();
         m.updated_at = updated.map(t);
         m
+    }
+
+    #[test]
+    fn a_held_membership_reads_as_prost_encodes_its_effective_message() {
+        let role = |live: bool| {
+            let mut r = RoleRecord::from_clerk(json!({
+                "id": "role_1", "key": "org:editor", "name": "Editor",
+                "permissions": [{"id": "perm_1", "key": "org:posts:edit"}, {"id": "perm_2", "key": "org:posts:read"}],
+            }))
+            .unwrap();
+            if !live {
+                r.deleted_at = Some(t(1));
+            }
+            r
+        };
+        let variants = [
+            json!({"role": "org:editor"}),
+            json!({"role": "org:editor", "role_name": "Old name", "permissions": ["org:snap:a", "org:snap:b"]}),
+            json!({"role": "org:unknown", "permissions": ["org:snap:a"], "public_metadata": {"plan": "pro", "n": 2}}),
+            json!({"role": "org:unknown", "role_name": "Unknown", "private_metadata": {"x": [1, {"y": null}]}}),
+            json!({"role": ""}),
+        ];
+        for roles in [None, Some(true), Some(false)] {
+            for (i, variant) in variants.iter().enumerate() {
+                for deleted in [false, true] {
+                    let mut index = Index::new("log", 0, usize::MAX);
+                    if let Some(live) = roles {
+                        Cached::put(&mut index, &role(live), 1);
+                    }
+                    let mut body = json!({
+                        "id": format!("orgmem_{i}"), "organization": {"id": "org_1", "name": "Org", "slug": "org"},
+                        "public_user_data": {"user_id": "user_1", "first_name": "Ada", "identifier": "ada@example.com"},
+                        "created_at": 1_767_225_600_000i64, "updated_at": 1_767_225_600_000i64,
+                    });
+                    body.as_object_mut().unwrap().extend(variant.as_object().unwrap().clone());
+                    let mut r = MembershipRecord::from_clerk(body).unwrap();
+                    if deleted {
+                        r.deleted_at = Some(t(2));
+                    }
+                    index.put_membership(&r, 2);
+                    let want = pb::Encoded::of(&index.access().effective_membership(&convert::membership(&r, 2, "log")));
+                    let Answer::Found(got, _) = index.membership("org_1", &r.id) else {
+                        panic!("membership {i} is held");
+                    };
+                    assert_eq!(got.message, want, "membership {i}, roles {roles:?}, deleted {deleted}");
+                    assert_eq!(got.deleted, deleted);
+                    if !deleted {
+                        let Answer::Found(current, _) = index.membership_of("org_1", "user_1") else {
+                            panic!("membership {i} is current");
+                        };
+                        assert_eq!(current.message, want);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -1022,9 +1158,10 @@ mod tests {
                         (None, Some(_)) => std::cmp::Ordering::Greater,
                         (None, None) => std::cmp::Ordering::Equal,
                     }.then_with(|| a.id.cmp(&b.id)));
-                    let want = live.first().map(|(m, c)| without_roles(convert::membership(m, *c, "log")));
+                    // Byte for byte: the held parts and the derived fields, as prost encodes.
+                    let want = live.first().map(|(m, c)| pb::Encoded::of(&without_roles(convert::membership(m, *c, "log"))));
                     let got = match index.membership_of(&org, &user) {
-                        Answer::Found(m, _) => Some(m.open()),
+                        Answer::Found(m, _) => Some(m.message),
                         Answer::Absent(_) => None,
                         Answer::Unknown => panic!("unknown"),
                     };
@@ -1034,9 +1171,9 @@ mod tests {
                 for m in 0..5 {
                     let id = format!("m_{m}");
                     let want = model.memberships.get(&id).filter(|(r, _)| r.organization_id == org)
-                        .map(|(r, c)| without_roles(convert::membership(r, *c, "log")));
+                        .map(|(r, c)| pb::Encoded::of(&without_roles(convert::membership(r, *c, "log"))));
                     let got = match index.membership(&org, &id) {
-                        Answer::Found(m, _) => Some(m.open()),
+                        Answer::Found(m, _) => Some(m.message),
                         Answer::Absent(_) => None,
                         Answer::Unknown => panic!("unknown"),
                     };

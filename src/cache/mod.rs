@@ -7,6 +7,7 @@ pub mod follow;
 pub mod index;
 pub mod read_index;
 pub mod size;
+pub mod table;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

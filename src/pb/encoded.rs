@@ -44,6 +44,46 @@ impl<M> Encoded<M> {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+
+    /// The string field numbered `field` ("" when absent: proto3 leaves out empty strings).
+    pub fn string(&self, field: u32) -> &str {
+        string_field(&self.bytes, field)
+    }
+}
+
+/// The string field numbered `field` of the encoding `bytes`, read by walking its fields in
+/// order (cheap for the first few: an id is the second); "" when absent (or, for bytes this
+/// module never makes, unreadable).
+pub fn string_field(bytes: &[u8], field: u32) -> &str {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Ok(key) = prost::encoding::decode_varint(&mut rest) else {
+            return "";
+        };
+        let (tag, wire) = ((key >> 3) as u32, key & 7);
+        let skip = match wire {
+            0 => match prost::encoding::decode_varint(&mut rest) {
+                Ok(_) => 0,
+                Err(_) => return "",
+            },
+            1 => 8,
+            2 => match prost::encoding::decode_varint(&mut rest) {
+                Ok(len) => len as usize,
+                Err(_) => return "",
+            },
+            5 => 4,
+            _ => return "",
+        };
+        if skip > rest.len() {
+            return "";
+        }
+        let (value, after) = rest.split_at(skip);
+        if tag == field && wire == 2 {
+            return std::str::from_utf8(value).unwrap_or("");
+        }
+        rest = after;
+    }
+    ""
 }
 
 impl<M> Clone for Encoded<M> {
@@ -132,6 +172,23 @@ mod tests {
     use super::*;
     use crate::pb;
     use prost::Message;
+
+    #[test]
+    fn a_string_field_is_read_from_the_encoding() {
+        let u = pb::Encoded::of(&pb::User {
+            name: "users/user_1".into(),
+            id: "user_1".into(),
+            external_id: String::new(),
+            username: "ada".into(),
+            create_time: Some(prost_types::Timestamp { seconds: 5, nanos: 1 }),
+            ..Default::default()
+        });
+        assert_eq!(u.string(1), "users/user_1");
+        assert_eq!(u.string(2), "user_1");
+        assert_eq!(u.string(3), "");
+        assert_eq!(u.string(4), "ada");
+        assert_eq!(string_field(&[0x12, 0x05, b'a'], 2), "", "a truncated field is not read");
+    }
 
     fn user() -> pb::User {
         pb::User {

@@ -256,13 +256,13 @@ impl Access {
         }
     }
 
-    /// Whether a live membership naming role `key` with `snapshot` has `permission`, and from
-    /// where (without building the whole set).
-    pub fn member_has(&self, key: &str, snapshot: &[String], permission: &str) -> (bool, Source) {
+    /// Whether a live membership naming role `key` has `permission`, and from where (without
+    /// building the whole set); `snapshot_has`: whether the membership's own snapshot has it.
+    pub fn member_has(&self, key: &str, snapshot_has: bool, permission: &str) -> (bool, Source) {
         match self.role_for(key) {
             Some((_, r)) if r.live => (self.grants(r, permission), Source::Role),
             Some(_) => (false, Source::DeletedRole),
-            None => (snapshot.iter().any(|p| p == permission), Source::Snapshot),
+            None => (snapshot_has, Source::Snapshot),
         }
     }
 
@@ -392,8 +392,8 @@ mod tests {
             ],
         );
         assert_eq!(a.role("role_1").unwrap().permissions, ["org:a:new", "org:c"]);
-        assert_eq!(a.member_has("org:editor", &[], "org:a:old"), (false, Source::Role));
-        assert_eq!(a.member_has("org:editor", &[], "org:c"), (true, Source::Role));
+        assert_eq!(a.member_has("org:editor", false, "org:a:old"), (false, Source::Role));
+        assert_eq!(a.member_has("org:editor", false, "org:c"), (true, Source::Role));
     }
 
     #[test]

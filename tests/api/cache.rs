@@ -488,9 +488,10 @@ async fn lists_read_postgresql_and_refuse_only_a_cursor_past_the_head() {
 
 #[tokio::test]
 async fn over_its_budget_the_cache_holds_what_fits_and_reads_of_the_rest_go_to_postgresql() {
-    // Room for about two of these users (each is accounted at 2 to 3 KB).
+    // Room for about two of these users (each is accounted at 500 to 700 bytes: its encoding,
+    // its keys, its slots).
     let app = spawn_app_with(|c| {
-        c.read_cache_bytes = 6_000;
+        c.read_cache_bytes = 1_500;
     })
     .await;
     let bodies: Vec<String> = (0..5)
@@ -500,7 +501,7 @@ async fn over_its_budget_the_cache_holds_what_fits_and_reads_of_the_rest_go_to_p
     let cache = app.cache.as_ref().unwrap();
     let (held, bytes, complete) = cache.read(|i| (i.entries().0, i.bytes(), i.complete())).unwrap();
     assert!(
-        (1..5).contains(&held) && bytes <= 6_000 && !complete,
+        (1..5).contains(&held) && bytes <= 1_500 && !complete,
         "{held} {bytes} {complete}"
     );
     let mut c = client(&app).await;
