@@ -29,7 +29,9 @@ pub async fn sync_status(pool: &PgPool) -> Result<SyncStatus, sqlx::Error> {
                 (SELECT max(received_at) FROM inbox) AS last_received,
                 (SELECT max(processed_at) FROM inbox WHERE processed_at IS NOT NULL) AS last_applied,
                 (SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                  WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1 LIMIT 1) AS applier
+                  WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1
+                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  LIMIT 1) AS applier
            FROM log_head h",
     )
     .bind(APPLIER_LOCK_KEY)

@@ -310,7 +310,8 @@ async fn every_read_through_memory_equals_the_same_read_through_postgresql_for_g
 }
 
 /// Commits a change of `user_id`'s first name the way the applier does, but without the NOTIFY
-/// that wakes the hubs; returns its seq.
+/// that wakes the hubs; returns its seq. The row's stored message is dropped (the applier writes
+/// the new one; a row without one is converted when PostgreSQL answers a read).
 async fn write_behind_the_hubs_back(app: &TestApp, user_id: &str, first_name: &str) -> i64 {
     let mut tx = app.pool.begin().await.unwrap();
     let seq: i64 = sqlx::query_scalar("UPDATE log_head SET head_seq = head_seq + 1 RETURNING head_seq")
@@ -318,8 +319,9 @@ async fn write_behind_the_hubs_back(app: &TestApp, user_id: &str, first_name: &s
         .await
         .unwrap();
     let state: Value = sqlx::query_scalar(
-        "UPDATE users SET first_name = $2, update_cursor = $3 WHERE id = $1
-         RETURNING to_jsonb(users.*) - 'version_updated_ms' - 'version_event_ms' - 'version_key' - 'update_cursor'",
+        "UPDATE users SET first_name = $2, update_cursor = $3, message = NULL, message_format = NULL WHERE id = $1
+         RETURNING to_jsonb(users.*) - 'version_updated_ms' - 'version_event_ms' - 'version_key' - 'update_cursor'
+                   - 'message' - 'message_format'",
     )
     .bind(user_id)
     .bind(first_name)
