@@ -35,8 +35,8 @@ pub struct Config {
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
-    /// Changes the hub buffers for this replica's watchers (a watcher further behind reads the
-    /// database).
+    /// Changes the hub keeps for this replica's readers, in its broadcast buffer and its ring of
+    /// recent changes (a watcher that starts or falls further behind reads the database).
     pub hub_capacity: usize,
     /// Watch streams.
     pub watch: WatchConfig,
@@ -87,6 +87,7 @@ impl Config {
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
     pub const DEFAULT_MAX_CONCURRENT_RPCS: usize = 1024;
     pub const DEFAULT_READ_CACHE_BYTES: usize = DEFAULT_READ_CACHE_BYTES;
+    pub const DEFAULT_HUB_CAPACITY: usize = 1024;
 
     /// Defaults for everything but the database and the secrets; addresses on loopback.
     pub fn new(database: DatabaseConfig, webhook_secrets: WebhookSecrets) -> Self {
@@ -100,7 +101,7 @@ impl Config {
             ingest_batch_size: 500,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
-            hub_capacity: 1024,
+            hub_capacity: Self::DEFAULT_HUB_CAPACITY,
             watch: WatchConfig::default(),
             health_interval: Duration::from_secs(2),
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,

@@ -36,6 +36,9 @@ pub struct Metrics {
     /// Change-log rows read from the database, by reader: `hub` (once per replica) or `stream`
     /// (a watcher's backlog, or a catch-up after falling behind the hub).
     pub changes_read: IntCounterVec,
+    /// Changes a reader (the read cache, a watch stream) took from the hub's ring of recent
+    /// changes instead of reading the database, by reader.
+    pub changes_from_recent: IntCounterVec,
     /// Change-log rows a reader (the read cache, each watch stream) passed over because this
     /// binary does not know their entity type (a newer replica wrote them), by entity type.
     pub change_log_rows_skipped: IntCounterVec,
@@ -89,6 +92,11 @@ impl Metrics {
             changes_read: r.counters(
                 "change_log_rows_read_total",
                 "Change-log rows read from the database, by reader (hub or stream).",
+                &["reader"],
+            ),
+            changes_from_recent: r.counters(
+                "change_log_recent_taken_total",
+                "Changes taken from the hub's ring of recent changes instead of the database, by reader (cache or stream).",
                 &["reader"],
             ),
             change_log_rows_skipped: r.counters(
@@ -325,6 +333,7 @@ mod tests {
         m.watchers_ended.with_label_values(&["r"]).inc();
         m.watch_catch_ups.inc();
         m.changes_read.with_label_values(&["r"]).inc();
+        m.changes_from_recent.with_label_values(&["r"]).inc();
         m.change_log_rows_skipped.with_label_values(&["e"]).inc();
         m.rpcs.with_label_values(&["m", "c"]).inc();
         m.rpc_seconds.with_label_values(&["m"]).observe(0.0);
@@ -362,6 +371,9 @@ mod tests {
         # HELP clerk_mirror_backfill_fetched Objects fetched by the backfill in progress.
         # TYPE clerk_mirror_backfill_fetched gauge
         clerk_mirror_backfill_fetched{resource="r"}
+        # HELP clerk_mirror_change_log_recent_taken_total Changes taken from the hub's ring of recent changes instead of the database, by reader (cache or stream).
+        # TYPE clerk_mirror_change_log_recent_taken_total counter
+        clerk_mirror_change_log_recent_taken_total{reader="r"}
         # HELP clerk_mirror_change_log_rows_read_total Change-log rows read from the database, by reader (hub or stream).
         # TYPE clerk_mirror_change_log_rows_read_total counter
         clerk_mirror_change_log_rows_read_total{reader="r"}

@@ -81,6 +81,7 @@ pub async fn run(
             index.cursor(),
             Reader {
                 idle_check: Some(IDLE_CHECK),
+                recent_read: Some(cache.shared.metrics.changes_from_recent.with_label_values(&["cache"])),
                 ..Reader::everything(PAGE)
             },
         );

@@ -70,6 +70,10 @@ pub(super) struct ServeArgs {
     /// else guards them).
     #[arg(long, env = "CLERK_MIRROR_ALLOW_UNAUTHENTICATED")]
     pub(super) allow_unauthenticated: bool,
+    /// Recent changes each replica keeps in memory for watchers that start behind or fall behind
+    /// (a resume from a cursor within them reads no PostgreSQL).
+    #[arg(long, env = "CLERK_MIRROR_RECENT_CHANGES", default_value_t = Config::DEFAULT_HUB_CAPACITY, value_parser = clap::value_parser!(usize))]
+    pub(super) recent_changes: usize,
     /// Most watch streams open at once on this replica.
     #[arg(long, env = "CLERK_MIRROR_MAX_WATCHERS", default_value_t = WatchConfig::default().max_streams)]
     pub(super) max_watchers: usize,
@@ -160,6 +164,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     config.watch.max_streams = args.max_watchers;
+    config.hub_capacity = args.recent_changes.max(1);
     config.rpc_timeout = args.rpc_timeout.0;
     config.max_concurrent_rpcs = args.max_concurrent_rpcs;
     config.max_message_bytes = args.max_message_bytes;

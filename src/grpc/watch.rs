@@ -398,6 +398,7 @@ impl WatchService for Watcher {
                 // Changes go out one by one: a long batch in parts keeps a stream's memory to a page.
                 whole_batches: false,
                 rows_read: Some(self.metrics.changes_read.with_label_values(&["stream"])),
+                recent_read: Some(self.metrics.changes_from_recent.with_label_values(&["stream"])),
                 catch_ups: Some(self.metrics.watch_catch_ups.clone()),
                 idle_check: None,
             },

@@ -1,9 +1,11 @@
 //! One reader's way through the change log: from any cursor, every change after it, in seq
-//! order, with no gap and no repeat, handed out in whole applier batches. It reads PostgreSQL
-//! first (the backlog, in pages that end on batch boundaries), then the hub's shared broadcast
-//! (live); a gap in what the hub publishes, a lag behind its buffer or a quiet spell that hides
-//! a lost wake-up sends it back to PostgreSQL at its own cursor, and a cursor the log no longer
-//! retains ends it with [`FeedError::CursorExpired`]. Changes of an entity type this binary does
+//! order, with no gap and no repeat, handed out in whole applier batches. It reads the backlog
+//! first — from the hub's ring of recent changes when the ring reaches back to its cursor (then
+//! one small query confirms the log's head is no further), else from PostgreSQL in pages that
+//! end on batch boundaries — then the hub's shared broadcast (live); a gap in what the hub
+//! publishes, a lag behind its buffer or a quiet spell that hides a lost wake-up sends it back
+//! to the backlog at its own cursor, and a cursor the log no longer retains ends it with
+//! [`FeedError::CursorExpired`]. Changes of an entity type this binary does
 //! not know (written by a newer replica) are skipped and counted.
 //!
 //! Memory: at most one page read from PostgreSQL, plus the part of one batch already received
@@ -20,6 +22,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use sqlx::PgPool;
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::Recent;
 use crate::store::changes::{self, ChangeRow, Ends, Scope};
 
 /// What a reader follows and how it is counted.
@@ -35,6 +38,8 @@ pub struct Reader {
     pub whole_batches: bool,
     /// Counts the rows this reader reads from PostgreSQL itself.
     pub rows_read: Option<IntCounter>,
+    /// Counts the changes this reader takes from the hub's ring of recent changes.
+    pub recent_read: Option<IntCounter>,
     /// Counts the times this reader fell behind the hub (a gap or a lag) and read PostgreSQL.
     pub catch_ups: Option<IntCounter>,
     /// How long without a live change before the log's head is compared with the reader's
@@ -51,6 +56,7 @@ impl Reader {
             page,
             whole_batches: true,
             rows_read: None,
+            recent_read: None,
             catch_ups: None,
             idle_check: None,
         }
@@ -65,7 +71,8 @@ pub struct Batch {
     pub changes: Vec<Arc<ChangeRow>>,
     /// The last seq it covers: the reader's position once it has handled the batch.
     pub end: i64,
-    /// Read from PostgreSQL and reaching the log's head as of that read (the backlog is done).
+    /// Reaching the log's head as of a read of it (the backlog is done): a page from PostgreSQL
+    /// that did, or the empty batch that ends a backlog taken from the ring.
     pub at_head: bool,
 }
 
@@ -87,6 +94,7 @@ pub enum FeedError {
 pub struct Feed {
     pool: PgPool,
     live: broadcast::Receiver<Arc<ChangeRow>>,
+    recent: Recent,
     reader: Reader,
     skipped: IntCounterVec,
     /// Handed out up to here.
@@ -99,14 +107,18 @@ pub struct Feed {
     pending: Vec<Arc<ChangeRow>>,
     /// Batches read, not handed out yet.
     ready: VecDeque<Batch>,
-    /// Reading PostgreSQL until a page reaches the head.
+    /// Reading the backlog until it reaches the head.
     behind: bool,
+    /// The backlog came from the ring: the log's head is to be compared with what was received
+    /// before the backlog is done.
+    confirm_head: bool,
 }
 
 impl Feed {
     pub(super) fn new(
         pool: PgPool,
         live: broadcast::Receiver<Arc<ChangeRow>>,
+        recent: Recent,
         after: i64,
         reader: Reader,
         skipped: IntCounterVec,
@@ -114,6 +126,7 @@ impl Feed {
         Feed {
             pool,
             live,
+            recent,
             reader,
             skipped,
             position: after,
@@ -121,8 +134,10 @@ impl Feed {
             received: after,
             pending: Vec::new(),
             ready: VecDeque::new(),
-            // Subscribed first, then the database: what the hub published before is in the page.
+            // Subscribed first, then the ring or the database: what the hub published before is
+            // in them.
             behind: true,
+            confirm_head: false,
         }
     }
 
@@ -141,8 +156,24 @@ impl Feed {
                 return Ok(batch);
             }
             if self.behind {
-                self.read_page().await?;
+                if !self.take_recent() {
+                    self.read_page().await?;
+                }
                 continue;
+            }
+            if self.confirm_head {
+                // The ring ends where the hub has read: the log may be further.
+                let (_, bounds) = changes::bounds(&self.pool).await?;
+                self.confirm_head = false;
+                if bounds.head > self.received {
+                    self.fall_behind();
+                    continue;
+                }
+                return Ok(Batch {
+                    changes: Vec::new(),
+                    end: self.position,
+                    at_head: true,
+                });
             }
             let received = match self.reader.idle_check {
                 None => self.live.recv().await,
@@ -214,11 +245,31 @@ impl Feed {
         true
     }
 
-    /// Drops the batch being assembled and reads PostgreSQL from the last whole batch.
+    /// Takes the backlog from the hub's ring, if it reaches back to what was received: queues
+    /// its batches as if they had come live, and leaves the head to be confirmed.
+    fn take_recent(&mut self) -> bool {
+        let Some(changes) = self.recent.after(self.received) else {
+            return false;
+        };
+        if let Some(c) = &self.reader.recent_read {
+            c.inc_by(changes.len() as u64);
+        }
+        self.behind = false;
+        self.confirm_head = true;
+        for change in changes {
+            if let Some(batch) = self.take_live(change) {
+                self.ready.push_back(batch);
+            }
+        }
+        true
+    }
+
+    /// Drops the batch being assembled and reads the backlog from the last whole batch.
     fn fall_behind(&mut self) {
         self.pending.clear();
         self.received = self.read_to;
         self.behind = true;
+        self.confirm_head = false;
         if let Some(c) = &self.reader.catch_ups {
             c.inc();
         }

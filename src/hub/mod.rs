@@ -1,11 +1,13 @@
 //! The change hub, one per replica: wakes on the applier's NOTIFY (a wake-up only, and lost on
 //! reconnect, so it always re-reads `seq > last` from the database, and also polls), reads each
 //! new change once, and fans it out to this replica's readers through a bounded broadcast
-//! buffer (counted in changes, shared by every reader). Readers never take that buffer directly:
-//! each follows the log through a [`Feed`] (see `feed`), which falls back to the database on
-//! its own when it is behind the buffer.
+//! buffer (counted in changes, shared by every reader), and keeps the same changes in a ring
+//! (see `recent`) for readers that start behind. Readers never take either directly: each
+//! follows the log through a [`Feed`] (see `feed`), which reads the ring when it starts or falls
+//! behind and the ring reaches back to it, and the database otherwise.
 
 pub mod feed;
+pub mod recent;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
 pub use feed::{Batch, Feed, FeedError, Reader};
+pub use recent::Recent;
 
 use crate::db::CHANGES_CHANNEL;
 use crate::metrics::Metrics;
@@ -28,6 +31,7 @@ const PAGE: i64 = 1000;
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<ChangeRow>>,
+    recent: Recent,
     latest: watch::Receiver<i64>,
     pool: PgPool,
     metrics: Arc<Metrics>,
@@ -45,10 +49,12 @@ impl Hub {
     ) -> Result<(Hub, tokio::task::JoinHandle<()>), sqlx::Error> {
         let (_, bounds) = changes::bounds(&pool).await?;
         let (tx, _) = broadcast::channel(capacity.max(1));
+        let recent = Recent::new(capacity);
         let (latest_tx, latest) = watch::channel(bounds.head);
         let task = tokio::spawn(run(
             pool.clone(),
             tx.clone(),
+            recent.clone(),
             latest_tx,
             bounds.head,
             poll,
@@ -58,6 +64,7 @@ impl Hub {
         Ok((
             Hub {
                 tx,
+                recent,
                 latest,
                 pool,
                 metrics,
@@ -71,6 +78,7 @@ impl Hub {
         Feed::new(
             self.pool.clone(),
             self.tx.subscribe(),
+            self.recent.clone(),
             after,
             reader,
             self.metrics.change_log_rows_skipped.clone(),
@@ -86,6 +94,7 @@ impl Hub {
 async fn run(
     pool: PgPool,
     tx: broadcast::Sender<Arc<ChangeRow>>,
+    recent: Recent,
     latest: watch::Sender<i64>,
     mut last: i64,
     poll: Duration,
@@ -112,8 +121,10 @@ async fn run(
                     let at_head = page.at_head();
                     for row in page.changes {
                         last = row.seq;
+                        let row = Arc::new(row);
+                        recent.push(row.clone());
                         // No receivers is fine: nobody is following.
-                        let _ = tx.send(Arc::new(row));
+                        let _ = tx.send(row);
                     }
                     latest.send_replace(last);
                     if at_head {

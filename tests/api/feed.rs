@@ -487,3 +487,133 @@ async fn a_change_of_an_entity_type_this_binary_does_not_know_is_skipped_by_the_
     );
     app.stop().await;
 }
+
+/// Appends a change of a user as the applier would, but with no NOTIFY (a hub that does not
+/// poll has not read it); its seq.
+async fn append_quietly(pool: &PgPool) -> i64 {
+    let mut tx = pool.begin().await.unwrap();
+    let seq: i64 = sqlx::query_scalar("UPDATE log_head SET head_seq = head_seq + 1 RETURNING head_seq")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO changes (seq, entity_type, entity_id, operation, state, source, batch_last)
+         VALUES ($1, 'user', 'user_quiet', 'created', '{\"id\": \"user_quiet\"}', 'webhook:msg_quiet', $1)",
+    )
+    .bind(seq)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    seq
+}
+
+#[tokio::test]
+async fn a_feed_that_starts_within_the_hubs_ring_takes_its_backlog_from_memory_and_reads_postgresql_only_for_what_the_hub_has_not_read()
+ {
+    let app = spawn_app().await;
+    let metrics = Metrics::new();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // A hub that never polls: it reads the log only when told (NOTIFY).
+    let (ringed, _task) = Hub::spawn(
+        app.pool.clone(),
+        1024,
+        Duration::from_secs(3600),
+        stop.clone(),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let (created, deleted) = user_in_organizations("user_r", 4);
+    apply_groups(
+        &app,
+        &[
+            (0..3)
+                .map(|i| user_event("created", &format!("user_{i}"), T, T, "U"))
+                .collect(),
+            created,
+            vec![deleted],
+        ],
+    )
+    .await;
+    let top = head(&app.pool).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while ringed.latest() < top {
+        assert!(tokio::time::Instant::now() < deadline, "the hub reads the log within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A hub started now has nothing in its ring: its feeds read PostgreSQL.
+    let (plain, _metrics, stop_plain) = hub(&app, 1024).await;
+    let readers = || {
+        [
+            Reader::everything(100),
+            Reader {
+                whole_batches: false,
+                ..Reader::everything(2)
+            },
+            Reader {
+                scope: Scope {
+                    entity_types: vec!["user".into()],
+                    ..Default::default()
+                },
+                ..Reader::everything(1)
+            },
+        ]
+    };
+    for start in [0, 2, top - 2, top - 1] {
+        for (i, reader) in readers().into_iter().enumerate() {
+            let (rows_read, recent_read) = (counter("rows_read"), counter("recent_read"));
+            let mut from_ring = ringed.feed(
+                start,
+                Reader {
+                    rows_read: Some(rows_read.clone()),
+                    recent_read: Some(recent_read.clone()),
+                    ..reader.clone()
+                },
+            );
+            let whole = reader.whole_batches;
+            let want = batches_until(&mut plain.feed(start, reader), top).await;
+            let got = batches_until(&mut from_ring, top).await;
+            if whole {
+                assert_eq!(got, want, "from {start}, reader {i}");
+            } else {
+                // Parts are cut where pages end in the database, where batches end live: the
+                // same changes in order, each part of at most 2 within one batch, ending on its
+                // last change.
+                let flat = |b: &[(Vec<i64>, i64)]| b.iter().flat_map(|(s, _)| s.clone()).collect::<Vec<_>>();
+                assert_eq!(flat(&got), flat(&want), "from {start}, reader {i}");
+                let batches = stored_batches(&app.pool).await;
+                for (seqs, end) in &got {
+                    assert!(seqs.len() <= 2 && seqs.last() == Some(end), "{got:?}");
+                    assert!(batches.iter().any(|b| seqs.iter().all(|s| b.contains(s))), "{got:?}");
+                }
+            }
+            assert_eq!(
+                (rows_read.get(), recent_read.get()),
+                (0, (top - start) as u64),
+                "from {start}, reader {i}: all from the ring"
+            );
+            // Then one query finds the log's head no further: the backlog is done.
+            let done = from_ring.next().await.unwrap();
+            assert_eq!((done.changes.len(), done.end, done.at_head), (0, top, true));
+        }
+    }
+    // A change the hub has not read (no NOTIFY, no polling): the ring ends before it, the head
+    // says so, and the feed reads it from PostgreSQL before its backlog is done.
+    let quiet = append_quietly(&app.pool).await;
+    let (rows_read, recent_read) = (counter("rows_read"), counter("recent_read"));
+    let mut feed = ringed.feed(
+        0,
+        Reader {
+            rows_read: Some(rows_read.clone()),
+            recent_read: Some(recent_read.clone()),
+            ..Reader::everything(100)
+        },
+    );
+    let got = batches_until(&mut feed, quiet).await;
+    assert_eq!(got, stored_after(&app.pool, 0).await);
+    assert_eq!((rows_read.get(), recent_read.get()), (1, top as u64));
+    stop_tx.send(true).unwrap();
+    stop_plain.send(true).unwrap();
+    app.stop().await;
+}

@@ -155,11 +155,28 @@ async fn resuming_from_the_last_cursor_seen_misses_nothing_and_repeats_nothing()
     }
     drop(s);
     app.send_all_and_apply(&bodies[10..]).await;
+    let metrics = || async { get(&format!("http://{}/metrics", app.admin_addr)).await.body };
+    let series = |text: &str, name: &str| {
+        crate::ingest::sample(text, &format!("clerk_mirror_{name}{{reader=\"stream\"}}")).unwrap_or(0.0)
+    };
+    let before = metrics().await;
     let mut s = watch(&app, from(seen.last().unwrap())).await.unwrap();
     let rest = changes_until(&mut s, head(&app).await).await;
     seen.extend(rest.into_iter().map(|c| c.cursor));
     let seqs: Vec<i64> = seen.iter().map(|c| seq(c)).collect();
     assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    // The hub had read those 26 changes: the resumed stream took them from its ring of recent
+    // changes, not from PostgreSQL.
+    let after = metrics().await;
+    assert_eq!(
+        series(&after, "change_log_rows_read_total"),
+        series(&before, "change_log_rows_read_total"),
+        "{after}"
+    );
+    assert_eq!(
+        series(&after, "change_log_recent_taken_total") - series(&before, "change_log_recent_taken_total"),
+        26.0
+    );
     app.stop().await;
 }
 

@@ -338,7 +338,7 @@ fn ratio(row: &super::stats::Row, base: &super::stats::Row) -> (f64, f64) {
 
 /// Waits until the server's read cache has applied `head` (it loads and follows in the
 /// background; reads went to PostgreSQL meanwhile).
-async fn cache_loaded(server: &Server, head: i64) -> anyhow::Result<Duration> {
+pub(super) async fn cache_loaded(server: &Server, head: i64) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
         let cursor = server.metric("clerk_mirror_read_cache", "what=\"cursor\"").await?;

@@ -32,7 +32,7 @@ pub struct Options {
 
 pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new("watch");
-    let (_db, server, probe) = pg.scenario("bench_watch").await?;
+    let (db, server, probe) = pg.scenario("bench_watch").await?;
     report.setup(
         "events",
         format!(
@@ -89,8 +89,146 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             1.05,
         ));
     }
+    let resuming = opts.phases.get(1).map_or(1, |p| p.0);
+    resumes(&mut report, &db, &server, probe, resuming, opts.connections, next_event).await?;
     server.stop().await?;
     Ok(report)
+}
+
+/// How far back resuming watchers start.
+const BACK: u64 = 200;
+
+/// `watchers` streams resuming `BACK` changes back at once: from the hub's ring of recent
+/// changes, against the same resumes on a replica of the same database that keeps one recent
+/// change (so each reads its backlog from PostgreSQL).
+async fn resumes(
+    report: &mut Report,
+    db: &env::Database,
+    server: &Server,
+    probe: Probe,
+    watchers: usize,
+    connections: usize,
+    first: u64,
+) -> anyhow::Result<()> {
+    let plain = Server::start(db, &["--recent-changes", "1"]).await?;
+    // Both hubs read these after they started: the ring holds them.
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    for i in first..first + BACK + 10 {
+        send(&client, &server.webhook_url(), &server.secrets, i).await?;
+    }
+    let (head, log_id) = {
+        let pool = env::pool(&db.options, 1).await?;
+        env::drained(&pool, Duration::from_millis(20)).await?;
+        let head = crate::store::read::head(&pool).await?;
+        let log_id = crate::store::read::log_id(&pool).await?;
+        pool.close().await;
+        (head, log_id)
+    };
+    for s in [server, &plain] {
+        super::lookup::cache_loaded(s, head).await?;
+    }
+    let start = crate::pb::cursor::Cursor {
+        log_id,
+        seq: head - BACK as i64,
+    }
+    .encode();
+    let stream_reads = "reader=\"stream\"";
+    let mut rows = Vec::new();
+    for (s, cpu_of, from) in [
+        (&plain, Probe { server: Some(plain.pid), ..probe }, "PostgreSQL (`--recent-changes 1`)"),
+        (server, probe, "the hub's ring of recent changes"),
+    ] {
+        let (read_before, taken_before) = (
+            s.metric(CHANGES_READ, stream_reads).await?,
+            s.metric(RECENT_TAKEN, stream_reads).await?,
+        );
+        let channels = {
+            let mut out = Vec::new();
+            for _ in 0..watchers.min(connections).max(1) {
+                out.push(Endpoint::from_shared(s.grpc_url())?.tcp_nodelay(true).connect().await?);
+            }
+            out
+        };
+        let cpu_before = cpu_of.cpu();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..watchers)
+            .map(|w| tokio::spawn(resume(channels[w % channels.len()].clone(), start.clone())))
+            .collect();
+        let mut latencies = Latencies::default();
+        for t in tasks {
+            let (took, changes) = t.await??;
+            anyhow::ensure!(changes == BACK, "a resumed stream got {changes} changes before caught_up, not {BACK}");
+            latencies.push(took);
+        }
+        let elapsed = started.elapsed();
+        let cpu = cpu_of.cpu() - cpu_before;
+        let read = s.metric(CHANGES_READ, stream_reads).await? - read_before;
+        let taken = s.metric(RECENT_TAKEN, stream_reads).await? - taken_before;
+        rows.push(
+            Row::new(
+                format!("{watchers} watchers resume {BACK} changes back, from {from}"),
+                watchers,
+                watchers as u64,
+                0,
+                elapsed,
+            )
+            .latencies(latencies)
+            .cpu(cpu)
+            .note(format!(
+                "per resume: {:.0} change-log rows read from PostgreSQL, {:.0} changes taken from the ring; latency: request to `caught_up`",
+                read / watchers as f64,
+                taken / watchers as f64
+            )),
+        );
+        if from.starts_with("the hub") {
+            report.targets.push(Target::at_most(
+                "change-log rows read from PostgreSQL per watcher resuming within the ring",
+                read / watchers as f64,
+                0.0,
+            ));
+        }
+    }
+    plain.stop().await?;
+    let base = rows[0].clone().baseline();
+    rows[1].versus(&base);
+    report.rows.push(base);
+    report.rows.push(rows.pop().expect("two rows"));
+    Ok(())
+}
+
+/// One resuming watcher: how long until `caught_up`, and the changes before it.
+async fn resume(channel: Channel, start: String) -> anyhow::Result<(Duration, u64)> {
+    let mut client = WatchServiceClient::new(channel);
+    let started = Instant::now();
+    let mut attempt = 0;
+    let mut stream = loop {
+        let request = crate::pb::WatchChangesRequest {
+            start: Some(crate::pb::watch_changes_request::Start::StartCursor(start.clone())),
+            ..Default::default()
+        };
+        match client.watch_changes(request).await {
+            Ok(r) => break r.into_inner(),
+            // Shed at the in-flight limit: back off and retry, as a client should.
+            Err(s) if s.code() == tonic::Code::ResourceExhausted && attempt < 50 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(s) => return Err(s.into()),
+        }
+    };
+    let mut changes = 0;
+    loop {
+        match stream.message().await? {
+            Some(m) => match m.event {
+                Some(Event::Change(_)) => changes += 1,
+                Some(Event::CaughtUp(_)) => return Ok((started.elapsed(), changes)),
+                _ => {}
+            },
+            None => anyhow::bail!("a resumed stream ended before caught_up"),
+        }
+    }
 }
 
 /// Streams opened at once.
@@ -98,6 +236,9 @@ const WAVE: usize = 500;
 
 /// The server's count of change-log rows read from PostgreSQL (by its hub and its streams).
 const CHANGES_READ: &str = "clerk_mirror_change_log_rows_read_total";
+
+/// The server's count of changes readers took from the hub's ring instead of the database.
+const RECENT_TAKEN: &str = "clerk_mirror_change_log_recent_taken_total";
 
 /// The server's count of streams that fell behind the hub and read the database.
 const CATCH_UPS: &str = "clerk_mirror_watch_database_catch_ups_total";
@@ -172,24 +313,7 @@ async fn phase(
             server.secrets.clone(),
         );
         sends.push(tokio::spawn(async move {
-            let i = first + k;
-            let body = Bytes::from(
-                serde_json::to_vec(&fixtures::event(
-                    "user.created",
-                    &fixtures::user(i, 1024),
-                    fixtures::T0 + i as i64,
-                ))
-                .expect("serialises"),
-            );
-            let id = format!("msg_watch{i}");
-            let headers = crate::cli::send_event::svix_headers(&secrets, &id, chrono::Utc::now().timestamp(), &body)?;
-            let mut request = hyper::Request::post(&url).header("content-type", "application/json");
-            for (name, value) in &headers {
-                request = request.header(name.as_str(), value.as_str());
-            }
-            let response = client.request(request.body(Full::new(body))?).await?;
-            let at = Instant::now();
-            anyhow::ensure!(response.status().is_success(), "answered {}", response.status());
+            let at = send(&client, &url, &secrets, first + k).await?;
             acks.lock().await[k as usize] = Some(at);
             Ok::<_, anyhow::Error>(())
         }));
@@ -245,6 +369,33 @@ async fn phase(
         row = row.note(format!("{early} deliveries arrived before their ack"));
     }
     Ok(row)
+}
+
+/// Sends webhook `i` (a `user.created` of ~1.5 KB, its svix-id `msg_watch{i}`); when it was acked.
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    secrets: &crate::ingest::verify::WebhookSecrets,
+    i: u64,
+) -> anyhow::Result<Instant> {
+    let body = Bytes::from(
+        serde_json::to_vec(&fixtures::event(
+            "user.created",
+            &fixtures::user(i, 1024),
+            fixtures::T0 + i as i64,
+        ))
+        .expect("serialises"),
+    );
+    let id = format!("msg_watch{i}");
+    let headers = crate::cli::send_event::svix_headers(secrets, &id, chrono::Utc::now().timestamp(), &body)?;
+    let mut request = hyper::Request::post(url).header("content-type", "application/json");
+    for (name, value) in &headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = client.request(request.body(Full::new(body))?).await?;
+    let at = Instant::now();
+    anyhow::ensure!(response.status().is_success(), "answered {}", response.status());
+    Ok(at)
 }
 
 /// One watcher: streams from now, reports when caught up, and records when each of the
