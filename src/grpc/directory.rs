@@ -265,7 +265,7 @@ impl Directory {
     }
 
     pub(super) fn cursor(&self, head: i64) -> String {
-        Cursor::new(&self.log_id, head).encode()
+        Cursor::text(&self.log_id, head)
     }
 
     /// One entity named `name`: from memory on the memory route when the cache holds the

@@ -310,7 +310,7 @@ fn change_of<K: Resolved>(
         _ => pb::Operation::Deleted,
     };
     Ok(pb::Change {
-        cursor: Cursor::new(log_id, c.seq).encode(),
+        cursor: Cursor::text(log_id, c.seq),
         operation: operation as i32,
         entity_type: K::WIRE_TYPE as i32,
         entity: Some(K::change_entity(message(&now, c.seq))),
@@ -460,7 +460,7 @@ type End = Option<ApiError>;
 
 impl Stream {
     fn cursor(&self) -> String {
-        Cursor::new(&self.log_id, self.position).encode()
+        Cursor::text(&self.log_id, self.position)
     }
 
     async fn send(&mut self, event: Event) -> Result<(), End> {

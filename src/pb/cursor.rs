@@ -24,7 +24,26 @@ impl Cursor {
     }
 
     pub fn encode(&self) -> String {
-        format!("c1.{:020}.{}", self.seq, self.log_id)
+        Cursor::text(&self.log_id, self.seq)
+    }
+
+    /// The cursor of `seq` in the log `log_id`, as text (what `encode` gives, without building
+    /// a `Cursor`: every read's answer carries one).
+    pub fn text(log_id: &str, seq: i64) -> String {
+        let Ok(mut n) = u64::try_from(seq) else {
+            return format!("c1.{seq:020}.{log_id}");
+        };
+        let mut digits = [b'0'; 20];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let mut out = String::with_capacity(24 + log_id.len());
+        out.push_str("c1.");
+        out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
+        out.push('.');
+        out.push_str(log_id);
+        out
     }
 
     pub fn decode(text: &str) -> Result<Cursor, MalformedCursor> {
@@ -49,6 +68,13 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursors_text_is_the_seq_in_twenty_digits_then_the_log() {
+        for seq in [0, 1, 9, 10, 42, 1_000_000_007, i64::MAX, -1, i64::MIN] {
+            assert_eq!(Cursor::text("abc123", seq), format!("c1.{seq:020}.abc123"), "{seq}");
+        }
+    }
 
     #[test]
     fn a_cursor_round_trips_and_garbage_is_rejected() {
