@@ -64,4 +64,11 @@ async fn the_bench_command_runs_every_scenario_and_reports_rows_ratios_and_targe
         .iter()
         .find(|t| t["what"].as_str().unwrap().contains("read from PostgreSQL"));
     assert_eq!(reads.expect("the change-log reads target")["measured"], 1.0);
+    // Watchers resuming within the hub's ring read nothing from PostgreSQL.
+    let resumed = watch["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["what"].as_str().unwrap().contains("resuming within the ring"));
+    assert_eq!(resumed.expect("the resume target")["measured"], 0.0);
 }

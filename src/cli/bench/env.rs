@@ -43,14 +43,24 @@ impl Postgres {
         }
         let dir = std::env::temp_dir().join(format!("clerk-mirror-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cluster = Cluster::start(ClusterOptions {
+        let options = ClusterOptions {
             data_dir: dir.clone(),
             // The same settings as `serve`'s embedded default: fsync and synchronous commit on.
             durable: true,
             die_with_parent: true,
-        })
-        .await
-        .context("cannot start a private PostgreSQL for the benchmark")?;
+        };
+        let mut cluster = Cluster::start(options.clone())
+            .await
+            .context("cannot start a private PostgreSQL for the benchmark")?;
+        // Room for two servers' pools, the bench's own and pgbench's 64 clients at once (the
+        // default is 100), then a restart to apply it.
+        let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
+        sqlx::query("ALTER SYSTEM SET max_connections = 300").execute(&mut conn).await?;
+        conn.close().await?;
+        cluster.stop().await?;
+        let cluster = Cluster::start(options)
+            .await
+            .context("cannot restart the benchmark's PostgreSQL")?;
         Ok(Postgres {
             base: cluster.connect_options("postgres"),
             base_url: cluster.url("postgres"),
