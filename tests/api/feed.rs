@@ -65,18 +65,38 @@ async fn apply_groups(app: &TestApp, groups: &[Vec<String>]) {
     }
 }
 
+/// Three users created in one batch, then `user` in `n` organizations (one batch), then its
+/// delete (another).
+async fn three_users_then_one_in_organizations(app: &TestApp, user: &str, n: usize) {
+    let (created, deleted) = user_in_organizations(user, n);
+    apply_groups(
+        app,
+        &[
+            (0..3)
+                .map(|i| user_event("created", &format!("user_{i}"), T, T, "U"))
+                .collect(),
+            created,
+            vec![deleted],
+        ],
+    )
+    .await;
+}
+
 async fn hub(app: &TestApp, capacity: usize) -> (Hub, Arc<Metrics>, tokio::sync::watch::Sender<bool>) {
+    hub_polling(app, capacity, Duration::from_secs(1)).await
+}
+
+/// A hub that also reads the log every `poll` (besides when NOTIFY tells it).
+async fn hub_polling(
+    app: &TestApp,
+    capacity: usize,
+    poll: Duration,
+) -> (Hub, Arc<Metrics>, tokio::sync::watch::Sender<bool>) {
     let metrics = Metrics::new();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let (hub, _task) = Hub::spawn(
-        app.pool.clone(),
-        capacity,
-        Duration::from_secs(1),
-        stop,
-        metrics.clone(),
-    )
-    .await
-    .unwrap();
+    let (hub, _task) = Hub::spawn(app.pool.clone(), capacity, poll, stop, metrics.clone())
+        .await
+        .unwrap();
     (hub, metrics, stop_tx)
 }
 
@@ -174,18 +194,7 @@ fn counter(name: &str) -> prometheus::IntCounter {
 #[tokio::test]
 async fn a_feed_hands_out_exactly_the_stored_batches_from_the_database_and_live_even_through_a_lagging_buffer() {
     let app = spawn_app().await;
-    let (created, deleted) = user_in_organizations("user_b", 40);
-    apply_groups(
-        &app,
-        &[
-            (0..3)
-                .map(|i| user_event("created", &format!("user_{i}"), T, T, "U"))
-                .collect(),
-            created,
-            vec![deleted],
-        ],
-    )
-    .await;
+    three_users_then_one_in_organizations(&app, "user_b", 40).await;
     let start = head(&app.pool).await;
     // The backlog, from the database in pages of 7 (each taking whole batches).
     let (big, _metrics, stop_big) = hub(&app, 1024).await;
@@ -512,30 +521,9 @@ async fn append_quietly(pool: &PgPool) -> i64 {
 async fn a_feed_that_starts_within_the_hubs_ring_takes_its_backlog_from_memory_and_reads_postgresql_only_for_what_the_hub_has_not_read()
  {
     let app = spawn_app().await;
-    let metrics = Metrics::new();
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // A hub that never polls: it reads the log only when told (NOTIFY).
-    let (ringed, _task) = Hub::spawn(
-        app.pool.clone(),
-        1024,
-        Duration::from_secs(3600),
-        stop.clone(),
-        metrics.clone(),
-    )
-    .await
-    .unwrap();
-    let (created, deleted) = user_in_organizations("user_r", 4);
-    apply_groups(
-        &app,
-        &[
-            (0..3)
-                .map(|i| user_event("created", &format!("user_{i}"), T, T, "U"))
-                .collect(),
-            created,
-            vec![deleted],
-        ],
-    )
-    .await;
+    let (ringed, _metrics, stop_tx) = hub_polling(&app, 1024, Duration::from_secs(3600)).await;
+    three_users_then_one_in_organizations(&app, "user_r", 4).await;
     let top = head(&app.pool).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while ringed.latest() < top {

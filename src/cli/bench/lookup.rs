@@ -115,18 +115,20 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         .await?
         .baseline();
         report.rows.push(health.clone());
-        let mut prepared = super::pgbench::run(
-            &pgbench,
-            &db,
-            probe,
-            &format!("pgbench -M prepared GetUser c={c}"),
-            &pgbench_get_user,
-            c,
-            warmup,
-            opts.duration,
-        )
-        .await?
-        .baseline();
+        let pgbench_name = format!("pgbench -M prepared GetUser c={c}");
+        let pgbench_row = || {
+            super::pgbench::run(
+                &pgbench,
+                &db,
+                probe,
+                &pgbench_name,
+                &pgbench_get_user,
+                c,
+                warmup,
+                opts.duration,
+            )
+        };
+        let mut prepared = pgbench_row().await?.baseline();
         prepared.versus(&health);
         report.rows.push(prepared.clone());
         let top = c == opts.concurrency.iter().copied().max().unwrap_or(c);
@@ -301,17 +303,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             for _ in 1..ROUNDS {
                 let health = row("Health/Check", "/grpc.health.v1.Health/Check", c_client.health.clone()).await?;
                 let get = row("gRPC memory GetUser", "/clerkmirror.v1.DirectoryService/GetUser", c_client.get_user.clone()).await?;
-                let prepared = super::pgbench::run(
-                    &pgbench,
-                    &db,
-                    probe,
-                    &format!("pgbench -M prepared GetUser c={c}"),
-                    &pgbench_get_user,
-                    c,
-                    warmup,
-                    opts.duration,
-                )
-                .await?;
+                let prepared = pgbench_row().await?;
                 let consistent = row(
                     "gRPC fully_consistent GetUser",
                     "/clerkmirror.v1.DirectoryService/GetUser",
