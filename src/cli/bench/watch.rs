@@ -157,10 +157,12 @@ async fn resumes(
             .map(|w| tokio::spawn(resume(channels[w % channels.len()].clone(), start.clone())))
             .collect();
         let mut latencies = Latencies::default();
+        let mut retried = 0;
         for t in tasks {
-            let (took, changes) = t.await??;
+            let (took, changes, retries) = t.await??;
             anyhow::ensure!(changes == BACK, "a resumed stream got {changes} changes before caught_up, not {BACK}");
             latencies.push(took);
+            retried += retries;
         }
         let elapsed = started.elapsed();
         let cpu = cpu_of.cpu() - cpu_before;
@@ -177,7 +179,7 @@ async fn resumes(
             .latencies(latencies)
             .cpu(cpu)
             .note(format!(
-                "per resume: {:.0} change-log rows read from PostgreSQL, {:.0} changes taken from the ring; latency: request to `caught_up`",
+                "per resume: {:.0} change-log rows read from PostgreSQL, {:.0} changes taken from the ring; latency: request to `caught_up`, retries included ({retried} starts again after RESOURCE_EXHAUSTED or UNAVAILABLE)",
                 read / watchers as f64,
                 taken / watchers as f64
             )),
@@ -198,35 +200,49 @@ async fn resumes(
     Ok(())
 }
 
-/// One resuming watcher: how long until `caught_up`, and the changes before it.
-async fn resume(channel: Channel, start: String) -> anyhow::Result<(Duration, u64)> {
+/// One resuming watcher: how long until `caught_up` (retries included), the changes before it,
+/// and how many times it had to start again. A replica that cannot serve every backlog at once
+/// answers RESOURCE_EXHAUSTED or UNAVAILABLE; the watcher backs off and resumes from the same
+/// cursor, as a client should.
+async fn resume(channel: Channel, start: String) -> anyhow::Result<(Duration, u64, u64)> {
     let mut client = WatchServiceClient::new(channel);
     let started = Instant::now();
-    let mut attempt = 0;
-    let mut stream = loop {
+    let mut retries = 0;
+    let retry = |s: &tonic::Status| {
+        matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable)
+    };
+    'attempt: loop {
+        if retries > 0 {
+            tokio::time::sleep(Duration::from_millis(20 * retries.min(50))).await;
+        }
+        anyhow::ensure!(retries <= 200, "a resumed stream failed 200 times");
         let request = crate::pb::WatchChangesRequest {
             start: Some(crate::pb::watch_changes_request::Start::StartCursor(start.clone())),
             ..Default::default()
         };
-        match client.watch_changes(request).await {
-            Ok(r) => break r.into_inner(),
-            // Shed at the in-flight limit: back off and retry, as a client should.
-            Err(s) if s.code() == tonic::Code::ResourceExhausted && attempt < 50 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+        let mut stream = match client.watch_changes(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if retry(&s) => {
+                retries += 1;
+                continue;
             }
             Err(s) => return Err(s.into()),
-        }
-    };
-    let mut changes = 0;
-    loop {
-        match stream.message().await? {
-            Some(m) => match m.event {
-                Some(Event::Change(_)) => changes += 1,
-                Some(Event::CaughtUp(_)) => return Ok((started.elapsed(), changes)),
-                _ => {}
-            },
-            None => anyhow::bail!("a resumed stream ended before caught_up"),
+        };
+        let mut changes = 0;
+        loop {
+            match stream.message().await {
+                Ok(Some(m)) => match m.event {
+                    Some(Event::Change(_)) => changes += 1,
+                    Some(Event::CaughtUp(_)) => return Ok((started.elapsed(), changes, retries)),
+                    _ => {}
+                },
+                Ok(None) => anyhow::bail!("a resumed stream ended before caught_up"),
+                Err(s) if retry(&s) => {
+                    retries += 1;
+                    continue 'attempt;
+                }
+                Err(s) => return Err(s.into()),
+            }
         }
     }
 }
