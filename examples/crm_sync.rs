@@ -70,6 +70,7 @@ impl Store {
             Entity::Role(r) => return format!("{} skipped", r.id),
             Entity::Permission(p) => return format!("{} skipped", p.id),
             Entity::Domain(d) => return format!("{} skipped", d.id),
+            Entity::SubscriptionItem(i) => return format!("{} skipped", i.id),
             Entity::Invitation(i) => return format!("{} skipped", i.id),
         };
         let outcome = match map.get(&id) {

@@ -76,6 +76,7 @@ impl Shared {
             Entity::Role(r) => ("clerkmirror.v1.Role", r.encode_to_vec()),
             Entity::Permission(p) => ("clerkmirror.v1.Permission", p.encode_to_vec()),
             Entity::Domain(d) => ("clerkmirror.v1.Domain", d.encode_to_vec()),
+            Entity::SubscriptionItem(i) => ("clerkmirror.v1.SubscriptionItem", i.encode_to_vec()),
             Entity::Invitation(i) => ("clerkmirror.v1.Invitation", i.encode_to_vec()),
         };
         let descriptor = self.descriptors.get_message_by_name(name).context("no descriptor")?;

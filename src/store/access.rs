@@ -32,6 +32,7 @@ impl Resolved for OrganizationRecord {}
 impl Resolved for PermissionRecord {}
 impl Resolved for super::DomainRecord {}
 impl Resolved for super::InvitationRecord {}
+impl Resolved for super::SubscriptionItemRecord {}
 #[cfg(test)]
 impl Resolved for super::test_kind::WidgetRecord {}
 

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod billing;
 pub mod changes;
 pub mod convert;
 pub mod domains;
@@ -28,11 +29,13 @@ kind::declare_kinds! {$
     Permission(crate::store::roles::PermissionRecord) = "permission",
     Domain(crate::store::domains::DomainRecord) = "domain",
     Invitation(crate::store::invitations::InvitationRecord) = "invitation",
+    SubscriptionItem(crate::store::billing::SubscriptionItemRecord) = "subscription_item",
     #[cfg(test)]
     Widget(crate::store::test_kind::WidgetRecord) = "widget",
 }
 
 pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
+pub use billing::SubscriptionItemRecord;
 pub use domains::DomainRecord;
 pub use invitations::InvitationRecord;
 pub use roles::{PermissionRecord, RoleRecord};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use clerk_mirror::applier;
 use clerk_mirror::store::{
-    DomainRecord, InvitationRecord, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, UserRecord,
+    DomainRecord, InvitationRecord, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, SubscriptionItemRecord, UserRecord,
 };
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -551,6 +551,8 @@ pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[Chang
             "perm" => serde_json::to_value(row::<PermissionRecord>(pool, "permissions", id).await.unwrap()).unwrap(),
             "orgd" => serde_json::to_value(row::<DomainRecord>(pool, "domains", id).await.unwrap()).unwrap(),
             "orgi" => serde_json::to_value(row::<InvitationRecord>(pool, "invitations", id).await.unwrap()).unwrap(),
+            "csub" => serde_json::to_value(row::<SubscriptionItemRecord>(pool, "subscription_items", id).await.unwrap())
+                .unwrap(),
             _ => serde_json::to_value(membership_row(pool, id).await.unwrap()).unwrap(),
         };
         assert_eq!(
@@ -778,6 +780,68 @@ async fn every_order_of_a_domain_story_with_duplicates_ends_in_the_same_state() 
     let all = changes(&pool).await;
     for run in 0..RUNS {
         let s = format!("_d{run}");
+        assert_eq!(state(s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
+        check_changes_replay_to_the_projections(&pool, &all, &s).await;
+    }
+    pool.close().await;
+}
+
+/// A story of subscription items: the default plan's item cycling ended → upcoming → active
+/// (one id, never deleted), a paid item canceled with `pastDue` and `past_due` spellings of an
+/// older event, and two events with the same `updated_at` (the later envelope wins).
+fn subscription_item_story(s: &str) -> Vec<String> {
+    let (free, paid) = (format!("csub_item_free{s}"), format!("csub_item_paid{s}"));
+    let org = format!("org_{s}");
+    vec![
+        subscription_item_event("active", &free, "active", &org, "", T),
+        subscription_item_event("ended", &free, "ended", &org, "", T + 3),
+        subscription_item_event("upcoming", &free, "upcoming", &org, "", T + 4),
+        subscription_item_event("active", &free, "active", &org, "", T + 6),
+        subscription_item_event("active", &paid, "active", "", "user_1", T + 1),
+        subscription_item_event("pastDue", &paid, "past_due", "", "user_1", T + 2),
+        subscription_item_event("past_due", &paid, "past_due", "", "user_1", T + 2),
+        subscription_item_event("canceled", &paid, "canceled", "", "user_1", T + 5),
+    ]
+}
+
+#[tokio::test]
+async fn every_order_of_a_subscription_item_story_with_duplicates_ends_in_the_same_state() {
+    let (cluster, name) = shared_database().await;
+    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
+    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
+        .await
+        .unwrap();
+    const RUNS: usize = 60;
+    let seed = 0x0b11_1196_u64;
+    apply_in_random_orders(&mut conn, RUNS, seed, "_s", subscription_item_story).await;
+    let state = |s: String| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(String, Value)> = sqlx::query_as(
+                "SELECT id, to_jsonb(i) - 'update_cursor' - 'version_key' - 'version_event_ms' - 'version_updated_ms'
+                   FROM subscription_items i WHERE id LIKE '%' || $1 ORDER BY id",
+            )
+            .bind(&s)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            serde_json::to_string(&rows).unwrap().replace(&s, "")
+        }
+    };
+    let reference = state("_s0".into()).await;
+    let rows: Vec<(String, Value)> = serde_json::from_str(&reference).unwrap();
+    let summary: Vec<(&str, &Value, &Value)> = rows.iter().map(|(id, r)| (id.as_str(), &r["status"], &r["deleted_at"])).collect();
+    assert_eq!(
+        summary,
+        [
+            ("csub_item_free", &Value::from("active"), &Value::Null),
+            ("csub_item_paid", &Value::from("canceled"), &Value::Null)
+        ],
+        "{reference}"
+    );
+    let all = changes(&pool).await;
+    for run in 0..RUNS {
+        let s = format!("_s{run}");
         assert_eq!(state(s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
         check_changes_replay_to_the_projections(&pool, &all, &s).await;
     }

@@ -210,3 +210,26 @@ pub async fn token_traces(pool: &sqlx::PgPool) -> i64 {
     .await
     .unwrap()
 }
+
+/// A Clerk Billing subscription item as `subscriptionItem.*` sends it: paid by the organization
+/// `org_id` when it is non-empty, else by `user_id` (Clerk sends `""` for the absent one).
+pub fn subscription_item(id: &str, status: &str, org_id: &str, user_id: &str, updated_ms: i64) -> Value {
+    json!({
+        "object": "commerce_subscription_item", "id": id, "status": status, "is_free_trial": false,
+        "created_at": T, "updated_at": updated_ms, "period_start": T, "period_end": T + 30 * 86_400_000i64,
+        "interval": "month", "plan_id": "cplan_pro",
+        "plan": {"id": "cplan_pro", "slug": "pro", "name": "Pro", "is_recurring": true, "amount": 2000, "currency": "usd"},
+        "payer": {"object": "commerce_payer", "id": "cpayer_1", "organization_id": org_id, "user_id": user_id,
+                  "first_name": "", "last_name": "", "image_url": "", "email": "billing@example.com"},
+        "subscription_id": "csub_1", "seats": {"quantity": null},
+    })
+}
+
+/// `subscriptionItem.<kind>` (e.g. `active`, `canceled`, `pastDue`) of [`subscription_item`].
+pub fn subscription_item_event(kind: &str, id: &str, status: &str, org_id: &str, user_id: &str, updated_ms: i64) -> String {
+    envelope(
+        &format!("subscriptionItem.{kind}"),
+        updated_ms,
+        subscription_item(id, status, org_id, user_id, updated_ms),
+    )
+}

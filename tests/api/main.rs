@@ -5,6 +5,7 @@ mod admin;
 mod applier;
 mod backfill;
 mod bench;
+mod billing;
 mod cache;
 mod cluster;
 mod commands;

@@ -1,0 +1,243 @@
+//! Clerk Billing's subscription items: the record (from the `subscriptionItem.*` webhooks), its
+//! `Kind` and its message.
+//!
+//! What Clerk sends, and what the mirror makes of it (clerk/openapi-specs
+//! `webhooks/2025-04-15.yml`, `BillingSubscriptionItemEventPayload`):
+//! - no event deletes an item: the default plan's item keeps one id and cycles ended →
+//!   upcoming → active, so the newest `updated_at` wins and nothing ends it for good;
+//! - the payer is an organization when `payer.organization_id` is non-empty, else a user
+//!   (`payer.user_id`): Clerk sends `""` for the absent one, and some payers omit the field;
+//! - the status is kept as sent, values Clerk adds later included; the event type's spelling
+//!   (`pastDue`, formerly `past_due`) does not matter, the body's `status` does;
+//! - `period_end` is null for the default plan's items; `seats.quantity` null means unlimited.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::convert::timestamp;
+use super::fields::Field;
+use super::kind::{AnyRecord, EntityType, Kind};
+use super::records::{self, Record, RecordError, str_at as text, time_at};
+use crate::pb::{self, cursor::Cursor};
+
+/// A subscription item as the `subscription_items` projection keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SubscriptionItemRecord {
+    pub id: String,
+    pub subscription_id: Option<String>,
+    /// `organizations/{id}` or `users/{id}`.
+    pub payer: Option<String>,
+    pub payer_organization_id: Option<String>,
+    pub payer_user_id: Option<String>,
+    pub plan_id: Option<String>,
+    pub plan_slug: Option<String>,
+    pub status: Option<String>,
+    pub is_free_trial: bool,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    pub interval: Option<String>,
+    pub seats: Option<i64>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub data: Option<Value>,
+}
+
+impl Record for SubscriptionItemRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A non-empty, valid id at `key` of `v`.
+fn id_at(v: &Value, key: &str) -> Option<String> {
+    text(v, key).filter(|id| records::is_valid_id(id))
+}
+
+impl SubscriptionItemRecord {
+    pub fn from_clerk(data: Value) -> Result<SubscriptionItemRecord, RecordError> {
+        let id = records::required_id(&data, "the subscription item")?;
+        let payer = data.get("payer").filter(|p| p.is_object());
+        let payer_organization_id = payer.and_then(|p| id_at(p, "organization_id"));
+        let payer_user_id = payer.and_then(|p| id_at(p, "user_id"));
+        let plan = data.get("plan").filter(|p| p.is_object());
+        let plan_id = id_at(&data, "plan_id").or_else(|| plan.and_then(|p| id_at(p, "id")));
+        Ok(SubscriptionItemRecord {
+            id,
+            subscription_id: id_at(&data, "subscription_id"),
+            payer: match (&payer_organization_id, &payer_user_id) {
+                (Some(o), _) => Some(format!("organizations/{o}")),
+                (None, Some(u)) => Some(format!("users/{u}")),
+                (None, None) => None,
+            },
+            payer_organization_id,
+            // An organization pays: the user fields are Clerk's empty strings, or a member's.
+            payer_user_id: payer_user_id.filter(|_| payer.and_then(|p| id_at(p, "organization_id")).is_none()),
+            plan_id,
+            plan_slug: plan.and_then(|p| text(p, "slug")),
+            status: text(&data, "status"),
+            is_free_trial: data.get("is_free_trial").and_then(Value::as_bool).unwrap_or(false),
+            period_start: time_at(&data, "period_start"),
+            period_end: time_at(&data, "period_end"),
+            interval: text(&data, "interval").filter(|i| !i.is_empty()),
+            seats: data.get("seats").and_then(|s| s.get("quantity")).and_then(Value::as_i64),
+            created_at: time_at(&data, "created_at"),
+            updated_at: time_at(&data, "updated_at"),
+            deleted_at: None,
+            data: Some(data),
+        })
+    }
+}
+
+impl Kind for SubscriptionItemRecord {
+    const TYPE: EntityType = EntityType::SubscriptionItem;
+    const TABLE: &'static str = "subscription_items";
+    const FIELDS: &'static [Field] = &[
+        Field::text("id"),
+        Field::text("payer"),
+        Field::text("plan_slug"),
+        Field::text("status"),
+        Field::boolean("is_free_trial"),
+        Field::text("interval"),
+        Field::time("period_start"),
+        Field::time("period_end"),
+        Field::time("create_time").column("created_at"),
+        Field::time("update_time").column("updated_at"),
+    ];
+    const COLUMNS: &'static str = "id text, subscription_id text, payer text, payer_organization_id text, \
+         payer_user_id text, plan_id text, plan_slug text, status text, is_free_trial boolean, \
+         period_start timestamptz, period_end timestamptz, interval text, seats bigint, created_at timestamptz, \
+         updated_at timestamptz, deleted_at timestamptz, data jsonb";
+    const UPSERTED_BY: &'static [&'static str] = &[
+        "subscriptionItem.created",
+        "subscriptionItem.updated",
+        "subscriptionItem.active",
+        "subscriptionItem.canceled",
+        "subscriptionItem.upcoming",
+        "subscriptionItem.ended",
+        "subscriptionItem.abandoned",
+        "subscriptionItem.incomplete",
+        "subscriptionItem.pastDue",
+        "subscriptionItem.past_due",
+        "subscriptionItem.freeTrialEnding",
+    ];
+    /// No event deletes a subscription item.
+    const DELETED_BY: &'static [&'static str] = &[];
+    const ADDED_LATER: bool = true;
+
+    fn from_clerk(data: Value) -> Result<Self, RecordError> {
+        SubscriptionItemRecord::from_clerk(data)
+    }
+    /// No event deletes an item; a delete-shaped body (a repair) names the item.
+    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
+        Ok(SubscriptionItemRecord::from_clerk(data)?.tombstone(at))
+    }
+    fn tombstone(&self, at: DateTime<Utc>) -> Self {
+        SubscriptionItemRecord {
+            deleted_at: Some(at),
+            ..self.clone()
+        }
+    }
+    fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.deleted_at
+    }
+    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
+        self.deleted_at = Some(at);
+    }
+    fn organization_id(&self) -> Option<String> {
+        self.payer_organization_id.clone()
+    }
+    fn user_id(&self) -> Option<String> {
+        self.payer_user_id.clone()
+    }
+    fn into_any(self) -> AnyRecord {
+        AnyRecord::SubscriptionItem(self)
+    }
+    type Message = pb::SubscriptionItem;
+    fn message(&self, update_cursor: i64, log_id: &str) -> pb::SubscriptionItem {
+        pb::SubscriptionItem {
+            name: format!("subscriptionItems/{}", self.id),
+            id: self.id.clone(),
+            subscription: self
+                .subscription_id
+                .as_ref()
+                .map(|s| format!("subscriptions/{s}"))
+                .unwrap_or_default(),
+            payer: self.payer.clone().unwrap_or_default(),
+            plan: self.plan_id.as_ref().map(|p| format!("plans/{p}")).unwrap_or_default(),
+            plan_slug: self.plan_slug.clone().unwrap_or_default(),
+            status: self.status.clone().unwrap_or_default(),
+            is_free_trial: self.is_free_trial,
+            period_start: timestamp(self.period_start),
+            period_end: timestamp(self.period_end),
+            interval: self.interval.clone().unwrap_or_default(),
+            seats: self.seats,
+            create_time: timestamp(self.created_at),
+            update_time: timestamp(self.updated_at),
+            delete_time: timestamp(self.deleted_at),
+            update_cursor: Cursor::new(log_id, update_cursor).encode(),
+        }
+    }
+    fn message_deleted(message: &pb::SubscriptionItem) -> bool {
+        message.delete_time.is_some()
+    }
+    fn without_cursor(message: pb::SubscriptionItem) -> pb::SubscriptionItem {
+        pb::SubscriptionItem {
+            update_cursor: String::new(),
+            ..message
+        }
+    }
+    const WIRE_TYPE: pb::EntityType = pb::EntityType::SubscriptionItem;
+    fn change_entity(message: pb::SubscriptionItem) -> pb::change::Entity {
+        pb::change::Entity::SubscriptionItem(message)
+    }
+    fn change_previous(message: pb::SubscriptionItem) -> pb::change::Previous {
+        pb::change::Previous::PreviousSubscriptionItem(message)
+    }
+    const ORGANIZATION_COLUMN: Option<&'static str> = Some("payer_organization_id");
+    const USER_COLUMN: Option<&'static str> = Some("payer_user_id");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(payer: Value) -> SubscriptionItemRecord {
+        SubscriptionItemRecord::from_clerk(json!({
+            "object": "commerce_subscription_item", "id": "csub_item_1", "status": "active",
+            "is_free_trial": false, "plan_id": "cplan_1", "plan": {"id": "cplan_1", "slug": "pro"},
+            "period_start": 1_767_225_600_000i64, "period_end": null, "interval": "month",
+            "payer": payer, "subscription_id": "csub_1", "updated_at": 1_767_225_600_000i64,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_payer_is_the_organization_when_it_is_named_else_the_user() {
+        let org = item(json!({"id": "cpayer_1", "organization_id": "org_1", "user_id": "", "first_name": ""}));
+        assert_eq!(org.payer.as_deref(), Some("organizations/org_1"));
+        assert_eq!((org.organization_id(), org.user_id()), (Some("org_1".into()), None));
+        let user = item(json!({"id": "cpayer_2", "organization_id": "", "user_id": "user_1"}));
+        assert_eq!(user.payer.as_deref(), Some("users/user_1"));
+        assert_eq!((user.organization_id(), user.user_id()), (None, Some("user_1".into())));
+        // Some payers omit the organization; a nested item has no payer at all.
+        assert_eq!(item(json!({"id": "cpayer_3", "user_id": "user_2"})).payer.as_deref(), Some("users/user_2"));
+        assert_eq!(item(Value::Null).payer, None);
+    }
+
+    #[test]
+    fn an_item_keeps_clerks_status_and_its_plan_and_a_default_plan_item_has_no_period_end() {
+        let mut body = json!({"id": "csub_item_1", "status": "something_new", "plan": {"id": "cplan_9", "slug": "free_user"},
+            "period_end": null, "seats": {"quantity": null}, "is_free_trial": true});
+        let r = SubscriptionItemRecord::from_clerk(body.clone()).unwrap();
+        let m = r.message(3, "log");
+        assert_eq!((m.status.as_str(), m.plan.as_str(), m.plan_slug.as_str()), ("something_new", "plans/cplan_9", "free_user"));
+        assert_eq!((m.period_end, m.seats, m.is_free_trial), (None, None, true));
+        assert_eq!((m.name.as_str(), m.subscription.as_str()), ("subscriptionItems/csub_item_1", ""));
+        body["seats"] = json!({"quantity": 5});
+        assert_eq!(SubscriptionItemRecord::from_clerk(body).unwrap().seats, Some(5));
+        assert!(SubscriptionItemRecord::from_clerk(json!({"status": "active"})).is_err());
+    }
+}

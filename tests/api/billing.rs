@@ -1,0 +1,110 @@
+//! Clerk Billing's subscription items: projected from `subscriptionItem.*` in any order (the
+//! newest `updated_at` wins, nothing ends an item for good), paid by an organization or a user,
+//! and watched, alone or in an organization's watch.
+
+use std::time::Duration;
+
+use clerk_mirror::pb;
+use clerk_mirror::pb::watch_changes_response::Event;
+use clerk_mirror::pb::watch_service_client::WatchServiceClient;
+
+use crate::events::*;
+use crate::helpers::*;
+
+#[tokio::test]
+async fn an_items_newest_update_wins_in_any_order_and_an_ended_item_comes_back() {
+    let app = spawn_app().await;
+    // Delivered out of order: the cancel (newest) first, then the older active and past_due
+    // (spelled both ways), which change nothing.
+    app.send_all_and_apply(&[
+        subscription_item_event("canceled", "csub_item_1", "canceled", "org_1", "", T + 3),
+        subscription_item_event("active", "csub_item_1", "active", "org_1", "", T + 1),
+        subscription_item_event("pastDue", "csub_item_1", "past_due", "org_1", "", T + 2),
+        subscription_item_event("past_due", "csub_item_1", "past_due", "org_1", "", T + 2),
+    ])
+    .await;
+    let row: (String, String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT status, payer, payer_organization_id, payer_user_id FROM subscription_items WHERE id = 'csub_item_1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(row, ("canceled".into(), "organizations/org_1".into(), Some("org_1".into()), None));
+    let changes: i64 = sqlx::query_scalar("SELECT count(*) FROM changes WHERE entity_type = 'subscription_item'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(changes, 1, "the older events changed nothing");
+    // The default plan's item keeps its id: ended, then upcoming, then active again — and a
+    // status Clerk adds later is kept as sent.
+    app.send_all_and_apply(&[
+        subscription_item_event("ended", "csub_item_1", "ended", "org_1", "", T + 4),
+        subscription_item_event("upcoming", "csub_item_1", "upcoming", "org_1", "", T + 5),
+        subscription_item_event("active", "csub_item_1", "active", "org_1", "", T + 6),
+        subscription_item_event("updated", "csub_item_2", "paused_by_a_future_clerk", "", "user_9", T),
+    ])
+    .await;
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM subscription_items ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(
+        statuses,
+        [
+            ("csub_item_1".to_string(), "active".to_string()),
+            ("csub_item_2".to_string(), "paused_by_a_future_clerk".to_string())
+        ]
+    );
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'failed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0, "no billing event is dead-lettered");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_organizations_watch_carries_the_items_it_pays_for_and_a_users_watch_its_own() {
+    let app = spawn_app().await;
+    let mut w = WatchServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut watch = async |organization_id: &str, user_id: &str| {
+        w.watch_changes(pb::WatchChangesRequest {
+            organization_id: organization_id.into(),
+            user_id: user_id.into(),
+            entity_types: vec![pb::EntityType::SubscriptionItem as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    };
+    let mut by_org = watch("org_w", "").await;
+    let mut by_user = watch("", "user_w").await;
+    app.send_all_and_apply(&[
+        subscription_item_event("active", "csub_item_x", "active", "org_x", "", T),
+        subscription_item_event("active", "csub_item_o", "active", "org_w", "", T),
+        subscription_item_event("active", "csub_item_u", "active", "", "user_w", T),
+    ])
+    .await;
+    for (stream, want) in [(&mut by_org, ("csub_item_o", "organizations/org_w")), (&mut by_user, ("csub_item_u", "users/user_w"))] {
+        let item = loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), stream.message())
+                .await
+                .expect("a message within 30 s")
+                .unwrap()
+                .unwrap();
+            if let Some(Event::Change(c)) = m.event {
+                assert_eq!(c.entity_type(), pb::EntityType::SubscriptionItem);
+                let Some(pb::change::Entity::SubscriptionItem(item)) = c.entity else {
+                    panic!("a subscription item: {c:?}")
+                };
+                break item;
+            }
+        };
+        assert_eq!((item.id.as_str(), item.payer.as_str()), want);
+        assert_eq!(
+            (item.plan.as_str(), item.plan_slug.as_str(), item.status.as_str(), item.subscription.as_str()),
+            ("plans/cplan_pro", "pro", "active", "subscriptions/csub_1")
+        );
+        assert_eq!((item.interval.as_str(), item.seats, item.delete_time), ("month", None, None));
+    }
+    app.stop().await;
+}
