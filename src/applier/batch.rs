@@ -216,6 +216,11 @@ async fn load(
     for (_, action) in parsed {
         match action {
             Ok(Action::Upsert(record, _)) => match_record!(record, r => touched.add(r, false)),
+            Ok(Action::UpsertAll(all)) => {
+                for (record, _) in all {
+                    match_record!(record, r => touched.add(r, false));
+                }
+            }
             Ok(Action::Delete(record)) => match_record!(record, r => touched.add(r, true)),
             Ok(Action::Derive(d)) => {
                 touched.ids.entry(d.entity_type).or_default().insert(d.id.clone());

@@ -16,6 +16,9 @@ use crate::store::{AnyRecord, EntityType, Kind};
 pub enum Action {
     /// Create or update an entity (last writer wins by its version).
     Upsert(AnyRecord, Version),
+    /// Create or update every entity another object carries, each by its own version (a
+    /// subscription's items).
+    UpsertAll(Vec<(AnyRecord, Version)>),
     /// Delete an entity: the tombstone the event names, deleted at its `deleted_at`.
     Delete(AnyRecord),
     /// A state the mirror derives itself (an invitation's expiry), applied only over exactly
@@ -52,7 +55,7 @@ impl From<records::RecordError> for ParseError {
 pub static APPLIED_TYPES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
     let mut types = Vec::new();
     for_each_kind!(K => {
-        types.extend(K::UPSERTED_BY.iter().chain(K::DELETED_BY));
+        types.extend(K::UPSERTED_BY.iter().chain(K::DELETED_BY).chain(K::CARRIED_BY));
     });
     types
 });
@@ -110,6 +113,23 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
     {
         return derived(event, event_type, kind);
     }
+    if let Some((event_type, kind)) = event
+        .event_type
+        .as_deref()
+        .and_then(|t| Some((t, kind::kind_carried_by(t)?)))
+    {
+        let body = body(event, event_type)?;
+        return with_kind!(kind, K => {
+            let all = K::carried(&body.data)
+                .into_iter()
+                .map(|item| {
+                    let v = body.version(&item);
+                    Ok((K::from_clerk(records::clean(item))?.into_any(), v))
+                })
+                .collect::<Result<Vec<_>, ParseError>>()?;
+            Ok(Action::UpsertAll(all))
+        });
+    }
     let Some((event_type, (kind, deletes))) = event
         .event_type
         .as_deref()
@@ -117,6 +137,36 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
     else {
         return Ok(Action::Skip);
     };
+    let body = body(event, event_type)?;
+    Ok(with_kind!(kind, K => {
+        if deletes {
+            Action::Delete(K::from_delete(body.data, body.event_time)?.into_any())
+        } else {
+            let v = body.version(&body.data);
+            Action::Upsert(K::from_clerk(body.data)?.into_any(), v)
+        }
+    }))
+}
+
+/// An applied event's body: its `data` (cleaned), when it happened, and its key.
+struct Body {
+    data: Value,
+    event_time: chrono::DateTime<chrono::Utc>,
+    key: String,
+}
+
+impl Body {
+    /// The version of `data` (the event's own object, or one it carries) as this event says it.
+    fn version(&self, data: &Value) -> Version {
+        Version {
+            updated_ms: records::ms_at(data, "updated_at").unwrap_or(0),
+            event_ms: self.event_time.timestamp_millis(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+fn body(event: &InboxEvent, event_type: &str) -> Result<Body, ParseError> {
     let body = event
         .body
         .as_deref()
@@ -136,19 +186,11 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
         .and_then(envelope::event_time)
         .or(event.event_time)
         .unwrap_or(event.received_at);
-    let version = |data: &Value| Version {
-        updated_ms: records::ms_at(data, "updated_at").unwrap_or(0),
-        event_ms: event_time.timestamp_millis(),
+    Ok(Body {
+        data,
+        event_time,
         key: event.event_key.clone(),
-    };
-    Ok(with_kind!(kind, K => {
-        if deletes {
-            Action::Delete(K::from_delete(data, event_time)?.into_any())
-        } else {
-            let v = version(&data);
-            Action::Upsert(K::from_clerk(data)?.into_any(), v)
-        }
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -304,6 +346,10 @@ mod tests {
                 }
                 Ok(Action::Skip) => vec![],
                 Ok(Action::Upsert(record, _) | Action::Delete(record)) => match_record!(record, r => ids_of(&r)),
+                Ok(Action::UpsertAll(all)) => all
+                    .into_iter()
+                    .flat_map(|(record, _)| match_record!(record, r => ids_of(&r)))
+                    .collect(),
                 Ok(Action::Derive(d)) => vec![d.id],
             };
             for id in ids {

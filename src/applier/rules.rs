@@ -122,6 +122,11 @@ impl WorkingSet {
     pub fn apply(&mut self, action: Action, origin: &Origin) {
         match action {
             Action::Upsert(record, version) => match_record!(record, r => self.upsert(r, version, origin)),
+            Action::UpsertAll(all) => {
+                for (record, version) in all {
+                    match_record!(record, r => self.upsert(r, version, origin));
+                }
+            }
             Action::Delete(record) => match_record!(record, r => self.delete_event(r, origin)),
             Action::Derive(d) => with_kind!(d.entity_type, K => {
                 let slot = kind_slots::<K>(&mut self.slots).entry(d.id.clone()).or_default();

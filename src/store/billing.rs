@@ -124,6 +124,36 @@ impl Kind for SubscriptionItemRecord {
     ];
     /// No event deletes a subscription item.
     const DELETED_BY: &'static [&'static str] = &[];
+    /// A subscription's events carry its items (`pastDue` also spelled `past_due`).
+    const CARRIED_BY: &'static [&'static str] = &[
+        "subscription.created",
+        "subscription.updated",
+        "subscription.active",
+        "subscription.pastDue",
+        "subscription.past_due",
+    ];
+    /// The items a subscription carries, each with the subscription's payer and id where its own
+    /// are null (Clerk sends them null inside a subscription).
+    fn carried(data: &Value) -> Vec<Value> {
+        let Some(items) = data.get("items").and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter(|item| item.is_object())
+            .map(|item| {
+                let mut item = item.clone();
+                for (field, from) in [("payer", "payer"), ("subscription_id", "id")] {
+                    if item.get(field).is_none_or(Value::is_null)
+                        && let Some(v) = data.get(from).filter(|v| !v.is_null())
+                    {
+                        item[field] = v.clone();
+                    }
+                }
+                item
+            })
+            .collect()
+    }
     const ADDED_LATER: bool = true;
 
     fn from_clerk(data: Value) -> Result<Self, RecordError> {
@@ -225,6 +255,33 @@ mod tests {
         // Some payers omit the organization; a nested item has no payer at all.
         assert_eq!(item(json!({"id": "cpayer_3", "user_id": "user_2"})).payer.as_deref(), Some("users/user_2"));
         assert_eq!(item(Value::Null).payer, None);
+    }
+
+    #[test]
+    fn a_subscriptions_items_inherit_its_payer_and_id_where_theirs_are_null() {
+        let payer = json!({"id": "cpayer_1", "organization_id": "org_1", "user_id": ""});
+        let subscription = json!({"object": "commerce_subscription", "id": "csub_1", "payer": payer, "items": [
+            {"id": "csub_item_1", "status": "active", "payer": null, "subscription_id": null},
+            {"id": "csub_item_2", "status": "ended", "subscription_id": "csub_0",
+             "payer": {"id": "cpayer_2", "organization_id": "", "user_id": "user_2"}},
+            "not an object",
+        ]});
+        let items: Vec<SubscriptionItemRecord> = <SubscriptionItemRecord as Kind>::carried(&subscription)
+            .into_iter()
+            .map(|i| SubscriptionItemRecord::from_clerk(i).unwrap())
+            .collect();
+        let got: Vec<(&str, Option<&str>, Option<&str>)> = items
+            .iter()
+            .map(|i| (i.id.as_str(), i.payer.as_deref(), i.subscription_id.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("csub_item_1", Some("organizations/org_1"), Some("csub_1")),
+                ("csub_item_2", Some("users/user_2"), Some("csub_0"))
+            ]
+        );
+        assert!(<SubscriptionItemRecord as Kind>::carried(&json!({"id": "csub_1", "items": null})).is_empty());
     }
 
     #[test]

@@ -124,6 +124,16 @@ pub trait Kind:
         let _ = (current, event_type, data);
         None
     }
+    /// The event types of another object that carries entities of this kind (a subscription
+    /// carries its items): each is upserted as if its own event had come, versioned by its own
+    /// `updated_at`.
+    const CARRIED_BY: &'static [&'static str] = &[];
+    /// The objects of this kind `data` (the body of a `CARRIED_BY` event) carries, completed
+    /// with what they inherit from it.
+    fn carried(data: &Value) -> Vec<Value> {
+        let _ = data;
+        Vec::new()
+    }
     /// Whether the kind came after the watch's first kinds (users, organizations,
     /// memberships): a watch that names no `entity_types` but has a filter includes it only when
     /// the filter is valid for it, so that a request valid before the kind existed stays valid
@@ -507,6 +517,17 @@ pub fn kind_deriving(event_type: &str) -> Option<EntityType> {
     let mut found = None;
     for_each_kind!(K => {
         if found.is_none() && K::DERIVED_BY.contains(&event_type) {
+            found = Some(K::TYPE);
+        }
+    });
+    found
+}
+
+/// The kind whose entities events of `event_type` carry (`Kind::CARRIED_BY`).
+pub fn kind_carried_by(event_type: &str) -> Option<EntityType> {
+    let mut found = None;
+    for_each_kind!(K => {
+        if found.is_none() && K::CARRIED_BY.contains(&event_type) {
             found = Some(K::TYPE);
         }
     });

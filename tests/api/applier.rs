@@ -787,14 +787,16 @@ async fn every_order_of_a_domain_story_with_duplicates_ends_in_the_same_state() 
 }
 
 /// A story of subscription items: the default plan's item cycling ended → upcoming → active
-/// (one id, never deleted), a paid item canceled with `pastDue` and `past_due` spellings of an
-/// older event, and two events with the same `updated_at` (the later envelope wins).
+/// (one id, never deleted; its end also carried by a subscription event), a paid item canceled
+/// after `pastDue` and `past_due` spellings of one older event.
 fn subscription_item_story(s: &str) -> Vec<String> {
     let (free, paid) = (format!("csub_item_free{s}"), format!("csub_item_paid{s}"));
     let org = format!("org_{s}");
     vec![
         subscription_item_event("active", &free, "active", &org, "", T),
         subscription_item_event("ended", &free, "ended", &org, "", T + 3),
+        // The same end, carried by the subscription's own event (a tie on `updated_at`).
+        subscription_event("updated", &format!("csub{s}"), &org, &[(&free, "ended", T + 3)], T + 3),
         subscription_item_event("upcoming", &free, "upcoming", &org, "", T + 4),
         subscription_item_event("active", &free, "active", &org, "", T + 6),
         subscription_item_event("active", &paid, "active", "", "user_1", T + 1),

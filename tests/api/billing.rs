@@ -62,6 +62,49 @@ async fn an_items_newest_update_wins_in_any_order_and_an_ended_item_comes_back()
 }
 
 #[tokio::test]
+async fn a_subscriptions_items_are_applied_from_its_events_with_its_payer_and_each_by_its_own_update_time() {
+    let app = spawn_app().await;
+    let mut canceled = subscription_item("csub_item_pro", "canceled", "org_9", "", T + 5);
+    canceled["subscription_id"] = "csub_9".into();
+    app.send_all_and_apply(&[
+        // The free plan's item ended and the pro item began: one subscription event.
+        subscription_event(
+            "updated",
+            "csub_9",
+            "org_9",
+            &[("csub_item_free", "ended", T + 2), ("csub_item_pro", "active", T + 2)],
+            T + 2,
+        ),
+        // The pro item's own, newer event: canceled.
+        envelope("subscriptionItem.canceled", T + 5, canceled),
+        // A later delivery of an older subscription event changes neither item.
+        subscription_event(
+            "active",
+            "csub_9",
+            "org_9",
+            &[("csub_item_free", "active", T + 1), ("csub_item_pro", "upcoming", T + 1)],
+            T + 1,
+        ),
+    ])
+    .await;
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT id, status, payer, subscription_id FROM subscription_items ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("csub_item_free".into(), "ended".into(), "organizations/org_9".into(), "csub_9".into()),
+            ("csub_item_pro".into(), "canceled".into(), "organizations/org_9".into(), "csub_9".into()),
+        ]
+    );
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM inbox ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(statuses, ["applied", "applied", "applied"]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_organizations_watch_carries_the_items_it_pays_for_and_a_users_watch_its_own() {
     let app = spawn_app().await;
     let mut w = WatchServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();

@@ -225,6 +225,32 @@ pub fn subscription_item(id: &str, status: &str, org_id: &str, user_id: &str, up
     })
 }
 
+/// `subscription.<kind>` of the subscription `id` paid by `org_id`, carrying `items` (each
+/// `(id, status, updated_ms)`) as Clerk does: with null `payer` and `subscription_id`.
+pub fn subscription_event(kind: &str, id: &str, org_id: &str, items: &[(&str, &str, i64)], event_ms: i64) -> String {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(item, status, updated_ms)| {
+            let mut i = subscription_item(item, status, org_id, "", *updated_ms);
+            i["payer"] = Value::Null;
+            i["subscription_id"] = Value::Null;
+            i
+        })
+        .collect();
+    envelope(
+        &format!("subscription.{kind}"),
+        event_ms,
+        json!({
+            "object": "commerce_subscription", "id": id, "status": "active", "created_at": T, "updated_at": event_ms,
+            "active_at": T, "canceled_at": null, "ended_at": null, "past_due_at": null, "latest_payment_id": null,
+            "payer_id": "cpayer_1", "payment_source_id": null,
+            "payer": {"object": "commerce_payer", "id": "cpayer_1", "organization_id": org_id, "user_id": "",
+                      "first_name": "", "last_name": "", "image_url": ""},
+            "items": items,
+        }),
+    )
+}
+
 /// `subscriptionItem.<kind>` (e.g. `active`, `canceled`, `pastDue`) of [`subscription_item`].
 pub fn subscription_item_event(kind: &str, id: &str, status: &str, org_id: &str, user_id: &str, updated_ms: i64) -> String {
     envelope(
