@@ -71,6 +71,7 @@ impl Store {
             Entity::Permission(p) => return format!("{} skipped", p.id),
             Entity::Domain(d) => return format!("{} skipped", d.id),
             Entity::SubscriptionItem(i) => return format!("{} skipped", i.id),
+            Entity::Subscription(s) => return format!("{} skipped", s.id),
             Entity::Invitation(i) => return format!("{} skipped", i.id),
         };
         let outcome = match map.get(&id) {

@@ -113,39 +113,44 @@ pub fn parse(event: &InboxEvent) -> Result<Action, ParseError> {
     {
         return derived(event, event_type, kind);
     }
-    if let Some((event_type, kind)) = event
-        .event_type
-        .as_deref()
-        .and_then(|t| Some((t, kind::kind_carried_by(t)?)))
-    {
-        let body = body(event, event_type)?;
-        return with_kind!(kind, K => {
-            let all = K::carried(&body.data)
-                .into_iter()
-                .map(|item| {
-                    let v = body.version(&item);
-                    Ok((K::from_clerk(records::clean(item))?.into_any(), v))
-                })
-                .collect::<Result<Vec<_>, ParseError>>()?;
-            Ok(Action::UpsertAll(all))
-        });
-    }
-    let Some((event_type, (kind, deletes))) = event
-        .event_type
-        .as_deref()
-        .and_then(|t| Some((t, kind::kind_of_event(t)?)))
-    else {
+    let Some(event_type) = event.event_type.as_deref() else {
         return Ok(Action::Skip);
     };
+    let (own, carrier) = (kind::kind_of_event(event_type), kind::kind_carried_by(event_type));
+    if own.is_none() && carrier.is_none() {
+        return Ok(Action::Skip);
+    }
     let body = body(event, event_type)?;
-    Ok(with_kind!(kind, K => {
+    // The entities the object carries (a subscription's items), each as if its own event had come.
+    let mut all = Vec::new();
+    if let Some(kind) = carrier {
+        with_kind!(kind, K => {
+            for item in K::carried(&body.data) {
+                let version = body.version(&item);
+                all.push((K::from_clerk(records::clean(item))?.into_any(), version));
+            }
+        });
+    }
+    let Some((kind, deletes)) = own else {
+        return Ok(Action::UpsertAll(all));
+    };
+    let version = body.version(&body.data);
+    let action = with_kind!(kind, K => {
         if deletes {
             Action::Delete(K::from_delete(body.data, body.event_time)?.into_any())
         } else {
-            let v = body.version(&body.data);
-            Action::Upsert(K::from_clerk(body.data)?.into_any(), v)
+            Action::Upsert(K::from_clerk(body.data)?.into_any(), version)
         }
-    }))
+    });
+    Ok(match (carrier, action) {
+        (None, action) => action,
+        // The object first, then what it carries.
+        (Some(_), Action::Upsert(record, version)) => {
+            all.insert(0, (record, version));
+            Action::UpsertAll(all)
+        }
+        (Some(_), action) => action,
+    })
 }
 
 /// An applied event's body: its `data` (cleaned), when it happened, and its key.

@@ -75,6 +75,7 @@ impl Cached for PermissionRecord {
 impl Cached for crate::store::DomainRecord {}
 impl Cached for crate::store::InvitationRecord {}
 impl Cached for crate::store::SubscriptionItemRecord {}
+impl Cached for crate::store::SubscriptionRecord {}
 
 #[cfg(test)]
 impl Cached for crate::store::test_kind::WidgetRecord {}

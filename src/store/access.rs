@@ -33,6 +33,7 @@ impl Resolved for PermissionRecord {}
 impl Resolved for super::DomainRecord {}
 impl Resolved for super::InvitationRecord {}
 impl Resolved for super::SubscriptionItemRecord {}
+impl Resolved for super::SubscriptionRecord {}
 #[cfg(test)]
 impl Resolved for super::test_kind::WidgetRecord {}
 

@@ -1,9 +1,11 @@
-//! Clerk Billing's subscription items: the record (from the `subscriptionItem.*` webhooks), its
-//! `Kind` and its message.
+//! Clerk Billing's subscriptions and subscription items: the records (from the `subscription.*`
+//! and `subscriptionItem.*` webhooks), their `Kind`s and their messages.
 //!
 //! What Clerk sends, and what the mirror makes of it (clerk/openapi-specs
 //! `webhooks/2025-04-15.yml`, `BillingSubscriptionItemEventPayload`):
-//! - no event deletes an item: the default plan's item keeps one id and cycles ended →
+//! - a subscription event carries its items, with null `payer` and `subscription_id`: they
+//!   inherit the subscription's, and each is versioned by its own `updated_at`;
+//! - no event deletes a subscription or an item: the default plan's item keeps one id and cycles ended →
 //!   upcoming → active, so the newest `updated_at` wins and nothing ends it for good;
 //! - the payer is an organization when `payer.organization_id` is non-empty, else a user
 //!   (`payer.user_id`): Clerk sends `""` for the absent one, and some payers omit the field;
@@ -55,25 +57,49 @@ fn id_at(v: &Value, key: &str) -> Option<String> {
     text(v, key).filter(|id| records::is_valid_id(id))
 }
 
+/// Who pays, from Clerk's `payer` object: the organization when it names one, else the user.
+#[derive(Debug, Default, PartialEq)]
+struct Payer {
+    /// `organizations/{id}` or `users/{id}`.
+    name: Option<String>,
+    organization_id: Option<String>,
+    /// Only when no organization pays (an organization payer's user fields are `""`).
+    user_id: Option<String>,
+}
+
+impl Payer {
+    fn of(data: &Value) -> Payer {
+        let Some(payer) = data.get("payer").filter(|p| p.is_object()) else {
+            return Payer::default();
+        };
+        match (id_at(payer, "organization_id"), id_at(payer, "user_id")) {
+            (Some(o), _) => Payer {
+                name: Some(format!("organizations/{o}")),
+                organization_id: Some(o),
+                user_id: None,
+            },
+            (None, Some(u)) => Payer {
+                name: Some(format!("users/{u}")),
+                organization_id: None,
+                user_id: Some(u),
+            },
+            (None, None) => Payer::default(),
+        }
+    }
+}
+
 impl SubscriptionItemRecord {
     pub fn from_clerk(data: Value) -> Result<SubscriptionItemRecord, RecordError> {
         let id = records::required_id(&data, "the subscription item")?;
-        let payer = data.get("payer").filter(|p| p.is_object());
-        let payer_organization_id = payer.and_then(|p| id_at(p, "organization_id"));
-        let payer_user_id = payer.and_then(|p| id_at(p, "user_id"));
+        let payer = Payer::of(&data);
         let plan = data.get("plan").filter(|p| p.is_object());
         let plan_id = id_at(&data, "plan_id").or_else(|| plan.and_then(|p| id_at(p, "id")));
         Ok(SubscriptionItemRecord {
             id,
             subscription_id: id_at(&data, "subscription_id"),
-            payer: match (&payer_organization_id, &payer_user_id) {
-                (Some(o), _) => Some(format!("organizations/{o}")),
-                (None, Some(u)) => Some(format!("users/{u}")),
-                (None, None) => None,
-            },
-            payer_organization_id,
-            // An organization pays: the user fields are Clerk's empty strings, or a member's.
-            payer_user_id: payer_user_id.filter(|_| payer.and_then(|p| id_at(p, "organization_id")).is_none()),
+            payer: payer.name,
+            payer_organization_id: payer.organization_id,
+            payer_user_id: payer.user_id,
             plan_id,
             plan_slug: plan.and_then(|p| text(p, "slug")),
             status: text(&data, "status"),
@@ -124,14 +150,8 @@ impl Kind for SubscriptionItemRecord {
     ];
     /// No event deletes a subscription item.
     const DELETED_BY: &'static [&'static str] = &[];
-    /// A subscription's events carry its items (`pastDue` also spelled `past_due`).
-    const CARRIED_BY: &'static [&'static str] = &[
-        "subscription.created",
-        "subscription.updated",
-        "subscription.active",
-        "subscription.pastDue",
-        "subscription.past_due",
-    ];
+    /// A subscription's events carry its items.
+    const CARRIED_BY: &'static [&'static str] = SUBSCRIPTION_EVENTS;
     /// The items a subscription carries, each with the subscription's payer and id where its own
     /// are null (Clerk sends them null inside a subscription).
     fn carried(data: &Value) -> Vec<Value> {
@@ -224,6 +244,157 @@ impl Kind for SubscriptionItemRecord {
     }
     fn change_previous(message: pb::SubscriptionItem) -> pb::change::Previous {
         pb::change::Previous::PreviousSubscriptionItem(message)
+    }
+    const ORGANIZATION_COLUMN: Option<&'static str> = Some("payer_organization_id");
+    const USER_COLUMN: Option<&'static str> = Some("payer_user_id");
+}
+
+/// A subscription as the `subscriptions` projection keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct SubscriptionRecord {
+    pub id: String,
+    /// `organizations/{id}` or `users/{id}`.
+    pub payer: Option<String>,
+    pub payer_organization_id: Option<String>,
+    pub payer_user_id: Option<String>,
+    pub status: Option<String>,
+    pub active_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub past_due_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub data: Option<Value>,
+}
+
+impl Record for SubscriptionRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl SubscriptionRecord {
+    pub fn from_clerk(data: Value) -> Result<SubscriptionRecord, RecordError> {
+        let id = records::required_id(&data, "the subscription")?;
+        let payer = Payer::of(&data);
+        Ok(SubscriptionRecord {
+            id,
+            payer: payer.name,
+            payer_organization_id: payer.organization_id,
+            payer_user_id: payer.user_id,
+            status: text(&data, "status"),
+            active_at: time_at(&data, "active_at"),
+            canceled_at: time_at(&data, "canceled_at"),
+            ended_at: time_at(&data, "ended_at"),
+            past_due_at: time_at(&data, "past_due_at"),
+            created_at: time_at(&data, "created_at"),
+            updated_at: time_at(&data, "updated_at"),
+            deleted_at: None,
+            // Its items are kept as items (each its own entity), not twice.
+            data: Some(match data {
+                Value::Object(mut o) => {
+                    o.remove("items");
+                    Value::Object(o)
+                }
+                other => other,
+            }),
+        })
+    }
+}
+
+/// The `subscription.*` events (`pastDue` also spelled `past_due`): a subscription's own, which
+/// also carry its items.
+const SUBSCRIPTION_EVENTS: &[&str] = &[
+    "subscription.created",
+    "subscription.updated",
+    "subscription.active",
+    "subscription.pastDue",
+    "subscription.past_due",
+];
+
+impl Kind for SubscriptionRecord {
+    const TYPE: EntityType = EntityType::Subscription;
+    const TABLE: &'static str = "subscriptions";
+    const FIELDS: &'static [Field] = &[
+        Field::text("id"),
+        Field::text("payer"),
+        Field::text("status"),
+        Field::time("active_time").column("active_at"),
+        Field::time("cancel_time").column("canceled_at"),
+        Field::time("end_time").column("ended_at"),
+        Field::time("past_due_time").column("past_due_at"),
+        Field::time("create_time").column("created_at"),
+        Field::time("update_time").column("updated_at"),
+    ];
+    const COLUMNS: &'static str = "id text, payer text, payer_organization_id text, payer_user_id text, status text, \
+         active_at timestamptz, canceled_at timestamptz, ended_at timestamptz, past_due_at timestamptz, \
+         created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, data jsonb";
+    const UPSERTED_BY: &'static [&'static str] = SUBSCRIPTION_EVENTS;
+    /// No event deletes a subscription.
+    const DELETED_BY: &'static [&'static str] = &[];
+    const ADDED_LATER: bool = true;
+
+    fn from_clerk(data: Value) -> Result<Self, RecordError> {
+        SubscriptionRecord::from_clerk(data)
+    }
+    /// No event deletes a subscription; a delete-shaped body (a repair) names it.
+    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
+        Ok(SubscriptionRecord::from_clerk(data)?.tombstone(at))
+    }
+    fn tombstone(&self, at: DateTime<Utc>) -> Self {
+        SubscriptionRecord {
+            deleted_at: Some(at),
+            ..self.clone()
+        }
+    }
+    fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.deleted_at
+    }
+    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
+        self.deleted_at = Some(at);
+    }
+    fn organization_id(&self) -> Option<String> {
+        self.payer_organization_id.clone()
+    }
+    fn user_id(&self) -> Option<String> {
+        self.payer_user_id.clone()
+    }
+    fn into_any(self) -> AnyRecord {
+        AnyRecord::Subscription(self)
+    }
+    type Message = pb::Subscription;
+    fn message(&self, update_cursor: i64, log_id: &str) -> pb::Subscription {
+        pb::Subscription {
+            name: format!("subscriptions/{}", self.id),
+            id: self.id.clone(),
+            payer: self.payer.clone().unwrap_or_default(),
+            status: self.status.clone().unwrap_or_default(),
+            active_time: timestamp(self.active_at),
+            cancel_time: timestamp(self.canceled_at),
+            end_time: timestamp(self.ended_at),
+            past_due_time: timestamp(self.past_due_at),
+            create_time: timestamp(self.created_at),
+            update_time: timestamp(self.updated_at),
+            update_cursor: Cursor::new(log_id, update_cursor).encode(),
+            delete_time: timestamp(self.deleted_at),
+        }
+    }
+    fn message_deleted(message: &pb::Subscription) -> bool {
+        message.delete_time.is_some()
+    }
+    fn without_cursor(message: pb::Subscription) -> pb::Subscription {
+        pb::Subscription {
+            update_cursor: String::new(),
+            ..message
+        }
+    }
+    const WIRE_TYPE: pb::EntityType = pb::EntityType::Subscription;
+    fn change_entity(message: pb::Subscription) -> pb::change::Entity {
+        pb::change::Entity::Subscription(message)
+    }
+    fn change_previous(message: pb::Subscription) -> pb::change::Previous {
+        pb::change::Previous::PreviousSubscription(message)
     }
     const ORGANIZATION_COLUMN: Option<&'static str> = Some("payer_organization_id");
     const USER_COLUMN: Option<&'static str> = Some("payer_user_id");

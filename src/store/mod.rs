@@ -30,12 +30,13 @@ kind::declare_kinds! {$
     Domain(crate::store::domains::DomainRecord) = "domain",
     Invitation(crate::store::invitations::InvitationRecord) = "invitation",
     SubscriptionItem(crate::store::billing::SubscriptionItemRecord) = "subscription_item",
+    Subscription(crate::store::billing::SubscriptionRecord) = "subscription",
     #[cfg(test)]
     Widget(crate::store::test_kind::WidgetRecord) = "widget",
 }
 
 pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
-pub use billing::SubscriptionItemRecord;
+pub use billing::{SubscriptionItemRecord, SubscriptionRecord};
 pub use domains::DomainRecord;
 pub use invitations::InvitationRecord;
 pub use roles::{PermissionRecord, RoleRecord};

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use clerk_mirror::applier;
 use clerk_mirror::store::{
-    DomainRecord, InvitationRecord, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, SubscriptionItemRecord, UserRecord,
+    DomainRecord, InvitationRecord, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord, SubscriptionItemRecord, SubscriptionRecord,
+    UserRecord,
 };
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -544,15 +545,16 @@ pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[Chang
         state.insert(c.entity_id.clone(), c.state.clone());
     }
     for (id, last) in &state {
-        let stored = match &id[..4] {
+        let stored = match if id.starts_with("csub_item") { "item" } else { &id[..4] } {
             "user" => serde_json::to_value(user_row(pool, id).await.unwrap()).unwrap(),
             "org_" => serde_json::to_value(org_row(pool, id).await.unwrap()).unwrap(),
             "role" => serde_json::to_value(row::<RoleRecord>(pool, "roles", id).await.unwrap()).unwrap(),
             "perm" => serde_json::to_value(row::<PermissionRecord>(pool, "permissions", id).await.unwrap()).unwrap(),
             "orgd" => serde_json::to_value(row::<DomainRecord>(pool, "domains", id).await.unwrap()).unwrap(),
             "orgi" => serde_json::to_value(row::<InvitationRecord>(pool, "invitations", id).await.unwrap()).unwrap(),
-            "csub" => serde_json::to_value(row::<SubscriptionItemRecord>(pool, "subscription_items", id).await.unwrap())
+            "item" => serde_json::to_value(row::<SubscriptionItemRecord>(pool, "subscription_items", id).await.unwrap())
                 .unwrap(),
+            "csub" => serde_json::to_value(row::<SubscriptionRecord>(pool, "subscriptions", id).await.unwrap()).unwrap(),
             _ => serde_json::to_value(membership_row(pool, id).await.unwrap()).unwrap(),
         };
         assert_eq!(

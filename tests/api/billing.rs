@@ -101,6 +101,26 @@ async fn a_subscriptions_items_are_applied_from_its_events_with_its_payer_and_ea
     );
     let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM inbox ORDER BY id").fetch_all(&app.pool).await.unwrap();
     assert_eq!(statuses, ["applied", "applied", "applied"]);
+    // The subscription itself, from its newest event; its items are not kept twice.
+    let subscription: (String, String, Option<String>, bool) = sqlx::query_as(
+        "SELECT status, payer, payer_organization_id, data ? 'items' FROM subscriptions WHERE id = 'csub_9'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(subscription, ("active".into(), "organizations/org_9".into(), Some("org_9".into()), false));
+    let changes: Vec<(String, String)> =
+        sqlx::query_as("SELECT entity_type, entity_id FROM changes ORDER BY seq").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(
+        changes,
+        [
+            ("subscription".to_string(), "csub_9".to_string()),
+            ("subscription_item".into(), "csub_item_free".into()),
+            ("subscription_item".into(), "csub_item_pro".into()),
+            ("subscription_item".into(), "csub_item_pro".into()),
+        ],
+        "the subscription, then its items; the older event changes nothing"
+    );
     app.stop().await;
 }
 
@@ -149,5 +169,44 @@ async fn an_organizations_watch_carries_the_items_it_pays_for_and_a_users_watch_
         );
         assert_eq!((item.interval.as_str(), item.seats, item.delete_time), ("month", None, None));
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscription_is_watched_as_its_own_entity_type_in_its_payers_watch() {
+    let app = spawn_app().await;
+    let mut w = WatchServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut stream = w
+        .watch_changes(pb::WatchChangesRequest {
+            organization_id: "org_s".into(),
+            entity_types: vec![pb::EntityType::Subscription as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    app.send_all_and_apply(&[
+        subscription_event("created", "csub_other", "org_other", &[("csub_item_o", "active", T)], T),
+        subscription_event("pastDue", "csub_s", "org_s", &[("csub_item_s", "past_due", T)], T),
+    ])
+    .await;
+    let subscription = loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("a message within 30 s")
+            .unwrap()
+            .unwrap();
+        if let Some(Event::Change(c)) = m.event {
+            let Some(pb::change::Entity::Subscription(s)) = c.entity else {
+                panic!("a subscription: {c:?}")
+            };
+            break s;
+        }
+    };
+    assert_eq!(
+        (subscription.name.as_str(), subscription.payer.as_str(), subscription.status.as_str()),
+        ("subscriptions/csub_s", "organizations/org_s", "active")
+    );
+    assert!(subscription.active_time.is_some() && subscription.cancel_time.is_none());
     app.stop().await;
 }
