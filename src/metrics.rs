@@ -36,6 +36,9 @@ pub struct Metrics {
     /// Change-log rows read from the database, by reader: `hub` (once per replica) or `stream`
     /// (a watcher's backlog, or a catch-up after falling behind the hub).
     pub changes_read: IntCounterVec,
+    /// Values this build does not know, applied as they came (a subscription's new status), by
+    /// entity type and value (cut to 64 characters).
+    pub unrecognised_values: IntCounterVec,
     /// Changes a reader (the read cache, a watch stream) took from the hub's ring of recent
     /// changes instead of reading the database, by reader.
     pub changes_from_recent: IntCounterVec,
@@ -93,6 +96,11 @@ impl Metrics {
                 "change_log_rows_read_total",
                 "Change-log rows read from the database, by reader (hub or stream).",
                 &["reader"],
+            ),
+            unrecognised_values: r.counters(
+                "unrecognised_values_total",
+                "Values this build does not know in what it applied (e.g. a subscription status Clerk added), by entity type and value.",
+                &["entity_type", "value"],
             ),
             changes_from_recent: r.counters(
                 "change_log_recent_taken_total",
@@ -334,6 +342,7 @@ mod tests {
         m.watch_catch_ups.inc();
         m.changes_read.with_label_values(&["r"]).inc();
         m.changes_from_recent.with_label_values(&["r"]).inc();
+        m.unrecognised_values.with_label_values(&["t", "v"]).inc();
         m.change_log_rows_skipped.with_label_values(&["e"]).inc();
         m.rpcs.with_label_values(&["m", "c"]).inc();
         m.rpc_seconds.with_label_values(&["m"]).observe(0.0);
@@ -421,6 +430,9 @@ mod tests {
         # HELP clerk_mirror_read_cache_reads_total Directory reads by how the read cache answered.
         # TYPE clerk_mirror_read_cache_reads_total counter
         clerk_mirror_read_cache_reads_total{outcome="o"}
+        # HELP clerk_mirror_unrecognised_values_total Values this build does not know in what it applied (e.g. a subscription status Clerk added), by entity type and value.
+        # TYPE clerk_mirror_unrecognised_values_total counter
+        clerk_mirror_unrecognised_values_total{entity_type="t",value="v"}
         # HELP clerk_mirror_watch_database_catch_ups_total Times a stream behind the hub read the database.
         # TYPE clerk_mirror_watch_database_catch_ups_total counter
         clerk_mirror_watch_database_catch_ups_total

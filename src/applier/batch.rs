@@ -29,6 +29,8 @@ pub struct BatchOutcome {
     pub changes: usize,
     /// Each row taken: its event type, its new status and Clerk's event time (for metrics).
     pub rows: Vec<(String, &'static str, Option<chrono::DateTime<chrono::Utc>>)>,
+    /// Values this build does not know in what was written (`Kind::unrecognised`), by kind.
+    pub unrecognised: Vec<(EntityType, String)>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -143,6 +145,14 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         ));
     }
     outcome.changes = ws.changes.len();
+    for_each_kind!(K => {
+        if let Some(slots) = ws.slots::<K>() {
+            let written = slots.values().filter(|s| s.dirty).filter_map(|s| s.current.as_ref());
+            for value in written.filter_map(|v| v.record.unrecognised()) {
+                outcome.unrecognised.push((K::TYPE, value.to_string()));
+            }
+        }
+    });
     let ruled = started.elapsed();
     write(&mut tx, &ws, &log_id).await?;
     let written = started.elapsed();

@@ -195,6 +195,13 @@ fn record(metrics: &Metrics, outcome: &BatchOutcome) {
         }
     }
     metrics.changes.inc_by(outcome.changes as u64);
+    for (entity_type, value) in &outcome.unrecognised {
+        let value: String = value.chars().take(64).collect();
+        metrics
+            .unrecognised_values
+            .with_label_values(&[entity_type.as_str(), value.as_str()])
+            .inc();
+    }
 }
 
 /// Applies one batch; a batch that fails for a reason other than the connection is retried one

@@ -23,6 +23,17 @@ use super::kind::{AnyRecord, EntityType, Kind};
 use super::records::{self, Record, RecordError, str_at as text, time_at};
 use crate::pb::{self, cursor::Cursor};
 
+/// The statuses Clerk documents for a subscription item (the Backend API's `expired` too).
+const ITEM_STATUSES: &[&str] = &["abandoned", "active", "canceled", "ended", "expired", "incomplete", "past_due", "upcoming"];
+
+/// The statuses Clerk documents for a subscription.
+const SUBSCRIPTION_STATUSES: &[&str] = &["abandoned", "active", "canceled", "ended", "incomplete", "past_due"];
+
+/// `status`, if it is none of `known`.
+fn unknown<'a>(status: &'a Option<String>, known: &[&str]) -> Option<&'a str> {
+    status.as_deref().filter(|s| !known.contains(s))
+}
+
 /// A subscription item as the `subscription_items` projection keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct SubscriptionItemRecord {
@@ -247,6 +258,9 @@ impl Kind for SubscriptionItemRecord {
     }
     const ORGANIZATION_COLUMN: Option<&'static str> = Some("payer_organization_id");
     const USER_COLUMN: Option<&'static str> = Some("payer_user_id");
+    fn unrecognised(&self) -> Option<&str> {
+        unknown(&self.status, ITEM_STATUSES)
+    }
 }
 
 /// A subscription as the `subscriptions` projection keeps it.
@@ -398,6 +412,9 @@ impl Kind for SubscriptionRecord {
     }
     const ORGANIZATION_COLUMN: Option<&'static str> = Some("payer_organization_id");
     const USER_COLUMN: Option<&'static str> = Some("payer_user_id");
+    fn unrecognised(&self) -> Option<&str> {
+        unknown(&self.status, SUBSCRIPTION_STATUSES)
+    }
 }
 
 #[cfg(test)]

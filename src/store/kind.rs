@@ -173,6 +173,11 @@ pub trait Kind:
     const ORGANIZATION_COLUMN: Option<&'static str>;
     /// The column that holds the user an entity belongs to (`id` for a user), if any.
     const USER_COLUMN: Option<&'static str>;
+    /// A value this build does not know in a field Clerk extends over time (a subscription's
+    /// new status), if the record holds one: applied as any other, and counted.
+    fn unrecognised(&self) -> Option<&str> {
+        None
+    }
     /// Writes what the kind keeps beside its table for the records just written (a user's
     /// email and phone lookup rows).
     fn after_write<'a>(

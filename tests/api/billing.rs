@@ -58,6 +58,14 @@ async fn an_items_newest_update_wins_in_any_order_and_an_ended_item_comes_back()
         .await
         .unwrap();
     assert_eq!(dead, 0, "no billing event is dead-lettered");
+    // The status this build does not know is counted (and only it).
+    let metrics = get(&format!("http://{}/metrics", app.admin_addr)).await.body;
+    let counted: Vec<&str> = metrics.lines().filter(|l| l.starts_with("clerk_mirror_unrecognised_values_total{")).collect();
+    assert_eq!(
+        counted,
+        [r#"clerk_mirror_unrecognised_values_total{entity_type="subscription_item",value="paused_by_a_future_clerk"} 1"#],
+        "{metrics}"
+    );
     app.stop().await;
 }
 
