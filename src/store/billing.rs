@@ -23,6 +23,38 @@ use super::kind::{AnyRecord, EntityType, Kind};
 use super::records::{self, Record, RecordError, str_at as text, time_at};
 use crate::pb::{self, cursor::Cursor};
 
+/// What the two billing kinds share in their `Kind`: Clerk's object is the record, nothing
+/// deletes one (a delete-shaped body, a repair, names it and is its tombstone), and the payer
+/// decides the organization or user it belongs to.
+macro_rules! paid_and_never_deleted {
+    () => {
+        fn from_clerk(data: Value) -> Result<Self, RecordError> {
+            Self::from_clerk(data)
+        }
+        fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
+            Ok(Self::from_clerk(data)?.tombstone(at))
+        }
+        fn tombstone(&self, at: DateTime<Utc>) -> Self {
+            Self {
+                deleted_at: Some(at),
+                ..self.clone()
+            }
+        }
+        fn deleted_at(&self) -> Option<DateTime<Utc>> {
+            self.deleted_at
+        }
+        fn set_deleted_at(&mut self, at: DateTime<Utc>) {
+            self.deleted_at = Some(at);
+        }
+        fn organization_id(&self) -> Option<String> {
+            self.payer_organization_id.clone()
+        }
+        fn user_id(&self) -> Option<String> {
+            self.payer_user_id.clone()
+        }
+    };
+}
+
 /// The statuses Clerk documents for a subscription item (the Backend API's `expired` too).
 const ITEM_STATUSES: &[&str] = &["abandoned", "active", "canceled", "ended", "expired", "incomplete", "past_due", "upcoming"];
 
@@ -187,31 +219,7 @@ impl Kind for SubscriptionItemRecord {
     }
     const ADDED_LATER: bool = true;
 
-    fn from_clerk(data: Value) -> Result<Self, RecordError> {
-        SubscriptionItemRecord::from_clerk(data)
-    }
-    /// No event deletes an item; a delete-shaped body (a repair) names the item.
-    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
-        Ok(SubscriptionItemRecord::from_clerk(data)?.tombstone(at))
-    }
-    fn tombstone(&self, at: DateTime<Utc>) -> Self {
-        SubscriptionItemRecord {
-            deleted_at: Some(at),
-            ..self.clone()
-        }
-    }
-    fn deleted_at(&self) -> Option<DateTime<Utc>> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
-        self.deleted_at = Some(at);
-    }
-    fn organization_id(&self) -> Option<String> {
-        self.payer_organization_id.clone()
-    }
-    fn user_id(&self) -> Option<String> {
-        self.payer_user_id.clone()
-    }
+    paid_and_never_deleted!();
     fn into_any(self) -> AnyRecord {
         AnyRecord::SubscriptionItem(self)
     }
@@ -349,31 +357,7 @@ impl Kind for SubscriptionRecord {
     const DELETED_BY: &'static [&'static str] = &[];
     const ADDED_LATER: bool = true;
 
-    fn from_clerk(data: Value) -> Result<Self, RecordError> {
-        SubscriptionRecord::from_clerk(data)
-    }
-    /// No event deletes a subscription; a delete-shaped body (a repair) names it.
-    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
-        Ok(SubscriptionRecord::from_clerk(data)?.tombstone(at))
-    }
-    fn tombstone(&self, at: DateTime<Utc>) -> Self {
-        SubscriptionRecord {
-            deleted_at: Some(at),
-            ..self.clone()
-        }
-    }
-    fn deleted_at(&self) -> Option<DateTime<Utc>> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
-        self.deleted_at = Some(at);
-    }
-    fn organization_id(&self) -> Option<String> {
-        self.payer_organization_id.clone()
-    }
-    fn user_id(&self) -> Option<String> {
-        self.payer_user_id.clone()
-    }
+    paid_and_never_deleted!();
     fn into_any(self) -> AnyRecord {
         AnyRecord::Subscription(self)
     }

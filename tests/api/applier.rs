@@ -734,6 +734,20 @@ async fn every_order_of_a_role_and_permission_story_with_duplicates_ends_in_the_
 
 /// A story of domains: one verified by an update, one deleted before its create arrives (its
 /// delete names no organization), and the organization's delete ending the rest.
+/// The rows of `table` whose ids end in run suffix `s`, as JSON without the suffix and without
+/// what differs between runs (versions, cursors): equal for runs that ended in the same state.
+async fn state_of(pool: &PgPool, table: &str, s: String) -> String {
+    let rows: Vec<(String, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, to_jsonb(t) - 'update_cursor' - 'version_key' - 'version_event_ms' - 'version_updated_ms'
+           FROM {table} t WHERE id LIKE '%' || $1 ORDER BY id"
+    )))
+    .bind(&s)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    serde_json::to_string(&rows).unwrap().replace(&s, "")
+}
+
 fn domain_story(s: &str) -> Vec<String> {
     let (o, d1, d2, d3) = (format!("org_{s}"), format!("orgdmn_1{s}"), format!("orgdmn_2{s}"), format!("orgdmn_3{s}"));
     vec![
@@ -757,20 +771,7 @@ async fn every_order_of_a_domain_story_with_duplicates_ends_in_the_same_state() 
     const RUNS: usize = 80;
     let seed = 0x00d0_a1b5_u64;
     apply_in_random_orders(&mut conn, RUNS, seed, "_d", domain_story).await;
-    let state = |s: String| {
-        let pool = pool.clone();
-        async move {
-            let rows: Vec<(String, Value)> = sqlx::query_as(
-                "SELECT id, to_jsonb(d) - 'update_cursor' - 'version_key' - 'version_event_ms' - 'version_updated_ms'
-                   FROM domains d WHERE id LIKE '%' || $1 ORDER BY id",
-            )
-            .bind(&s)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            serde_json::to_string(&rows).unwrap().replace(&s, "")
-        }
-    };
+    let state = |s: String| state_of(&pool, "domains", s);
     let reference = state("_d0".into()).await;
     let rows: Vec<(String, Value)> = serde_json::from_str(&reference).unwrap();
     let summary: Vec<(&str, &Value, bool)> = rows
@@ -818,20 +819,7 @@ async fn every_order_of_a_subscription_item_story_with_duplicates_ends_in_the_sa
     const RUNS: usize = 60;
     let seed = 0x0b11_1196_u64;
     apply_in_random_orders(&mut conn, RUNS, seed, "_s", subscription_item_story).await;
-    let state = |s: String| {
-        let pool = pool.clone();
-        async move {
-            let rows: Vec<(String, Value)> = sqlx::query_as(
-                "SELECT id, to_jsonb(i) - 'update_cursor' - 'version_key' - 'version_event_ms' - 'version_updated_ms'
-                   FROM subscription_items i WHERE id LIKE '%' || $1 ORDER BY id",
-            )
-            .bind(&s)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            serde_json::to_string(&rows).unwrap().replace(&s, "")
-        }
-    };
+    let state = |s: String| state_of(&pool, "subscription_items", s);
     let reference = state("_s0".into()).await;
     let rows: Vec<(String, Value)> = serde_json::from_str(&reference).unwrap();
     let summary: Vec<(&str, &Value, &Value)> = rows.iter().map(|(id, r)| (id.as_str(), &r["status"], &r["deleted_at"])).collect();
