@@ -734,6 +734,33 @@ async fn every_order_of_a_role_and_permission_story_with_duplicates_ends_in_the_
 
 /// A story of domains: one verified by an update, one deleted before its create arrives (its
 /// delete names no organization), and the organization's delete ending the rest.
+/// Applies `story` in `runs` random orders (runs `{prefix}0`, `{prefix}1`, …) and checks that
+/// every run ends in run 0's rows of `table` and that each run's changes replay to its
+/// projections; run 0's rows (suffix removed), parsed and as text, for the caller's assertions.
+async fn every_order_ends_alike(
+    table: &str,
+    runs: usize,
+    seed: u64,
+    prefix: &str,
+    story: fn(&str) -> Vec<String>,
+) -> (Vec<(String, Value)>, String) {
+    let (cluster, name) = shared_database().await;
+    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
+    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
+        .await
+        .unwrap();
+    apply_in_random_orders(&mut conn, runs, seed, prefix, story).await;
+    let reference = state_of(&pool, table, format!("{prefix}0")).await;
+    let all = changes(&pool).await;
+    for run in 0..runs {
+        let s = format!("{prefix}{run}");
+        assert_eq!(state_of(&pool, table, s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
+        check_changes_replay_to_the_projections(&pool, &all, &s).await;
+    }
+    pool.close().await;
+    (serde_json::from_str(&reference).unwrap(), reference)
+}
+
 /// The rows of `table` whose ids end in run suffix `s`, as JSON without the suffix and without
 /// what differs between runs (versions, cursors): equal for runs that ended in the same state.
 async fn state_of(pool: &PgPool, table: &str, s: String) -> String {
@@ -763,30 +790,13 @@ fn domain_story(s: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_order_of_a_domain_story_with_duplicates_ends_in_the_same_state() {
-    let (cluster, name) = shared_database().await;
-    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
-        .await
-        .unwrap();
-    const RUNS: usize = 80;
-    let seed = 0x00d0_a1b5_u64;
-    apply_in_random_orders(&mut conn, RUNS, seed, "_d", domain_story).await;
-    let state = |s: String| state_of(&pool, "domains", s);
-    let reference = state("_d0".into()).await;
-    let rows: Vec<(String, Value)> = serde_json::from_str(&reference).unwrap();
+    let (rows, reference) = every_order_ends_alike("domains", 80, 0x00d0_a1b5, "_d", domain_story).await;
     let summary: Vec<(&str, &Value, bool)> = rows
         .iter()
         .map(|(id, r)| (id.as_str(), &r["organization_id"], r["deleted_at"].is_string()))
         .collect();
     let org = Value::from("org_");
     assert_eq!(summary, [("orgdmn_1", &org, true), ("orgdmn_2", &org, true), ("orgdmn_3", &org, true)], "{reference}");
-    let all = changes(&pool).await;
-    for run in 0..RUNS {
-        let s = format!("_d{run}");
-        assert_eq!(state(s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
-        check_changes_replay_to_the_projections(&pool, &all, &s).await;
-    }
-    pool.close().await;
 }
 
 /// A story of subscription items: the default plan's item cycling ended → upcoming → active
@@ -811,17 +821,8 @@ fn subscription_item_story(s: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_order_of_a_subscription_item_story_with_duplicates_ends_in_the_same_state() {
-    let (cluster, name) = shared_database().await;
-    let pool = PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
-    let mut conn = PgConnection::connect_with(&cluster.connect_options(&name))
-        .await
-        .unwrap();
-    const RUNS: usize = 60;
-    let seed = 0x0b11_1196_u64;
-    apply_in_random_orders(&mut conn, RUNS, seed, "_s", subscription_item_story).await;
-    let state = |s: String| state_of(&pool, "subscription_items", s);
-    let reference = state("_s0".into()).await;
-    let rows: Vec<(String, Value)> = serde_json::from_str(&reference).unwrap();
+    let (rows, reference) =
+        every_order_ends_alike("subscription_items", 60, 0x0b11_1196, "_s", subscription_item_story).await;
     let summary: Vec<(&str, &Value, &Value)> = rows.iter().map(|(id, r)| (id.as_str(), &r["status"], &r["deleted_at"])).collect();
     assert_eq!(
         summary,
@@ -831,13 +832,6 @@ async fn every_order_of_a_subscription_item_story_with_duplicates_ends_in_the_sa
         ],
         "{reference}"
     );
-    let all = changes(&pool).await;
-    for run in 0..RUNS {
-        let s = format!("_s{run}");
-        assert_eq!(state(s.clone()).await, reference, "run {run} (seed {seed:#x}) ended elsewhere");
-        check_changes_replay_to_the_projections(&pool, &all, &s).await;
-    }
-    pool.close().await;
 }
 
 /// A story of invitations: accepted (its webhook dated before the pending one's), revoked,

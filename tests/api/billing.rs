@@ -2,10 +2,7 @@
 //! newest `updated_at` wins, nothing ends an item for good), paid by an organization or a user,
 //! and watched, alone or in an organization's watch.
 
-use std::time::Duration;
-
 use clerk_mirror::pb;
-use clerk_mirror::pb::watch_changes_response::Event;
 use clerk_mirror::pb::watch_service_client::WatchServiceClient;
 
 use crate::events::*;
@@ -156,19 +153,10 @@ async fn an_organizations_watch_carries_the_items_it_pays_for_and_a_users_watch_
     ])
     .await;
     for (stream, want) in [(&mut by_org, ("csub_item_o", "organizations/org_w")), (&mut by_user, ("csub_item_u", "users/user_w"))] {
-        let item = loop {
-            let m = tokio::time::timeout(Duration::from_secs(30), stream.message())
-                .await
-                .expect("a message within 30 s")
-                .unwrap()
-                .unwrap();
-            if let Some(Event::Change(c)) = m.event {
-                assert_eq!(c.entity_type(), pb::EntityType::SubscriptionItem);
-                let Some(pb::change::Entity::SubscriptionItem(item)) = c.entity else {
-                    panic!("a subscription item: {c:?}")
-                };
-                break item;
-            }
+        let c = next_change(stream).await;
+        assert_eq!(c.entity_type(), pb::EntityType::SubscriptionItem);
+        let Some(pb::change::Entity::SubscriptionItem(item)) = c.entity else {
+            panic!("a subscription item: {c:?}")
         };
         assert_eq!((item.id.as_str(), item.payer.as_str()), want);
         assert_eq!(
@@ -198,18 +186,9 @@ async fn a_subscription_is_watched_as_its_own_entity_type_in_its_payers_watch() 
         subscription_event("pastDue", "csub_s", "org_s", &[("csub_item_s", "past_due", T)], T),
     ])
     .await;
-    let subscription = loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .expect("a message within 30 s")
-            .unwrap()
-            .unwrap();
-        if let Some(Event::Change(c)) = m.event {
-            let Some(pb::change::Entity::Subscription(s)) = c.entity else {
-                panic!("a subscription: {c:?}")
-            };
-            break s;
-        }
+    let c = next_change(&mut stream).await;
+    let Some(pb::change::Entity::Subscription(subscription)) = c.entity else {
+        panic!("a subscription: {c:?}")
     };
     assert_eq!(
         (subscription.name.as_str(), subscription.payer.as_str(), subscription.status.as_str()),

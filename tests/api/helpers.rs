@@ -505,3 +505,20 @@ impl Pki {
         })
     }
 }
+
+/// The next change a watch stream sends (heartbeats and `caught_up` passed over), within 30 s.
+pub async fn next_change(
+    stream: &mut tonic::codec::Streaming<clerk_mirror::pb::WatchChangesResponse>,
+) -> clerk_mirror::pb::Change {
+    use clerk_mirror::pb::watch_changes_response::Event;
+    loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+            .await
+            .expect("a message within 30 s")
+            .expect("no error")
+            .expect("the stream goes on");
+        if let Some(Event::Change(c)) = m.event {
+            return c;
+        }
+    }
+}
