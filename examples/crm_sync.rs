@@ -72,6 +72,7 @@ impl Store {
             Entity::Domain(d) => return format!("{} skipped", d.id),
             Entity::SubscriptionItem(i) => return format!("{} skipped", i.id),
             Entity::Subscription(s) => return format!("{} skipped", s.id),
+            Entity::Plan(p) => return format!("{} skipped", p.id),
             Entity::Invitation(i) => return format!("{} skipped", i.id),
         };
         let outcome = match map.get(&id) {

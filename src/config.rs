@@ -145,6 +145,9 @@ pub struct ReconcileConfig {
     /// How often to reconcile everything; `None`: only the roles and permissions, when the
     /// replica starts leading.
     pub every: Option<Duration>,
+    /// How often to list Clerk Billing's plans (they have no webhooks), besides at start, on
+    /// reconcile and when an item names a plan the mirror does not know.
+    pub plans_every: Duration,
 }
 
 impl ReconcileConfig {

@@ -397,8 +397,18 @@ impl Server {
                 "periodic reconcile",
                 crate::backfill::reconcile::periodically(
                     self.pool.clone(),
-                    api,
+                    api.clone(),
                     r.every,
+                    leading_rx.clone(),
+                    stop.clone(),
+                ),
+            );
+            supervisor.spawn(
+                "plan listing",
+                crate::backfill::plans::periodically(
+                    self.pool.clone(),
+                    api,
+                    r.plans_every,
                     leading_rx.clone(),
                     stop.clone(),
                 ),

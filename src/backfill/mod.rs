@@ -5,6 +5,7 @@
 //! request budget, resumable through a checkpoint per resource.
 
 pub mod client;
+pub mod plans;
 pub mod rate;
 pub mod reconcile;
 pub mod resource;

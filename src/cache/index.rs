@@ -76,6 +76,7 @@ impl Cached for crate::store::DomainRecord {}
 impl Cached for crate::store::InvitationRecord {}
 impl Cached for crate::store::SubscriptionItemRecord {}
 impl Cached for crate::store::SubscriptionRecord {}
+impl Cached for crate::store::PlanRecord {}
 
 #[cfg(test)]
 impl Cached for crate::store::test_kind::WidgetRecord {}

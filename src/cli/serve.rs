@@ -109,6 +109,11 @@ pub(super) struct ServeArgs {
     /// Clerk's Backend API.
     #[arg(long, env = "CLERK_API_URL", default_value = crate::backfill::client::DEFAULT_API_URL)]
     pub(super) api_url: String,
+    /// How often the lock holder lists Clerk Billing's plans with --secret-key (plans have no
+    /// webhooks; also at start, on reconcile, and when an item names a plan the mirror does not
+    /// know).
+    #[arg(long, env = "CLERK_MIRROR_PLANS_EVERY", default_value_t = crate::backfill::plans::DEFAULT_EVERY.into())]
+    pub(super) plans_every: HumanDuration,
     /// Backend API requests per 10 s for the periodic reconcile.
     #[arg(long, env = "CLERK_MIRROR_API_RATE", default_value_t = ReconcileConfig::DEFAULT_RATE)]
     pub(super) api_rate: usize,
@@ -180,6 +185,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rate: args.api_rate,
             window: ReconcileConfig::WINDOW,
             every: args.reconcile_every,
+            plans_every: args.plans_every.0,
         });
     }
     if let Some(applier) = config.applier.as_mut() {

@@ -34,6 +34,7 @@ impl Resolved for super::DomainRecord {}
 impl Resolved for super::InvitationRecord {}
 impl Resolved for super::SubscriptionItemRecord {}
 impl Resolved for super::SubscriptionRecord {}
+impl Resolved for super::PlanRecord {}
 #[cfg(test)]
 impl Resolved for super::test_kind::WidgetRecord {}
 

@@ -13,13 +13,17 @@
 //!   (`pastDue`, formerly `past_due`) does not matter, the body's `status` does;
 //! - `period_end` is null for the default plan's items; `seats.quantity` null means unlimited.
 
+use std::future::Future;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::PgConnection;
 
 use super::convert::timestamp;
 use super::fields::Field;
 use super::kind::{AnyRecord, EntityType, Kind};
+use super::plans::WANTED_CHANNEL;
 use super::records::{self, Record, RecordError, str_at as text, time_at};
 use crate::pb::{self, cursor::Cursor};
 
@@ -75,7 +79,13 @@ pub struct SubscriptionItemRecord {
     pub payer: Option<String>,
     pub payer_organization_id: Option<String>,
     pub payer_user_id: Option<String>,
+    /// `organization` or `user`: the payer's type.
+    #[serde(default)]
+    pub payer_type: Option<String>,
     pub plan_id: Option<String>,
+    /// `plans/{plan_id}`.
+    #[serde(default)]
+    pub plan: Option<String>,
     pub plan_slug: Option<String>,
     pub status: Option<String>,
     pub is_free_trial: bool,
@@ -111,6 +121,15 @@ struct Payer {
 }
 
 impl Payer {
+    /// `organization` or `user`, when the payer is known.
+    fn payer_type(&self) -> Option<String> {
+        match (&self.organization_id, &self.user_id) {
+            (Some(_), _) => Some("organization".into()),
+            (None, Some(_)) => Some("user".into()),
+            (None, None) => None,
+        }
+    }
+
     fn of(data: &Value) -> Payer {
         let Some(payer) = data.get("payer").filter(|p| p.is_object()) else {
             return Payer::default();
@@ -135,6 +154,7 @@ impl SubscriptionItemRecord {
     pub fn from_clerk(data: Value) -> Result<SubscriptionItemRecord, RecordError> {
         let id = records::required_id(&data, "the subscription item")?;
         let payer = Payer::of(&data);
+        let payer_type = payer.payer_type();
         let plan = data.get("plan").filter(|p| p.is_object());
         let plan_id = id_at(&data, "plan_id").or_else(|| plan.and_then(|p| id_at(p, "id")));
         Ok(SubscriptionItemRecord {
@@ -143,6 +163,8 @@ impl SubscriptionItemRecord {
             payer: payer.name,
             payer_organization_id: payer.organization_id,
             payer_user_id: payer.user_id,
+            payer_type,
+            plan: plan_id.as_ref().map(|p| format!("plans/{p}")),
             plan_id,
             plan_slug: plan.and_then(|p| text(p, "slug")),
             status: text(&data, "status"),
@@ -165,6 +187,8 @@ impl Kind for SubscriptionItemRecord {
     const FIELDS: &'static [Field] = &[
         Field::text("id"),
         Field::text("payer"),
+        Field::text("payer_type"),
+        Field::text("plan"),
         Field::text("plan_slug"),
         Field::text("status"),
         Field::boolean("is_free_trial"),
@@ -175,7 +199,7 @@ impl Kind for SubscriptionItemRecord {
         Field::time("update_time").column("updated_at"),
     ];
     const COLUMNS: &'static str = "id text, subscription_id text, payer text, payer_organization_id text, \
-         payer_user_id text, plan_id text, plan_slug text, status text, is_free_trial boolean, \
+         payer_user_id text, payer_type text, plan_id text, plan text, plan_slug text, status text, is_free_trial boolean, \
          period_start timestamptz, period_end timestamptz, interval text, seats bigint, created_at timestamptz, \
          updated_at timestamptz, deleted_at timestamptz, data jsonb";
     const UPSERTED_BY: &'static [&'static str] = &[
@@ -218,6 +242,30 @@ impl Kind for SubscriptionItemRecord {
             .collect()
     }
     const ADDED_LATER: bool = true;
+    /// Asks for the plans listed again when an item names one the mirror does not hold (on
+    /// [`WANTED_CHANNEL`], one notification per plan, delivered when the batch commits).
+    fn after_write<'a>(
+        tx: &'a mut PgConnection,
+        written: &'a [&'a Self],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        let mut plans: Vec<String> = written.iter().filter_map(|i| i.plan_id.clone()).collect();
+        plans.sort();
+        plans.dedup();
+        async move {
+            if plans.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(
+                "SELECT pg_notify($2, p) FROM unnest($1::text[]) AS p
+                  WHERE NOT EXISTS (SELECT 1 FROM plans WHERE id = p)",
+            )
+            .bind(plans)
+            .bind(WANTED_CHANNEL)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
+        }
+    }
 
     paid_and_never_deleted!();
     fn into_any(self) -> AnyRecord {
@@ -234,7 +282,7 @@ impl Kind for SubscriptionItemRecord {
                 .map(|s| format!("subscriptions/{s}"))
                 .unwrap_or_default(),
             payer: self.payer.clone().unwrap_or_default(),
-            plan: self.plan_id.as_ref().map(|p| format!("plans/{p}")).unwrap_or_default(),
+            plan: self.plan.clone().unwrap_or_default(),
             plan_slug: self.plan_slug.clone().unwrap_or_default(),
             status: self.status.clone().unwrap_or_default(),
             is_free_trial: self.is_free_trial,

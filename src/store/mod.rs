@@ -11,6 +11,7 @@ pub mod domains;
 pub mod fields;
 pub mod invitations;
 pub mod kind;
+pub mod plans;
 pub mod read;
 pub mod records;
 pub mod roles;
@@ -31,6 +32,7 @@ kind::declare_kinds! {$
     Invitation(crate::store::invitations::InvitationRecord) = "invitation",
     SubscriptionItem(crate::store::billing::SubscriptionItemRecord) = "subscription_item",
     Subscription(crate::store::billing::SubscriptionRecord) = "subscription",
+    Plan(crate::store::plans::PlanRecord) = "plan",
     #[cfg(test)]
     Widget(crate::store::test_kind::WidgetRecord) = "widget",
 }
@@ -39,4 +41,5 @@ pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Vers
 pub use billing::{SubscriptionItemRecord, SubscriptionRecord};
 pub use domains::DomainRecord;
 pub use invitations::InvitationRecord;
+pub use plans::PlanRecord;
 pub use roles::{PermissionRecord, RoleRecord};

@@ -26,9 +26,11 @@ pub(crate) struct Fake {
     roles: Vec<Value>,
     domains: Vec<Value>,
     invitations: Vec<Value>,
+    /// Clerk Billing's plans (`GET /billing/plans`, newest first).
+    pub(crate) plans: Vec<Value>,
     instance: String,
     /// Every request: when, and the path with its query.
-    log: Vec<(Instant, String)>,
+    pub(crate) log: Vec<(Instant, String)>,
     /// Answer 429 (Retry-After: 1) to every n-th request, 500 to every m-th.
     every_429: usize,
     every_500: usize,
@@ -86,6 +88,27 @@ async fn list(State(fake): State<Shared>, headers: HeaderMap, uri: axum::http::U
         json!({"data": page, "total_count": all.len()})
     };
     axum::Json(body).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PlanPage {
+    limit: usize,
+    offset: usize,
+}
+
+/// `GET /billing/plans`: `{data, total_count}`, paged by `limit` and `offset` (no `order_by`).
+async fn plans(State(fake): State<Shared>, uri: axum::http::Uri, Query(p): Query<PlanPage>) -> Response {
+    let mut f = fake.lock().unwrap();
+    f.log.push((Instant::now(), uri.to_string()));
+    assert!(p.limit <= 500);
+    let page: Vec<Value> = f.plans.iter().skip(p.offset).take(p.limit).cloned().collect();
+    axum::Json(json!({"data": page, "total_count": f.plans.len()})).into_response()
+}
+
+/// How many times the plans were listed (each listing: its pages).
+pub(crate) fn plan_listings(fake: &Shared) -> usize {
+    let f = fake.lock().unwrap();
+    f.log.iter().filter(|(_, p)| p.starts_with("/v1/billing/plans?") && p.contains("offset=0")).count()
 }
 
 async fn one(State(fake): State<Shared>, uri: axum::http::Uri) -> Response {
@@ -208,6 +231,7 @@ pub(crate) async fn fake_api(n: usize) -> (String, Shared) {
     let shared = Arc::new(Mutex::new(fake));
     let app = axum::Router::new()
         .route("/v1/instance", get(instance))
+        .route("/v1/billing/plans", get(plans))
         .route("/v1/organization_invitations", get(list))
         .route("/v1/organizations/{id}/invitations/{invitation}", get(one))
         .route("/v1/organization_domains", get(list))
@@ -604,6 +628,7 @@ async fn serve_with_a_secret_key_reads_the_roles_and_permissions_at_start_and_no
         rate: 1000,
         window: Duration::from_secs(1),
         every: None,
+        plans_every: clerk_mirror::backfill::plans::DEFAULT_EVERY,
     };
     let app = spawn_app_with(|c| c.reconcile = Some(reconcile)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -651,6 +676,7 @@ async fn serve_reconciles_periodically_on_the_lock_holder_and_exposes_the_report
         rate: 1000,
         window: Duration::from_secs(1),
         every: Some(Duration::from_millis(200)),
+        plans_every: clerk_mirror::backfill::plans::DEFAULT_EVERY,
     };
     let app = spawn_app_with(|c| {
         c.reconcile = Some(reconcile);

@@ -197,3 +197,124 @@ async fn a_subscription_is_watched_as_its_own_entity_type_in_its_payers_watch() 
     assert!(subscription.active_time.is_some() && subscription.cancel_time.is_none());
     app.stop().await;
 }
+
+/// A test app whose lock holder lists plans from `url` every `every`.
+async fn app_listing_plans(url: &str, every: std::time::Duration) -> TestApp {
+    let reconcile = clerk_mirror::config::ReconcileConfig {
+        api_url: url.to_string(),
+        secret_key: clerk_mirror::config::Redacted(crate::backfill::KEY.to_string()),
+        rate: 1000,
+        window: std::time::Duration::from_secs(1),
+        every: None,
+        plans_every: every,
+    };
+    spawn_app_with(|c| c.reconcile = Some(reconcile)).await
+}
+
+/// Waits (polling, at most 30 s) until the stored plan `id` has `features`.
+async fn wait_for_plan_features(app: &TestApp, id: &str, features: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stored: Option<Vec<String>> = sqlx::query_scalar("SELECT features FROM plans WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+        if stored.as_deref().is_some_and(|s| s == features) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} has {stored:?}, not {features:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn plans_are_listed_at_start_and_a_feature_edited_in_clerk_is_seen_after_the_next_poll() {
+    let (url, fake) = crate::backfill::fake_api(4).await;
+    fake.lock().unwrap().plans = vec![
+        plan("cplan_team", "team", "org", &["sso", "audit_log"], false, 4900),
+        plan("cplan_free_org", "free_org", "org", &[], true, 0),
+    ];
+    let app = app_listing_plans(&url, std::time::Duration::from_millis(300)).await;
+    let mut w = WatchServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut stream = w
+        .watch_changes(pb::WatchChangesRequest {
+            organization_id: "org_any".into(),
+            entity_types: vec![pb::EntityType::Plan as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for_plan_features(&app, "cplan_team", &["sso", "audit_log"]).await;
+    wait_for_plan_features(&app, "cplan_free_org", &[]).await;
+    let row: (String, bool, Option<i64>, Option<i64>, String) = sqlx::query_as(
+        "SELECT payer_type, is_default, fee_amount, annual_fee_amount, currency FROM plans WHERE id = 'cplan_team'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(row, ("organization".into(), false, Some(4900), Some(49000), "USD".into()));
+    let sources: Vec<(String, String)> =
+        sqlx::query_as("SELECT DISTINCT source, event_type FROM inbox").fetch_all(&app.pool).await.unwrap();
+    assert!(sources.contains(&("api".to_string(), "clerkmirror.plan.listed".to_string())), "{sources:?}");
+    // An organization's watch carries plans (they decide what every organization gets).
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let c = next_change(&mut stream).await;
+        let Some(pb::change::Entity::Plan(p)) = c.entity else { panic!("a plan: {c:?}") };
+        seen.push(p.name);
+    }
+    seen.sort();
+    assert_eq!(seen, ["plans/cplan_free_org", "plans/cplan_team"]);
+    // Polls that find nothing new enqueue nothing; an edited feature list is one change.
+    let listings = crate::backfill::plan_listings(&fake);
+    while crate::backfill::plan_listings(&fake) < listings + 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE source = 'api'").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(rows, 2, "unchanged plans are not enqueued again");
+    fake.lock().unwrap().plans[0]["features"][1]["slug"] = "audit_log_export".into();
+    wait_for_plan_features(&app, "cplan_team", &["sso", "audit_log_export"]).await;
+    let c = next_change(&mut stream).await;
+    assert_eq!(c.operation(), pb::Operation::Updated);
+    let (Some(pb::change::Entity::Plan(now)), Some(pb::change::Previous::PreviousPlan(before))) = (c.entity, c.previous) else {
+        panic!("a plan's update")
+    };
+    assert_eq!((now.features, before.features), (vec!["sso".to_string(), "audit_log_export".into()], vec!["sso".to_string(), "audit_log".into()]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn items_naming_a_plan_the_mirror_does_not_know_trigger_one_coalesced_listing() {
+    let (url, fake) = crate::backfill::fake_api(4).await;
+    fake.lock().unwrap().plans = vec![plan("cplan_free_org", "free_org", "org", &[], true, 0)];
+    // Listed at start, then not again for an hour unless asked.
+    let app = app_listing_plans(&url, std::time::Duration::from_secs(3600)).await;
+    wait_for_plan_features(&app, "cplan_free_org", &[]).await;
+    assert_eq!(crate::backfill::plan_listings(&fake), 1);
+    // The plan appears in Clerk; a burst of items naming it (cplan_pro) arrives.
+    fake.lock().unwrap().plans.insert(0, plan("cplan_pro", "pro", "org", &["sso"], false, 2000));
+    let burst: Vec<String> = (0..30)
+        .map(|i| subscription_item_event("active", &format!("csub_item_{i}"), "active", &format!("org_{i}"), "", T))
+        .collect();
+    app.send_all_and_apply(&burst).await;
+    wait_for_plan_features(&app, "cplan_pro", &["sso"]).await;
+    // One more item naming a plan Clerk does not list: one more listing, after which the
+    // burst's asks have all been answered.
+    let mut gone = subscription_item("csub_item_gone", "active", "org_g", "", T);
+    gone["plan_id"] = "cplan_gone".into();
+    gone["plan"]["id"] = "cplan_gone".into();
+    app.send_all_and_apply(&[envelope("subscriptionItem.active", T, gone.clone())]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while crate::backfill::plan_listings(&fake) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no listing for cplan_gone");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Asked again before the next periodic listing, cplan_gone (still not listed) asks nothing.
+    gone["id"] = "csub_item_gone_2".into();
+    app.send_all_and_apply(&[envelope("subscriptionItem.active", T, gone)]).await;
+    let burst_and_gone = crate::backfill::plan_listings(&fake);
+    assert_eq!(burst_and_gone, 3, "one listing at start, one for the burst of 30, one for cplan_gone");
+    app.stop().await;
+}

@@ -225,6 +225,21 @@ pub fn subscription_item(id: &str, status: &str, org_id: &str, user_id: &str, up
     })
 }
 
+/// A plan as the Backend API lists it (`GET /billing/plans`): for `payer_type` (`org` or `user`),
+/// with `features` (slugs), costing `fee` cents a month.
+pub fn plan(id: &str, slug: &str, payer_type: &str, features: &[&str], is_default: bool, fee: i64) -> Value {
+    let money = |amount: i64| json!({"amount": amount, "amount_formatted": format!("{}.{:02}", amount / 100, amount % 100),
+                                     "currency": "USD", "currency_symbol": "$"});
+    json!({
+        "object": "commerce_plan", "id": id, "name": slug.to_uppercase(), "slug": slug, "description": null,
+        "product_id": "cprod_1", "is_default": is_default, "is_recurring": true, "publicly_visible": true,
+        "has_base_fee": fee > 0, "for_payer_type": payer_type, "avatar_url": null, "free_trial_enabled": false,
+        "free_trial_days": null, "fee": money(fee), "annual_fee": money(fee * 10), "annual_monthly_fee": money(fee * 10 / 12),
+        "features": features.iter().enumerate().map(|(i, f)| json!({"object": "feature", "id": format!("feat_{i}_{f}"),
+            "name": f, "description": null, "slug": f, "avatar_url": null})).collect::<Vec<_>>(),
+    })
+}
+
 /// `subscription.<kind>` of the subscription `id` paid by `org_id`, carrying `items` (each
 /// `(id, status, updated_ms)`) as Clerk does: with null `payer` and `subscription_id`.
 pub fn subscription_event(kind: &str, id: &str, org_id: &str, items: &[(&str, &str, i64)], event_ms: i64) -> String {

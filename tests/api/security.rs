@@ -565,6 +565,7 @@ fn configured_secrets_never_show_in_debug_output() {
         rate: 20,
         window: std::time::Duration::from_secs(10),
         every: Some(std::time::Duration::from_secs(3600)),
+        plans_every: clerk_mirror::backfill::plans::DEFAULT_EVERY,
     });
     let debug = format!("{config:?}");
     for secret in [
