@@ -84,6 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/clerkmirror/v1/directory.proto",
         "proto/clerkmirror/v1/watch.proto",
         "proto/clerkmirror/v1/admin.proto",
+        "proto/clerkmirror/v1/billing.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     // compile_fds() does not write the descriptor set: reflection needs it, so write it here.

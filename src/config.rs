@@ -69,9 +69,13 @@ pub struct Config {
     /// How often the hub reads the log when no notification came.
     pub hub_poll: Duration,
     /// Whether organization Billing gates custom permissions on this instance (Clerk then allows
-    /// `org:<feature>:<permission>` only if the organization's plan includes the feature). Until
-    /// the mirror holds plans, such checks are answered by the membership's snapshot.
+    /// `org:<feature>:<permission>` only if the organization's plan includes the feature, and so
+    /// does the mirror). Until the mirror holds plans, such checks are answered by the
+    /// membership's snapshot.
     pub billing_gates_permissions: bool,
+    /// Who is entitled to what (README, "Who is entitled"): whether a `past_due` subscription
+    /// item still entitles.
+    pub entitlements: crate::store::entitlement::Policy,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
     pub applier: Option<ApplierConfig>,
 }
@@ -117,6 +121,7 @@ impl Config {
             consistency_wait: Duration::from_secs(5),
             hub_poll: Duration::from_secs(1),
             billing_gates_permissions: false,
+            entitlements: crate::store::entitlement::Policy::default(),
             applier: Some(ApplierConfig::default()),
         }
     }

@@ -332,6 +332,7 @@ impl Server {
             cache.clone(),
             self.config.consistency_wait,
             self.config.billing_gates_permissions,
+            self.config.entitlements,
         );
         let watcher = grpc::watch::Watcher::new(
             self.read_pool.clone(),
@@ -343,7 +344,8 @@ impl Server {
             self.metrics.clone(),
         );
         let admin_service = grpc::admin::Admin::new(self.read_pool.clone());
-        let (routes, health) = grpc::routes(directory, watcher, admin_service, self.config.max_message_bytes)
+        let billing = grpc::billing::Billing::new(directory.clone(), self.config.entitlements);
+        let (routes, health) = grpc::routes(directory, billing, watcher, admin_service, self.config.max_message_bytes)
             .await
             .context("cannot build the gRPC services")?;
         grpc::check_health(&health, &readiness, None).await;

@@ -18,6 +18,7 @@ use prost::Message;
 
 use std::sync::Arc;
 
+use super::billing::Billing;
 use crate::pb;
 use crate::store::changes::ChangeRow;
 use crate::store::convert;
@@ -74,9 +75,28 @@ impl Cached for PermissionRecord {
 
 impl Cached for crate::store::DomainRecord {}
 impl Cached for crate::store::InvitationRecord {}
-impl Cached for crate::store::SubscriptionItemRecord {}
-impl Cached for crate::store::SubscriptionRecord {}
-impl Cached for crate::store::PlanRecord {}
+/// Clerk Billing's kinds are held by id (within the budget) for gets, and what entitlement
+/// checks and GetSubscription need is held whatever the budget: see [`Index::billing`].
+impl Cached for crate::store::SubscriptionItemRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.billing.put_item(record);
+        index.put_by_id(record, update_cursor);
+    }
+}
+
+impl Cached for crate::store::SubscriptionRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.billing.put_subscription(record);
+        index.put_by_id(record, update_cursor);
+    }
+}
+
+impl Cached for crate::store::PlanRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.billing.put_plan(record);
+        index.put_by_id(record, update_cursor);
+    }
+}
 
 #[cfg(test)]
 impl Cached for crate::store::test_kind::WidgetRecord {}
@@ -462,6 +482,8 @@ pub struct Index {
     by_id: HashMap<EntityType, HashMap<String, (Arc<dyn Any + Send + Sync>, usize)>>,
     /// Every role and permission, outside the budget.
     access: Access,
+    /// What entitlement checks need of Clerk Billing, outside the budget.
+    billing: Billing,
 }
 
 fn updated(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<(i64, u32)> {
@@ -483,7 +505,14 @@ impl Index {
             by_pair: Keys::default(),
             by_id: HashMap::new(),
             access: Access::default(),
+            billing: Billing::default(),
         }
+    }
+
+    /// Clerk Billing's items, plans and subscriptions (always all of them: they are held outside
+    /// the budget).
+    pub fn billing(&self) -> &Billing {
+        &self.billing
     }
 
     /// Every role and permission (always all of them: they are held outside the budget).

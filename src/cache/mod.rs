@@ -3,6 +3,7 @@
 //! `follow`). Reads ask it first; until it is loaded (and for what it does not hold) they read
 //! PostgreSQL. Readers wait on its cursor for `at_least_as_fresh`.
 
+pub mod billing;
 pub mod follow;
 pub mod index;
 pub mod read_index;

@@ -128,10 +128,15 @@ pub(super) struct ServeArgs {
     pub(super) read_cache_bytes: usize,
     /// Organization Billing is on for this instance, so Clerk allows a custom permission
     /// (`org:<feature>:<permission>`) only if the organization's plan includes the feature: such
-    /// checks are then answered by the membership's snapshot (CHECK_SOURCE_MEMBERSHIP_SNAPSHOT)
-    /// until the mirror holds plans.
+    /// checks then also need the feature in the organization's plan (CHECK_SOURCE_PLAN), or,
+    /// until the mirror holds plans (listed with --secret-key), are answered by the membership's
+    /// snapshot (CHECK_SOURCE_MEMBERSHIP_SNAPSHOT).
     #[arg(long, env = "CLERK_MIRROR_BILLING_GATES_PERMISSIONS")]
     pub(super) billing_gates_permissions: bool,
+    /// Whether a Clerk Billing item that is `past_due` (Clerk is retrying the payment) still
+    /// entitles its payer to its plan's features (README, "Who is entitled").
+    #[arg(long, env = "CLERK_MIRROR_BILLING_PAST_DUE_ENTITLES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(super) billing_past_due_entitles: bool,
     /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
     #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value_t = ApplierConfig::default().retention.changes.into())]
     pub(super) change_retention: HumanDuration,
@@ -176,6 +181,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body_bytes = args.max_body_bytes;
     config.read_cache_bytes = args.read_cache_bytes;
     config.billing_gates_permissions = args.billing_gates_permissions;
+    config.entitlements.past_due_entitles = args.billing_past_due_entitles;
     config.http_limits.max_headers = args.max_header_count;
     config.http_limits.max_header_bytes = args.max_header_bytes;
     if let Some(key) = &args.secret_key {

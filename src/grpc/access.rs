@@ -9,7 +9,8 @@ use super::directory::{Directory, ListPage, Route, deadline};
 use super::error::ApiError;
 use super::{names, traced};
 use crate::pb;
-use crate::store::access::{self, Standing};
+use crate::store::access::{self, Gate, Standing};
+use crate::store::entitlement;
 use crate::store::read;
 use crate::store::{PermissionRecord, RoleRecord};
 
@@ -49,18 +50,29 @@ impl Directory {
     /// Answers `checks` at one snapshot: from memory when the route allows and the cache holds
     /// every standing, else one PostgreSQL statement. Returns the verdicts and the cursor.
     async fn decide(&self, route: Route, checks: &[Check<'_>]) -> Result<(Vec<access::Verdict>, String), ApiError> {
+        let now = chrono::Utc::now();
+        let gates = self.billing_gates;
         let from_memory = match route {
             Route::Memory => self
                 .cache
                 .read(|i| {
-                    let standings: Option<Vec<Standing>> =
-                        checks.iter().map(|(o, u, p)| i.standing(o, u, p)).collect();
-                    standings.map(|s| (s, i.cursor()))
+                    let billing = i.billing();
+                    let held = gates && billing.holds_plans_for("organization");
+                    let decided: Option<Vec<(Standing, Gate)>> = checks
+                        .iter()
+                        .map(|(o, u, p)| {
+                            let gate = access::gate(gates, held, p, |f| {
+                                billing.decide(&format!("organizations/{o}"), f, now, self.entitlements).entitled
+                            });
+                            Some((i.standing(o, u, p)?, gate))
+                        })
+                        .collect();
+                    decided.map(|d| (d, i.cursor()))
                 })
                 .flatten(),
             Route::Postgres { .. } => None,
         };
-        let (standings, head) = match from_memory {
+        let (decided, head) = match from_memory {
             Some(found) => {
                 self.cache.count("hit");
                 found
@@ -69,17 +81,55 @@ impl Directory {
                 if route == Route::Memory {
                     self.cache.count("fallback");
                 }
-                let (standings, head) = read::standings(&self.pool, checks).await?;
-                self.fresh(route, head)?;
-                (standings, head)
+                let found = if gates {
+                    self.standings_and_plans(checks, now).await?
+                } else {
+                    let mut conn = self.pool.acquire().await?;
+                    let (standings, head) = read::standings(&mut conn, checks).await?;
+                    (standings.into_iter().map(|s| (s, Gate::Off)).collect(), head)
+                };
+                self.fresh(route, found.1)?;
+                found
             }
         };
-        let verdicts = standings
+        let verdicts = decided
             .iter()
             .zip(checks)
-            .map(|(s, (_, _, p))| access::check(s, p, self.billing_gates))
+            .map(|((s, gate), (_, _, p))| access::check(s, p, *gate))
             .collect();
         Ok((verdicts, self.cursor(head)))
+    }
+
+    /// The standings of `checks` and how Billing gates each, read from PostgreSQL at one snapshot
+    /// (a read-only repeatable-read transaction).
+    async fn standings_and_plans(
+        &self,
+        checks: &[Check<'_>],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Vec<(Standing, Gate)>, i64), ApiError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let (standings, head) = read::standings(&mut *tx, checks).await?;
+        let payers: Vec<String> = checks.iter().map(|(o, _, _)| format!("organizations/{o}")).collect();
+        let payer_refs: Vec<&str> = payers.iter().map(String::as_str).collect();
+        let (items, plans, _) = read::entitlement_facts(&mut *tx, &payer_refs).await?;
+        tx.rollback().await?;
+        let held = plans.iter().any(|p| !p.deleted && p.payer_type.as_deref() == Some("organization"));
+        let default = entitlement::default_plan(&plans, "organization");
+        let decided = standings
+            .into_iter()
+            .zip(checks.iter().zip(&items))
+            .map(|(s, ((_, _, p), items))| {
+                let gate = access::gate(true, held, p, |f| {
+                    entitlement::decide(items, |id| plans.iter().find(|x| x.id == id), default, f, now, self.entitlements)
+                        .entitled
+                });
+                (s, gate)
+            })
+            .collect();
+        Ok((decided, head))
     }
 
     pub(super) async fn get_role_rpc(

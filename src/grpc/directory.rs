@@ -38,6 +38,8 @@ pub struct Directory {
     max_wait: Duration,
     /// Whether organization Billing gates custom permissions (see `Config`).
     pub(super) billing_gates: bool,
+    /// Who is entitled to what (the gated permissions' features).
+    pub(super) entitlements: crate::store::entitlement::Policy,
 }
 
 /// Longest a `fully_consistent` read waits for the cache to reach the log's head before reading
@@ -80,6 +82,7 @@ impl Directory {
         cache: ReadCache,
         max_wait: Duration,
         billing_gates: bool,
+        entitlements: crate::store::entitlement::Policy,
     ) -> Self {
         Directory {
             read_index: ReadIndex::new(pool.clone()),
@@ -89,6 +92,7 @@ impl Directory {
             cache,
             max_wait,
             billing_gates,
+            entitlements,
         }
     }
 
@@ -262,6 +266,11 @@ impl Directory {
                 None
             }
         }
+    }
+
+    /// The change log's id (what cursors name).
+    pub(super) fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     pub(super) fn cursor(&self, head: i64) -> String {

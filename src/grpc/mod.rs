@@ -1,10 +1,11 @@
-//! The gRPC server: `DirectoryService`, the standard health service and server reflection (v1
+//! The gRPC server: `DirectoryService`, `BillingService`, `WatchService`, `AdminService`, the standard health service and server reflection (v1
 //! and v1alpha, with every transitive import and the `google.rpc` error details), so grpcurl,
 //! `buf curl` and Kubernetes probes work out of the box, errors' details included.
 
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod billing;
 pub mod cursor;
 pub mod directory;
 pub mod error;
@@ -28,6 +29,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::pb;
 use crate::pb::admin_service_server::AdminServiceServer;
+use crate::pb::billing_service_server::BillingServiceServer;
 use crate::pb::served::directory_service_server::DirectoryServiceServer;
 use crate::pb::served::watch_service_server::WatchServiceServer;
 
@@ -46,6 +48,7 @@ pub(crate) async fn traced<T>(
 /// Builds the gRPC routes; the returned reporter sets the health status.
 pub async fn routes(
     directory: directory::Directory,
+    billing: billing::Billing,
     watcher: watch::Watcher,
     admin: admin::Admin,
     max_message_bytes: usize,
@@ -61,6 +64,7 @@ pub async fn routes(
     };
     let routes = Routes::new(health)
         .add_service(DirectoryServiceServer::new(directory).max_decoding_message_size(max_message_bytes))
+        .add_service(BillingServiceServer::new(billing).max_decoding_message_size(max_message_bytes))
         .add_service(WatchServiceServer::new(watcher).max_decoding_message_size(max_message_bytes))
         .add_service(AdminServiceServer::new(admin).max_decoding_message_size(max_message_bytes))
         .add_service(reflection().build_v1()?)

@@ -1,6 +1,6 @@
 //! Resource names (AIP-122): `users/{id}`, `organizations/{id}`,
 //! `organizations/{organization_id}/memberships/{id}`, `organizations/{organization_id}/invitations/{id}`,
-//! `roles/{id}`; Clerk ids verbatim.
+//! `roles/{id}`, `plans/{id}`; Clerk ids verbatim.
 
 use super::error::ApiError;
 
@@ -46,6 +46,30 @@ pub fn organization_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiErr
             field,
             "INVALID_NAME",
             format!("expected `organizations/{{id}}`, got `{}`", truncate(name)),
+        )),
+    }
+}
+
+/// A payer: `organizations/{id}` or `users/{id}`, checked and returned as given.
+pub fn payer<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
+    match (name.strip_prefix("organizations/"), name.strip_prefix("users/")) {
+        (Some(rest), _) | (_, Some(rest)) => id(field, name, rest).map(|_| name),
+        _ => Err(ApiError::invalid(
+            field,
+            "INVALID_NAME",
+            format!("expected `organizations/{{id}}` or `users/{{id}}`, got `{}`", truncate(name)),
+        )),
+    }
+}
+
+/// The id in `plans/{id}`.
+pub fn plan_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
+    match name.strip_prefix("plans/") {
+        Some(rest) => id(field, name, rest),
+        None => Err(ApiError::invalid(
+            field,
+            "INVALID_NAME",
+            format!("expected `plans/{{id}}`, got `{}`", truncate(name)),
         )),
     }
 }

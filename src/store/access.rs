@@ -71,6 +71,29 @@ pub fn is_system(permission: &str) -> bool {
     permission.starts_with("org:sys_")
 }
 
+/// The feature a custom permission `org:<feature>:<permission>` belongs to (Clerk's custom
+/// permissions are so named); `None` for a system permission or a key of another shape.
+pub fn feature_of(permission: &str) -> Option<&str> {
+    if is_system(permission) {
+        return None;
+    }
+    let (feature, rest) = permission.strip_prefix("org:")?.split_once(':')?;
+    (!feature.is_empty() && !rest.is_empty()).then_some(feature)
+}
+
+/// How Billing bears on one permission check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// It does not: Billing does not gate permissions here, or the key is a system one.
+    Off,
+    /// Billing gates the key, but the mirror holds no organization plans: Clerk's snapshot sent
+    /// with the membership answers.
+    Snapshot,
+    /// Billing gates the key: allowed only if the organization's plan includes its feature
+    /// (whether it does).
+    Plan(bool),
+}
+
 /// Where a membership's permissions come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -327,12 +350,26 @@ pub struct Verdict {
     pub source: pb::CheckSource,
 }
 
+/// How Billing bears on a check of `permission`: `billing_gates` says whether organization
+/// Billing gates custom permissions on this instance, `plans_held` whether the mirror holds any
+/// organization plan, and `entitled` whether the organization is entitled to a feature.
+pub fn gate(billing_gates: bool, plans_held: bool, permission: &str, entitled: impl FnOnce(&str) -> bool) -> Gate {
+    if !billing_gates || is_system(permission) {
+        return Gate::Off;
+    }
+    match feature_of(permission) {
+        Some(feature) if plans_held => Gate::Plan(entitled(feature)),
+        _ => Gate::Snapshot,
+    }
+}
+
 /// Decides a check of `permission`: allowed iff the user and the organization are live, the
 /// user has a live membership there, and its effective permissions contain it (a role deleted
-/// while held denies, always). With `billing_gates` (organization Billing on), a custom
-/// permission is answered by the membership's snapshot, since Clerk allows it only if the plan
-/// includes the feature and the mirror does not hold plans yet.
-pub fn check(standing: &Standing, permission: &str, billing_gates: bool) -> Verdict {
+/// while held denies, always). Where organization Billing gates the key (`gate`), a custom
+/// permission `org:<feature>:…` also needs the feature in the organization's plan
+/// (`CHECK_SOURCE_PLAN`), or, while the mirror holds no plans, is answered by the membership's
+/// snapshot (Clerk's own answer when it sent it).
+pub fn check(standing: &Standing, permission: &str, gate: Gate) -> Verdict {
     let member = match &standing.member {
         Some(m) if standing.user_live && standing.organization_live => m,
         _ => {
@@ -346,9 +383,14 @@ pub fn check(standing: &Standing, permission: &str, billing_gates: bool) -> Verd
     let (allowed, source) = match member.source {
         // Fail closed, Billing or not: the role is gone.
         Source::DeletedRole => (false, pb::CheckSource::Role),
-        _ if billing_gates && !is_system(permission) => (member.snapshot_has, pb::CheckSource::MembershipSnapshot),
+        _ if gate == Gate::Snapshot && !is_system(permission) => (member.snapshot_has, pb::CheckSource::MembershipSnapshot),
         Source::Role => (member.has, pb::CheckSource::Role),
         Source::Snapshot => (member.snapshot_has, pb::CheckSource::MembershipSnapshot),
+    };
+    // The role grants it; the plan has the last word.
+    let (allowed, source) = match gate {
+        Gate::Plan(entitled) if allowed => (entitled, pb::CheckSource::Plan),
+        _ => (allowed, source),
     };
     Verdict {
         allowed,
@@ -437,32 +479,43 @@ mod tests {
                 snapshot_has,
             }),
         };
-        let v = |s: &Standing, p: &str, gates: bool| {
-            let v = check(s, p, gates);
+        let v = |s: &Standing, p: &str, gate: Gate| {
+            let v = check(s, p, gate);
             (v.allowed, v.source)
         };
         use pb::CheckSource as C;
-        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", false), (true, C::Role));
-        assert_eq!(v(&member(false, Source::Role, true), "org:a:b", false), (false, C::Role));
-        assert_eq!(v(&member(false, Source::Snapshot, true), "org:a:b", false), (true, C::MembershipSnapshot));
-        // Billing gates custom permissions, never system ones, and never revives a deleted role.
-        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", true), (false, C::MembershipSnapshot));
-        assert_eq!(v(&member(true, Source::Role, false), "org:sys_profile:manage", true), (true, C::Role));
-        assert_eq!(v(&member(false, Source::DeletedRole, true), "org:a:b", true), (false, C::Role));
-        assert_eq!(v(&member(false, Source::DeletedRole, true), "org:a:b", false), (false, C::Role));
+        use Gate::{Off, Plan, Snapshot};
+        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", Off), (true, C::Role));
+        assert_eq!(v(&member(false, Source::Role, true), "org:a:b", Off), (false, C::Role));
+        assert_eq!(v(&member(false, Source::Snapshot, true), "org:a:b", Off), (true, C::MembershipSnapshot));
+        // Billing gates custom permissions, never system ones, and never revives a deleted role:
+        // without plans, by the snapshot; with plans, by the role and then the plan.
+        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", Snapshot), (false, C::MembershipSnapshot));
+        assert_eq!(v(&member(true, Source::Role, false), "org:sys_profile:manage", Snapshot), (true, C::Role));
+        assert_eq!(v(&member(false, Source::DeletedRole, true), "org:a:b", Snapshot), (false, C::Role));
+        assert_eq!(v(&member(false, Source::DeletedRole, true), "org:a:b", Off), (false, C::Role));
+        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", Plan(true)), (true, C::Plan));
+        assert_eq!(v(&member(true, Source::Role, false), "org:a:b", Plan(false)), (false, C::Plan));
+        assert_eq!(v(&member(false, Source::Role, true), "org:a:b", Plan(true)), (false, C::Role));
+        assert_eq!(v(&member(false, Source::Snapshot, true), "org:a:b", Plan(false)), (false, C::Plan));
+        assert_eq!(v(&member(false, Source::DeletedRole, true), "org:a:b", Plan(true)), (false, C::Role));
+        assert_eq!(
+            (feature_of("org:invoices:manage"), feature_of("org:sys_memberships:read"), feature_of("org:x"), feature_of("org::y")),
+            (Some("invoices"), None, None, None)
+        );
         for (user_live, organization_live) in [(false, true), (true, false)] {
             let s = Standing {
                 user_live,
                 organization_live,
                 ..member(true, Source::Role, true)
             };
-            let verdict = check(&s, "org:a:b", false);
+            let verdict = check(&s, "org:a:b", Gate::Off);
             assert_eq!((verdict.allowed, verdict.role.as_str(), verdict.source), (false, "", C::NoMembership));
         }
         let none = Standing {
             member: None,
             ..member(true, Source::Role, true)
         };
-        assert_eq!(v(&none, "org:a:b", false), (false, C::NoMembership));
+        assert_eq!(v(&none, "org:a:b", Gate::Plan(true)), (false, C::NoMembership));
     }
 }

@@ -87,7 +87,12 @@ pub struct SubscriptionItemRecord {
     #[serde(default)]
     pub plan: Option<String>,
     pub plan_slug: Option<String>,
+    /// The status: Clerk's, or `ended` where the mirror saw a canceled item's period end pass
+    /// while Clerk still said `canceled` (see [`PERIOD_ENDED`]).
     pub status: Option<String>,
+    /// The status as Clerk last said it.
+    #[serde(default)]
+    pub clerk_status: Option<String>,
     pub is_free_trial: bool,
     pub period_start: Option<DateTime<Utc>>,
     pub period_end: Option<DateTime<Utc>>,
@@ -150,7 +155,19 @@ impl Payer {
     }
 }
 
+/// The type of the rows the mirror enqueues when a canceled item's period has ended and Clerk
+/// still says `canceled` (source `clock`, `applier::expiry`): the item is then `ended`, once,
+/// until Clerk says otherwise.
+pub const PERIOD_ENDED: &str = "clerkmirror.subscriptionItem.periodEnded";
+
+const CANCELED: &str = "canceled";
+
 impl SubscriptionItemRecord {
+    /// Whether the mirror ended it (its period ended while Clerk still said canceled).
+    pub fn ended_by_mirror(&self) -> bool {
+        self.status.as_deref() == Some("ended") && self.clerk_status.as_deref() == Some(CANCELED)
+    }
+
     pub fn from_clerk(data: Value) -> Result<SubscriptionItemRecord, RecordError> {
         let id = records::required_id(&data, "the subscription item")?;
         let payer = Payer::of(&data);
@@ -168,6 +185,7 @@ impl SubscriptionItemRecord {
             plan_id,
             plan_slug: plan.and_then(|p| text(p, "slug")),
             status: text(&data, "status"),
+            clerk_status: text(&data, "status"),
             is_free_trial: data.get("is_free_trial").and_then(Value::as_bool).unwrap_or(false),
             period_start: time_at(&data, "period_start"),
             period_end: time_at(&data, "period_end"),
@@ -199,7 +217,7 @@ impl Kind for SubscriptionItemRecord {
         Field::time("update_time").column("updated_at"),
     ];
     const COLUMNS: &'static str = "id text, subscription_id text, payer text, payer_organization_id text, \
-         payer_user_id text, payer_type text, plan_id text, plan text, plan_slug text, status text, is_free_trial boolean, \
+         payer_user_id text, payer_type text, plan_id text, plan text, plan_slug text, status text, clerk_status text, is_free_trial boolean, \
          period_start timestamptz, period_end timestamptz, interval text, seats bigint, created_at timestamptz, \
          updated_at timestamptz, deleted_at timestamptz, data jsonb";
     const UPSERTED_BY: &'static [&'static str] = &[
@@ -219,6 +237,27 @@ impl Kind for SubscriptionItemRecord {
     const DELETED_BY: &'static [&'static str] = &[];
     /// A subscription's events carry its items.
     const CARRIED_BY: &'static [&'static str] = SUBSCRIPTION_EVENTS;
+    const DERIVED_BY: &'static [&'static str] = &[PERIOD_ENDED];
+    /// Clerk's canceled, under the mirror's end.
+    fn underived(&self) -> Option<Self> {
+        self.ended_by_mirror().then(|| SubscriptionItemRecord {
+            status: self.clerk_status.clone(),
+            ..self.clone()
+        })
+    }
+    /// Ended, from Clerk's canceled with the period end the row names.
+    fn derive(current: &Self, event_type: &str, data: &Value) -> Option<Self> {
+        let period_end = time_at(data, "period_end");
+        let holds = event_type == PERIOD_ENDED
+            && current.clerk_status.as_deref() == Some(CANCELED)
+            && current.status.as_deref() == Some(CANCELED)
+            && current.period_end.is_some()
+            && current.period_end == period_end;
+        holds.then(|| SubscriptionItemRecord {
+            status: Some("ended".into()),
+            ..current.clone()
+        })
+    }
     /// The items a subscription carries, each with the subscription's payer and id where its own
     /// are null (Clerk sends them null inside a subscription).
     fn carried(data: &Value) -> Vec<Value> {
@@ -285,6 +324,7 @@ impl Kind for SubscriptionItemRecord {
             plan: self.plan.clone().unwrap_or_default(),
             plan_slug: self.plan_slug.clone().unwrap_or_default(),
             status: self.status.clone().unwrap_or_default(),
+            ended_by_mirror: self.ended_by_mirror(),
             is_free_trial: self.is_free_trial,
             period_start: timestamp(self.period_start),
             period_end: timestamp(self.period_end),
@@ -424,6 +464,7 @@ impl Kind for SubscriptionRecord {
             update_time: timestamp(self.updated_at),
             update_cursor: Cursor::new(log_id, update_cursor).encode(),
             delete_time: timestamp(self.deleted_at),
+            items: Vec::new(),
         }
     }
     fn message_deleted(message: &pb::Subscription) -> bool {

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod changes;
 pub mod convert;
 pub mod domains;
+pub mod entitlement;
 pub mod fields;
 pub mod invitations;
 pub mod kind;

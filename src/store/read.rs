@@ -245,7 +245,10 @@ pub async fn role_by_key(conn: &mut PgConnection, key: &str) -> Result<Snapshot<
 
 /// What each check `(organization, user, permission)` needs, in order, at one snapshot (one
 /// statement), with the head of that snapshot.
-pub async fn standings(pool: &PgPool, checks: &[(&str, &str, &str)]) -> Result<(Vec<Standing>, i64), sqlx::Error> {
+pub async fn standings(
+    pool: &mut PgConnection,
+    checks: &[(&str, &str, &str)],
+) -> Result<(Vec<Standing>, i64), sqlx::Error> {
     let column = |i: usize| checks.iter().map(|c| [c.0, c.1, c.2][i].to_string()).collect::<Vec<_>>();
     let rows = sqlx::query(
         "SELECT h.head_seq AS head,
@@ -265,11 +268,11 @@ pub async fn standings(pool: &PgPool, checks: &[(&str, &str, &str)]) -> Result<(
     .bind(column(0))
     .bind(column(1))
     .bind(column(2))
-    .fetch_all(pool)
+    .fetch_all(&mut *pool)
     .await?;
     let head = match rows.first() {
         Some(row) => row.try_get("head")?,
-        None => head(pool).await?,
+        None => head(&mut *pool).await?,
     };
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -367,4 +370,110 @@ pub async fn list<T: for<'r> FromRow<'r, PgRow>>(pool: &PgPool, q: &ListQuery<'_
         items: items.into_iter().filter(Option::is_some).collect(),
         head,
     })
+}
+
+/// What entitlement checks of `payers` need, at one snapshot: each payer's items (in id order),
+/// every plan, and the head.
+pub async fn entitlement_facts<'e>(
+    pool: impl sqlx::PgExecutor<'e>,
+    payers: &[&str],
+) -> Result<(Vec<Vec<super::entitlement::ItemFacts>>, Vec<super::entitlement::PlanFacts>, i64), sqlx::Error> {
+    use super::entitlement::{ItemFacts, PlanFacts};
+    let row = sqlx::query(
+        "SELECT h.head_seq AS head,
+                coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'payer', i.payer, 'id', i.id, 'status', i.status, 'plan_id', i.plan_id,
+                            'period_end_us', (extract(epoch FROM i.period_end) * 1000000)::bigint,
+                            'deleted', i.deleted_at IS NOT NULL) ORDER BY i.id COLLATE \"C\")
+                            FROM subscription_items i WHERE i.payer = ANY($1)), '[]') AS items,
+                coalesce((SELECT jsonb_agg(jsonb_build_object(
+                            'id', p.id, 'payer_type', p.payer_type, 'features', p.features,
+                            'is_default', p.is_default, 'deleted', p.deleted_at IS NOT NULL))
+                            FROM plans p), '[]') AS plans
+           FROM log_head h",
+    )
+    .bind(payers)
+    .fetch_one(pool)
+    .await?;
+    let bad = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+    #[derive(serde::Deserialize)]
+    struct Item {
+        payer: Option<String>,
+        id: String,
+        status: Option<String>,
+        plan_id: Option<String>,
+        period_end_us: Option<i64>,
+        deleted: bool,
+    }
+    #[derive(serde::Deserialize)]
+    struct Plan {
+        id: String,
+        payer_type: Option<String>,
+        features: Vec<String>,
+        is_default: bool,
+        deleted: bool,
+    }
+    let items: Vec<Item> = serde_json::from_value(row.try_get("items")?).map_err(bad)?;
+    let plans: Vec<Plan> = serde_json::from_value(row.try_get("plans")?).map_err(bad)?;
+    let by_payer = payers
+        .iter()
+        .map(|payer| {
+            items
+                .iter()
+                .filter(|i| i.payer.as_deref() == Some(*payer))
+                .map(|i| ItemFacts {
+                    id: i.id.clone(),
+                    status: i.status.clone(),
+                    plan_id: i.plan_id.clone(),
+                    period_end: i.period_end_us.and_then(chrono::DateTime::from_timestamp_micros),
+                    deleted: i.deleted,
+                })
+                .collect()
+        })
+        .collect();
+    let plans = plans
+        .into_iter()
+        .map(|p| PlanFacts {
+            id: p.id,
+            payer_type: p.payer_type,
+            features: p.features,
+            is_default: p.is_default,
+            deleted: p.deleted,
+        })
+        .collect();
+    Ok((by_payer, plans, row.try_get("head")?))
+}
+
+/// The payer's subscription (its most recently updated live one) with its items in id order,
+/// if it has one, and the head, at one snapshot.
+pub async fn subscription_of(
+    pool: &PgPool,
+    payer: &str,
+) -> Result<(Option<(Stored<super::SubscriptionRecord>, Vec<Stored<super::SubscriptionItemRecord>>)>, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "WITH s AS (SELECT * FROM subscriptions WHERE payer = $1 AND deleted_at IS NULL
+                     ORDER BY updated_at DESC NULLS LAST, id COLLATE \"C\" DESC LIMIT 1)
+         SELECT h.head_seq AS head, to_jsonb(s.*) AS subscription,
+                (SELECT coalesce(jsonb_agg(to_jsonb(i.*) ORDER BY i.id COLLATE \"C\"), '[]')
+                   FROM subscription_items i WHERE i.subscription_id = s.id) AS items
+           FROM log_head h LEFT JOIN s ON true",
+    )
+    .bind(payer)
+    .fetch_one(pool)
+    .await?;
+    let head: i64 = row.try_get("head")?;
+    let Some(subscription) = row.try_get::<Option<serde_json::Value>, _>("subscription")? else {
+        return Ok((None, head));
+    };
+    fn stored<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<Stored<T>, sqlx::Error> {
+        let update_cursor = v.get("update_cursor").and_then(serde_json::Value::as_i64).unwrap_or_default();
+        let record = serde_json::from_value(v).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok(Stored { record, update_cursor })
+    }
+    let items: Vec<serde_json::Value> = match row.try_get::<Option<serde_json::Value>, _>("items")? {
+        Some(serde_json::Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let items = items.into_iter().map(stored).collect::<Result<_, _>>()?;
+    Ok((Some((stored(subscription)?, items)), head))
 }

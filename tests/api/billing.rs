@@ -318,3 +318,318 @@ async fn items_naming_a_plan_the_mirror_does_not_know_trigger_one_coalesced_list
     assert_eq!(burst_and_gone, 3, "one listing at start, one for the burst of 30, one for cplan_gone");
     app.stop().await;
 }
+
+/// `subscriptionItem.<kind>` of item `id` for `payer` (`organizations/…` or `users/…`) on `plan`,
+/// updated at `updated_ms`, its period ending at `period_end_ms` (none: null, as the default
+/// plan's items), in a free trial or not.
+pub(crate) fn item_on(kind: &str, id: &str, status: &str, payer: &str, plan: &str, updated_ms: i64, period_end_ms: Option<i64>, trial: bool) -> String {
+    let (org, user) = match payer.split_once('/') {
+        Some(("organizations", o)) => (o, ""),
+        Some((_, u)) => ("", u),
+        None => panic!("a payer: {payer}"),
+    };
+    let mut item = subscription_item(id, status, org, user, updated_ms);
+    item["plan_id"] = plan.into();
+    item["plan"]["id"] = plan.into();
+    item["period_end"] = period_end_ms.into();
+    item["is_free_trial"] = trial.into();
+    envelope(&format!("subscriptionItem.{kind}"), updated_ms, item)
+}
+
+/// The instance's plans: organizations get `basic` free, `sso` and `posts` with Pro, `audit`
+/// with Team; users get `notes` free.
+pub(crate) async fn store_plans(app: &TestApp) {
+    clerk_mirror::backfill::plans::enqueue_changed(
+        &app.pool,
+        vec![
+            plan("cplan_free_org", "free_org", "org", &["basic"], true, 0),
+            plan("cplan_pro", "pro", "org", &["basic", "sso", "posts"], false, 2500),
+            plan("cplan_team", "team", "org", &["basic", "sso", "audit"], false, 9900),
+            plan("cplan_free_user", "free_user", "user", &["notes"], true, 0),
+        ],
+    )
+    .await
+    .unwrap();
+    app.wait_until_applied().await;
+}
+
+/// `(entitled, subscription_item, plan, source)` of one check.
+type Answered = (bool, String, String, pb::EntitlementSource);
+
+async fn entitled(
+    c: &mut pb::billing_service_client::BillingServiceClient<tonic::transport::Channel>,
+    payer: &str,
+    feature: &str,
+) -> Answered {
+    let r = c
+        .check_entitlement(pb::CheckEntitlementRequest {
+            payer: payer.into(),
+            feature: feature.into(),
+            consistency: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let source = r.source();
+    (r.entitled, r.subscription_item, r.plan, source)
+}
+
+#[tokio::test]
+async fn check_entitlement_answers_each_step_of_a_billing_story_alike_from_memory_and_postgresql() {
+    let (cluster, name) = shared_database().await;
+    let app = spawn_app_on(cluster, &name, |_| {}).await;
+    // A replica of the same database without a read cache: PostgreSQL answers.
+    let postgres = spawn_app_on(cluster, &name, |c| c.read_cache_bytes = 0).await;
+    let mut m = pb::billing_service_client::BillingServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut p = pb::billing_service_client::BillingServiceClient::connect(format!("http://{}", postgres.grpc_addr)).await.unwrap();
+    store_plans(&app).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (day, org, user) = (86_400_000i64, "organizations/org_story", "users/user_story");
+    use pb::EntitlementSource::{DefaultPlan, SubscriptionItem as Item};
+    let yes = |item: &str, plan: &str| (true, format!("subscriptionItems/{item}"), format!("plans/{plan}"), Item);
+    let no_item = (false, String::new(), String::new(), Item);
+    let default = |entitled: bool, plan: &str| {
+        (entitled, String::new(), if entitled { format!("plans/{plan}") } else { String::new() }, DefaultPlan)
+    };
+    // Each step: the events, then (payer, feature, answer) checks.
+    let steps: Vec<(&str, Vec<String>, Vec<(&str, &str, Answered)>)> = vec![
+        ("no subscription: the default plan", vec![], vec![
+            (org, "basic", default(true, "cplan_free_org")),
+            (org, "sso", default(false, "")),
+            (user, "notes", default(true, "cplan_free_user")),
+            (user, "basic", default(false, "")),
+        ]),
+        ("a free trial of Pro", vec![item_on("active", "csub_item_pro", "active", org, "cplan_pro", T + 1, Some(now + 14 * day), true)], vec![
+            (org, "sso", yes("csub_item_pro", "cplan_pro")),
+            (org, "audit", no_item.clone()),
+        ]),
+        ("Pro, paid", vec![item_on("updated", "csub_item_pro", "active", org, "cplan_pro", T + 2, Some(now + 30 * day), false)], vec![
+            (org, "sso", yes("csub_item_pro", "cplan_pro")),
+        ]),
+        ("past due (entitles by default)", vec![item_on("pastDue", "csub_item_pro", "past_due", org, "cplan_pro", T + 3, Some(now + 30 * day), false)], vec![
+            (org, "sso", yes("csub_item_pro", "cplan_pro")),
+        ]),
+        ("upgraded mid-period: Pro canceled until its period end, Team active", vec![
+            item_on("canceled", "csub_item_pro", "canceled", org, "cplan_pro", T + 4, Some(now + 30 * day), false),
+            item_on("active", "csub_item_team", "active", org, "cplan_team", T + 4, Some(now + 60 * day), false),
+        ], vec![
+            (org, "sso", yes("csub_item_pro", "cplan_pro")),
+            (org, "audit", yes("csub_item_team", "cplan_team")),
+        ]),
+        ("Team canceled, its period over; Pro ended", vec![
+            item_on("canceled", "csub_item_team", "canceled", org, "cplan_team", T + 5, Some(now - day), false),
+            item_on("ended", "csub_item_pro", "ended", org, "cplan_pro", T + 5, Some(now - day), false),
+        ], vec![
+            (org, "audit", default(false, "")),
+            (org, "basic", default(true, "cplan_free_org")),
+        ]),
+        ("the default plan's item: ended, upcoming, then active again (a subscription carries it)", vec![
+            item_on("ended", "csub_item_free", "ended", org, "cplan_free_org", T + 6, None, false),
+            item_on("upcoming", "csub_item_free", "upcoming", org, "cplan_free_org", T + 7, None, false),
+        ], vec![
+            (org, "basic", default(true, "cplan_free_org")),
+        ]),
+        ("the subscription's event carries the item, active", vec![{
+            let body = subscription_event("active", "csub_story", "org_story", &[("csub_item_free", "active", T + 8)], T + 8);
+            body.replace("cplan_pro", "cplan_free_org")
+        }], vec![
+            (org, "basic", yes("csub_item_free", "cplan_free_org")),
+            (org, "sso", no_item.clone()),
+        ]),
+        ("a user's own item, unknown status: nothing, and not the default plan", vec![
+            item_on("updated", "csub_item_user", "paused_by_a_future_clerk", user, "cplan_free_user", T + 9, None, false),
+        ], vec![
+            (user, "notes", default(true, "cplan_free_user")),
+        ]),
+    ];
+    for (step, events, checks) in steps {
+        app.send_all_and_apply(&events).await;
+        postgres.wait_until_applied().await;
+        for (payer, feature, want) in checks {
+            assert_eq!(entitled(&mut m, payer, feature).await, want, "{step}: {payer} {feature}, from memory");
+            assert_eq!(entitled(&mut p, payer, feature).await, want, "{step}: {payer} {feature}, from PostgreSQL");
+        }
+    }
+    // CheckEntitlements: several at one snapshot, in order.
+    let r = m
+        .check_entitlements(pb::CheckEntitlementsRequest {
+            checks: vec![
+                pb::EntitlementCheck { payer: org.into(), feature: "basic".into() },
+                pb::EntitlementCheck { payer: user.into(), feature: "notes".into() },
+                pb::EntitlementCheck { payer: "organizations/org_nobody".into(), feature: "sso".into() },
+            ],
+            consistency: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<(bool, &str)> = r.results.iter().map(|x| (x.entitled, x.plan.as_str())).collect();
+    assert_eq!(got, [(true, "plans/cplan_free_org"), (true, "plans/cplan_free_user"), (false, "")]);
+    assert!(!r.cursor.is_empty());
+    // GetSubscription reads alike from memory and PostgreSQL.
+    let get = pb::GetSubscriptionRequest { payer: org.into(), consistency: None };
+    let from_memory = m.get_subscription(get.clone()).await.unwrap().into_inner();
+    let from_postgres = p.get_subscription(get).await.unwrap().into_inner();
+    assert_eq!(from_memory, from_postgres);
+    let s = from_memory.subscription.unwrap();
+    let items: Vec<&str> = s.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!((s.id.as_str(), items), ("csub_story", vec!["csub_item_free"]));
+    app.stop().await;
+    postgres.stop().await;
+}
+
+#[tokio::test]
+async fn the_billing_reads_serve_plans_subscriptions_and_filtered_items_and_refuse_bad_requests_clearly() {
+    use tonic::Code;
+    use crate::directory::assert_error;
+    let app = spawn_app_with(|c| c.entitlements.past_due_entitles = false).await;
+    let mut c = pb::billing_service_client::BillingServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    store_plans(&app).await;
+    let future = chrono::Utc::now().timestamp_millis() + 86_400_000;
+    app.send_all_and_apply(&[
+        subscription_event("created", "csub_a", "org_a", &[("csub_item_a1", "ended", T + 1), ("csub_item_a2", "active", T + 2)], T + 2),
+        item_on("pastDue", "csub_item_b", "past_due", "organizations/org_b", "cplan_team", T + 3, Some(future), false),
+        item_on("active", "csub_item_u", "active", "users/user_u", "cplan_free_user", T + 3, None, false),
+    ])
+    .await;
+    // Past due entitles nothing on this instance: the default plan answers.
+    let r = c
+        .check_entitlement(pb::CheckEntitlementRequest { payer: "organizations/org_b".into(), feature: "audit".into(), consistency: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.entitled, r.source()), (false, pb::EntitlementSource::DefaultPlan));
+    // GetSubscription: the payer's subscription with its items, in id order.
+    let s = c
+        .get_subscription(pb::GetSubscriptionRequest { payer: "organizations/org_a".into(), consistency: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!((s.name.as_str(), s.payer.as_str()), ("subscriptions/csub_a", "organizations/org_a"));
+    let items: Vec<(&str, &str)> = s.items.iter().map(|i| (i.name.as_str(), i.status.as_str())).collect();
+    assert_eq!(items, [("subscriptionItems/csub_item_a1", "ended"), ("subscriptionItems/csub_item_a2", "active")]);
+    // A payer without a subscription.
+    let e = c
+        .get_subscription(pb::GetSubscriptionRequest { payer: "organizations/org_b".into(), consistency: None })
+        .await
+        .unwrap_err();
+    assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
+    assert!(e.message().contains("organizations/org_b/subscription"), "{e:?}");
+    // GetPlan and ListPlans with a filter.
+    let plan = c
+        .get_plan(pb::GetPlanRequest { name: "plans/cplan_team".into(), consistency: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    assert_eq!((plan.features, plan.fee_amount, plan.payer_type.as_str()), (vec!["basic".to_string(), "sso".into(), "audit".into()], Some(9900), "organization"));
+    let e = c.get_plan(pb::GetPlanRequest { name: "plans/cplan_none".into(), consistency: None }).await.unwrap_err();
+    assert_error(&e, Code::NotFound, "RESOURCE_NOT_FOUND");
+    let e = c.get_plan(pb::GetPlanRequest { name: "cplan_team".into(), consistency: None }).await.unwrap_err();
+    assert_error(&e, Code::InvalidArgument, "INVALID_NAME");
+    let plans = c
+        .list_plans(pb::ListPlansRequest { filter: r#"payer_type = "organization" AND features:"sso""#.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = plans.plans.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["plans/cplan_pro", "plans/cplan_team"]);
+    // ListSubscriptionItems by status, plan and payer type.
+    let list = async |c: &mut pb::billing_service_client::BillingServiceClient<tonic::transport::Channel>, filter: &str| {
+        c.list_subscription_items(pb::ListSubscriptionItemsRequest { filter: filter.into(), ..Default::default() })
+            .await
+            .map(|r| r.into_inner().subscription_items.into_iter().map(|i| i.id).collect::<Vec<_>>())
+    };
+    assert_eq!(list(&mut c, r#"status = "active""#).await.unwrap(), ["csub_item_a2", "csub_item_u"]);
+    assert_eq!(list(&mut c, r#"plan = "plans/cplan_team""#).await.unwrap(), ["csub_item_b"]);
+    assert_eq!(list(&mut c, r#"payer_type = "user""#).await.unwrap(), ["csub_item_u"]);
+    assert_eq!(list(&mut c, r#"status = "active" AND payer_type = "organization""#).await.unwrap(), ["csub_item_a2"]);
+    let e = list(&mut c, r#"colour = "red""#).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // Bad checks name the field and what is expected.
+    let check = async |c: &mut pb::billing_service_client::BillingServiceClient<tonic::transport::Channel>, payer: &str, feature: &str| {
+        c.check_entitlement(pb::CheckEntitlementRequest { payer: payer.into(), feature: feature.into(), consistency: None })
+            .await
+            .unwrap_err()
+    };
+    let e = check(&mut c, "org_a", "sso").await;
+    assert_error(&e, Code::InvalidArgument, "INVALID_NAME");
+    assert!(e.message().contains("`organizations/{id}` or `users/{id}`"), "{e:?}");
+    let e = check(&mut c, "organizations/org_a", "").await;
+    assert_error(&e, Code::InvalidArgument, "INVALID_FEATURE");
+    let e = c
+        .check_entitlements(pb::CheckEntitlementsRequest {
+            checks: (0..101).map(|_| pb::EntitlementCheck { payer: "users/u".into(), feature: "f".into() }).collect(),
+            consistency: None,
+        })
+        .await
+        .unwrap_err();
+    assert_error(&e, Code::InvalidArgument, "INVALID_CHECK_COUNT");
+    let e = c
+        .check_entitlements(pb::CheckEntitlementsRequest {
+            checks: vec![
+                pb::EntitlementCheck { payer: "users/u".into(), feature: "f".into() },
+                pb::EntitlementCheck { payer: "teams/t".into(), feature: "f".into() },
+            ],
+            consistency: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("checks[1].payer"), "{e:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_canceled_items_period_end_is_produced_once_by_the_mirror_and_clerks_word_replaces_it() {
+    let app = spawn_app().await;
+    let mut w = WatchServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut stream = w
+        .watch_changes(pb::WatchChangesRequest {
+            entity_types: vec![pb::EntityType::SubscriptionItem as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ended_at = chrono::Utc::now().timestamp_millis() - 1000;
+    let org = "organizations/org_c";
+    // Canceled, its period already over (Clerk's `ended` not sent yet): the lock holder's sweep
+    // ends it.
+    app.send_all_and_apply(&[item_on("canceled", "csub_item_c", "canceled", org, "cplan_pro", T + 1, Some(ended_at), false)])
+        .await;
+    let first = next_change(&mut stream).await;
+    let Some(pb::change::Entity::SubscriptionItem(canceled)) = first.entity else { panic!("{first:?}") };
+    assert_eq!((canceled.status.as_str(), canceled.ended_by_mirror), ("canceled", false));
+    let second = next_change(&mut stream).await;
+    assert_eq!(second.operation(), pb::Operation::Updated);
+    let Some(pb::change::Entity::SubscriptionItem(ended)) = second.entity else { panic!("{second:?}") };
+    assert_eq!((ended.status.as_str(), ended.ended_by_mirror), ("ended", true));
+    assert_eq!(ended.period_end, canceled.period_end);
+    app.wait_until_applied().await;
+    let clock: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_type, status FROM inbox WHERE source = 'clock'").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(clock, [("clerkmirror.subscriptionItem.periodEnded".to_string(), "applied".to_string())]);
+    // Sweeping again produces nothing: once.
+    let mut conn = app.pool.acquire().await.unwrap();
+    assert_eq!(clerk_mirror::applier::expiry::sweep(&mut conn).await.unwrap().stored, 0);
+    drop(conn);
+    // The same canceled state redelivered changes nothing; Clerk's own `ended` replaces the
+    // mirror's.
+    app.send_all_and_apply(&[
+        item_on("canceled", "csub_item_c", "canceled", org, "cplan_pro", T + 1, Some(ended_at), false),
+        item_on("ended", "csub_item_c", "ended", org, "cplan_pro", T + 2, Some(ended_at), false),
+    ])
+    .await;
+    let third = next_change(&mut stream).await;
+    let Some(pb::change::Entity::SubscriptionItem(clerks)) = third.entity else { panic!("{third:?}") };
+    assert_eq!((clerks.status.as_str(), clerks.ended_by_mirror), ("ended", false));
+    let changes: i64 = sqlx::query_scalar("SELECT count(*) FROM changes WHERE entity_type = 'subscription_item'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(changes, 3, "canceled, ended by the mirror, ended by Clerk");
+    app.stop().await;
+}

@@ -19,7 +19,7 @@ async fn client(app: &TestApp) -> DirectoryServiceClient<Channel> {
 }
 
 /// Asserts a status's code and its ErrorInfo reason (domain `clerkmirror`).
-fn assert_error(status: &tonic::Status, code: Code, reason: &str) {
+pub(crate) fn assert_error(status: &tonic::Status, code: Code, reason: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     let info = status.get_details_error_info().expect("an ErrorInfo");
     assert_eq!(

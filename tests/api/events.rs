@@ -216,7 +216,7 @@ pub async fn token_traces(pool: &sqlx::PgPool) -> i64 {
 pub fn subscription_item(id: &str, status: &str, org_id: &str, user_id: &str, updated_ms: i64) -> Value {
     json!({
         "object": "commerce_subscription_item", "id": id, "status": status, "is_free_trial": false,
-        "created_at": T, "updated_at": updated_ms, "period_start": T, "period_end": T + 30 * 86_400_000i64,
+        "created_at": T, "updated_at": updated_ms, "period_start": T, "period_end": T + 3650 * 86_400_000i64,
         "interval": "month", "plan_id": "cplan_pro",
         "plan": {"id": "cplan_pro", "slug": "pro", "name": "Pro", "is_recurring": true, "amount": 2000, "currency": "usd"},
         "payer": {"object": "commerce_payer", "id": "cpayer_1", "organization_id": org_id, "user_id": user_id,

@@ -405,6 +405,46 @@ async fn with_billing_gating_custom_permissions_are_answered_by_the_snapshot_and
 }
 
 #[tokio::test]
+async fn with_billing_gating_and_plans_held_a_custom_permission_needs_its_feature_in_the_organizations_plan() {
+    let (cluster, name) = shared_database().await;
+    let app = spawn_app_on(cluster, &name, |c| c.billing_gates_permissions = true).await;
+    // A replica of the same database without a read cache: PostgreSQL answers.
+    let postgres = spawn_app_on(cluster, &name, |c| {
+        c.billing_gates_permissions = true;
+        c.read_cache_bytes = 0;
+    })
+    .await;
+    let mut events = editor(&[POSTS_CREATE, POSTS_PUBLISH, MEMBERS_READ], T + 5);
+    events.extend(member("user_g", "org_g", "org:editor", &["org:posts:publish"]));
+    app.send_all_and_apply(&events).await;
+    crate::billing::store_plans(&app).await;
+    let (mut m, mut p) = (client(&app).await, client(&postgres).await);
+    let mut both = async |permission: &str| {
+        let from_memory = check_at(&mut m, "org_g", "user_g", permission, memory()).await;
+        let from_postgres = check_at(&mut p, "org_g", "user_g", permission, memory()).await;
+        assert_eq!(from_memory, from_postgres, "{permission}: memory and PostgreSQL disagree");
+        from_memory
+    };
+    // On the default plan (no item): `posts` is Pro's, so the role's grant is not enough.
+    assert_eq!(both("org:posts:publish").await, (false, "org:editor".into(), pb::CheckSource::Plan));
+    assert_eq!(both("org:sys_memberships:read").await, (true, "org:editor".into(), pb::CheckSource::Role));
+    assert_eq!(both("org:posts:delete").await, (false, "org:editor".into(), pb::CheckSource::Role));
+    // On Pro: allowed, and the plan said so.
+    app.send_all_and_apply(&[crate::billing::item_on("active", "csub_item_g", "active", "organizations/org_g", "cplan_pro", T + 1, None, false)])
+        .await;
+    postgres.wait_until_applied().await;
+    assert_eq!(both("org:posts:publish").await, (true, "org:editor".into(), pb::CheckSource::Plan));
+    assert_eq!(both("org:posts:create").await, (true, "org:editor".into(), pb::CheckSource::Plan));
+    // Pro ended: back on the default plan.
+    app.send_all_and_apply(&[crate::billing::item_on("ended", "csub_item_g", "ended", "organizations/org_g", "cplan_pro", T + 2, None, false)])
+        .await;
+    postgres.wait_until_applied().await;
+    assert_eq!(both("org:posts:publish").await, (false, "org:editor".into(), pb::CheckSource::Plan));
+    app.stop().await;
+    postgres.stop().await;
+}
+
+#[tokio::test]
 async fn check_permissions_answers_up_to_a_hundred_checks_in_order_at_one_cursor_and_refuses_bad_ones() {
     let app = spawn_app().await;
     let mut events = editor(&[POSTS_CREATE], T + 5);

@@ -850,10 +850,11 @@ fn sql_ops(pool: &sqlx::PgPool, d: &Arc<Dataset>) -> Vec<(&'static str, Op)> {
         Box::new(move |i| {
             let (p, case) = (pool.clone(), check(i));
             Box::pin(async move {
-                let (standings, _) = read::standings(&p, &[(&case.organization, &case.user, case.permission)]).await?;
+                let mut conn = p.acquire().await?;
+                let (standings, _) = read::standings(&mut conn, &[(&case.organization, &case.user, case.permission)]).await?;
                 let standing = standings.first().ok_or_else(|| anyhow::anyhow!("no standing"))?;
                 // The server's own decision (Billing gates off, `serve`'s default).
-                let v = access::check(standing, case.permission, false);
+                let v = access::check(standing, case.permission, access::Gate::Off);
                 verify(&case, v.allowed, v.source)
             })
         })
