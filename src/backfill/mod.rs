@@ -70,6 +70,8 @@ pub struct ResourceSummary {
     pub enqueued: i64,
     /// Whether this run resumed from a checkpoint.
     pub resumed_at: i64,
+    /// Why an optional resource was skipped (the instance does not offer its list).
+    pub skipped: Option<String>,
 }
 
 /// Checks that the key's instance is the one the mirror's webhooks come from.
@@ -103,6 +105,51 @@ pub(crate) fn items(page: Value) -> Option<Vec<Value>> {
         },
         _ => None,
     }
+}
+
+/// Fills in, on each of `objects` lacking them, the fields the mirror keeps as it holds them
+/// (`Resource::keep_held`), from the projection.
+pub(crate) async fn keep_held(pool: &PgPool, resource: &Resource, objects: &mut [Value]) -> Result<(), BackfillError> {
+    if resource.keep_held.is_empty() || objects.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = objects.iter().filter_map(|o| o.get("id")?.as_str()).collect();
+    let columns: String = resource.keep_held.iter().map(|c| format!(", {c}")).collect();
+    let held = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id{columns} FROM {} WHERE id = ANY($1)",
+        resource.table
+    )))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await
+    .doing("cannot read what the mirror holds of the fetched objects")?;
+    let held: std::collections::HashMap<String, &sqlx::postgres::PgRow> = held
+        .iter()
+        .filter_map(|r| Some((sqlx::Row::try_get::<String, _>(r, "id").ok()?, r)))
+        .collect();
+    for object in objects.iter_mut() {
+        let Some(row) = object.get("id").and_then(Value::as_str).and_then(|id| held.get(id)) else {
+            continue;
+        };
+        for column in resource.keep_held {
+            let value: Option<String> = sqlx::Row::try_get(*row, *column).unwrap_or(None);
+            if let Some(value) = value
+                && object.get(*column).is_none_or(Value::is_null)
+            {
+                object[*column] = Value::String(value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `e` says the instance does not offer a list at all (Billing off): a 404, 403 or
+/// another refusal, not a failure to reach Clerk.
+pub(crate) fn not_offered(e: &BackfillError) -> bool {
+    matches!(
+        e,
+        BackfillError::Api(ClerkApiError::NotFound { .. } | ClerkApiError::Refused { .. } | ClerkApiError::Unauthorized { .. })
+    )
 }
 
 /// The inbox row for one fetched object.
@@ -163,7 +210,8 @@ pub async fn backfill_resource(
         if let Some(t) = page.get("total_count").and_then(Value::as_i64) {
             total = Some(t);
         }
-        let objects = items(page).ok_or_else(|| api.unexpected(&path, NOT_A_LIST))?;
+        let mut objects = items(page).ok_or_else(|| api.unexpected(&path, NOT_A_LIST))?;
+        keep_held(pool, resource, &mut objects).await?;
         let rows: Vec<InboxRow> = objects.iter().filter_map(|o| row(resource, instance, o)).collect();
         let refs: Vec<&InboxRow> = rows.iter().collect();
         let inserted = if refs.is_empty() {
@@ -210,10 +258,17 @@ pub async fn run(
     let instance = check_instance(pool, api).await?;
     let mut out = Vec::new();
     for resource in &RESOURCES {
-        out.push((
-            resource.name,
-            backfill_resource(pool, api, &instance, resource, progress).await?,
-        ));
+        let summary = match backfill_resource(pool, api, &instance, resource, progress).await {
+            Err(e) if resource.optional && not_offered(&e) => {
+                tracing::warn!(resource = resource.name, error = %e, "skipped: this instance does not offer the list (Billing off?)");
+                ResourceSummary {
+                    skipped: Some(e.to_string()),
+                    ..Default::default()
+                }
+            }
+            summary => summary?,
+        };
+        out.push((resource.name, summary));
     }
     sqlx::query("DELETE FROM backfill_checkpoints")
         .execute(pool)

@@ -229,7 +229,7 @@ async fn compare_and_repair(
     };
     let mut repairs: Vec<InboxRow> = Vec::new();
     let run_key = started.timestamp_millis();
-    for resource in resources {
+    'resources: for resource in resources {
         let held = held(pool, resource)
             .await
             .doing("cannot read the mirror's entities to compare")?;
@@ -237,7 +237,16 @@ async fn compare_and_repair(
         let mut offset = 0;
         loop {
             let path = resource.page_path(PAGE, offset);
-            let page = items(api.get(&path).await?).ok_or_else(|| api.unexpected(&path, NOT_A_LIST))?;
+            let page = match api.get(&path).await.map_err(BackfillError::from) {
+                Ok(page) => page,
+                Err(e) if resource.optional && super::not_offered(&e) => {
+                    tracing::warn!(resource = resource.name, error = %e, "not compared: this instance does not offer the list (Billing off?)");
+                    continue 'resources;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut page = items(page).ok_or_else(|| api.unexpected(&path, NOT_A_LIST))?;
+            super::keep_held(pool, resource, &mut page).await?;
             let n = page.len() as i64;
             for object in page {
                 if let Some(id) = object["id"].as_str() {

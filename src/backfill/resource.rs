@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::store::{
     DomainRecord, EntityType, InvitationRecord, Kind, MembershipRecord, OrganizationRecord, PermissionRecord, RoleRecord,
-    UserRecord,
+    SubscriptionItemRecord, UserRecord,
 };
 
 /// A kind as the Backend API lists it.
@@ -28,6 +28,16 @@ pub trait Listed: Kind {
     const COUNT_PATH: Option<&'static str> = None;
     /// The event type an imported object is applied as: the kind's last upsert (its update).
     const APPLIED_AS: &'static str = Self::UPSERTED_BY[Self::UPSERTED_BY.len() - 1];
+    /// The list's order parameter: oldest first, so that offset paging never skips an entity
+    /// created mid-scan (a list that cannot be ordered lists newest first instead).
+    const ORDER: &'static str = "&order_by=%2Bcreated_at";
+    /// Fields the list's objects lack that the mirror keeps as it holds them (a subscription
+    /// item's `subscription_id`, which only webhooks carry): filled in from the projection's
+    /// column of the same name before an object is enqueued.
+    const KEEP_HELD: &'static [&'static str] = &[];
+    /// Whether an instance may not offer the list at all (Billing off): a refusal then skips the
+    /// resource, said in the log and the summary, instead of failing the run.
+    const OPTIONAL: bool = false;
 
     /// How to ask Clerk whether the entity `id` (whose parents the mirror holds as `parents`) is
     /// still there: `GET /{NAME}/{id}` unless the kind says otherwise; `None` when no look-up can
@@ -125,10 +135,30 @@ impl Listed for InvitationRecord {
     }
 }
 
+/// Clerk Billing's subscription items, instance-wide, every status the list shows, the default
+/// plan's included (`GET /billing/subscription_items?include_free=true`, newest first: it takes
+/// no order). What entitlements need comes from items alone; their subscriptions come with the
+/// webhooks (a listed item names no subscription, so the one the mirror holds is kept, and one
+/// request per payer would take hours at Clerk's rate limits). No event deletes an item and an
+/// item absent from the list is not looked up: reconcile never tombstones one.
+impl Listed for SubscriptionItemRecord {
+    const NAME: &'static str = "billing/subscription_items";
+    const OBJECT: &'static str = "commerce_subscription_item";
+    const QUERY: &'static str = "&include_free=true";
+    const ORDER: &'static str = "";
+    const APPLIED_AS: &'static str = "subscriptionItem.updated";
+    const KEEP_HELD: &'static [&'static str] = &["subscription_id"];
+    const OPTIONAL: bool = true;
+
+    fn lookup(_id: &str, _parents: &Parents) -> Option<Lookup> {
+        None
+    }
+}
+
 /// What a backfill fetches and reconcile compares, in this order (memberships, domains and
 /// invitations after their organizations and users; then the permissions and roles, a few
-/// requests).
-pub const RESOURCES: [Resource; 7] = [
+/// requests; then Billing's items).
+pub const RESOURCES: [Resource; 8] = [
     Resource::of::<UserRecord>(),
     Resource::of::<OrganizationRecord>(),
     Resource::of::<MembershipRecord>(),
@@ -136,6 +166,7 @@ pub const RESOURCES: [Resource; 7] = [
     Resource::of::<InvitationRecord>(),
     Resource::of::<PermissionRecord>(),
     Resource::of::<RoleRecord>(),
+    Resource::of::<SubscriptionItemRecord>(),
 ];
 
 /// The roles and permissions alone: what `serve` reads at start (their list decides every
@@ -180,6 +211,12 @@ pub struct Resource {
     pub parents: &'static [(EntityType, &'static str)],
     /// Extra query parameters of the list.
     pub query: &'static str,
+    /// The list's order parameter (see [`Listed::ORDER`]).
+    pub order: &'static str,
+    /// Fields filled in from the projection (see [`Listed::KEEP_HELD`]).
+    pub keep_held: &'static [&'static str],
+    /// Whether a refusal skips the resource (see [`Listed::OPTIONAL`]).
+    pub optional: bool,
     /// Where the total is asked when the list does not say.
     pub count_path: Option<&'static str>,
     /// The event type its objects are applied as.
@@ -200,6 +237,9 @@ impl Resource {
             table: K::TABLE,
             parents: K::PARENTS,
             query: K::QUERY,
+            order: K::ORDER,
+            keep_held: K::KEEP_HELD,
+            optional: K::OPTIONAL,
             count_path: K::COUNT_PATH,
             event_type: K::APPLIED_AS,
             delete_type: match K::DELETED_BY {
@@ -214,8 +254,8 @@ impl Resource {
     /// The path of one page of the list.
     pub fn page_path(&self, limit: i64, offset: i64) -> String {
         format!(
-            "/{}?limit={limit}&offset={offset}&order_by=%2Bcreated_at{}",
-            self.name, self.query
+            "/{}?limit={limit}&offset={offset}{}{}",
+            self.name, self.order, self.query
         )
     }
 
@@ -330,6 +370,15 @@ mod tests {
                     "role.updated",
                     Some("role.deleted")
                 ),
+                (
+                    EntityType::SubscriptionItem,
+                    "billing/subscription_items",
+                    "subscription_items",
+                    "&include_free=true",
+                    None,
+                    "subscriptionItem.updated",
+                    None
+                ),
             ]
         );
         assert_eq!(
@@ -371,6 +420,12 @@ mod tests {
             RESOURCES[4].lookup("orginv_1", &some(&["org_1"])),
             Some(Lookup::Get("/organizations/org_1/invitations/orginv_1".into()))
         );
+        assert_eq!(RESOURCES[7].lookup("csub_item_1", &[]), None, "an item absent from the list is left alone");
+        assert_eq!(
+            RESOURCES[7].page_path(500, 0),
+            "/billing/subscription_items?limit=500&offset=0&include_free=true",
+            "newest first: the list takes no order"
+        );
         assert_eq!(
             RESOURCES[2].lookup("orgmem_1", &[Some("org_1".into()), None]),
             None,
@@ -381,9 +436,10 @@ mod tests {
     #[test]
     fn every_resources_delete_event_is_one_its_kind_reads_back_with_its_parents() {
         let at = Utc::now();
-        // Every kind but invitations, which no event deletes (reconcile never tombstones them).
+        // Every kind but invitations and subscription items, which no event deletes (reconcile
+        // never tombstones them).
         let deletable: Vec<&Resource> = RESOURCES.iter().filter(|r| r.delete_type.is_some()).collect();
-        assert_eq!(deletable.len(), RESOURCES.len() - 1);
+        assert_eq!(deletable.len(), RESOURCES.len() - 2);
         for r in deletable {
             let ids: Vec<String> = r.parents.iter().map(|(t, _)| format!("{}_9", t.as_str())).collect();
             let parents: Vec<Option<String>> = ids.iter().cloned().map(Some).collect();

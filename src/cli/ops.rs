@@ -108,6 +108,10 @@ pub(super) async fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     })
     .await?;
     for (resource, s) in summary {
+        if let Some(why) = &s.skipped {
+            println!("{resource}: skipped: this instance does not offer it (is Clerk Billing on?): {why}");
+            continue;
+        }
         let resumed = if s.resumed_at > 0 {
             format!(" (resumed at {})", s.resumed_at)
         } else {

@@ -189,7 +189,10 @@ impl SubscriptionItemRecord {
             is_free_trial: data.get("is_free_trial").and_then(Value::as_bool).unwrap_or(false),
             period_start: time_at(&data, "period_start"),
             period_end: time_at(&data, "period_end"),
-            interval: text(&data, "interval").filter(|i| !i.is_empty()),
+            // Webhooks say `interval`; the Backend API's list says `plan_period`.
+            interval: text(&data, "interval")
+                .or_else(|| text(&data, "plan_period"))
+                .filter(|i| !i.is_empty()),
             seats: data.get("seats").and_then(|s| s.get("quantity")).and_then(Value::as_i64),
             created_at: time_at(&data, "created_at"),
             updated_at: time_at(&data, "updated_at"),

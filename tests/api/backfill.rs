@@ -28,6 +28,10 @@ pub(crate) struct Fake {
     invitations: Vec<Value>,
     /// Clerk Billing's plans (`GET /billing/plans`, newest first).
     pub(crate) plans: Vec<Value>,
+    /// Clerk Billing's subscription items (`GET /billing/subscription_items`, newest first).
+    pub(crate) items: Vec<Value>,
+    /// Answer 404 to the billing lists (an instance without Billing).
+    pub(crate) no_billing: bool,
     instance: String,
     /// Every request: when, and the path with its query.
     pub(crate) log: Vec<(Instant, String)>,
@@ -103,6 +107,39 @@ async fn plans(State(fake): State<Shared>, uri: axum::http::Uri, Query(p): Query
     assert!(p.limit <= 500);
     let page: Vec<Value> = f.plans.iter().skip(p.offset).take(p.limit).cloned().collect();
     axum::Json(json!({"data": page, "total_count": f.plans.len()})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ItemPage {
+    limit: usize,
+    offset: usize,
+    include_free: Option<bool>,
+    order_by: Option<String>,
+}
+
+/// `GET /billing/subscription_items`: `{data, total_count}`, newest first (no `order_by`), the
+/// Backend API's shape (`plan_period`, no `subscription_id`).
+async fn subscription_items(State(fake): State<Shared>, uri: axum::http::Uri, Query(p): Query<ItemPage>) -> Response {
+    let mut f = fake.lock().unwrap();
+    f.log.push((Instant::now(), uri.to_string()));
+    if f.no_billing {
+        return (StatusCode::NOT_FOUND, r#"{"errors":[{"message":"not found","code":"resource_not_found"}]}"#).into_response();
+    }
+    assert_eq!((p.include_free, p.order_by.as_deref()), (Some(true), None), "{uri}");
+    assert!(p.limit <= 500);
+    let page: Vec<Value> = f.items.iter().rev().skip(p.offset).take(p.limit).cloned().collect();
+    axum::Json(json!({"data": page, "total_count": f.items.len()})).into_response()
+}
+
+/// A subscription item as the Backend API lists it.
+pub(crate) fn listed_item(id: &str, org: &str, plan: &str, status: &str, updated_ms: i64) -> Value {
+    json!({
+        "object": "commerce_subscription_item", "id": id, "instance_id": "ins_test", "status": status,
+        "plan_id": plan, "plan": {"id": plan, "slug": plan}, "plan_period": "month", "payer_id": "cpayer_x",
+        "payer": {"object": "commerce_payer", "id": "cpayer_x", "organization_id": org, "user_id": null},
+        "is_free_trial": false, "period_start": T, "period_end": null, "canceled_at": null, "past_due_at": null,
+        "ended_at": null, "created_at": T, "updated_at": updated_ms,
+    })
 }
 
 /// How many times the plans were listed (each listing: its pages).
@@ -228,10 +265,15 @@ pub(crate) async fn fake_api(n: usize) -> (String, Shared) {
             T + i as i64,
         ));
     }
+    // A Pro item for every tenth organization.
+    for i in (0..n / 4).step_by(10) {
+        fake.items.push(listed_item(&format!("csub_item_b{i:05}"), &format!("org_b{i:05}"), "cplan_pro", "active", T + i as i64));
+    }
     let shared = Arc::new(Mutex::new(fake));
     let app = axum::Router::new()
         .route("/v1/instance", get(instance))
         .route("/v1/billing/plans", get(plans))
+        .route("/v1/billing/subscription_items", get(subscription_items))
         .route("/v1/organization_invitations", get(list))
         .route("/v1/organizations/{id}/invitations/{invitation}", get(one))
         .route("/v1/organization_domains", get(list))
@@ -270,6 +312,68 @@ async fn count(app: &TestApp, table: &str) -> i64 {
 }
 
 #[tokio::test]
+async fn billing_items_are_imported_keeping_the_subscription_a_webhook_named_and_skipped_where_billing_is_off() {
+    let app = spawn_app().await;
+    let (url, fake) = fake_api(40).await;
+    // A webhook named the item's subscription; the list (newer) names none.
+    app.send_all_and_apply(&[subscription_item_event("active", "csub_item_b00000", "active", "org_b00000", "", T - 5)])
+        .await;
+    let summary = backfill::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
+        .await
+        .unwrap();
+    let (name, items) = summary.last().unwrap();
+    assert_eq!((*name, items.fetched, items.skipped.as_deref()), ("billing/subscription_items", 1, None));
+    app.wait_until_applied().await;
+    let row: (String, Option<String>, i64) = sqlx::query_as(
+        "SELECT status, subscription_id, (extract(epoch FROM updated_at) * 1000)::bigint FROM subscription_items WHERE id = 'csub_item_b00000'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(row, ("active".into(), Some("csub_1".into()), T), "the list's newer version, the webhook's subscription");
+    // Reconcile: an item Clerk now lists as ended is repaired; one it does not list is left
+    // alone (no event deletes an item), never tombstoned.
+    app.send_all_and_apply(&[subscription_item_event("active", "csub_item_unlisted", "active", "org_x", "", T)]).await;
+    fake.lock().unwrap().items[0] = listed_item("csub_item_b00000", "org_b00000", "cplan_pro", "ended", T + 50);
+    let report = backfill::reconcile::run(&app.pool, &api(&url, 1000, Duration::from_secs(1)), Default::default())
+        .await
+        .unwrap();
+    let drift = &report.drift["billing/subscription_items"];
+    assert_eq!((&drift.stale, &drift.unconfirmed, &drift.deleted), (&vec!["csub_item_b00000".to_string()], &vec!["csub_item_unlisted".to_string()], &vec![]));
+    app.wait_until_applied().await;
+    let items: Vec<(String, String, bool, Option<String>)> = sqlx::query_as(
+        "SELECT id, status, deleted_at IS NULL, subscription_id FROM subscription_items ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        items,
+        [
+            ("csub_item_b00000".to_string(), "ended".to_string(), true, Some("csub_1".to_string())),
+            ("csub_item_unlisted".into(), "active".into(), true, Some("csub_1".into()))
+        ]
+    );
+    // An instance without Billing answers 404 to the list: that resource is skipped, and said.
+    let other = spawn_app().await;
+    fake.lock().unwrap().no_billing = true;
+    let summary = backfill::run(&other.pool, &api(&url, 1000, Duration::from_secs(1)), &mut |_| {})
+        .await
+        .unwrap();
+    let (_, items) = summary.last().unwrap();
+    assert_eq!(items.fetched, 0);
+    assert!(items.skipped.as_deref().is_some_and(|why| why.contains("404")), "{items:?}");
+    assert_eq!(summary[0].1.fetched, 40, "the rest came in");
+    // Reconcile compares the rest and leaves items alone.
+    let report = backfill::reconcile::run(&other.pool, &api(&url, 1000, Duration::from_secs(1)), Default::default())
+        .await
+        .unwrap();
+    assert!(!report.drift.contains_key("billing/subscription_items"), "{report:?}");
+    app.stop().await;
+    other.stop().await;
+}
+
+#[tokio::test]
 async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_changes() {
     let app = spawn_app().await;
     let (url, fake) = fake_api(1200).await;
@@ -278,7 +382,7 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
         .unwrap();
     assert_eq!(
         summary.iter().map(|(_, s)| s.fetched).collect::<Vec<_>>(),
-        [1200, 300, 1200, 30, 15, 3, 2]
+        [1200, 300, 1200, 30, 15, 3, 2, 30]
     );
     app.wait_until_applied().await;
     assert_eq!(
@@ -299,7 +403,16 @@ async fn a_backfill_into_an_empty_mirror_yields_exactly_the_apis_state_with_chan
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!((changes, sources), (2750, 2750));
+    assert_eq!((changes, sources), (2780, 2780));
+    // Billing's items, instance-wide, with their payers and the list's `plan_period`.
+    let items: (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE payer LIKE 'organizations/org_b%'), count(*) FILTER (WHERE interval = 'month')
+           FROM subscription_items",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(items, (30, 30, 30));
     // Invitations of every status came in, none of their tokens did.
     let statuses: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, count(*) FROM invitations GROUP BY status ORDER BY status")

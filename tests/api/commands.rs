@@ -467,14 +467,15 @@ async fn backfill_off_a_terminal_prints_its_summary_on_stdout_and_no_progress_on
     .await;
     assert_eq!(stderr, "", "no progress display into a pipe");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 8, "{stdout}");
+    assert_eq!(lines.len(), 9, "{stdout}");
     assert!(lines[0].ends_with(": 8 fetched, 8 new to apply"), "{stdout}");
     assert_eq!(lines[3], "organization_domains: 1 fetched, 1 new to apply", "{stdout}");
     assert_eq!(lines[4], "organization_invitations: 1 fetched, 1 new to apply", "{stdout}");
     assert_eq!(lines[5], "organization_permissions: 3 fetched, 3 new to apply", "{stdout}");
     assert_eq!(lines[6], "organization_roles: 2 fetched, 2 new to apply", "{stdout}");
+    assert_eq!(lines[7], "billing/subscription_items: 1 fetched, 1 new to apply", "{stdout}");
     assert_eq!(
-        lines[7],
+        lines[8],
         "done: a running serve applies them (clerk-mirror status shows the backlog)"
     );
 }

@@ -57,8 +57,8 @@ async fn reconcile_backfill_and_replay_rows_wake_an_idle_applier_through_the_one
 
     // Backfill the same objects: new rows of their own source, applied (changing nothing).
     let summary = backfill::run(&app.pool, &api(&url), &mut |_| {}).await.unwrap();
-    // Users, organizations, memberships, domains, invitations, permissions, roles.
-    assert_eq!(summary.iter().map(|(_, s)| s.enqueued).sum::<i64>(), 8 + 2 + 8 + 1 + 1 + 3 + 2);
+    // Users, organizations, memberships, domains, invitations, permissions, roles, items.
+    assert_eq!(summary.iter().map(|(_, s)| s.enqueued).sum::<i64>(), 8 + 2 + 8 + 1 + 1 + 3 + 2 + 1);
     app.wait_until_applied().await;
 
     // Replay a dead letter left by an older version.
@@ -88,8 +88,8 @@ async fn reconcile_backfill_and_replay_rows_wake_an_idle_applier_through_the_one
     assert_eq!(
         by_source,
         [
-            expect(Source::Backfill, 25),
-            expect(Source::Reconcile, 25),
+            expect(Source::Backfill, 26),
+            expect(Source::Reconcile, 26),
             expect(Source::Replay, 1),
             expect(Source::Webhook, 1),
         ]
