@@ -227,3 +227,41 @@ mod tests {
         assert_eq!((membership_role(0), membership_role(7)), ("org:admin", "org:member"));
     }
 }
+
+/// The organization plans: the default (`basic`), Pro (`sso` too) and Team (`audit` too).
+pub const PLANS: [(&str, &[&str], bool); 3] = [
+    ("cplan_bench_free", &["basic"], true),
+    ("cplan_bench_pro", &["basic", "sso"], false),
+    ("cplan_bench_team", &["basic", "sso", "audit"], false),
+];
+
+/// One organization in this many pays for Pro or Team (a subscription item of its own); the
+/// others are on the default plan.
+pub const PAYING_EVERY: u64 = 10;
+
+/// Plan `i` of [`PLANS`], as the Backend API lists it.
+pub fn plan(i: usize) -> Value {
+    let (id, features, is_default) = PLANS[i];
+    json!({
+        "object": "commerce_plan", "id": id, "name": id, "slug": id, "for_payer_type": "org",
+        "is_default": is_default, "is_recurring": true, "publicly_visible": true,
+        "fee": {"amount": 1000 * i as i64, "amount_formatted": "", "currency": "USD", "currency_symbol": "$"},
+        "features": features.iter().map(|f| json!({"object": "feature", "id": format!("feat_{f}"), "slug": f})).collect::<Vec<_>>(),
+    })
+}
+
+/// The plan organization `org` pays for, if it pays (Pro and Team in turn).
+pub fn paid_plan(org: u64) -> Option<usize> {
+    (org % PAYING_EVERY == 0).then_some(1 + (org / PAYING_EVERY % 2) as usize)
+}
+
+/// The active subscription item of paying organization `org` on plan `plan`.
+pub fn subscription_item(org: u64, plan: usize) -> Value {
+    json!({
+        "object": "commerce_subscription_item", "id": format!("csub_item_bench{org:020}"), "status": "active",
+        "plan_id": PLANS[plan].0, "plan": {"id": PLANS[plan].0, "slug": PLANS[plan].0}, "interval": "month",
+        "is_free_trial": false, "period_start": T0, "period_end": null, "subscription_id": format!("csub_bench{org:020}"),
+        "payer": {"id": format!("cpayer_bench{org:020}"), "organization_id": organization_id(org), "user_id": ""},
+        "created_at": T0, "updated_at": T0 + org as i64,
+    })
+}

@@ -2,7 +2,9 @@
 //! CheckPermission over loopback gRPC against a loaded mirror — from the replica's read cache (the default
 //! `minimize_latency`) and from PostgreSQL (`fully_consistent`) — next to the same queries run by
 //! sqlx from this process (the database's limit) and `grpc.health.v1.Health/Check` on the same
-//! server (the transport's). Also what the cache costs in memory: accounted bytes and RSS.
+//! server (the transport's); CheckEntitlement from memory through h2load (one organization in
+//! ten pays for Pro or Team, the rest are on the default plan). Also what the cache costs in
+//! memory: accounted bytes and RSS.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -267,6 +269,13 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         )
         .await?;
         check.versus(&health);
+        let mut entitlement = row(
+            "gRPC memory CheckEntitlement",
+            "/clerkmirror.v1.BillingService/CheckEntitlement",
+            c_client.entitlement.clone(),
+        )
+        .await?;
+        entitlement.versus(&health);
         // The PostgreSQL-bound reads, against PostgreSQL's own C client (pgbench) of this run.
         let mut consistent = row(
             "gRPC fully_consistent GetUser",
@@ -289,6 +298,11 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             report.targets.push(Target::at_least(
                 format!("CheckPermission at c={c} from memory vs Health/Check, both from h2load (a C client): throughput"),
                 check.vs[0].1,
+                0.9,
+            ));
+            report.targets.push(Target::at_least(
+                format!("CheckEntitlement at c={c} from memory vs Health/Check, both from h2load (a C client): throughput (#25)"),
+                entitlement.vs[0].1,
                 0.9,
             ));
             // One round of rows swings with the machine (±0.1× or more between runs): #24's
@@ -364,7 +378,14 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 0.35,
             ));
         }
-        report.rows.extend([health, get, check, consistent, off]);
+        if c == 1 {
+            report.targets.push(Target::at_most(
+                "CheckEntitlement at c=1 from memory (h2load): p99 in ms (#25)",
+                entitlement.p99_ms,
+                1.0,
+            ));
+        }
+        report.rows.extend([health, get, check, entitlement, consistent, off]);
     }
     let hits = server
         .metric("clerk_mirror_read_cache_reads_total", "outcome=\"hit\"")
@@ -560,6 +581,9 @@ async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyho
                 (0..fixtures::ROLES.len())
                     .map(|i| row(format!("r{i}"), "role.created", &fixtures::role(i), fixtures::T0)),
             )
+            .chain((0..fixtures::PLANS.len()).map(|i| {
+                row(format!("pl{i}"), crate::store::plans::LISTED, &fixtures::plan(i), fixtures::T0)
+            }))
             .collect(),
     )
     .await?;
@@ -604,6 +628,16 @@ async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyho
             .collect();
         enqueue(rows).await?;
     }
+    let items: Vec<InboxRow> = (0..d.organizations)
+        .filter_map(|o| {
+            let plan = fixtures::paid_plan(o)?;
+            Some(row(format!("si{o}"), "subscriptionItem.active", &fixtures::subscription_item(o, plan), fixtures::T0 + o as i64))
+        })
+        .collect();
+    let paying = items.len() as u64;
+    for chunk in items.chunks(CHUNK as usize) {
+        enqueue(chunk.to_vec()).await?;
+    }
     env::drained(monitor, Duration::from_millis(100)).await?;
     let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status <> 'applied'")
         .fetch_one(pool)
@@ -613,8 +647,11 @@ async fn load(pool: &sqlx::PgPool, monitor: &sqlx::PgPool, d: &Dataset) -> anyho
         "{failed} benchmark objects were not applied (see `status`)"
     );
     sqlx::query("ANALYZE").execute(pool).await?;
-    let objects =
-        d.users + d.organizations + d.memberships + (fixtures::PERMISSIONS.len() + fixtures::ROLES.len()) as u64;
+    let objects = d.users
+        + d.organizations
+        + d.memberships
+        + paying
+        + (fixtures::PERMISSIONS.len() + fixtures::ROLES.len() + fixtures::PLANS.len()) as u64;
     Ok(objects as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -701,6 +738,8 @@ struct CClientCalls {
     get_user: Vec<u8>,
     get_user_consistent: Vec<u8>,
     check: Vec<u8>,
+    /// CheckEntitlement of `sso` for organization 0 (on Pro: granted by its item).
+    entitlement: Vec<u8>,
 }
 
 impl CClientCalls {
@@ -733,11 +772,24 @@ impl CClientCalls {
         };
         let r = client.check_permission(check.clone()).await?.into_inner();
         verify(&case, r.allowed, r.source())?;
+        let entitlement = crate::pb::CheckEntitlementRequest {
+            payer: format!("organizations/{}", fixtures::organization_id(0)),
+            feature: "sso".into(),
+            consistency: None,
+        };
+        let mut billing =
+            crate::pb::billing_service_client::BillingServiceClient::new(Endpoint::from_shared(server.grpc_url())?.connect().await?);
+        let r = billing.check_entitlement(entitlement.clone()).await?.into_inner();
+        anyhow::ensure!(
+            r.entitled && r.source() == crate::pb::EntitlementSource::SubscriptionItem,
+            "CheckEntitlement of the C client's organization answered {r:?}, not entitled by its item"
+        );
         Ok(CClientCalls {
             health: frame(&tonic_health::pb::HealthCheckRequest::default()),
             get_user: frame(&get_user),
             get_user_consistent: frame(&get_user_consistent),
             check: frame(&check),
+            entitlement: frame(&entitlement),
         })
     }
 }

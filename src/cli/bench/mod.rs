@@ -28,7 +28,7 @@ use crate::config::parse_duration;
 pub enum Scenario {
     /// Signed webhooks from concurrent senders vs one INSERT per commit.
     Ingest,
-    /// GetUser, LookupUser, LookupMembership, BatchGetUsers(100), CheckPermission vs direct SQL and Health/Check.
+    /// GetUser, LookupUser, LookupMembership, BatchGetUsers(100), CheckPermission, CheckEntitlement vs direct SQL and Health/Check.
     Lookup,
     /// Ack→delivery latency and server memory with 1, 1,000 and 10,000 watchers.
     Watch,
