@@ -1,19 +1,22 @@
-//! entitlements: answers "which plan does this user's organization have?" (the organization's
-//! `public_metadata.plan`). Read lines `USER_ID ORG_ID…` on standard input; write one JSON line
-//! per organization. Memberships are asked each time (LookupMembership); plans come from a small
-//! cache filled by BatchGetOrganizations and kept current by a watch on organizations.
+//! entitlements: answers "which plan does this user's organization have, and which features?"
+//! from Clerk Billing as the mirror holds it. Read lines `USER_ID ORG_ID…` on standard input;
+//! write one JSON line per organization. Memberships are asked each time (LookupMembership); the
+//! organization's features come from one CheckEntitlements per organization (every feature any
+//! plan lists); plans (slug, features) come from a small cache filled by ListPlans and kept
+//! current by a watch on plans.
 //!
 //! `cargo run --example entitlements -- --url http://127.0.0.1:50051`
 
 // Request messages gain fields over time: `..Default::default()` keeps this compiling.
 #![allow(clippy::needless_update)]
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+use std::collections::{BTreeSet, HashMap};
+use std::{sync::Arc, sync::Mutex, time::Duration};
 
 use clap::Parser;
+use clerk_mirror::pb::billing_service_client::BillingServiceClient;
 use clerk_mirror::pb::directory_service_client::DirectoryServiceClient;
 use clerk_mirror::pb::{self, change::Entity, watch_changes_response::Event};
-use prost_types::value::Kind;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -23,100 +26,119 @@ struct Args {
     url: String,
 }
 
-/// Organization id → its plan (`null` when it has none) and the cursor of the state it holds.
-/// Used only while the watch is up (`live`); `seen` is the last position the watch passed.
+/// Plan name (`plans/{id}`) → the plan. Used only while the watch is up (`live`).
 #[derive(Default)]
 struct Cache {
     live: bool,
-    seen: String,
-    plans: HashMap<String, (Value, String)>,
+    plans: HashMap<String, pb::Plan>,
 }
 
-fn plan_of(organization: &pb::Organization) -> Value {
-    let plan = organization.public_metadata.as_ref().and_then(|m| m.fields.get("plan"));
-    if let Some(Kind::StringValue(plan)) = plan.and_then(|v| v.kind.as_ref()) { json!(plan) } else { Value::Null }
+impl Cache {
+    /// Every feature any plan lists, in order.
+    fn features(&self) -> Vec<String> {
+        let all: BTreeSet<&String> = self.plans.values().flat_map(|p| &p.features).collect();
+        all.into_iter().cloned().collect()
+    }
 }
 
-/// Follows every organization change from now, updating or evicting what the cache holds.
+/// Every plan, by name, and the cursor of the last page.
+async fn list_plans(billing: &mut BillingServiceClient<Channel>) -> anyhow::Result<(HashMap<String, pb::Plan>, String)> {
+    let (mut plans, mut page_token) = (HashMap::new(), String::new());
+    loop {
+        let request = pb::ListPlansRequest { page_token, ..Default::default() };
+        let page = billing.list_plans(request).await?.into_inner();
+        plans.extend(page.plans.into_iter().map(|p| (p.name.clone(), p)));
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            return Ok((plans, page.cursor));
+        }
+    }
+}
+
+/// Lists every plan, then follows every plan change from the list's cursor.
 async fn keep_warm(channel: Channel, cache: &Mutex<Cache>) -> anyhow::Result<()> {
-    let entity_types = vec![pb::EntityType::Organization as i32];
-    let request = pb::WatchChangesRequest { entity_types, ..Default::default() };
+    let (plans, cursor) = list_plans(&mut BillingServiceClient::new(channel.clone())).await?;
+    let entity_types = vec![pb::EntityType::Plan as i32];
+    let start = Some(pb::watch_changes_request::Start::StartCursor(cursor.clone()));
+    let request = pb::WatchChangesRequest { entity_types, start, ..Default::default() };
     let mut client = pb::watch_service_client::WatchServiceClient::new(channel);
     let mut stream = client.watch_changes(request).await?.into_inner();
+    *cache.lock().unwrap() = Cache { live: true, plans };
+    println!("{}", json!({"watch": "live", "cursor": cursor}));
     while let Some(message) = stream.message().await? {
-        let mut cache = cache.lock().unwrap();
-        match message.event {
-            Some(Event::Heartbeat(h)) if !cache.live => {
-                // A new stream: what was cached before it may have missed changes.
-                *cache = Cache { live: true, seen: h.cursor.clone(), plans: HashMap::new() };
-                println!("{}", json!({"watch": "live", "cursor": h.cursor}));
-            }
-            Some(Event::Heartbeat(h)) => cache.seen = h.cursor,
-            Some(Event::Change(pb::Change { cursor, entity: Some(Entity::Organization(o)), .. })) => {
-                cache.seen = cursor.clone();
-                // Only what is cached, and only if the cached read is older than this change.
-                let newer = cache.plans.get(&o.id).is_some_and(|(_, read)| *read < cursor);
-                if newer && o.delete_time.is_some() {
-                    cache.plans.remove(&o.id);
-                    println!("{}", json!({"cache": "evicted", "organization": o.id}));
-                } else if newer {
-                    println!("{}", json!({"cache": "updated", "organization": o.id, "plan": plan_of(&o)}));
-                    cache.plans.insert(o.id.clone(), (plan_of(&o), cursor));
-                }
-            }
-            _ => {}
+        if let Some(Event::Change(pb::Change { entity: Some(Entity::Plan(plan)), .. })) = message.event {
+            println!("{}", json!({"cache": "updated", "plan": plan.slug, "features": plan.features}));
+            cache.lock().unwrap().plans.insert(plan.name.clone(), plan);
         }
     }
     anyhow::bail!("the server ended the stream")
 }
 
-/// One JSON answer per organization: member or not, the role, the plan, whether it was cached.
+/// One JSON answer per organization: member or not, the role, the plan and its features.
 async fn answer(
-    directory: &mut DirectoryServiceClient<Channel>,
+    channel: &Channel,
     cache: &Mutex<Cache>,
     user: &str,
     organizations: &[&str],
 ) -> anyhow::Result<Vec<Value>> {
-    // Memberships are never cached: a removed member loses the plan at once.
-    let mut roles = Vec::new();
+    let (mut directory, mut billing) = (DirectoryServiceClient::new(channel.clone()), BillingServiceClient::new(channel.clone()));
+    let mut answers = Vec::new();
     for organization in organizations {
-        let (organization, user) = (format!("organizations/{organization}"), format!("users/{user}"));
-        let request = pb::LookupMembershipRequest { organization, user, ..Default::default() };
-        roles.push(match directory.lookup_membership(request).await {
+        // Memberships are never cached: a removed member loses the plan at once.
+        let request = pb::LookupMembershipRequest {
+            organization: format!("organizations/{organization}"),
+            user: format!("users/{user}"),
+            ..Default::default()
+        };
+        let role = match directory.lookup_membership(request).await {
             Ok(response) => response.into_inner().membership.map(|m| m.role),
             Err(status) if status.code() == tonic::Code::NotFound => None,
             Err(status) => return Err(status.into()),
+        };
+        let Some(role) = role else {
+            answers.push(json!({"user": user, "organization": organization, "member": false}));
+            continue;
+        };
+        // Without the watch, the plans are listed for this answer (and not cached).
+        let live = cache.lock().unwrap().live;
+        let uncached = match live {
+            true => None,
+            false => Some(Cache { live: false, plans: list_plans(&mut billing).await?.0 }),
+        };
+        // Whether the organization has each feature any plan lists, at one snapshot.
+        let features = match &uncached {
+            Some(plans) => plans.features(),
+            None => cache.lock().unwrap().features(),
+        };
+        let payer = format!("organizations/{organization}");
+        let checks = features
+            .iter()
+            .map(|f| pb::EntitlementCheck { payer: payer.clone(), feature: f.clone(), ..Default::default() })
+            .collect::<Vec<_>>();
+        let results = match checks.is_empty() {
+            true => Vec::new(),
+            false => billing.check_entitlements(pb::CheckEntitlementsRequest { checks, ..Default::default() }).await?.into_inner().results,
+        };
+        let entitled: Vec<&String> = features.iter().zip(&results).filter(|(_, r)| r.entitled).map(|(f, _)| f).collect();
+        // The plan that grants them (the item's, or the default plan), by name.
+        let plan_name = results.iter().find(|r| r.entitled).map(|r| r.plan.clone());
+        let cached = plan_name.as_ref().and_then(|n| match &uncached {
+            Some(plans) => plans.plans.get(n).map(|p| p.slug.clone()),
+            None => cache.lock().unwrap().plans.get(n).map(|p| p.slug.clone()),
         });
-    }
-    let (mut plans, mut misses) = (HashMap::new(), Vec::new());
-    for (organization, _) in organizations.iter().zip(&roles).filter(|(_, role)| role.is_some()) {
-        match cache.lock().unwrap().plans.get(*organization) {
-            Some((plan, _)) => drop(plans.insert(organization.to_string(), (plan.clone(), true))),
-            None => misses.push(format!("organizations/{organization}")),
-        }
-    }
-    if !misses.is_empty() {
-        let request = pb::BatchGetOrganizationsRequest { names: misses, show_deleted: true, ..Default::default() };
-        let response = directory.batch_get_organizations(request).await?.into_inner();
-        let mut cache = cache.lock().unwrap();
-        // Cache the read only if the watch has not passed its position: every later change will
-        // still arrive. (Otherwise a change between the read and now could be lost.)
-        let cacheable = cache.live && response.cursor >= cache.seen;
-        for o in response.organizations {
-            if cacheable && o.delete_time.is_none() {
-                cache.plans.insert(o.id.clone(), (plan_of(&o), o.update_cursor.clone()));
+        let plan = match (&plan_name, cached.clone()) {
+            (None, _) => Value::Null,
+            (Some(_), Some(slug)) => json!(slug),
+            (Some(name), None) => {
+                let plan = billing.get_plan(pb::GetPlanRequest { name: name.clone(), ..Default::default() }).await?.into_inner().plan;
+                json!(plan.map(|p| p.slug))
             }
-            plans.insert(o.id.clone(), (plan_of(&o), false));
-        }
+        };
+        let cached = uncached.is_none() && (plan_name.is_none() || cached.is_some());
+        answers.push(json!({"user": user, "organization": organization, "member": true, "role": role,
+                            "plan": plan, "features": entitled, "cached": cached}));
     }
-    let answers = organizations.iter().zip(roles).map(|(organization, role)| match role {
-        None => json!({"user": user, "organization": organization, "member": false}),
-        Some(role) => {
-            let (plan, cached) = plans.get(*organization).cloned().unwrap_or_default();
-            json!({"user": user, "organization": organization, "member": true, "role": role, "plan": plan, "cached": cached})
-        }
-    });
-    Ok(answers.collect())
+    Ok(answers)
 }
 
 #[tokio::main]
@@ -133,14 +155,13 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    let mut directory = DirectoryServiceClient::new(channel);
     // Standard input, read on a thread of its own (lines, in order, until it closes).
     let (lines, mut queries) = tokio::sync::mpsc::channel(16);
     std::thread::spawn(move || std::io::stdin().lines().map_while(Result::ok).try_for_each(|l| lines.blocking_send(l)));
     while let Some(line) = queries.recv().await {
         let words: Vec<&str> = line.split_whitespace().collect();
         if let Some((user, organizations)) = words.split_first() {
-            match answer(&mut directory, &cache, user, organizations).await {
+            match answer(&channel, &cache, user, organizations).await {
                 Ok(answers) => answers.iter().for_each(|answer| println!("{answer}")),
                 Err(error) => println!("{}", json!({"user": user, "error": format!("{error:#}")})),
             }
