@@ -73,6 +73,7 @@ impl Store {
             Entity::SubscriptionItem(i) => return format!("{} skipped", i.id),
             Entity::Subscription(s) => return format!("{} skipped", s.id),
             Entity::Plan(p) => return format!("{} skipped", p.id),
+            Entity::PaymentAttempt(a) => return format!("{} skipped", a.id),
             Entity::Invitation(i) => return format!("{} skipped", i.id),
         };
         let outcome = match map.get(&id) {

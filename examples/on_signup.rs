@@ -79,6 +79,7 @@ impl Shared {
             Entity::SubscriptionItem(i) => ("clerkmirror.v1.SubscriptionItem", i.encode_to_vec()),
             Entity::Subscription(s) => ("clerkmirror.v1.Subscription", s.encode_to_vec()),
             Entity::Plan(p) => ("clerkmirror.v1.Plan", p.encode_to_vec()),
+            Entity::PaymentAttempt(a) => ("clerkmirror.v1.PaymentAttempt", a.encode_to_vec()),
             Entity::Invitation(i) => ("clerkmirror.v1.Invitation", i.encode_to_vec()),
         };
         let descriptor = self.descriptors.get_message_by_name(name).context("no descriptor")?;

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 
 use crate::store::entitlement::{self, ItemFacts, PlanFacts, Policy, Verdict};
-use crate::store::{PlanRecord, SubscriptionItemRecord, SubscriptionRecord};
+use crate::store::{PaymentAttemptRecord, PlanRecord, SubscriptionItemRecord, SubscriptionRecord};
 
 /// One held item: its facts, its payer and its subscription.
 struct HeldItem {
@@ -36,6 +36,10 @@ pub struct Billing {
     plans: HashMap<String, PlanFacts>,
     subscriptions: HashMap<String, HeldSubscription>,
     subscriptions_by_payer: HashMap<String, BTreeSet<String>>,
+    /// Each payment's attempts: attempt id → (updated_at, status), by payment id.
+    payments: HashMap<String, HashMap<String, (Option<DateTime<Utc>>, Option<String>)>>,
+    /// Each held attempt's payment.
+    attempts: HashMap<String, String>,
 }
 
 /// Removes `id` from the set under `key` (dropping an emptied set).
@@ -95,6 +99,34 @@ impl Billing {
                 deleted: r.deleted_at.is_some(),
             },
         );
+    }
+
+    /// Holds `r`, replacing what was held of it.
+    pub fn put_payment_attempt(&mut self, r: &PaymentAttemptRecord) {
+        if let Some(payment) = self.attempts.remove(&r.id)
+            && let Some(attempts) = self.payments.get_mut(&payment)
+        {
+            attempts.remove(&r.id);
+            if attempts.is_empty() {
+                self.payments.remove(&payment);
+            }
+        }
+        if let Some(payment) = r.payment_id.as_ref().filter(|_| r.deleted_at.is_none()) {
+            self.attempts.insert(r.id.clone(), payment.clone());
+            self.payments
+                .entry(payment.clone())
+                .or_default()
+                .insert(r.id.clone(), (r.updated_at, r.status.clone()));
+        }
+    }
+
+    /// The status of the newest attempt (by `updated_at`, then id) at payment `payment_id`.
+    pub fn payment_status(&self, payment_id: &str) -> Option<&str> {
+        self.payments
+            .get(payment_id)?
+            .iter()
+            .max_by(|(a, (ta, _)), (b, (tb, _))| (ta.is_some(), ta, a).cmp(&(tb.is_some(), tb, b)))
+            .and_then(|(_, (_, status))| status.as_deref())
     }
 
     /// Whether any live plan is for `payer_type` (`user` or `organization`).

@@ -91,6 +91,13 @@ impl Cached for crate::store::SubscriptionRecord {
     }
 }
 
+impl Cached for crate::store::PaymentAttemptRecord {
+    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+        index.billing.put_payment_attempt(record);
+        index.put_by_id(record, update_cursor);
+    }
+}
+
 impl Cached for crate::store::PlanRecord {
     fn put(index: &mut Index, record: &Self, update_cursor: i64) {
         index.billing.put_plan(record);

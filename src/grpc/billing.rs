@@ -120,6 +120,9 @@ impl Billing {
             return Answer::Unknown;
         };
         let mut subscription = (*subscription).clone();
+        if let Some(status) = i.billing().payment_status(&subscription.latest_payment_id) {
+            subscription.latest_payment_status = status.to_string();
+        }
         for item in item_ids {
             match i.get::<SubscriptionItemRecord>(item) {
                 Answer::Found(m, _) => subscription.items.push((*m).clone()),
@@ -156,11 +159,12 @@ impl BillingService for Billing {
                 Some(Answer::Unknown) | None => {
                     let (found, head) = read::subscription_of(&d.pool, payer).await?;
                     d.fresh(route, head)?;
-                    let Some((subscription, items)) = found else {
+                    let Some((subscription, items, payment_status)) = found else {
                         return Err(not_found(head));
                     };
                     let log_id = d.log_id();
                     let mut message = subscription.record.message(subscription.update_cursor, log_id);
+                    message.latest_payment_status = payment_status.unwrap_or_default();
                     message.items = items.iter().map(|i| i.record.message(i.update_cursor, log_id)).collect();
                     Ok(pb::GetSubscriptionResponse {
                         subscription: Some(message),

@@ -35,6 +35,7 @@ impl Resolved for super::InvitationRecord {}
 impl Resolved for super::SubscriptionItemRecord {}
 impl Resolved for super::SubscriptionRecord {}
 impl Resolved for super::PlanRecord {}
+impl Resolved for super::PaymentAttemptRecord {}
 #[cfg(test)]
 impl Resolved for super::test_kind::WidgetRecord {}
 

@@ -375,6 +375,9 @@ pub struct SubscriptionRecord {
     pub canceled_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub past_due_at: Option<DateTime<Utc>>,
+    /// The payment its latest payment attempts are at (their `payment_id`).
+    #[serde(default)]
+    pub latest_payment_id: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
@@ -401,6 +404,7 @@ impl SubscriptionRecord {
             canceled_at: time_at(&data, "canceled_at"),
             ended_at: time_at(&data, "ended_at"),
             past_due_at: time_at(&data, "past_due_at"),
+            latest_payment_id: id_at(&data, "latest_payment_id"),
             created_at: time_at(&data, "created_at"),
             updated_at: time_at(&data, "updated_at"),
             deleted_at: None,
@@ -442,7 +446,7 @@ impl Kind for SubscriptionRecord {
     ];
     const COLUMNS: &'static str = "id text, payer text, payer_organization_id text, payer_user_id text, status text, \
          active_at timestamptz, canceled_at timestamptz, ended_at timestamptz, past_due_at timestamptz, \
-         created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, data jsonb";
+         latest_payment_id text, created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, data jsonb";
     const UPSERTED_BY: &'static [&'static str] = SUBSCRIPTION_EVENTS;
     /// No event deletes a subscription.
     const DELETED_BY: &'static [&'static str] = &[];
@@ -468,6 +472,8 @@ impl Kind for SubscriptionRecord {
             update_cursor: Cursor::new(log_id, update_cursor).encode(),
             delete_time: timestamp(self.deleted_at),
             items: Vec::new(),
+            latest_payment_id: self.latest_payment_id.clone().unwrap_or_default(),
+            latest_payment_status: String::new(),
         }
     }
     fn message_deleted(message: &pb::Subscription) -> bool {
@@ -490,6 +496,159 @@ impl Kind for SubscriptionRecord {
     const USER_COLUMN: Option<&'static str> = Some("payer_user_id");
     fn unrecognised(&self) -> Option<&str> {
         unknown(&self.status, SUBSCRIPTION_STATUSES)
+    }
+}
+
+/// A payment attempt as the `payment_attempts` projection keeps it (`paymentAttempt.*`): what a
+/// subscription's latest payment shows (its `latest_payment_id` is the attempts' `payment_id`;
+/// a retried payment has several attempts, the newest says).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct PaymentAttemptRecord {
+    pub id: String,
+    /// The payment it is an attempt at (a subscription's `latest_payment_id`).
+    pub payment_id: Option<String>,
+    /// `organizations/{id}` or `users/{id}`.
+    pub payer: Option<String>,
+    pub payer_organization_id: Option<String>,
+    pub payer_user_id: Option<String>,
+    /// Clerk's status as sent: `pending`, `paid`, `failed`, or another value Clerk may add.
+    pub status: Option<String>,
+    /// `checkout` or `recurring`.
+    pub charge_type: Option<String>,
+    /// The grand total, in minor units of `currency`.
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    /// Why it failed (`failed_reason.code`: `card_declined`, …).
+    pub failed_reason: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub billing_date: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Clerk's object without its payment source (card details) and the payer's contact fields.
+    pub data: Option<Value>,
+}
+
+impl Record for PaymentAttemptRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// The statuses Clerk documents for a payment attempt.
+const ATTEMPT_STATUSES: &[&str] = &["failed", "paid", "pending"];
+
+impl PaymentAttemptRecord {
+    pub fn from_clerk(data: Value) -> Result<PaymentAttemptRecord, RecordError> {
+        let id = records::required_id(&data, "the payment attempt")?;
+        let payer = Payer::of(&data);
+        let total = data.get("totals").and_then(|t| t.get("grand_total"));
+        Ok(PaymentAttemptRecord {
+            id,
+            payment_id: id_at(&data, "payment_id"),
+            payer: payer.name,
+            payer_organization_id: payer.organization_id,
+            payer_user_id: payer.user_id,
+            status: text(&data, "status"),
+            charge_type: text(&data, "charge_type"),
+            amount: total.and_then(|t| t.get("amount")).and_then(Value::as_i64),
+            currency: total.and_then(|t| text(t, "currency")),
+            failed_reason: data.get("failed_reason").and_then(|r| text(r, "code")),
+            paid_at: time_at(&data, "paid_at"),
+            failed_at: time_at(&data, "failed_at"),
+            billing_date: time_at(&data, "billing_date"),
+            created_at: time_at(&data, "created_at"),
+            updated_at: time_at(&data, "updated_at"),
+            deleted_at: None,
+            data: Some(match data {
+                Value::Object(mut o) => {
+                    o.remove("payment_source");
+                    if let Some(Value::Object(payer)) = o.get_mut("payer") {
+                        for field in ["email", "first_name", "last_name", "image_url"] {
+                            payer.remove(field);
+                        }
+                    }
+                    Value::Object(o)
+                }
+                other => other,
+            }),
+        })
+    }
+}
+
+impl Kind for PaymentAttemptRecord {
+    const TYPE: EntityType = EntityType::PaymentAttempt;
+    const TABLE: &'static str = "payment_attempts";
+    const FIELDS: &'static [Field] = &[
+        Field::text("id"),
+        Field::text("payment_id"),
+        Field::text("payer"),
+        Field::text("status"),
+        Field::text("charge_type"),
+        Field::int("amount"),
+        Field::text("currency"),
+        Field::text("failed_reason"),
+        Field::time("paid_time").column("paid_at"),
+        Field::time("fail_time").column("failed_at"),
+        Field::time("billing_time").column("billing_date"),
+        Field::time("create_time").column("created_at"),
+        Field::time("update_time").column("updated_at"),
+    ];
+    const COLUMNS: &'static str = "id text, payment_id text, payer text, payer_organization_id text, payer_user_id text, \
+         status text, charge_type text, amount bigint, currency text, failed_reason text, paid_at timestamptz, \
+         failed_at timestamptz, billing_date timestamptz, created_at timestamptz, updated_at timestamptz, \
+         deleted_at timestamptz, data jsonb";
+    const UPSERTED_BY: &'static [&'static str] = &["paymentAttempt.created", "paymentAttempt.updated"];
+    /// No event deletes a payment attempt.
+    const DELETED_BY: &'static [&'static str] = &[];
+    const ADDED_LATER: bool = true;
+
+    paid_and_never_deleted!();
+    fn into_any(self) -> AnyRecord {
+        AnyRecord::PaymentAttempt(self)
+    }
+    type Message = pb::PaymentAttempt;
+    fn message(&self, update_cursor: i64, log_id: &str) -> pb::PaymentAttempt {
+        pb::PaymentAttempt {
+            name: format!("paymentAttempts/{}", self.id),
+            id: self.id.clone(),
+            payment_id: self.payment_id.clone().unwrap_or_default(),
+            payer: self.payer.clone().unwrap_or_default(),
+            status: self.status.clone().unwrap_or_default(),
+            charge_type: self.charge_type.clone().unwrap_or_default(),
+            amount: self.amount,
+            currency: self.currency.clone().unwrap_or_default(),
+            failed_reason: self.failed_reason.clone().unwrap_or_default(),
+            paid_time: timestamp(self.paid_at),
+            fail_time: timestamp(self.failed_at),
+            billing_time: timestamp(self.billing_date),
+            create_time: timestamp(self.created_at),
+            update_time: timestamp(self.updated_at),
+            update_cursor: Cursor::new(log_id, update_cursor).encode(),
+            delete_time: timestamp(self.deleted_at),
+        }
+    }
+    fn message_deleted(message: &pb::PaymentAttempt) -> bool {
+        message.delete_time.is_some()
+    }
+    fn without_cursor(message: pb::PaymentAttempt) -> pb::PaymentAttempt {
+        pb::PaymentAttempt {
+            update_cursor: String::new(),
+            ..message
+        }
+    }
+    const WIRE_TYPE: pb::EntityType = pb::EntityType::PaymentAttempt;
+    fn change_entity(message: pb::PaymentAttempt) -> pb::change::Entity {
+        pb::change::Entity::PaymentAttempt(message)
+    }
+    fn change_previous(message: pb::PaymentAttempt) -> pb::change::Previous {
+        pb::change::Previous::PreviousPaymentAttempt(message)
+    }
+    const ORGANIZATION_COLUMN: Option<&'static str> = Some("payer_organization_id");
+    const USER_COLUMN: Option<&'static str> = Some("payer_user_id");
+    fn unrecognised(&self) -> Option<&str> {
+        unknown(&self.status, ATTEMPT_STATUSES)
     }
 }
 

@@ -34,12 +34,13 @@ kind::declare_kinds! {$
     SubscriptionItem(crate::store::billing::SubscriptionItemRecord) = "subscription_item",
     Subscription(crate::store::billing::SubscriptionRecord) = "subscription",
     Plan(crate::store::plans::PlanRecord) = "plan",
+    PaymentAttempt(crate::store::billing::PaymentAttemptRecord) = "payment_attempt",
     #[cfg(test)]
     Widget(crate::store::test_kind::WidgetRecord) = "widget",
 }
 
 pub use records::{MembershipRecord, OrganizationRecord, Record, UserRecord, Version, Versioned};
-pub use billing::{SubscriptionItemRecord, SubscriptionRecord};
+pub use billing::{PaymentAttemptRecord, SubscriptionItemRecord, SubscriptionRecord};
 pub use domains::DomainRecord;
 pub use invitations::InvitationRecord;
 pub use plans::PlanRecord;

@@ -444,18 +444,26 @@ pub async fn entitlement_facts<'e>(
     Ok((by_payer, plans, row.try_get("head")?))
 }
 
-/// The payer's subscription (its most recently updated live one) with its items in id order,
-/// if it has one, and the head, at one snapshot.
-pub async fn subscription_of(
-    pool: &PgPool,
-    payer: &str,
-) -> Result<(Option<(Stored<super::SubscriptionRecord>, Vec<Stored<super::SubscriptionItemRecord>>)>, i64), sqlx::Error> {
+/// A payer's subscription, its items in id order, and its latest payment's status.
+type PayersSubscription = (
+    Stored<super::SubscriptionRecord>,
+    Vec<Stored<super::SubscriptionItemRecord>>,
+    Option<String>,
+);
+
+/// The payer's subscription (its most recently updated live one) with its items in id order and
+/// the status of its latest payment's newest attempt, if it has one, and the head, at one
+/// snapshot.
+pub async fn subscription_of(pool: &PgPool, payer: &str) -> Result<(Option<PayersSubscription>, i64), sqlx::Error> {
     let row = sqlx::query(
         "WITH s AS (SELECT * FROM subscriptions WHERE payer = $1 AND deleted_at IS NULL
                      ORDER BY updated_at DESC NULLS LAST, id COLLATE \"C\" DESC LIMIT 1)
          SELECT h.head_seq AS head, to_jsonb(s.*) AS subscription,
                 (SELECT coalesce(jsonb_agg(to_jsonb(i.*) ORDER BY i.id COLLATE \"C\"), '[]')
-                   FROM subscription_items i WHERE i.subscription_id = s.id) AS items
+                   FROM subscription_items i WHERE i.subscription_id = s.id) AS items,
+                (SELECT a.status FROM payment_attempts a
+                  WHERE a.payment_id = s.latest_payment_id AND a.deleted_at IS NULL
+                  ORDER BY a.updated_at DESC NULLS LAST, a.id COLLATE \"C\" DESC LIMIT 1) AS payment_status
            FROM log_head h LEFT JOIN s ON true",
     )
     .bind(payer)
@@ -475,5 +483,6 @@ pub async fn subscription_of(
         _ => Vec::new(),
     };
     let items = items.into_iter().map(stored).collect::<Result<_, _>>()?;
-    Ok((Some((stored(subscription)?, items)), head))
+    let payment_status: Option<String> = row.try_get("payment_status")?;
+    Ok((Some((stored(subscription)?, items, payment_status)), head))
 }

@@ -633,3 +633,131 @@ async fn a_canceled_items_period_end_is_produced_once_by_the_mirror_and_clerks_w
     assert_eq!(changes, 3, "canceled, ended by the mirror, ended by Clerk");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn enabling_billing_on_an_existing_instance_a_subscription_burst_for_every_payer_is_applied_and_answered() {
+    let (url, fake) = crate::backfill::fake_api(4).await;
+    fake.lock().unwrap().plans = vec![
+        plan("cplan_free_org", "free_org", "org", &["basic"], true, 0),
+        plan("cplan_free_user", "free_user", "user", &["notes"], true, 0),
+    ];
+    let app = app_listing_plans(&url, std::time::Duration::from_secs(3600)).await;
+    wait_for_plan_features(&app, "cplan_free_org", &["basic"]).await;
+    // Clerk turns Billing on: every payer gets its subscription on the default plan at once.
+    const PAYERS: usize = 300;
+    let burst: Vec<String> = (0..PAYERS)
+        .map(|i| {
+            let body = subscription_event("created", &format!("csub_burst{i}"), &format!("org_burst{i}"), &[(&format!("csub_item_burst{i}"), "active", T)], T);
+            body.replace("cplan_pro", "cplan_free_org")
+        })
+        .collect();
+    app.send_all_and_apply(&burst).await;
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM subscriptions), (SELECT count(*) FROM subscription_items WHERE status = 'active'),
+                (SELECT count(*) FROM inbox WHERE status <> 'applied')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, (PAYERS as i64, PAYERS as i64, 0));
+    let mut c = pb::billing_service_client::BillingServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    for chunk in (0..PAYERS).collect::<Vec<_>>().chunks(100) {
+        let r = c
+            .check_entitlements(pb::CheckEntitlementsRequest {
+                checks: chunk
+                    .iter()
+                    .map(|i| pb::EntitlementCheck { payer: format!("organizations/org_burst{i}"), feature: "basic".into() })
+                    .collect(),
+                consistency: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (i, result) in chunk.iter().zip(&r.results) {
+            assert_eq!(
+                (result.entitled, result.subscription_item.as_str()),
+                (true, format!("subscriptionItems/csub_item_burst{i}").as_str())
+            );
+        }
+    }
+    // The plan every item names was known: the burst asked for no listing.
+    assert_eq!(crate::backfill::plan_listings(&fake), 1);
+    app.stop().await;
+}
+
+/// `paymentAttempt.<kind>` of attempt `id` at payment `payment_id`, paid by `org_id`.
+fn payment_attempt_event(kind: &str, id: &str, payment_id: &str, org_id: &str, status: &str, updated_ms: i64) -> String {
+    envelope(
+        &format!("paymentAttempt.{kind}"),
+        updated_ms,
+        serde_json::json!({
+            "id": id, "instance_id": "ins_test", "payment_id": payment_id, "statement_id": "stmt_1",
+            "gateway_external_id": "pi_1", "status": status, "created_at": T, "updated_at": updated_ms,
+            "paid_at": if status == "paid" { serde_json::json!(updated_ms) } else { serde_json::Value::Null },
+            "failed_at": if status == "failed" { serde_json::json!(updated_ms) } else { serde_json::Value::Null },
+            "failed_reason": if status == "failed" { serde_json::json!({"code": "card_declined", "decline_code": "generic_decline"}) } else { serde_json::Value::Null },
+            "billing_date": T, "charge_type": "recurring",
+            "payee": {"id": "cpayee_1", "gateway_type": "stripe"},
+            "payer": {"id": "cpayer_1", "organization_id": org_id, "user_id": "", "email": "billing@example.com", "first_name": "Ada"},
+            "totals": {"grand_total": {"amount": 2200, "amount_formatted": "$22.00", "currency": "USD", "currency_symbol": "$"}},
+            "payment_source": {"id": "card_1", "last4": "4242", "card_type": "visa"},
+            "subscription_items": [],
+        }),
+    )
+}
+
+#[tokio::test]
+async fn a_subscription_shows_its_latest_payments_newest_attempt_in_any_order_alike_from_memory_and_postgresql() {
+    let (cluster, name) = shared_database().await;
+    let app = spawn_app_on(cluster, &name, |_| {}).await;
+    let postgres = spawn_app_on(cluster, &name, |c| c.read_cache_bytes = 0).await;
+    let mut w = WatchServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut stream = w
+        .watch_changes(pb::WatchChangesRequest {
+            organization_id: "org_p".into(),
+            entity_types: vec![pb::EntityType::PaymentAttempt as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let subscription = subscription_event("pastDue", "csub_p", "org_p", &[("csub_item_p", "past_due", T + 1)], T + 1)
+        .replace(r#""latest_payment_id":null"#, r#""latest_payment_id":"cpa_1""#);
+    assert!(subscription.contains("cpa_1"));
+    // The retry (paid) arrives before the first attempt (failed), and before the subscription.
+    app.send_all_and_apply(&[
+        payment_attempt_event("updated", "pa_2", "cpa_1", "org_p", "paid", T + 3),
+        payment_attempt_event("created", "pa_1", "cpa_1", "org_p", "failed", T + 2),
+        payment_attempt_event("created", "pa_other", "cpa_0", "org_other", "paid", T + 9),
+        subscription,
+    ])
+    .await;
+    postgres.wait_until_applied().await;
+    let get = pb::GetSubscriptionRequest { payer: "organizations/org_p".into(), consistency: None };
+    let mut m = pb::billing_service_client::BillingServiceClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut p = pb::billing_service_client::BillingServiceClient::connect(format!("http://{}", postgres.grpc_addr)).await.unwrap();
+    let from_memory = m.get_subscription(get.clone()).await.unwrap().into_inner();
+    let from_postgres = p.get_subscription(get).await.unwrap().into_inner();
+    assert_eq!(from_memory, from_postgres);
+    let s = from_memory.subscription.unwrap();
+    assert_eq!((s.latest_payment_id.as_str(), s.latest_payment_status.as_str()), ("cpa_1", "paid"));
+    // The organization's watch carries its attempts (and not another payer's).
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let c = next_change(&mut stream).await;
+        let Some(pb::change::Entity::PaymentAttempt(a)) = c.entity else { panic!("{c:?}") };
+        seen.push((a.name, a.status, a.amount, a.failed_reason));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("paymentAttempts/pa_2".to_string(), "paid".to_string(), Some(2200), String::new()),
+            ("paymentAttempts/pa_1".into(), "failed".into(), Some(2200), "card_declined".into())
+        ]
+    );
+    // Card details and the payer's contact fields are not kept.
+    let kept: Vec<String> = sqlx::query_scalar("SELECT data::text FROM payment_attempts").fetch_all(&app.pool).await.unwrap();
+    assert!(kept.iter().all(|d| !d.contains("4242") && !d.contains("billing@example.com") && !d.contains("Ada")), "{kept:?}");
+    app.stop().await;
+    postgres.stop().await;
+}
