@@ -545,7 +545,12 @@ pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[Chang
         state.insert(c.entity_id.clone(), c.state.clone());
     }
     for (id, last) in &state {
-        let stored = match if id.starts_with("csub_item") { "item" } else { &id[..4] } {
+        let kind = match id {
+            _ if id.starts_with("csub_item") => "item",
+            _ if id.starts_with("pa_") => "attempt",
+            _ => &id[..4],
+        };
+        let stored = match kind {
             "user" => serde_json::to_value(user_row(pool, id).await.unwrap()).unwrap(),
             "org_" => serde_json::to_value(org_row(pool, id).await.unwrap()).unwrap(),
             "role" => serde_json::to_value(row::<RoleRecord>(pool, "roles", id).await.unwrap()).unwrap(),
@@ -555,6 +560,10 @@ pub async fn check_changes_replay_to_the_projections(pool: &PgPool, all: &[Chang
             "item" => serde_json::to_value(row::<SubscriptionItemRecord>(pool, "subscription_items", id).await.unwrap())
                 .unwrap(),
             "csub" => serde_json::to_value(row::<SubscriptionRecord>(pool, "subscriptions", id).await.unwrap()).unwrap(),
+            "attempt" => serde_json::to_value(
+                row::<clerk_mirror::store::PaymentAttemptRecord>(pool, "payment_attempts", id).await.unwrap(),
+            )
+            .unwrap(),
             _ => serde_json::to_value(membership_row(pool, id).await.unwrap()).unwrap(),
         };
         assert_eq!(
@@ -832,6 +841,47 @@ async fn every_order_of_a_subscription_item_story_with_duplicates_ends_in_the_sa
         ],
         "{reference}"
     );
+}
+
+/// A story of a subscription and its payments: created, past due at a first payment whose
+/// attempt failed and then was paid, active again at a second payment still pending; each
+/// payment's attempts by their own `updated_at`.
+fn subscription_payment_story(s: &str) -> Vec<String> {
+    let (org, sub) = (format!("org_{s}"), format!("csub{s}"));
+    let with_payment = |kind: &str, item_status: &str, at: i64, payment: &str| {
+        subscription_event(kind, &sub, &org, &[(&format!("csub_item{s}"), item_status, at)], at)
+            .replace(r#""latest_payment_id":null"#, &format!(r#""latest_payment_id":"{payment}{s}""#))
+    };
+    let attempt = |kind: &str, id: &str, payment: &str, status: &str, at: i64| {
+        crate::billing::payment_attempt_event(kind, &format!("{id}{s}"), &format!("{payment}{s}"), &org, status, at)
+    };
+    vec![
+        subscription_event("created", &sub, &org, &[(&format!("csub_item{s}"), "active", T)], T),
+        with_payment("pastDue", "past_due", T + 2, "cpa_1"),
+        attempt("created", "pa_1", "cpa_1", "failed", T + 2),
+        attempt("updated", "pa_1", "cpa_1", "paid", T + 3),
+        with_payment("active", "active", T + 4, "cpa_2"),
+        with_payment("past_due", "past_due", T + 2, "cpa_1"),
+        attempt("created", "pa_2", "cpa_2", "pending", T + 4),
+    ]
+}
+
+#[tokio::test]
+async fn every_order_of_a_subscription_and_its_payments_ends_in_the_same_state() {
+    for table in ["subscriptions", "payment_attempts", "subscription_items"] {
+        let (rows, reference) = every_order_ends_alike(table, 30, 0x5ab_9a7, "_p", subscription_payment_story).await;
+        let summary: Vec<(&str, &Value)> = rows.iter().map(|(id, r)| (id.as_str(), &r["status"])).collect();
+        let want: Vec<(&str, Value)> = match table {
+            "subscriptions" => vec![("csub", "active".into())],
+            "payment_attempts" => vec![("pa_1", "paid".into()), ("pa_2", "pending".into())],
+            _ => vec![("csub_item", "active".into())],
+        };
+        let want: Vec<(&str, &Value)> = want.iter().map(|(id, v)| (*id, v)).collect();
+        assert_eq!(summary, want, "{table}: {reference}");
+        if table == "subscriptions" {
+            assert_eq!(rows[0].1["latest_payment_id"], "cpa_2", "{reference}");
+        }
+    }
 }
 
 /// A story of invitations: accepted (its webhook dated before the pending one's), revoked,

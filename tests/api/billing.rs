@@ -686,7 +686,7 @@ async fn enabling_billing_on_an_existing_instance_a_subscription_burst_for_every
 }
 
 /// `paymentAttempt.<kind>` of attempt `id` at payment `payment_id`, paid by `org_id`.
-fn payment_attempt_event(kind: &str, id: &str, payment_id: &str, org_id: &str, status: &str, updated_ms: i64) -> String {
+pub(crate) fn payment_attempt_event(kind: &str, id: &str, payment_id: &str, org_id: &str, status: &str, updated_ms: i64) -> String {
     envelope(
         &format!("paymentAttempt.{kind}"),
         updated_ms,
