@@ -77,32 +77,22 @@ impl Cached for crate::store::DomainRecord {}
 impl Cached for crate::store::InvitationRecord {}
 /// Clerk Billing's kinds are held by id (within the budget) for gets, and what entitlement
 /// checks and GetSubscription need is held whatever the budget: see [`Index::billing`].
-impl Cached for crate::store::SubscriptionItemRecord {
-    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
-        index.billing.put_item(record);
-        index.put_by_id(record, update_cursor);
-    }
+macro_rules! held_for_billing {
+    ($($kind:ty => $put:ident),* $(,)?) => {$(
+        impl Cached for $kind {
+            fn put(index: &mut Index, record: &Self, update_cursor: i64) {
+                index.billing.$put(record);
+                index.put_by_id(record, update_cursor);
+            }
+        }
+    )*};
 }
 
-impl Cached for crate::store::SubscriptionRecord {
-    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
-        index.billing.put_subscription(record);
-        index.put_by_id(record, update_cursor);
-    }
-}
-
-impl Cached for crate::store::PaymentAttemptRecord {
-    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
-        index.billing.put_payment_attempt(record);
-        index.put_by_id(record, update_cursor);
-    }
-}
-
-impl Cached for crate::store::PlanRecord {
-    fn put(index: &mut Index, record: &Self, update_cursor: i64) {
-        index.billing.put_plan(record);
-        index.put_by_id(record, update_cursor);
-    }
+held_for_billing! {
+    crate::store::SubscriptionItemRecord => put_item,
+    crate::store::SubscriptionRecord => put_subscription,
+    crate::store::PaymentAttemptRecord => put_payment_attempt,
+    crate::store::PlanRecord => put_plan,
 }
 
 #[cfg(test)]

@@ -32,6 +32,18 @@ fn key<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
     Ok(value)
 }
 
+/// 1 to [`MAX_CHECKS`] checks in one request (CheckPermissions, CheckEntitlements).
+pub(super) fn check_count(n: usize) -> Result<(), ApiError> {
+    if n == 0 || n > MAX_CHECKS {
+        return Err(ApiError::invalid(
+            "checks",
+            "INVALID_CHECK_COUNT",
+            format!("1 to {MAX_CHECKS} checks, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
 /// One check's parsed fields: organization id, user id, permission key.
 type Check<'a> = (&'a str, &'a str, &'a str);
 
@@ -263,13 +275,7 @@ impl Directory {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("CheckPermissions", async {
-            if r.checks.is_empty() || r.checks.len() > MAX_CHECKS {
-                return Err(ApiError::invalid(
-                    "checks",
-                    "INVALID_CHECK_COUNT",
-                    format!("1 to {MAX_CHECKS} checks, got {}", r.checks.len()),
-                ));
-            }
+            check_count(r.checks.len())?;
             let checks = r
                 .checks
                 .iter()

@@ -5,6 +5,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::access::check_count;
 use super::directory::{Directory, ListPage, Route, deadline};
 use super::error::ApiError;
 use super::{names, traced};
@@ -14,9 +15,6 @@ use crate::pb::billing_service_server::BillingService;
 use crate::store::convert::timestamp;
 use crate::store::entitlement::{self, Policy, Source, Verdict};
 use crate::store::{Kind, PlanRecord, SubscriptionItemRecord, SubscriptionRecord, read};
-
-/// Most checks in one CheckEntitlements.
-pub const MAX_CHECKS: usize = 100;
 
 /// Longest feature slug accepted (Clerk's are well under it).
 const MAX_FEATURE_BYTES: usize = 512;
@@ -276,13 +274,7 @@ impl BillingService for Billing {
         let deadline = deadline(request.metadata());
         let r = request.into_inner();
         traced("CheckEntitlements", async {
-            if r.checks.is_empty() || r.checks.len() > MAX_CHECKS {
-                return Err(ApiError::invalid(
-                    "checks",
-                    "INVALID_CHECK_COUNT",
-                    format!("1 to {MAX_CHECKS} checks, got {}", r.checks.len()),
-                ));
-            }
+            check_count(r.checks.len())?;
             let checks = r
                 .checks
                 .iter()

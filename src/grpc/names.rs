@@ -26,28 +26,26 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// The id in `users/{id}`.
-pub fn user_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
-    match name.strip_prefix("users/") {
+/// The id in `{collection}/{id}`.
+fn top_level_id<'a>(field: &str, name: &'a str, collection: &str) -> Result<&'a str, ApiError> {
+    match name.strip_prefix(collection).and_then(|rest| rest.strip_prefix('/')) {
         Some(rest) => id(field, name, rest),
         None => Err(ApiError::invalid(
             field,
             "INVALID_NAME",
-            format!("expected `users/{{id}}`, got `{}`", truncate(name)),
+            format!("expected `{collection}/{{id}}`, got `{}`", truncate(name)),
         )),
     }
 }
 
+/// The id in `users/{id}`.
+pub fn user_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
+    top_level_id(field, name, "users")
+}
+
 /// The id in `organizations/{id}`.
 pub fn organization_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
-    match name.strip_prefix("organizations/") {
-        Some(rest) => id(field, name, rest),
-        None => Err(ApiError::invalid(
-            field,
-            "INVALID_NAME",
-            format!("expected `organizations/{{id}}`, got `{}`", truncate(name)),
-        )),
-    }
+    top_level_id(field, name, "organizations")
 }
 
 /// A payer: `organizations/{id}` or `users/{id}`, checked and returned as given.
@@ -64,26 +62,12 @@ pub fn payer<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
 
 /// The id in `plans/{id}`.
 pub fn plan_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
-    match name.strip_prefix("plans/") {
-        Some(rest) => id(field, name, rest),
-        None => Err(ApiError::invalid(
-            field,
-            "INVALID_NAME",
-            format!("expected `plans/{{id}}`, got `{}`", truncate(name)),
-        )),
-    }
+    top_level_id(field, name, "plans")
 }
 
 /// The id in `roles/{id}`.
 pub fn role_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
-    match name.strip_prefix("roles/") {
-        Some(rest) => id(field, name, rest),
-        None => Err(ApiError::invalid(
-            field,
-            "INVALID_NAME",
-            format!("expected `roles/{{id}}`, got `{}`", truncate(name)),
-        )),
-    }
+    top_level_id(field, name, "roles")
 }
 
 /// The organization id and membership id in `organizations/{org}/memberships/{id}`.

@@ -22,34 +22,16 @@ use sqlx::PgConnection;
 
 use super::convert::timestamp;
 use super::fields::Field;
-use super::kind::{AnyRecord, EntityType, Kind};
+use super::kind::{AnyRecord, EntityType, Kind, never_deleted};
 use super::plans::WANTED_CHANNEL;
 use super::records::{self, Record, RecordError, str_at as text, time_at};
 use crate::pb::{self, cursor::Cursor};
 
-/// What the two billing kinds share in their `Kind`: Clerk's object is the record, nothing
-/// deletes one (a delete-shaped body, a repair, names it and is its tombstone), and the payer
-/// decides the organization or user it belongs to.
+/// What the billing kinds paid by someone share in their `Kind`: [`never_deleted!`], and the
+/// payer decides the organization or user it belongs to.
 macro_rules! paid_and_never_deleted {
     () => {
-        fn from_clerk(data: Value) -> Result<Self, RecordError> {
-            Self::from_clerk(data)
-        }
-        fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
-            Ok(Self::from_clerk(data)?.tombstone(at))
-        }
-        fn tombstone(&self, at: DateTime<Utc>) -> Self {
-            Self {
-                deleted_at: Some(at),
-                ..self.clone()
-            }
-        }
-        fn deleted_at(&self) -> Option<DateTime<Utc>> {
-            self.deleted_at
-        }
-        fn set_deleted_at(&mut self, at: DateTime<Utc>) {
-            self.deleted_at = Some(at);
-        }
+        never_deleted!();
         fn organization_id(&self) -> Option<String> {
             self.payer_organization_id.clone()
         }

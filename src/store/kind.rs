@@ -189,6 +189,33 @@ pub trait Kind:
     }
 }
 
+/// What a kind whose records are Clerk's objects and that no event deletes has in its `Kind`:
+/// Clerk's object is the record, and a delete-shaped body (a repair) names it and is its
+/// tombstone.
+macro_rules! never_deleted {
+    () => {
+        fn from_clerk(data: Value) -> Result<Self, RecordError> {
+            Self::from_clerk(data)
+        }
+        fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
+            Ok(Self::from_clerk(data)?.tombstone(at))
+        }
+        fn tombstone(&self, at: DateTime<Utc>) -> Self {
+            Self {
+                deleted_at: Some(at),
+                ..self.clone()
+            }
+        }
+        fn deleted_at(&self) -> Option<DateTime<Utc>> {
+            self.deleted_at
+        }
+        fn set_deleted_at(&mut self, at: DateTime<Utc>) {
+            self.deleted_at = Some(at);
+        }
+    };
+}
+pub(crate) use never_deleted;
+
 /// Declares the kinds: `Variant(RecordType) = "name"`, one line each. The leading `$` passes
 /// the dollar sign to the dispatch macros it defines.
 macro_rules! declare_kinds {

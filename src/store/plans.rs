@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::convert::timestamp;
 use super::fields::Field;
-use super::kind::{AnyRecord, EntityType, Kind};
+use super::kind::{AnyRecord, EntityType, Kind, never_deleted};
 use super::records::{self, Record, RecordError, str_at as text};
 use crate::pb::{self, cursor::Cursor};
 
@@ -146,24 +146,7 @@ impl Kind for PlanRecord {
     const DELETED_BY: &'static [&'static str] = &[];
     const ADDED_LATER: bool = true;
 
-    fn from_clerk(data: Value) -> Result<Self, RecordError> {
-        Self::from_clerk(data)
-    }
-    fn from_delete(data: Value, at: DateTime<Utc>) -> Result<Self, RecordError> {
-        Ok(Self::from_clerk(data)?.tombstone(at))
-    }
-    fn tombstone(&self, at: DateTime<Utc>) -> Self {
-        Self {
-            deleted_at: Some(at),
-            ..self.clone()
-        }
-    }
-    fn deleted_at(&self) -> Option<DateTime<Utc>> {
-        self.deleted_at
-    }
-    fn set_deleted_at(&mut self, at: DateTime<Utc>) {
-        self.deleted_at = Some(at);
-    }
+    never_deleted!();
     fn organization_id(&self) -> Option<String> {
         None
     }
