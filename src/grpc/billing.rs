@@ -62,6 +62,7 @@ fn wire(v: Verdict) -> (bool, String, String, Option<prost_types::Timestamp>, pb
         match v.source {
             Source::Item => pb::EntitlementSource::SubscriptionItem,
             Source::DefaultPlan => pb::EntitlementSource::DefaultPlan,
+            Source::UnknownPlan => pb::EntitlementSource::UnknownPlan,
         },
     )
 }

@@ -10,6 +10,8 @@
 //! - The feature is granted by the first entitling item (in id order) whose plan includes it.
 //! - A payer none of whose items entitles (the mirror knows none, or all ended) is on the
 //!   default plan of its payer type, and the answer says so.
+//! - An entitling item whose plan the mirror does not hold grants nothing until the plan is
+//!   listed, and when no other item grants the feature the answer says so (`UnknownPlan`).
 
 use chrono::{DateTime, Utc};
 
@@ -78,6 +80,10 @@ pub enum Source {
     Item,
     /// None of the payer's items entitles: the default plan of its type.
     DefaultPlan,
+    /// An entitling item names a plan the mirror does not hold (plans are listed from the
+    /// Backend API, with a secret key), and no other item grants the feature: not entitled
+    /// until the plan is listed. The verdict names that item and plan.
+    UnknownPlan,
 }
 
 /// One entitlement check's answer.
@@ -136,9 +142,11 @@ pub fn decide<'a>(
     policy: Policy,
 ) -> Verdict {
     let mut any_entitles = false;
+    let mut unknown: Option<&ItemFacts> = None;
     for item in items.into_iter().filter(|i| entitles(i, now, policy)) {
         any_entitles = true;
         let Some(p) = item.plan_id.as_deref().and_then(&plan).filter(|p| !p.deleted) else {
+            unknown = unknown.or(Some(item));
             continue;
         };
         if p.features.iter().any(|f| f == feature) {
@@ -150,6 +158,15 @@ pub fn decide<'a>(
                 source: Source::Item,
             };
         }
+    }
+    if let Some(item) = unknown {
+        return Verdict {
+            entitled: false,
+            item: Some(item.id.clone()),
+            plan: item.plan_id.clone(),
+            period_end: item.period_end,
+            source: Source::UnknownPlan,
+        };
     }
     if any_entitles {
         return Verdict {
@@ -257,10 +274,14 @@ mod tests {
         assert_eq!((v.entitled, v.source, v.plan.as_deref()), (true, Source::DefaultPlan, Some("cplan_free")));
         let v = decide(&[], find, default, "sso", now, Policy::default());
         assert_eq!((v.entitled, v.source, v.plan), (false, Source::DefaultPlan, None));
-        // An item naming a plan the mirror does not hold entitles to nothing it can name.
+        // An item naming a plan the mirror does not hold grants nothing, and the answer says why.
         let unknown = [item("csub_item_c", "active", "cplan_unknown", None)];
         let v = decide(&unknown, find, default, "sso", now, Policy::default());
-        assert_eq!((v.entitled, v.source), (false, Source::Item));
+        assert_eq!((v.entitled, v.source, v.item.as_deref(), v.plan.as_deref()), (false, Source::UnknownPlan, Some("csub_item_c"), Some("cplan_unknown")));
+        // … unless another item grants it.
+        let both = [item("csub_item_b", "active", "cplan_pro", None), item("csub_item_c", "active", "cplan_unknown", None)];
+        let v = decide(&both, find, default, "sso", now, Policy::default());
+        assert_eq!((v.entitled, v.source), (true, Source::Item));
         assert_eq!(default_plan(&plans, "user"), None);
         assert_eq!((payer_type("organizations/org_1"), payer_type("users/u"), payer_type("x/y")), (Some("organization"), Some("user"), None));
     }

@@ -499,6 +499,18 @@ async fn the_billing_reads_serve_plans_subscriptions_and_filtered_items_and_refu
         .unwrap()
         .into_inner();
     assert_eq!((r.entitled, r.source()), (false, pb::EntitlementSource::DefaultPlan));
+    // An item naming a plan the mirror does not hold: not entitled, and the answer says why.
+    app.send_all_and_apply(&[item_on("active", "csub_item_n", "active", "organizations/org_n", "cplan_unlisted", T + 4, None, false)])
+        .await;
+    let r = c
+        .check_entitlement(pb::CheckEntitlementRequest { payer: "organizations/org_n".into(), feature: "sso".into(), consistency: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.entitled, r.source(), r.subscription_item.as_str(), r.plan.as_str()),
+        (false, pb::EntitlementSource::UnknownPlan, "subscriptionItems/csub_item_n", "plans/cplan_unlisted")
+    );
     // GetSubscription: the payer's subscription with its items, in id order.
     let s = c
         .get_subscription(pb::GetSubscriptionRequest { payer: "organizations/org_a".into(), consistency: None })
@@ -543,10 +555,13 @@ async fn the_billing_reads_serve_plans_subscriptions_and_filtered_items_and_refu
             .await
             .map(|r| r.into_inner().subscription_items.into_iter().map(|i| i.id).collect::<Vec<_>>())
     };
-    assert_eq!(list(&mut c, r#"status = "active""#).await.unwrap(), ["csub_item_a2", "csub_item_u"]);
+    assert_eq!(list(&mut c, r#"status = "active""#).await.unwrap(), ["csub_item_a2", "csub_item_n", "csub_item_u"]);
     assert_eq!(list(&mut c, r#"plan = "plans/cplan_team""#).await.unwrap(), ["csub_item_b"]);
     assert_eq!(list(&mut c, r#"payer_type = "user""#).await.unwrap(), ["csub_item_u"]);
-    assert_eq!(list(&mut c, r#"status = "active" AND payer_type = "organization""#).await.unwrap(), ["csub_item_a2"]);
+    assert_eq!(
+        list(&mut c, r#"status = "active" AND payer_type = "organization""#).await.unwrap(),
+        ["csub_item_a2", "csub_item_n"]
+    );
     let e = list(&mut c, r#"colour = "red""#).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     // Bad checks name the field and what is expected.
