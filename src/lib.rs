@@ -23,6 +23,7 @@ pub mod ingest;
 #[cfg(test)]
 mod kind_proof;
 pub mod metrics;
+pub mod outbound;
 pub mod pb;
 pub mod pg;
 pub mod secrets;

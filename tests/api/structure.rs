@@ -17,7 +17,7 @@ const FLOORS: &[&[&str]] = &[
     // transports
     &["grpc", "http_server", "admin", "tls"],
     // the data's writers and readers
-    &["ingest", "backfill", "applier", "cache"],
+    &["ingest", "backfill", "applier", "cache", "outbound"],
     &["hub"],
     &["inbox"],
     &["store", "filter"],
