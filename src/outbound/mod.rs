@@ -1,7 +1,10 @@
 //! Outbound webhooks (issue #26): the mirror's change log delivered to services that cannot hold
-//! a stream, signed the Standard Webhooks way. Built so far: the signing ([`sign`]) and the
+//! a stream, signed the Standard Webhooks way. Built so far: what a delivery says ([`body`]),
+//! the signing ([`sign`]), how a destination's secret is kept at rest ([`sealed`]) and the
 //! policy on where a delivery may go ([`address`]); destinations, the fenced sender and its
 //! admin API come next.
 
 pub mod address;
+pub mod body;
+pub mod sealed;
 pub mod sign;

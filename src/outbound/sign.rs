@@ -39,11 +39,20 @@ impl SigningSecret {
     /// The secret `whsec_…` names.
     pub fn parse(text: &str) -> Result<SigningSecret, SecretError> {
         let encoded = text.strip_prefix(PREFIX).ok_or(SecretError::NotWhsec)?;
-        let key = STANDARD.decode(encoded).map_err(|_| SecretError::BadKey)?;
+        SigningSecret::from_key(STANDARD.decode(encoded).map_err(|_| SecretError::BadKey)?)
+    }
+
+    /// The secret of key `key` (24 to 64 bytes).
+    pub fn from_key(key: Vec<u8>) -> Result<SigningSecret, SecretError> {
         if !(KEY_BYTES..=64).contains(&key.len()) {
             return Err(SecretError::BadKey);
         }
         Ok(SigningSecret(Redacted(key)))
+    }
+
+    /// The key's bytes (to seal it).
+    pub(super) fn key(&self) -> &[u8] {
+        &self.0.0
     }
 
     /// The text a receiver configures (`whsec_…`): shown once, when made.
