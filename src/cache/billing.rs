@@ -131,7 +131,7 @@ impl Billing {
 
     /// Whether any live plan is for `payer_type` (`user` or `organization`).
     pub fn holds_plans_for(&self, payer_type: &str) -> bool {
-        self.plans.values().any(|p| !p.deleted && p.payer_type.as_deref() == Some(payer_type))
+        entitlement::holds_plans_for(self.plans.values(), payer_type)
     }
 
     /// Whether `payer` (`organizations/{id}` or `users/{id}`) has `feature` at `now`.
@@ -143,8 +143,7 @@ impl Billing {
             .flatten()
             .filter_map(|id| self.items.get(id))
             .map(|i| &i.facts);
-        let default = entitlement::payer_type(payer).and_then(|t| entitlement::default_plan(self.plans.values(), t));
-        entitlement::decide(items, |id| self.plans.get(id), default, feature, now, policy)
+        entitlement::decide_for(payer, items, self.plans.values(), |id| self.plans.get(id), feature, now, policy)
     }
 
     /// The payer's subscription (its most recently updated live one) and its items' ids, in id

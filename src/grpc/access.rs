@@ -93,12 +93,15 @@ impl Directory {
                 if route == Route::Memory {
                     self.cache.count("fallback");
                 }
-                let found = if gates {
+                // Plans are read only for a key Billing may gate (`org:<feature>:…`): without
+                // one, a gate needs none (system keys are never gated, others take the snapshot).
+                let found = if gates && checks.iter().any(|(_, _, p)| access::feature_of(p).is_some()) {
                     self.standings_and_plans(checks, now).await?
                 } else {
                     let mut conn = self.pool.acquire().await?;
                     let (standings, head) = read::standings(&mut conn, checks).await?;
-                    (standings.into_iter().map(|s| (s, Gate::Off)).collect(), head)
+                    let gates = checks.iter().map(|(_, _, p)| access::gate(gates, false, p, |_| false));
+                    (standings.into_iter().zip(gates).collect(), head)
                 };
                 self.fresh(route, found.1)?;
                 found
@@ -128,15 +131,14 @@ impl Directory {
         let payer_refs: Vec<&str> = payers.iter().map(String::as_str).collect();
         let (items, plans, _) = read::entitlement_facts(&mut *tx, &payer_refs).await?;
         tx.rollback().await?;
-        let held = plans.iter().any(|p| !p.deleted && p.payer_type.as_deref() == Some("organization"));
-        let default = entitlement::default_plan(&plans, "organization");
+        let held = entitlement::holds_plans_for(&plans, "organization");
+        let find = |id: &str| plans.iter().find(|x| x.id == id);
         let decided = standings
             .into_iter()
-            .zip(checks.iter().zip(&items))
-            .map(|(s, ((_, _, p), items))| {
+            .zip(checks.iter().zip(&items).zip(&payer_refs))
+            .map(|(s, (((_, _, p), items), payer))| {
                 let gate = access::gate(true, held, p, |f| {
-                    entitlement::decide(items, |id| plans.iter().find(|x| x.id == id), default, f, now, self.entitlements)
-                        .entitled
+                    entitlement::decide_for(payer, items, &plans, find, f, now, self.entitlements).entitled
                 });
                 (s, gate)
             })
@@ -186,12 +188,7 @@ impl Directory {
     ) -> Result<Response<pb::ListRolesResponse>, Status> {
         let r = request.into_inner();
         traced("ListRoles", async {
-            let page = ListPage {
-                rpc: "ListRoles",
-                parent: "",
-                organization: None,
-                consistency: r.consistency.as_ref(),
-            };
+            let page = ListPage::of_instance("ListRoles", r.consistency.as_ref());
             let (roles, next_page_token, cursor) = self
                 .list::<RoleRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
                 .await?;
@@ -210,12 +207,7 @@ impl Directory {
     ) -> Result<Response<pb::ListPermissionsResponse>, Status> {
         let r = request.into_inner();
         traced("ListPermissions", async {
-            let page = ListPage {
-                rpc: "ListPermissions",
-                parent: "",
-                organization: None,
-                consistency: r.consistency.as_ref(),
-            };
+            let page = ListPage::of_instance("ListPermissions", r.consistency.as_ref());
             let (permissions, next_page_token, cursor) = self
                 .list::<PermissionRecord>(&page, r.page_size, &r.page_token, &r.filter, r.show_deleted)
                 .await?;

@@ -99,9 +99,8 @@ impl Billing {
                     .iter()
                     .zip(&items)
                     .map(|((payer, f), items)| {
-                        let default =
-                            entitlement::payer_type(payer).and_then(|t| entitlement::default_plan(&plans, t));
-                        entitlement::decide(items, |id| plans.iter().find(|p| p.id == id), default, f, now, self.policy)
+                        let find = |id: &str| plans.iter().find(|p| p.id == id);
+                        entitlement::decide_for(payer, items, &plans, find, f, now, self.policy)
                     })
                     .collect();
                 (verdicts, head)
@@ -181,12 +180,7 @@ impl BillingService for Billing {
     ) -> Result<Response<pb::ListSubscriptionItemsResponse>, Status> {
         let r = request.into_inner();
         traced("ListSubscriptionItems", async {
-            let page = ListPage {
-                rpc: "ListSubscriptionItems",
-                parent: "",
-                organization: None,
-                consistency: r.consistency.as_ref(),
-            };
+            let page = ListPage::of_instance("ListSubscriptionItems", r.consistency.as_ref());
             let (subscription_items, next_page_token, cursor) = self
                 .directory
                 .list::<SubscriptionItemRecord>(&page, r.page_size, &r.page_token, &r.filter, false)
@@ -226,12 +220,7 @@ impl BillingService for Billing {
     async fn list_plans(&self, request: Request<pb::ListPlansRequest>) -> Result<Response<pb::ListPlansResponse>, Status> {
         let r = request.into_inner();
         traced("ListPlans", async {
-            let page = ListPage {
-                rpc: "ListPlans",
-                parent: "",
-                organization: None,
-                consistency: r.consistency.as_ref(),
-            };
+            let page = ListPage::of_instance("ListPlans", r.consistency.as_ref());
             let (plans, next_page_token, cursor) = self
                 .directory
                 .list::<PlanRecord>(&page, r.page_size, &r.page_token, &r.filter, false)

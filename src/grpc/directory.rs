@@ -818,6 +818,16 @@ pub(super) struct ListPage<'a> {
 }
 
 impl<'a> ListPage<'a> {
+    /// A page of a list that has no parent (the instance's roles, permissions, plans, items).
+    pub(super) fn of_instance(rpc: &'static str, consistency: Option<&'a pb::Consistency>) -> ListPage<'a> {
+        ListPage {
+            rpc,
+            parent: "",
+            organization: None,
+            consistency,
+        }
+    }
+
     /// A page of a list whose `parent` is `organizations/{id}` (that organization's entities) or
     /// `organizations/-` (every organization's).
     pub(super) fn under_organization(

@@ -131,6 +131,30 @@ pub fn default_plan<'a>(plans: impl IntoIterator<Item = &'a PlanFacts>, payer_ty
         .min_by(|a, b| a.id.cmp(&b.id))
 }
 
+/// Whether any live plan in `plans` is for `payer_type` (`user` or `organization`): until one
+/// is, the mirror holds no plans for that type of payer.
+pub fn holds_plans_for<'a>(plans: impl IntoIterator<Item = &'a PlanFacts>, payer_type: &str) -> bool {
+    plans
+        .into_iter()
+        .any(|p| !p.deleted && p.payer_type.as_deref() == Some(payer_type))
+}
+
+/// Whether `payer` (`organizations/{id}` or `users/{id}`), whose items are `items` (in id order),
+/// has `feature` at `now`: [`decide`] with the default plan of the payer's type among `plans`
+/// (every plan held), `plan` finding one by id.
+pub fn decide_for<'a>(
+    payer: &str,
+    items: impl IntoIterator<Item = &'a ItemFacts>,
+    plans: impl IntoIterator<Item = &'a PlanFacts>,
+    plan: impl Fn(&str) -> Option<&'a PlanFacts>,
+    feature: &str,
+    now: DateTime<Utc>,
+    policy: Policy,
+) -> Verdict {
+    let default = payer_type(payer).and_then(|t| default_plan(plans, t));
+    decide(items, plan, default, feature, now, policy)
+}
+
 /// Decides whether the payer whose items are `items` (in id order) has `feature`, at `now`.
 /// `plan` finds a plan by id; `default` is the default plan of the payer's type.
 pub fn decide<'a>(

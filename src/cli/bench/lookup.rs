@@ -259,93 +259,57 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             }
         };
         let row = |name: &str, method: &'static str, body: Vec<u8>| row_of(name, method, body, &url, probe);
-        let health = row("Health/Check", "/grpc.health.v1.Health/Check", c_client.health.clone()).await?.baseline();
-        let mut get = row("gRPC memory GetUser", "/clerkmirror.v1.DirectoryService/GetUser", c_client.get_user.clone()).await?;
-        get.versus(&health);
-        let mut check = row(
-            "gRPC memory CheckPermission",
-            "/clerkmirror.v1.DirectoryService/CheckPermission",
-            c_client.check.clone(),
-        )
-        .await?;
-        check.versus(&health);
-        let mut entitlement = row(
-            "gRPC memory CheckEntitlement",
-            "/clerkmirror.v1.BillingService/CheckEntitlement",
-            c_client.entitlement.clone(),
-        )
-        .await?;
-        entitlement.versus(&health);
-        // The PostgreSQL-bound reads, against PostgreSQL's own C client (pgbench) of this run.
-        let mut consistent = row(
-            "gRPC fully_consistent GetUser",
-            "/clerkmirror.v1.DirectoryService/GetUser",
-            c_client.get_user_consistent.clone(),
-        )
-        .await?;
-        consistent.versus(&prepared);
-        consistent.versus(&health);
-        let mut off = row_of(
-            "gRPC cache off GetUser",
-            "/clerkmirror.v1.DirectoryService/GetUser",
-            c_client.get_user.clone(),
-            &uncached_url,
-            uncached_probe,
-        )
-        .await?;
-        off.versus(&prepared);
-        if c == opts.concurrency.iter().copied().max().unwrap_or(c) {
-
-
-            // One round of rows swings with the machine (±0.1× or more between runs): #24's
-            // rows again, interleaved, each ratio the median over the rounds.
-            let per_call = |r: &Row| r.cpu.server / r.ops.max(1) as f64 * 1e6;
-            let mut rounds = vec![Round {
-                memory: get.vs[0].1,
-                above: per_call(&get) - per_call(&health),
-                consistent: consistent.vs[0].1,
-                off: off.vs[0].1,
-                entitlement: entitlement.vs[0].1,
-                permission: check.vs[0].1,
-            }];
-            for _ in 1..ROUNDS {
-                let health = row("Health/Check", "/grpc.health.v1.Health/Check", c_client.health.clone()).await?;
-                let get = row("gRPC memory GetUser", "/clerkmirror.v1.DirectoryService/GetUser", c_client.get_user.clone()).await?;
-                let entitlement = row(
-                    "gRPC memory CheckEntitlement",
-                    "/clerkmirror.v1.BillingService/CheckEntitlement",
-                    c_client.entitlement.clone(),
-                )
-                .await?;
-                let permission = row(
+        // The C-client rows, in this order: one round.
+        let c_rows = async || -> anyhow::Result<CRows> {
+            Ok(CRows {
+                health: row("Health/Check", "/grpc.health.v1.Health/Check", c_client.health.clone()).await?,
+                get: row("gRPC memory GetUser", "/clerkmirror.v1.DirectoryService/GetUser", c_client.get_user.clone()).await?,
+                check: row(
                     "gRPC memory CheckPermission",
                     "/clerkmirror.v1.DirectoryService/CheckPermission",
                     c_client.check.clone(),
                 )
-                .await?;
-                let prepared = pgbench_row().await?;
-                let consistent = row(
+                .await?,
+                entitlement: row(
+                    "gRPC memory CheckEntitlement",
+                    "/clerkmirror.v1.BillingService/CheckEntitlement",
+                    c_client.entitlement.clone(),
+                )
+                .await?,
+                // The PostgreSQL-bound reads, against PostgreSQL's own C client (pgbench).
+                consistent: row(
                     "gRPC fully_consistent GetUser",
                     "/clerkmirror.v1.DirectoryService/GetUser",
                     c_client.get_user_consistent.clone(),
                 )
-                .await?;
-                let off = row_of(
+                .await?,
+                off: row_of(
                     "gRPC cache off GetUser",
                     "/clerkmirror.v1.DirectoryService/GetUser",
                     c_client.get_user.clone(),
                     &uncached_url,
                     uncached_probe,
                 )
-                .await?;
-                rounds.push(Round {
-                    memory: get.per_second / health.per_second,
-                    above: per_call(&get) - per_call(&health),
-                    consistent: consistent.per_second / prepared.per_second,
-                    off: off.per_second / prepared.per_second,
-                    entitlement: entitlement.per_second / health.per_second,
-                    permission: permission.per_second / health.per_second,
-                });
+                .await?,
+            })
+        };
+        let first = c_rows().await?;
+        let round = Round::of(&first, &prepared);
+        let CRows { health, mut get, mut check, mut entitlement, mut consistent, mut off } = first;
+        let health = health.baseline();
+        get.versus(&health);
+        check.versus(&health);
+        entitlement.versus(&health);
+        consistent.versus(&prepared);
+        consistent.versus(&health);
+        off.versus(&prepared);
+        if c == opts.concurrency.iter().copied().max().unwrap_or(c) {
+            // One round of rows swings with the machine (±0.1× or more between runs): the rows
+            // again, interleaved, each ratio the median over the rounds.
+            let mut rounds = vec![round];
+            for _ in 1..ROUNDS {
+                let prepared = pgbench_row().await?;
+                rounds.push(Round::of(&c_rows().await?, &prepared));
             }
             report.fact(
                 &format!("#22's, #24's and #25's C-client ratios in {ROUNDS} interleaved rounds (c={c})"),
@@ -441,6 +405,16 @@ fn ratio(row: &super::stats::Row, base: &super::stats::Row) -> (f64, f64) {
 const ROUNDS: usize = 3;
 
 /// #24's ratios in one round.
+/// One round of the C-client rows (h2load; the cache-off row against its replica).
+struct CRows {
+    health: Row,
+    get: Row,
+    check: Row,
+    entitlement: Row,
+    consistent: Row,
+    off: Row,
+}
+
 struct Round {
     memory: f64,
     above: f64,
@@ -450,6 +424,22 @@ struct Round {
     entitlement: f64,
     /// CheckPermission from memory ÷ Health/Check (#22).
     permission: f64,
+}
+
+impl Round {
+    /// The ratios of one round, `prepared` the pgbench row measured with it.
+    fn of(r: &CRows, prepared: &Row) -> Round {
+        let per_call = |r: &Row| r.cpu.server / r.ops.max(1) as f64 * 1e6;
+        let over = |a: &Row, b: &Row| a.per_second / b.per_second;
+        Round {
+            memory: over(&r.get, &r.health),
+            above: per_call(&r.get) - per_call(&r.health),
+            consistent: over(&r.consistent, prepared),
+            off: over(&r.off, prepared),
+            entitlement: over(&r.entitlement, &r.health),
+            permission: over(&r.check, &r.health),
+        }
+    }
 }
 
 pub(super) async fn cache_loaded(server: &Server, head: i64) -> anyhow::Result<Duration> {
