@@ -259,8 +259,9 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             }
         };
         let row = |name: &str, method: &'static str, body: Vec<u8>| row_of(name, method, body, &url, probe);
-        // The C-client rows, in this order: one round.
-        let c_rows = async || -> anyhow::Result<CRows> {
+        // The C-client rows, in this order: one round (`pgbench`: with its own pgbench row, run
+        // between the memory rows and the PostgreSQL-bound ones, as the first round's is).
+        let c_rows = async |pgbench: bool| -> anyhow::Result<CRows> {
             Ok(CRows {
                 health: row("Health/Check", "/grpc.health.v1.Health/Check", c_client.health.clone()).await?,
                 get: row("gRPC memory GetUser", "/clerkmirror.v1.DirectoryService/GetUser", c_client.get_user.clone()).await?,
@@ -276,6 +277,10 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                     c_client.entitlement.clone(),
                 )
                 .await?,
+                prepared: match pgbench {
+                    true => Some(pgbench_row().await?),
+                    false => None,
+                },
                 // The PostgreSQL-bound reads, against PostgreSQL's own C client (pgbench).
                 consistent: row(
                     "gRPC fully_consistent GetUser",
@@ -293,9 +298,9 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 .await?,
             })
         };
-        let first = c_rows().await?;
+        let first = c_rows(false).await?;
         let round = Round::of(&first, &prepared);
-        let CRows { health, mut get, mut check, mut entitlement, mut consistent, mut off } = first;
+        let CRows { health, mut get, mut check, mut entitlement, mut consistent, mut off, .. } = first;
         let health = health.baseline();
         get.versus(&health);
         check.versus(&health);
@@ -308,8 +313,8 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             // again, interleaved, each ratio the median over the rounds.
             let mut rounds = vec![round];
             for _ in 1..ROUNDS {
-                let prepared = pgbench_row().await?;
-                rounds.push(Round::of(&c_rows().await?, &prepared));
+                let r = c_rows(true).await?;
+                rounds.push(Round::of(&r, r.prepared.as_ref().expect("asked for")));
             }
             report.fact(
                 &format!("#22's, #24's and #25's C-client ratios in {ROUNDS} interleaved rounds (c={c})"),
@@ -411,6 +416,8 @@ struct CRows {
     get: Row,
     check: Row,
     entitlement: Row,
+    /// The round's own pgbench row, when it measures one.
+    prepared: Option<Row>,
     consistent: Row,
     off: Row,
 }
