@@ -78,6 +78,9 @@ pub struct Config {
     pub entitlements: crate::store::entitlement::Policy,
     /// The applier (`None`: this process never applies; tests use it to hold events back).
     pub applier: Option<ApplierConfig>,
+    /// Outbound webhooks: the destinations key, where deliveries may go, and how the sender
+    /// (on the applier lock's holder) retries.
+    pub outbound: crate::outbound::sender::SenderConfig,
 }
 
 impl Config {
@@ -123,6 +126,7 @@ impl Config {
             billing_gates_permissions: false,
             entitlements: crate::store::entitlement::Policy::default(),
             applier: Some(ApplierConfig::default()),
+            outbound: Default::default(),
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct Metrics {
     /// `permissions`, held outside the budget), accounted `bytes`,
     /// `complete` (1: everything held), `cursor`, `cursor_lag` (behind the hub) and `loads`.
     pub cache: IntGaugeVec,
+    /// Outbound webhook destinations, read from the database at scrape time: per destination,
+    /// `delivered`, `failed_attempts`, `lag_changes`, `lag_seconds` and `paused` (0 or 1).
+    pub destinations: IntGaugeVec,
 }
 
 impl Metrics {
@@ -148,6 +151,11 @@ impl Metrics {
                 "The read cache: entries, bytes, completeness, cursor and lag.",
                 &["what"],
             ),
+            destinations: r.gauges(
+                "outbound_destination",
+                "Outbound webhook destinations (at scrape): delivered, failed attempts, lag in changes and seconds, paused.",
+                &["destination", "what"],
+            ),
             registry: r.registry,
         })
     }
@@ -176,6 +184,16 @@ impl Metrics {
     }
 
     /// The text exposition format of every metric.
+    /// Replaces the destinations' gauges: `(id, [(what, value)])` per destination.
+    pub fn set_destinations(&self, rows: &[(String, [(&'static str, i64); 5])]) {
+        self.destinations.reset();
+        for (id, values) in rows {
+            for (what, value) in values {
+                self.destinations.with_label_values(&[id.as_str(), what]).set(*value);
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

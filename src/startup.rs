@@ -214,19 +214,24 @@ impl Server {
     /// Starts, in order: the webhook and admin servers, the change hub and read cache, the gRPC
     /// server, then the writers (reconcile and the applier).
     async fn start(
-        self,
+        mut self,
         listeners: Listeners,
         supervisor: &Supervisor,
         readiness: Readiness,
     ) -> anyhow::Result<HealthReporter> {
         let stop = supervisor.stop_signal();
+        // Outbound webhooks never go to the mirror's own ports.
+        for l in [&listeners.http, &listeners.grpc, &listeners.admin] {
+            self.config.outbound.policy.own.push(l.local_addr()?);
+        }
         self.serve_webhooks(supervisor, &readiness, listeners.http);
         let tokens = Arc::new(self.config.tokens.clone());
         self.serve_admin(supervisor, listeners.admin, tokens.clone());
         let read_side = self.start_hub_and_cache(supervisor, &stop).await?;
+        let log_id = read_side.log_id.clone();
         let (routes, health) = self.grpc_services(supervisor, readiness, &stop, read_side).await?;
         self.serve_grpc(supervisor, listeners.grpc, routes, tokens)?;
-        self.start_writers(supervisor, &stop)?;
+        self.start_writers(supervisor, &stop, log_id)?;
         Ok(health)
     }
 
@@ -338,12 +343,18 @@ impl Server {
             self.read_pool.clone(),
             hub,
             cache,
-            log_id,
+            log_id.clone(),
             self.config.watch.clone(),
             stop.clone(),
             self.metrics.clone(),
         );
-        let admin_service = grpc::admin::Admin::new(self.read_pool.clone());
+        let destinations = grpc::destinations::Destinations {
+            pool: self.pool.clone(),
+            log_id: log_id.clone(),
+            policy: self.config.outbound.policy.clone(),
+            key: self.config.outbound.key.clone(),
+        };
+        let admin_service = grpc::admin::Admin::new(self.read_pool.clone(), destinations);
         let billing = grpc::billing::Billing::new(directory.clone(), self.config.entitlements);
         let (routes, health) = grpc::routes(directory, billing, watcher, admin_service, self.config.max_message_bytes)
             .await
@@ -390,7 +401,7 @@ impl Server {
 
     /// The writers: the periodic reconcile (if configured) and the applier (if this replica
     /// runs one), sharing whether this replica leads.
-    fn start_writers(&self, supervisor: &Supervisor, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
+    fn start_writers(&self, supervisor: &Supervisor, stop: &watch::Receiver<bool>, log_id: String) -> anyhow::Result<()> {
         let (leading_tx, leading_rx) = watch::channel(false);
         if let Some(r) = self.config.reconcile.clone() {
             let limiter = std::sync::Arc::new(crate::backfill::rate::RateLimiter::new(r.rate, r.window));
@@ -417,6 +428,18 @@ impl Server {
             );
         }
         if let Some(applier_config) = self.config.applier.clone() {
+            // Outbound webhooks are sent by the replica holding the applier lock (a replica
+            // without an applier never holds it).
+            supervisor.spawn(
+                "outbound webhook sender",
+                crate::outbound::sender::run(
+                    self.pool.clone(),
+                    log_id,
+                    self.config.outbound.clone(),
+                    leading_rx.clone(),
+                    stop.clone(),
+                ),
+            );
             let options = db::connect_options(&self.config.database).context("the applier cannot connect")?;
             // It finishes the batch it is in when asked to stop.
             supervisor.spawn(

@@ -1,5 +1,6 @@
 //! A scrape of `/metrics`: the gauges that follow the database (the log's bounds, the inbox, the
-//! backfill's progress, the last reconcile's drift) read now, then every metric rendered.
+//! backfill's progress, the last reconcile's drift, the outbound destinations) read now, then
+//! every metric rendered.
 
 use crate::metrics::Metrics;
 
@@ -29,6 +30,34 @@ pub async fn render(metrics: &Metrics, pool: &sqlx::PgPool) -> String {
                 metrics.set_drift(resource, kind, ids.len());
             }
         }
+    }
+    let destinations = sqlx::query_as::<_, (String, i64, i64, i64, i64, i64)>(
+        "SELECT d.id, d.delivered, d.failed_attempts, (d.state = 'paused')::int::int8, greatest(h.head_seq - m.cursor, 0),
+                coalesce(extract(epoch FROM now() - (SELECT commit_time FROM changes c WHERE c.seq > m.cursor
+                                                     ORDER BY c.seq LIMIT 1)), 0)::int8
+           FROM destinations d CROSS JOIN log_head h
+          CROSS JOIN LATERAL (SELECT min(x) AS cursor FROM unnest(d.lane_cursors) x) m",
+    )
+    .fetch_all(pool)
+    .await;
+    if let Err(e) = &destinations {
+        tracing::warn!(error = %e, "cannot read the destinations for /metrics");
+    }
+    if let Ok(rows) = destinations {
+        let rows: Vec<_> = rows
+            .into_iter()
+            .map(|(id, delivered, failed, paused, lag, lag_seconds)| {
+                let values = [
+                    ("delivered", delivered),
+                    ("failed_attempts", failed),
+                    ("paused", paused),
+                    ("lag_changes", lag),
+                    ("lag_seconds", lag_seconds),
+                ];
+                (id, values)
+            })
+            .collect();
+        metrics.set_destinations(&rows);
     }
     metrics.render()
 }

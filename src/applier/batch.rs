@@ -114,10 +114,24 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         ..Default::default()
     };
     let mut statuses = Vec::with_capacity(parsed.len());
+    // The raw event types some destination selects, read once a batch has a row not applied
+    // (after `log_head` is locked: a destination created meanwhile starts after this batch).
+    let mut selected: Option<Vec<String>> = None;
+    let mut raw_events = Vec::new();
     for (row, action) in parsed {
         let (status, error) = match action {
             Ok(Action::Skip) => {
                 outcome.skipped += 1;
+                if let (Some(t), Some(body)) = (row.event_type.as_deref(), row.body.as_deref()) {
+                    let selections = match &selected {
+                        Some(s) => s,
+                        None => selected.insert(selected_event_types(&mut tx).await?),
+                    };
+                    if crate::outbound::events::selected(selections, t) {
+                        ws.head += 1;
+                        raw_events.push(raw_event(ws.head, &row, t, body));
+                    }
+                }
                 ("skipped", None)
             }
             Ok(action) => {
@@ -155,6 +169,7 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
     });
     let ruled = started.elapsed();
     write(&mut tx, &ws, &log_id).await?;
+    write_raw_events(&mut tx, raw_events, ws.head).await?;
     let written = started.elapsed();
     sqlx::query(
         "UPDATE inbox SET status = r.status, error = r.error, processed_at = now(), attempts = inbox.attempts + 1
@@ -287,6 +302,47 @@ fn dirty<T: serde::Serialize>(slots: &std::collections::BTreeMap<String, Slot<T>
 
 const VERSION_COLUMNS: &str =
     "version_updated_ms bigint, version_event_ms bigint, version_key text, update_cursor bigint";
+
+/// The raw event types selected by any destination (paused ones too: they resume where they
+/// stopped).
+async fn selected_event_types(tx: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT t FROM destinations, unnest(event_types) t")
+        .fetch_all(&mut *tx)
+        .await
+}
+
+/// A raw event's row of the log (see `store::changes::RAW_EVENT`): keyed by the Clerk object it
+/// is about (`data.id`, else the delivery's key), naming the user and organization it concerns.
+fn raw_event(seq: i64, row: &super::event::InboxEvent, event_type: &str, body: &[u8]) -> Value {
+    let data = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("data").cloned());
+    let field = |name: &str| data.as_ref().and_then(|d| d.get(name)).and_then(Value::as_str).map(str::to_string);
+    use base64::Engine as _;
+    json!({
+        "seq": seq, "entity_id": field("id").unwrap_or_else(|| row.event_key.clone()),
+        "organization_id": field("organization_id"), "user_id": field("user_id"),
+        "state": {"type": event_type, "key": row.event_key},
+        "raw": base64::engine::general_purpose::STANDARD.encode(body),
+        "source": row.change_source(), "inbox_id": row.id,
+    })
+}
+
+/// Appends the batch's raw events (each marked with the batch's last seq, like its changes).
+async fn write_raw_events(tx: &mut PgConnection, rows: Vec<Value>, batch_last: i64) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, raw, source, inbox_id, batch_last)
+         SELECT seq, 'event', entity_id, 'received', organization_id, user_id, state, decode(raw, 'base64'), source, inbox_id, $2
+           FROM jsonb_to_recordset($1) AS r(seq bigint, entity_id text, organization_id text, user_id text, state jsonb,
+                raw text, source text, inbox_id bigint)",
+    )
+    .bind(Json(Value::Array(rows)))
+    .bind(batch_last)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
 
 /// Writes the dirty entities and the changes.
 async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(), sqlx::Error> {

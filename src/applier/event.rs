@@ -6,7 +6,7 @@ use serde_json::Value;
 
 pub use crate::inbox::InboxEvent;
 use crate::inbox::envelope;
-use crate::store::kind::{self, for_each_kind, with_kind};
+use crate::store::kind::{self, with_kind};
 use crate::store::records::{self, Version};
 use crate::inbox::Rank;
 use crate::store::{AnyRecord, EntityType, Kind};
@@ -51,14 +51,7 @@ impl From<records::RecordError> for ParseError {
     }
 }
 
-/// The event types the mirror applies: every kind's (see `store::kind`).
-pub static APPLIED_TYPES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    let mut types = Vec::new();
-    for_each_kind!(K => {
-        types.extend(K::UPSERTED_BY.iter().chain(K::DELETED_BY).chain(K::CARRIED_BY));
-    });
-    types
-});
+pub use crate::store::kind::APPLIED_TYPES;
 
 /// The strings at the places an event names ids: `id`, `organization.id`, `organization_id`,
 /// `public_user_data.user_id`, `user_id`.

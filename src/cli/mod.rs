@@ -7,6 +7,8 @@
 
 pub mod args;
 pub mod bench;
+pub mod connect;
+mod destinations;
 mod ops;
 pub mod send_event;
 mod serve;
@@ -53,6 +55,9 @@ enum Command {
     Status(StatusArgs),
     /// Re-apply dead letters (after an upgrade) or given deliveries, through the inbox.
     Replay(ReplayArgs),
+    /// Manage outbound webhook destinations on a running server: add, list, show, pause,
+    /// resume, reset, rotate-secret, remove.
+    Destinations(destinations::DestinationsArgs),
     /// Measure ingest, lookups, watch streams and backfill against same-run baselines.
     Bench(bench::BenchArgs),
 }
@@ -115,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile(args) => ops::reconcile(args).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => ops::status(args).await.map(|()| ExitCode::SUCCESS),
         Command::Replay(args) => ops::replay(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Destinations(args) => destinations::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }

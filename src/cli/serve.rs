@@ -137,6 +137,23 @@ pub(super) struct ServeArgs {
     /// entitles its payer to its plan's features (README, "Who is entitled").
     #[arg(long, env = "CLERK_MIRROR_BILLING_PAST_DUE_ENTITLES", default_value_t = true, action = clap::ArgAction::Set)]
     pub(super) billing_past_due_entitles: bool,
+    /// The key that seals outbound webhook destinations' signing secrets in the database (32
+    /// bytes, base64: `openssl rand -base64 32`), so a dump alone does not reveal them. Without
+    /// it the embedded default keeps one in `<data-dir>/destinations.key`; with --database-url,
+    /// destinations cannot be created until it is given.
+    #[arg(long, env = "CLERK_MIRROR_DESTINATIONS_KEY", hide_env_values = true, value_parser = secret)]
+    pub(super) destinations_key: Option<Redacted<String>>,
+    /// Let outbound webhooks go to loopback and private addresses (10/8, 172.16/12, 192.168/16,
+    /// fc00::/7), over http too. Link-local, metadata and CGNAT addresses are refused whatever.
+    #[arg(long, env = "CLERK_MIRROR_ALLOW_PRIVATE_DESTINATIONS")]
+    pub(super) allow_private_destinations: bool,
+    /// How long one outbound delivery may take to be answered (a 2xx later counts as a failure);
+    /// a replica that takes over sending waits this long before its first delivery.
+    #[arg(long, env = "CLERK_MIRROR_DELIVERY_TIMEOUT", default_value_t = crate::outbound::client::DELIVERY_TIMEOUT.into())]
+    pub(super) delivery_timeout: HumanDuration,
+    /// How long a destination may keep failing before it is paused (it resumes where it stopped).
+    #[arg(long, env = "CLERK_MIRROR_DELIVERY_HORIZON", default_value_t = crate::outbound::outcome::Schedule::default().horizon.into())]
+    pub(super) delivery_horizon: HumanDuration,
     /// Keep changes this long (cursors older than that get CURSOR_EXPIRED): e.g. 7d, 12h, 30m.
     #[arg(long, env = "CLERK_MIRROR_CHANGE_RETENTION", default_value_t = ApplierConfig::default().retention.changes.into())]
     pub(super) change_retention: HumanDuration,
@@ -194,6 +211,11 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             plans_every: args.plans_every.0,
         });
     }
+    config.outbound.key = destinations_key(&args)?.map(std::sync::Arc::new);
+    config.outbound.policy.allow_private = args.allow_private_destinations;
+    config.outbound.schedule.horizon = args.delivery_horizon.0;
+    config.outbound.timeout = args.delivery_timeout.0;
+    config.outbound.takeover_wait = args.delivery_timeout.0;
     if let Some(applier) = config.applier.as_mut() {
         applier.retention.changes = args.change_retention.0;
         applier.retention.inbox = args.inbox_retention.0;
@@ -207,4 +229,35 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The database stops last, after in-flight webhooks have committed.
     database.close().await;
     result
+}
+
+/// The destinations key: given, or the embedded default's own (made on first use, readable by
+/// its owner only), or none (an external database without the flag).
+fn destinations_key(args: &ServeArgs) -> anyhow::Result<Option<crate::outbound::sealed::SealingKey>> {
+    use crate::outbound::sealed::SealingKey;
+    if let Some(text) = &args.destinations_key {
+        return SealingKey::parse(&text.0).map(Some).context("--destinations-key");
+    }
+    if args.database.database_url.is_some() {
+        return Ok(None);
+    }
+    let path = args.database.data_dir.join("destinations.key");
+    if !path.exists() {
+        std::fs::create_dir_all(&args.database.data_dir)
+            .with_context(|| format!("cannot create {}", args.database.data_dir.display()))?;
+        use std::io::Write as _;
+        #[cfg(unix)]
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(SealingKey::generate_text().as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    SealingKey::parse(&text)
+        .map(Some)
+        .with_context(|| format!("{} holds no destinations key", path.display()))
 }

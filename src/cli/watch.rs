@@ -3,7 +3,6 @@
 //! printed after a disconnect, with jittered exponential backoff.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,10 +10,9 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use rand::RngExt;
 use tonic::Code;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic_types::StatusExt;
 
+use super::connect::{ANSWER_WITHIN, ConnectArgs, causes, code_and_reason, one_line};
 use crate::pb;
 use crate::pb::watch_changes_response::Event;
 use crate::pb::watch_service_client::WatchServiceClient;
@@ -22,9 +20,8 @@ use crate::pb::watch_service_client::WatchServiceClient;
 /// What to watch.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
-    /// The server's gRPC address.
-    #[arg(long, env = "CLERK_MIRROR_GRPC_URL", default_value = "http://127.0.0.1:50051")]
-    pub url: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Start after this cursor.
     #[arg(long, conflicts_with_all = ["from_oldest", "initial"])]
     pub from: Option<String>,
@@ -49,74 +46,6 @@ pub struct WatchArgs {
     /// Heartbeat interval in seconds.
     #[arg(long, default_value_t = 10)]
     pub heartbeat: i64,
-    /// A bearer token for a server started with tokens (prefer the environment variable, or
-    /// `--token-file`: a command line is visible to other users of the machine).
-    #[arg(long, env = "CLERK_MIRROR_TOKEN", hide_env_values = true, conflicts_with = "token_file", value_parser = crate::cli::args::secret)]
-    pub token: Option<crate::secrets::Redacted<String>>,
-    /// A file holding the bearer token (its first non-empty line).
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
-    /// For an `https://` URL: the CA certificate (PEM) the server's certificate is signed by.
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// A client certificate (PEM) for a server that requires one (mTLS); with `--key`.
-    #[arg(long, requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
-}
-
-/// The connection `args` ask for: plain or TLS (`--ca`, `--cert`/`--key`) to `--url`.
-fn endpoint(args: &WatchArgs) -> anyhow::Result<Endpoint> {
-    let form = "write it as http://127.0.0.1:50051 (or https://… with --ca)";
-    let endpoint = Endpoint::from_shared(args.url.clone())
-        .with_context(|| format!("--url `{}` is not a URL; {form}", args.url))?;
-    anyhow::ensure!(
-        matches!(endpoint.uri().scheme_str(), Some("http" | "https")),
-        "--url `{}` is not an http:// or https:// URL; {form}",
-        args.url
-    );
-    let read = |flag: &str, path: &PathBuf| {
-        std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
-    };
-    let endpoint = endpoint.connect_timeout(ANSWER_WITHIN);
-    if !args.url.starts_with("https://") {
-        anyhow::ensure!(
-            args.ca.is_none() && args.cert.is_none(),
-            "--ca, --cert and --key are for an https:// URL"
-        );
-        return Ok(endpoint);
-    }
-    let ca = args
-        .ca
-        .as_ref()
-        .context("an https:// URL needs --ca (the server's CA certificate, PEM)")?;
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca", ca)?));
-    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        tls = tls.identity(Identity::from_pem(read("--cert", cert)?, read("--key", key)?));
-    }
-    endpoint
-        .tls_config(tls)
-        .context("cannot use --ca, --cert and --key for TLS (are they PEM?)")
-}
-
-/// The `authorization` header for `--token` or `--token-file`, if either is given.
-fn authorization(args: &WatchArgs) -> anyhow::Result<Option<MetadataValue<Ascii>>> {
-    let token = match (&args.token, &args.token_file) {
-        (Some(token), _) => token.0.trim().to_string(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --token-file {}", path.display()))?
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .with_context(|| format!("--token-file {} holds no token (only empty lines)", path.display()))?
-            .to_string(),
-        (None, None) => return Ok(None),
-    };
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .context("the token holds characters other than printable ASCII: copy it again")?;
-    Ok(Some(value))
 }
 
 fn entity_type(name: &str) -> anyhow::Result<i32> {
@@ -145,8 +74,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         .iter()
         .map(|t| entity_type(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let endpoint = endpoint(&args)?;
-    let authorization = authorization(&args)?;
+    let endpoint = args.connect.endpoint()?;
+    let authorization = args.connect.authorization()?;
     let mut cursor = args.from.clone();
     let mut initial_done = false;
     let mut failures = 0u32;
@@ -221,7 +150,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 ANSWER_WITHIN.as_secs()
             ),
             Ended::Refused(status) => {
-                if let Some(refusal) = refusal(&args.url, &status) {
+                if let Some(refusal) = refusal(&args.connect.url, &status) {
                     anyhow::bail!(refusal);
                 }
                 let said = match std::error::Error::source(&status) {
@@ -245,7 +174,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             .min(Duration::from_secs(15));
         eprintln!(
             "watch: {}: {problem} — resuming from {} in {:.1} s",
-            args.url,
+            args.connect.url,
             cursor.as_deref().unwrap_or("now"),
             delay.as_secs_f64()
         );
@@ -253,9 +182,6 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// How long connecting, and then the server's answer to the watch (not its first message), may
-/// take.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// How one attempt at the stream ended.
 enum Ended {
@@ -269,39 +195,6 @@ enum Ended {
     NoAnswer,
     /// Standard output is closed (`| head`): the end, not a failure.
     StdoutGone,
-}
-
-/// An error's causes, outermost first, on one line (without tonic's bare "transport error").
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut texts = Vec::new();
-    let mut next = Some(e);
-    while let Some(cause) = next {
-        texts.push(cause.to_string());
-        next = cause.source();
-    }
-    one_line(texts)
-}
-
-/// Texts of an error and its causes joined by ": ", each part once where hyper and h2 repeat
-/// their cause's text in their own.
-fn one_line(texts: impl IntoIterator<Item = String>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for text in texts {
-        for part in text.split(": ") {
-            if part != "transport error" && parts.last().map(String::as_str) != Some(part) {
-                parts.push(part.to_string());
-            }
-        }
-    }
-    parts.join(": ")
-}
-
-/// `OutOfRange, CURSOR_EXPIRED` (the reason when the status carries an `ErrorInfo`).
-fn code_and_reason(status: &tonic::Status) -> String {
-    match status.get_details_error_info() {
-        Some(info) if !info.reason.is_empty() => format!("{:?}, {}", status.code(), info.reason),
-        _ => format!("{:?}", status.code()),
-    }
 }
 
 /// The option a request field comes from.
@@ -357,6 +250,14 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    fn endpoint_of(args: &WatchArgs) -> anyhow::Result<tonic::transport::Endpoint> {
+        args.connect.endpoint()
+    }
+
+    fn authorization_of(args: &WatchArgs) -> anyhow::Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>> {
+        args.connect.authorization()
+    }
 
     #[derive(Parser)]
     struct Cli {
@@ -449,17 +350,17 @@ mod tests {
 
     #[test]
     fn tls_options_must_match_the_url_scheme() {
-        let https = endpoint(&args(&["--url", "https://localhost:50051"])).unwrap_err();
+        let https = endpoint_of(&args(&["--url", "https://localhost:50051"])).unwrap_err();
         assert!(format!("{https:#}").contains("needs --ca"), "{https:#}");
-        let http = endpoint(&args(&["--url", "http://localhost:50051", "--ca", "ca.pem"])).unwrap_err();
+        let http = endpoint_of(&args(&["--url", "http://localhost:50051", "--ca", "ca.pem"])).unwrap_err();
         assert!(format!("{http:#}").contains("for an https:// URL"), "{http:#}");
-        let bare = endpoint(&args(&["--url", "localhost:50051"])).unwrap_err();
+        let bare = endpoint_of(&args(&["--url", "localhost:50051"])).unwrap_err();
         assert!(
             format!("{bare:#}")
                 .contains("--url `localhost:50051` is not an http:// or https:// URL; write it as http://"),
             "{bare:#}"
         );
-        let unreadable = endpoint(&args(&[
+        let unreadable = endpoint_of(&args(&[
             "--url",
             "https://localhost:50051",
             "--ca",
@@ -474,20 +375,20 @@ mod tests {
             Cli::try_parse_from(["watch", "--cert", "c.pem"]).is_err(),
             "--cert without --key"
         );
-        assert!(endpoint(&args(&["--url", "http://localhost:50051"])).is_ok());
+        assert!(endpoint_of(&args(&["--url", "http://localhost:50051"])).is_ok());
     }
 
     #[test]
     fn a_token_file_gives_its_first_non_empty_line_and_a_token_never_shows_in_debug() {
         let path = std::env::temp_dir().join(format!("clerk-mirror-token-{}", std::process::id()));
         std::fs::write(&path, "\n   tok-0123456789abcdef  \nignored\n").unwrap();
-        let value = authorization(&args(&["--token-file", path.to_str().unwrap()]))
+        let value = authorization_of(&args(&["--token-file", path.to_str().unwrap()]))
             .unwrap()
             .unwrap();
         assert_eq!(value.to_str().unwrap(), "Bearer tok-0123456789abcdef");
         std::fs::remove_file(&path).unwrap();
         let with_token = args(&["--token", "tok-0123456789abcdef"]);
         assert!(!format!("{with_token:?}").contains("tok-0123"));
-        assert!(authorization(&args(&[])).unwrap().is_none());
+        assert!(authorization_of(&args(&[])).unwrap().is_none());
     }
 }

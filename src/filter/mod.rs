@@ -13,6 +13,7 @@
 mod check;
 mod eval;
 pub mod parse;
+pub mod selection;
 mod sql;
 
 use chrono::{DateTime, Utc};

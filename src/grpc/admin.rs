@@ -1,10 +1,11 @@
-//! `AdminService`: sync status, the inbox (never bodies), and replaying dead letters through the
-//! inbox and the one applier.
+//! `AdminService`: sync status, the inbox (never bodies), replaying dead letters through the
+//! inbox and the one applier, and outbound webhook destinations (in `destinations`).
 
 use tonic::{Request, Response, Status};
 
 use super::convert::timestamp;
 use super::cursor::Cursor;
+use super::destinations::Destinations;
 use super::error::ApiError;
 use super::{list, traced};
 use crate::inbox::{self, Replay};
@@ -18,11 +19,12 @@ pub const MAX_REPLAY_IDS: usize = 1000;
 #[derive(Clone)]
 pub struct Admin {
     pool: sqlx::PgPool,
+    destinations: Destinations,
 }
 
 impl Admin {
-    pub fn new(pool: sqlx::PgPool) -> Self {
-        Admin { pool }
+    pub fn new(pool: sqlx::PgPool, destinations: Destinations) -> Self {
+        Admin { pool, destinations }
     }
 }
 
@@ -177,5 +179,45 @@ impl AdminService for Admin {
             Ok(pb::ReplayEventsResponse { replayed, not_found })
         })
         .await
+    }
+
+    async fn create_destination(&self, request: Request<pb::CreateDestinationRequest>) -> Result<Response<pb::CreateDestinationResponse>, Status> {
+        traced("CreateDestination", self.destinations.create(request.into_inner())).await
+    }
+
+    async fn get_destination(&self, request: Request<pb::GetDestinationRequest>) -> Result<Response<pb::GetDestinationResponse>, Status> {
+        traced("GetDestination", self.destinations.get(request.into_inner())).await
+    }
+
+    async fn list_destinations(&self, request: Request<pb::ListDestinationsRequest>) -> Result<Response<pb::ListDestinationsResponse>, Status> {
+        traced("ListDestinations", self.destinations.list(request.into_inner())).await
+    }
+
+    async fn update_destination(&self, request: Request<pb::UpdateDestinationRequest>) -> Result<Response<pb::UpdateDestinationResponse>, Status> {
+        traced("UpdateDestination", self.destinations.update(request.into_inner())).await
+    }
+
+    async fn delete_destination(&self, request: Request<pb::DeleteDestinationRequest>) -> Result<Response<pb::DeleteDestinationResponse>, Status> {
+        traced("DeleteDestination", self.destinations.delete(request.into_inner())).await
+    }
+
+    async fn pause_destination(&self, request: Request<pb::PauseDestinationRequest>) -> Result<Response<pb::PauseDestinationResponse>, Status> {
+        traced("PauseDestination", self.destinations.pause(request.into_inner())).await
+    }
+
+    async fn resume_destination(&self, request: Request<pb::ResumeDestinationRequest>) -> Result<Response<pb::ResumeDestinationResponse>, Status> {
+        traced("ResumeDestination", self.destinations.resume(request.into_inner())).await
+    }
+
+    async fn reset_destination(&self, request: Request<pb::ResetDestinationRequest>) -> Result<Response<pb::ResetDestinationResponse>, Status> {
+        traced("ResetDestination", self.destinations.reset(request.into_inner())).await
+    }
+
+    async fn rotate_destination_secret(&self, request: Request<pb::RotateDestinationSecretRequest>) -> Result<Response<pb::RotateDestinationSecretResponse>, Status> {
+        traced("RotateDestinationSecret", self.destinations.rotate(request.into_inner())).await
+    }
+
+    async fn list_delivery_attempts(&self, request: Request<pb::ListDeliveryAttemptsRequest>) -> Result<Response<pb::ListDeliveryAttemptsResponse>, Status> {
+        traced("ListDeliveryAttempts", self.destinations.attempts(request.into_inner())).await
     }
 }

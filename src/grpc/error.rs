@@ -58,6 +58,13 @@ pub enum ApiError {
     /// The server is stopping; resume from `resume_cursor` on another replica or after restart.
     #[error("the server is shutting down; resume from the resume cursor")]
     ShuttingDown { resume_cursor: String },
+    /// The request cannot be served in this server's configuration (`description` says what to
+    /// change).
+    #[error("{description}")]
+    FailedPrecondition {
+        reason: &'static str,
+        description: String,
+    },
     /// The database cannot be reached; retry.
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] sqlx::Error),
@@ -80,6 +87,16 @@ impl ApiError {
             field: field.into(),
             reason,
             description: description.into(),
+        }
+    }
+}
+
+impl From<crate::filter::selection::SelectionError> for ApiError {
+    fn from(e: crate::filter::selection::SelectionError) -> Self {
+        use crate::filter::selection::SelectionError;
+        match e {
+            SelectionError::Invalid { field, reason, message } => ApiError::invalid(field, reason, message),
+            SelectionError::Filter { position, message } => ApiError::InvalidFilter { position, message },
         }
     }
 }
@@ -173,6 +190,7 @@ impl ApiError {
             ApiError::CursorExpired { oldest_cursor, .. } => {
                 P::new(Code::OutOfRange, "CURSOR_EXPIRED", &[("oldestCursor", oldest_cursor)])
             }
+            ApiError::FailedPrecondition { reason, .. } => P::new(Code::FailedPrecondition, reason, &[]),
             ApiError::CursorInFuture { head_cursor } => {
                 P::new(Code::OutOfRange, "CURSOR_IN_FUTURE", &[("headCursor", head_cursor)])
             }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod billing;
 pub mod cursor;
+pub mod destinations;
 pub mod directory;
 pub mod error;
 pub mod invitations;

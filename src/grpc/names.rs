@@ -38,6 +38,11 @@ fn top_level_id<'a>(field: &str, name: &'a str, collection: &str) -> Result<&'a 
     }
 }
 
+/// The id in `destinations/{id}`.
+pub fn destination_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
+    top_level_id(field, name, "destinations")
+}
+
 /// The id in `users/{id}`.
 pub fn user_id<'a>(field: &str, name: &'a str) -> Result<&'a str, ApiError> {
     top_level_id(field, name, "users")

@@ -5,7 +5,7 @@
 //! dropped with `CONSUMER_TOO_SLOW` and its resume cursor; shutdown ends streams with
 //! `UNAVAILABLE`.
 
-use std::collections::HashMap;
+
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -16,18 +16,19 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug};
 
-use super::convert;
+
 use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use crate::cache::ReadCache;
-use crate::filter::Filter;
-use crate::store::access::{Access, Resolved};
+use crate::filter::selection::Selection;
+use crate::store::access::Resolved;
+use crate::store::change_message::to_change;
 use crate::hub::{Batch, Feed, FeedError, Hub, Reader};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::served::watch_service_server::WatchService;
 use crate::pb::served::{self, SharedChange, watch_changes_response::Event};
-use crate::store::changes::{self, ChangeRow, Scope};
+use crate::store::changes::{self, Scope};
 use crate::store::kind::with_kind;
 use crate::store::read::{self, ListQuery};
 use crate::store::{EntityType, Kind};
@@ -118,94 +119,6 @@ impl Watcher {
     }
 }
 
-/// What a stream sends: the scope (SQL-side narrowing) and the filter per entity type.
-struct Selection {
-    scope: Scope,
-    filters: HashMap<EntityType, Filter>,
-    /// The entity types watched (all three when the request names none).
-    watched: Vec<EntityType>,
-}
-
-impl Selection {
-    /// `None`: not for this stream; `Some(left_filter)`: send it. The change is in the stream's
-    /// scope (its feed hands out nothing else).
-    fn select(&self, c: &ChangeRow) -> Option<bool> {
-        let Some(filter) = c.entity_type().and_then(|t| self.filters.get(&t)) else {
-            return Some(false);
-        };
-        let now = filter.matches(&c.state);
-        let before = c.previous.as_ref().is_some_and(|p| filter.matches(p));
-        (now || before).then_some(before && !now)
-    }
-}
-
-fn entity_type_of(value: i32) -> Result<EntityType, ApiError> {
-    EntityType::ALL
-        .iter()
-        .copied()
-        .find(|t| with_kind!(*t, K => K::WIRE_TYPE as i32 == value))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "entity_types",
-                "INVALID_ENTITY_TYPE",
-                format!("{value} is not an entity type"),
-            )
-        })
-}
-
-fn selection(r: &pb::WatchChangesRequest) -> Result<Selection, ApiError> {
-    let mut types = r
-        .entity_types
-        .iter()
-        .map(|t| entity_type_of(*t))
-        .collect::<Result<Vec<_>, _>>()?;
-    types.sort();
-    types.dedup();
-    let watched = if types.is_empty() {
-        EntityType::ALL.to_vec()
-    } else {
-        types.clone()
-    };
-    let mut filters = HashMap::new();
-    // An unnarrowed, filtered watch leaves out the kinds added later whose fields the filter
-    // does not name (see `Kind::ADDED_LATER`); the scope then names the kinds it keeps.
-    let later_left_out = |t: EntityType| {
-        types.is_empty() && with_kind!(t, K => K::ADDED_LATER) && Filter::parse(t, &r.filter).is_err()
-    };
-    let watched: Vec<EntityType> = watched.into_iter().filter(|t| !later_left_out(*t)).collect();
-    if watched.len() < EntityType::ALL.len() {
-        types = watched.clone();
-    }
-    for t in watched.iter().copied() {
-        if let Some(f) = Filter::parse(t, &r.filter).map_err(|e| ApiError::InvalidFilter {
-            position: e.position,
-            message: format!(
-                "{} (for {}s; narrow entity_types if the field is not theirs)",
-                e.message,
-                t.as_str()
-            ),
-        })? {
-            filters.insert(t, f);
-        }
-    }
-    let id = |field: &str, v: &str| -> Result<Option<String>, ApiError> {
-        match v {
-            "" => Ok(None),
-            v if v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(v.to_string())),
-            _ => Err(ApiError::invalid(field, "INVALID_ID", "not a Clerk id")),
-        }
-    };
-    Ok(Selection {
-        scope: Scope {
-            entity_types: types.iter().map(|t| t.as_str().to_string()).collect(),
-            organization_id: id("organization_id", &r.organization_id)?,
-            user_id: id("user_id", &r.user_id)?,
-        },
-        filters,
-        watched,
-    })
-}
-
 fn heartbeat_interval(d: Option<&prost_types::Duration>) -> Result<Duration, ApiError> {
     let Some(d) = d else { return Ok(Duration::from_secs(10)) };
     let ms = d
@@ -266,61 +179,6 @@ fn initial_scope<K: Kind>(scope: &Scope) -> Option<(Option<String>, Option<Strin
     Some(narrow)
 }
 
-/// The change as the API shows it; with `access` (the replica's roles and permissions, when its
-/// read cache serves), what is derived at read time is resolved as a read would show it now.
-pub fn to_change(
-    c: &ChangeRow,
-    log_id: &str,
-    left_filter: bool,
-    access: Option<&Access>,
-) -> Result<pb::Change, ApiError> {
-    let Some(t) = c.entity_type() else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "change {} has an unknown entity type",
-            c.seq
-        )));
-    };
-    with_kind!(t, K => change_of::<K>(c, log_id, left_filter, access))
-}
-
-/// A change of kind `K`: its new and previous state converted (the previous one without an
-/// update cursor: it is not known which change made it).
-fn change_of<K: Resolved>(
-    c: &ChangeRow,
-    log_id: &str,
-    left_filter: bool,
-    access: Option<&Access>,
-) -> Result<pb::Change, ApiError> {
-    let bad =
-        |e: serde_json::Error| ApiError::Internal(anyhow::anyhow!("change {} has an unreadable state: {e}", c.seq));
-    let now: K = serde_json::from_value(c.state.clone()).map_err(bad)?;
-    let before = c
-        .previous
-        .clone()
-        .map(serde_json::from_value::<K>)
-        .transpose()
-        .map_err(bad)?;
-    let message = |r: &K, cursor: i64| match access {
-        Some(a) => r.message_now(a, cursor, log_id),
-        None => r.message(cursor, log_id),
-    };
-    let operation = match c.operation.as_str() {
-        "created" => pb::Operation::Created,
-        "updated" => pb::Operation::Updated,
-        _ => pb::Operation::Deleted,
-    };
-    Ok(pb::Change {
-        cursor: Cursor::text(log_id, c.seq),
-        operation: operation as i32,
-        entity_type: K::WIRE_TYPE as i32,
-        entity: Some(K::change_entity(message(&now, c.seq))),
-        previous: before.map(|b| K::change_previous(K::without_cursor(message(&b, 0)))),
-        commit_time: convert::timestamp(Some(c.commit_time)),
-        left_filter,
-        source: c.source.clone(),
-    })
-}
-
 /// The stream handed to tonic: what the watcher task queued, then the error it ended with.
 pub struct ChangeStream {
     rx: mpsc::Receiver<served::WatchChangesResponse>,
@@ -347,7 +205,7 @@ impl WatchService for Watcher {
         let r = request.into_inner();
         let span = tracing::info_span!("rpc", rpc = "WatchChanges");
         let start = async {
-            let selection = selection(&r)?;
+            let selection = Selection::new(&r.entity_types, &r.filter, &r.organization_id, &r.user_id)?;
             let heartbeat = heartbeat_interval(r.heartbeat_interval.as_ref())?;
             if r.send_initial_state && r.start.is_some() {
                 return Err(ApiError::invalid(
@@ -505,7 +363,7 @@ impl Stream {
                             .unwrap_or_else(now),
                         false => now(),
                     };
-                    change.map(|c| pb::Encoded::of(&c)).map_err(|e| format!("{e:#}"))
+                    change.map(|c| pb::Encoded::of(&c))
                 });
                 let change = match converted {
                     Ok(change) => SharedChange {

@@ -238,6 +238,9 @@ impl Feed {
         if !self.reader.scope.contains(change) {
             return false;
         }
+        if change.is_raw_event() {
+            return false;
+        }
         if change.entity_type().is_none() {
             self.skipped.with_label_values(&[label(&change.entity_type)]).inc();
             return false;

@@ -35,6 +35,13 @@ pub enum SealError {
 }
 
 impl SealingKey {
+    /// A new key's text: 32 random bytes, base64.
+    pub fn generate_text() -> String {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key[..]);
+        STANDARD.encode(key)
+    }
+
     /// The key `text` (base64 of 32 bytes) names.
     pub fn parse(text: &str) -> Result<SealingKey, SealError> {
         let bytes = STANDARD.decode(text.trim()).map_err(|_| SealError::BadKey)?;

@@ -8,6 +8,11 @@ use sqlx::PgPool;
 
 use super::EntityType;
 
+/// The `entity_type` of a raw Clerk event recorded in the log for the outbound webhook
+/// destinations that select its type (operation `received`, the body in `raw`). Not a change of
+/// the directory: watches and the read cache pass over these rows.
+pub const RAW_EVENT: &str = "event";
+
 /// One change as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ChangeRow {
@@ -66,6 +71,11 @@ impl std::fmt::Debug for Memo {
 }
 
 impl ChangeRow {
+    /// Whether this row is a raw Clerk event (see [`RAW_EVENT`]).
+    pub fn is_raw_event(&self) -> bool {
+        self.entity_type == RAW_EVENT
+    }
+
     pub fn entity_type(&self) -> Option<EntityType> {
         EntityType::from_name(&self.entity_type)
     }

@@ -533,6 +533,15 @@ impl Kind for MembershipRecord {
     const USER_COLUMN: Option<&'static str> = Some("user_id");
 }
 
+/// The event types the mirror applies: every kind's.
+pub static APPLIED_TYPES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut types = Vec::new();
+    for_each_kind!(K => {
+        types.extend(K::UPSERTED_BY.iter().chain(K::DELETED_BY).chain(K::CARRIED_BY));
+    });
+    types
+});
+
 /// The kinds whose changes concern every organization (see `Kind::IN_EVERY_ORGANIZATION`).
 pub fn instance_wide() -> Vec<String> {
     let mut kinds = Vec::new();

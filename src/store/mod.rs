@@ -5,6 +5,7 @@
 pub mod access;
 pub mod admin;
 pub mod billing;
+pub mod change_message;
 pub mod changes;
 pub mod convert;
 pub mod domains;

@@ -19,7 +19,7 @@ async fn the_bench_command_runs_every_scenario_and_reports_rows_ratios_and_targe
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let reports = reports.as_array().expect("one report per scenario");
     let names: Vec<&str> = reports.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ingest", "lookup", "watch", "backfill"]);
+    assert_eq!(names, ["ingest", "lookup", "watch", "backfill", "outbound"]);
     for report in reports {
         let scenario = &report["scenario"];
         let rows = report["rows"].as_array().unwrap();

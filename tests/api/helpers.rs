@@ -193,6 +193,15 @@ pub fn test_config(cluster: &Cluster, name: &str) -> Config {
     if let Some(applier) = config.applier.as_mut() {
         applier.idle_poll = std::time::Duration::from_millis(200);
     }
+    // Outbound webhooks: a key of the test's own, local receivers allowed, and a sender that
+    // starts at once and retries within a second.
+    let key = clerk_mirror::outbound::sealed::SealingKey::generate_text();
+    config.outbound.key = Some(Arc::new(clerk_mirror::outbound::sealed::SealingKey::parse(&key).expect("a key")));
+    config.outbound.policy.allow_private = true;
+    config.outbound.takeover_wait = std::time::Duration::from_millis(20);
+    config.outbound.poll = std::time::Duration::from_millis(200);
+    config.outbound.schedule.first = std::time::Duration::from_millis(100);
+    config.outbound.schedule.longest = std::time::Duration::from_secs(1);
     config
 }
 

@@ -25,6 +25,7 @@ mod invitations;
 mod leftovers;
 mod lender;
 mod lists;
+mod outbound;
 mod logs;
 mod process;
 mod properties;

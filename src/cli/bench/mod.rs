@@ -11,6 +11,7 @@ pub mod h2load;
 pub mod ingest;
 pub mod load;
 pub mod lookup;
+pub mod outbound;
 pub mod pgbench;
 pub mod stats;
 pub mod watch;
@@ -34,6 +35,8 @@ pub enum Scenario {
     Watch,
     /// Objects/s imported from a local fake Backend API vs a bulk COPY of the same rows.
     Backfill,
+    /// Outbound webhook deliveries/s to a local verifying receiver, by lanes, vs signed POSTs of the same bodies.
+    Outbound,
     /// Every scenario, one after another.
     All,
 }
@@ -79,6 +82,16 @@ pub struct BenchArgs {
     /// watch: seconds of events per phase.
     #[arg(long, default_value_t = 10.0)]
     watch_seconds: f64,
+    /// outbound: changes delivered per row at the receiver's own pace (the delayed rows: a
+    /// fifth).
+    #[arg(long, default_value_t = 5_000)]
+    outbound_changes: u64,
+    /// outbound: the lanes measured.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    lanes: Vec<usize>,
+    /// outbound: milliseconds added to each response in the delayed rows.
+    #[arg(long, default_value_t = 20)]
+    receiver_delay_ms: u64,
     /// lookup: how long each row runs (after a warm-up of a fifth of it).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
@@ -89,7 +102,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::cli::args::raise_open_file_limit();
     let mut scenarios = args.scenarios.clone();
     if scenarios.contains(&Scenario::All) {
-        scenarios = vec![Scenario::Ingest, Scenario::Lookup, Scenario::Watch, Scenario::Backfill];
+        scenarios = vec![
+            Scenario::Ingest,
+            Scenario::Lookup,
+            Scenario::Watch,
+            Scenario::Backfill,
+            Scenario::Outbound,
+        ];
     }
     let pg = env::Postgres::open(args.database_url.as_ref().map(|u| u.0.as_str())).await?;
     let result = run_all(&args, &scenarios, &pg).await;
@@ -170,6 +189,19 @@ async fn run_all(args: &BenchArgs, scenarios: &[Scenario], pg: &env::Postgres) -
                     pg,
                     &backfill::Options {
                         users: if args.quick { 1_000 } else { args.backfill_users },
+                    },
+                )
+                .await?
+            }
+            Scenario::Outbound => {
+                let changes = if args.quick { 100 } else { args.outbound_changes };
+                outbound::run(
+                    pg,
+                    &outbound::Options {
+                        changes,
+                        delayed_changes: (changes / 5).max(20),
+                        lanes: args.lanes.clone(),
+                        delay: Duration::from_millis(args.receiver_delay_ms),
                     },
                 )
                 .await?
