@@ -116,6 +116,21 @@ pub fn new_id() -> String {
     format!("dst_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
+type RowQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Destination, sqlx::postgres::PgArguments>;
+
+/// `q` with `$1` the id and `$2`–`$8` the settings (url, entity types, filter, event types,
+/// fields, lanes, batch size).
+fn bind_settings<'q>(q: RowQuery<'q>, id: &'q str, s: &'q Settings) -> RowQuery<'q> {
+    q.bind(id)
+        .bind(&s.url)
+        .bind(&s.entity_types)
+        .bind(&s.filter)
+        .bind(&s.event_types)
+        .bind(&s.fields)
+        .bind(s.lanes)
+        .bind(s.batch_size)
+}
+
 /// Creates destination `id` with its sealed secret, starting at `start`. The applier's batches
 /// and this insert are ordered by `log_head`'s lock, so a raw event type it selects is recorded
 /// for every batch after its start.
@@ -129,21 +144,17 @@ pub async fn create(
     let mut tx = pool.begin().await?;
     let (head, before_oldest) = bounds_locked(&mut tx).await?;
     let at = start_seq(start, head, before_oldest)?;
-    let row = sqlx::query_as(
-        "INSERT INTO destinations (id, url, entity_types, filter, event_types, fields, lanes, batch_size, secret, lane_cursors)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $10, $8, array_fill($9::bigint, ARRAY[$7]))
-         RETURNING *",
+    let row = bind_settings(
+        sqlx::query_as(
+            "INSERT INTO destinations (id, url, entity_types, filter, event_types, fields, lanes, batch_size, secret, lane_cursors)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, array_fill($10::bigint, ARRAY[$7]))
+             RETURNING *",
+        ),
+        id,
+        settings,
     )
-    .bind(id)
-    .bind(&settings.url)
-    .bind(&settings.entity_types)
-    .bind(&settings.filter)
-    .bind(&settings.event_types)
-    .bind(&settings.fields)
-    .bind(settings.lanes)
     .bind(sealed_secret)
     .bind(at)
-    .bind(settings.batch_size)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -175,21 +186,17 @@ pub async fn all(pool: &PgPool) -> Result<Vec<Destination>, sqlx::Error> {
 /// Replaces what is sent and where. A change of `lanes` restarts every lane from the least
 /// lane cursor (what another lane had delivered past it is delivered again).
 pub async fn update(pool: &PgPool, id: &str, settings: &Settings) -> Result<Destination, StoreError> {
-    sqlx::query_as(
-        "UPDATE destinations SET url = $2, entity_types = $3, filter = $4, event_types = $5, fields = $6,
-                lane_cursors = CASE WHEN lanes = $7 THEN lane_cursors
-                                    ELSE array_fill((SELECT min(c) FROM unnest(lane_cursors) c), ARRAY[$7]) END,
-                lanes = $7, batch_size = $8, generation = generation + 1, updated_at = now()
-          WHERE id = $1 RETURNING *",
+    bind_settings(
+        sqlx::query_as(
+            "UPDATE destinations SET url = $2, entity_types = $3, filter = $4, event_types = $5, fields = $6,
+                    lane_cursors = CASE WHEN lanes = $7 THEN lane_cursors
+                                        ELSE array_fill((SELECT min(c) FROM unnest(lane_cursors) c), ARRAY[$7]) END,
+                    lanes = $7, batch_size = $8, generation = generation + 1, updated_at = now()
+              WHERE id = $1 RETURNING *",
+        ),
+        id,
+        settings,
     )
-    .bind(id)
-    .bind(&settings.url)
-    .bind(&settings.entity_types)
-    .bind(&settings.filter)
-    .bind(&settings.event_types)
-    .bind(&settings.fields)
-    .bind(settings.lanes)
-    .bind(settings.batch_size)
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| StoreError::NotFound(id.to_string()))
@@ -430,6 +437,20 @@ pub async fn pause_fenced(pool: &PgPool, epoch: i64, id: &str, why: &str) -> Res
     .await?
     .rows_affected();
     Ok(paused == 1)
+}
+
+/// Records why this sender cannot send to a destination (without pausing it), under its epoch.
+pub async fn note_error(pool: &PgPool, epoch: i64, id: &str, why: &str) -> Result<bool, sqlx::Error> {
+    let noted = sqlx::query(
+        "UPDATE destinations d SET last_error = $3 FROM outbound_sender s WHERE d.id = $2 AND s.epoch = $1",
+    )
+    .bind(epoch)
+    .bind(id)
+    .bind(why)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(noted == 1)
 }
 
 /// Deletes all but the newest [`ATTEMPTS_KEPT`] attempts of destination `id`.

@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use super::address::Policy;
 use super::client;
@@ -283,6 +283,15 @@ fn reconcile(
     drop(previous);
 }
 
+/// Why a destination cannot be sent to now.
+enum Unsendable {
+    /// Its settings (a URL the policy now refuses): it is paused, saying why.
+    Destination(String),
+    /// This replica's configuration (no key, another key): it is not paused (a replica with the
+    /// right key sends it); its `last_error` says why.
+    Replica(String),
+}
+
 /// What one destination's lanes share.
 struct Prepared {
     row: Destination,
@@ -294,24 +303,30 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn make(ctx: &Ctx, row: Destination) -> Result<Prepared, String> {
+    fn make(ctx: &Ctx, row: Destination) -> Result<Prepared, Unsendable> {
         let key = ctx.config.key.as_ref().ok_or_else(|| {
-            "serve has no destinations key (--destinations-key): the destination's secret cannot be opened".to_string()
+            Unsendable::Replica(
+                "this replica's serve has no destinations key (--destinations-key): it cannot open the destination's \
+                 secret; give every replica the same key"
+                    .into(),
+            )
         })?;
-        let secret = key.open(&row.id, &row.secret).map_err(|e| e.to_string())?;
+        let open = |sealed: &str| key.open(&row.id, sealed).map_err(|e| Unsendable::Replica(e.to_string()));
+        let secret = open(&row.secret)?;
         let previous = match (&row.previous_secret, row.previous_until) {
-            (Some(sealed), Some(until)) => Some((key.open(&row.id, sealed).map_err(|e| e.to_string())?, until)),
+            (Some(sealed), Some(until)) => Some((open(sealed)?, until)),
             _ => None,
         };
-        let sender =
-            client::Sender::new(&row.url, ctx.config.policy.clone(), ctx.config.timeout).map_err(|e| e.to_string())?;
+        let sender = client::Sender::new(&row.url, ctx.config.policy.clone(), ctx.config.timeout)
+            .map_err(|e| Unsendable::Destination(e.to_string()))?;
         let wire: Vec<i32> = row
             .entity_types
             .iter()
             .filter_map(|t| EntityType::from_name(t))
             .map(|t| with_kind!(t, K => K::WIRE_TYPE as i32))
             .collect();
-        let selection = Selection::new(&wire, &row.filter, "", "").map_err(|e| e.to_string())?;
+        let selection =
+            Selection::new(&wire, &row.filter, "", "").map_err(|e| Unsendable::Destination(e.to_string()))?;
         let mut scope = Scope::default();
         let changes_selected = !row.entity_types.is_empty() || row.event_types.is_empty();
         if changes_selected {
@@ -381,9 +396,14 @@ async fn destination(
             debug!(lanes = row.lanes, made_ms = made.elapsed().as_secs_f64() * 1000.0, "sending");
             Arc::new(p)
         }
-        Err(why) => {
+        Err(Unsendable::Destination(why)) => {
             warn!(destination = %row.id, why, "the destination cannot be sent to: pausing it");
             let _ = store::pause_fenced(&ctx.pool, ctx.epoch, &row.id, &why).await;
+            return;
+        }
+        Err(Unsendable::Replica(why)) => {
+            error!(destination = %row.id, why, "this replica cannot send to the destination");
+            let _ = store::note_error(&ctx.pool, ctx.epoch, &row.id, &why).await;
             return;
         }
     };

@@ -981,3 +981,20 @@ async fn batched_deliveries_carry_the_changes_a_lane_has_ready_each_as_it_would_
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_with_another_destinations_key_sends_nothing_pauses_nothing_and_says_why() {
+    let (cluster, name) = shared_database().await;
+    let first = spawn_app_on(cluster, &name, |c| c.applier = None).await;
+    let receiver = Receiver::start().await;
+    // Made by a replica that does not apply (its key is its own); sent by one with another key.
+    let d = create(&first, &receiver, pb::Destination::default()).await;
+    let second = spawn_app_on(cluster, &name, |_| {}).await;
+    second.send_all_and_apply(&[user_event("created", "user_w1", T, T, "A")]).await;
+    let seen = wait_until(&second, &d.name, |d| !d.last_error.is_empty()).await;
+    assert!(seen.last_error.contains("does not open with this destinations key"), "{seen:?}");
+    assert_eq!(seen.state, pb::DestinationState::Active as i32, "not paused: a replica with the right key sends it");
+    assert!(receiver.log().is_empty());
+    second.stop().await;
+    first.stop().await;
+}

@@ -162,19 +162,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
 
     // A paused destination throughout: the sender listens for news only while one exists (else
     // it looks every second), and each row's destination should start at once.
-    let idle = admin
-        .create_destination(pb::CreateDestinationRequest {
-            destination: Some(pb::Destination {
-                url: url.clone(),
-                entity_types: vec![pb::EntityType::Plan as i32],
-                ..Default::default()
-            }),
-        })
-        .await
-        .context("CreateDestination")?
-        .into_inner()
-        .destination
-        .context("no destination")?;
+    let idle = create(&mut admin, &url, pb::EntityType::Plan, 1).await?;
     admin
         .pause_destination(pb::PauseDestinationRequest {
             name: idle.name,
@@ -208,20 +196,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
 
             // The mirror: a destination made at the head (nothing to send), its secret handed to
             // the receiver, then reset to before the changes: timed until its cursor is past them.
-            let made = admin
-                .create_destination(pb::CreateDestinationRequest {
-                    destination: Some(pb::Destination {
-                        url: url.clone(),
-                        entity_types: vec![pb::EntityType::User as i32],
-                        lanes: lanes as i32,
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .context("CreateDestination")?
-                .into_inner()
-                .destination
-                .context("no destination")?;
+            let made = create(&mut admin, &url, pb::EntityType::User, lanes).await?;
             *receiver.secret.write().expect("not poisoned") = Some(svix::webhooks::Webhook::new(&made.secret)?);
             let id = made.name.trim_start_matches("destinations/").to_string();
             // The row's changes: the last `n` of the log.
@@ -285,6 +260,29 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     monitor.close().await;
     server.stop().await?;
     Ok(report)
+}
+
+/// A destination to `url` of changes of `entity_type`, in `lanes` lanes, from the head.
+async fn create(
+    admin: &mut AdminServiceClient<tonic::transport::Channel>,
+    url: &str,
+    entity_type: pb::EntityType,
+    lanes: usize,
+) -> anyhow::Result<pb::Destination> {
+    admin
+        .create_destination(pb::CreateDestinationRequest {
+            destination: Some(pb::Destination {
+                url: url.to_string(),
+                entity_types: vec![entity_type as i32],
+                lanes: lanes as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .context("CreateDestination")?
+        .into_inner()
+        .destination
+        .context("the server answered without a destination")
 }
 
 /// POSTs each body once, signed afresh, `in_flight` at a time, to `url`.
