@@ -202,6 +202,7 @@ async fn run_all(args: &BenchArgs, scenarios: &[Scenario], pg: &env::Postgres) -
                         delayed_changes: (changes / 5).max(20),
                         lanes: args.lanes.clone(),
                         delay: Duration::from_millis(args.receiver_delay_ms),
+                        batch: 50,
                     },
                 )
                 .await?

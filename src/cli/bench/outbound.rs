@@ -33,6 +33,8 @@ pub struct Options {
     pub lanes: Vec<usize>,
     /// The delay added to each answer in the delayed rows.
     pub delay: Duration,
+    /// Changes a delivery in the batch row (1: no batch row).
+    pub batch: i32,
 }
 
 /// The receiver's state: the secret it verifies with, its added delay, what it counted.
@@ -162,7 +164,7 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
 
     // A paused destination throughout: the sender listens for news only while one exists (else
     // it looks every second), and each row's destination should start at once.
-    let idle = create(&mut admin, &url, pb::EntityType::Plan, 1).await?;
+    let idle = create(&mut admin, &url, pb::EntityType::Plan, 1, 1).await?;
     admin
         .pause_destination(pb::PauseDestinationRequest {
             name: idle.name,
@@ -194,40 +196,15 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 .cpu(cpu)
                 .baseline();
 
-            // The mirror: a destination made at the head (nothing to send), its secret handed to
-            // the receiver, then reset to before the changes: timed until its cursor is past them.
-            let made = create(&mut admin, &url, pb::EntityType::User, lanes).await?;
-            *receiver.secret.write().expect("not poisoned") = Some(svix::webhooks::Webhook::new(&made.secret)?);
-            let id = made.name.trim_start_matches("destinations/").to_string();
-            // The row's changes: the last `n` of the log.
-            let (from, until) = (head - n as i64, head);
-            let (verified, refused) = (receiver.verified.load(Ordering::Relaxed), receiver.refused.load(Ordering::Relaxed));
-            let started = Instant::now();
-            let cpu = probe.cpu();
-            admin
-                .reset_destination(pb::ResetDestinationRequest {
-                    name: made.name.clone(),
-                    cursor: crate::pb::cursor::Cursor::new(&log_id, from).encode(),
-                    ..Default::default()
-                })
-                .await
-                .context("ResetDestination")?;
-            let deadline = Instant::now() + Duration::from_secs(600);
-            loop {
-                let cursor: i64 =
-                    sqlx::query_scalar("SELECT min(c) FROM destinations, unnest(lane_cursors) c WHERE id = $1")
-                        .bind(&id)
-                        .fetch_one(&monitor)
-                        .await?;
-                if cursor >= until {
-                    break;
-                }
-                anyhow::ensure!(Instant::now() < deadline, "{id} reached {cursor} of {until} in 10 minutes");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            let (elapsed, cpu) = (started.elapsed(), probe.cpu() - cpu);
-            let ok = receiver.verified.load(Ordering::Relaxed) - verified;
-            let errors = receiver.refused.load(Ordering::Relaxed) - refused;
+            let timed = Timed {
+                admin: &mut admin,
+                receiver: &receiver,
+                monitor: &monitor,
+                url: &url,
+                log_id: &log_id,
+                probe,
+            };
+            let (elapsed, cpu, ok, errors) = timed.deliver(head - n as i64, head, lanes, 1).await?;
             let mut row = Row::new(format!("mirror, {lanes} lane(s){label}"), lanes, ok, errors, elapsed)
                 .cpu(cpu)
                 .note(format!("{:.2} ms of server CPU a delivery", cpu.server * 1000.0 / ok.max(1) as f64));
@@ -237,10 +214,26 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             }
             report.rows.push(base);
             report.rows.push(row);
-            admin
-                .delete_destination(pb::DeleteDestinationRequest { name: made.name })
-                .await
-                .context("DeleteDestination")?;
+        }
+        if delay.is_zero() && opts.batch > 1 {
+            // Batches: the same changes, `batch` a delivery, one lane (changes/s).
+            let base = report.rows.iter().find(|r| r.baseline && r.concurrency == 1).cloned();
+            let timed = Timed {
+                admin: &mut admin,
+                receiver: &receiver,
+                monitor: &monitor,
+                url: &url,
+                log_id: &log_id,
+                probe,
+            };
+            let (elapsed, cpu, deliveries, errors) = timed.deliver(head - n as i64, head, 1, opts.batch).await?;
+            let mut row = Row::new(format!("mirror, 1 lane, batches of {}", opts.batch), 1, n, errors, elapsed)
+                .cpu(cpu)
+                .note(format!("{deliveries} deliveries of up to {} changes; ops are changes", opts.batch));
+            if let Some(base) = base {
+                row.versus(&base);
+            }
+            report.rows.push(row);
         }
     }
     if let (Some(one), Some(most)) = (by_lanes.first(), by_lanes.last())
@@ -262,12 +255,75 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// A destination to `url` of changes of `entity_type`, in `lanes` lanes, from the head.
+/// What timing a destination needs.
+struct Timed<'a> {
+    admin: &'a mut AdminServiceClient<tonic::transport::Channel>,
+    receiver: &'a Receiver,
+    monitor: &'a sqlx::PgPool,
+    url: &'a str,
+    log_id: &'a str,
+    probe: Probe,
+}
+
+impl Timed<'_> {
+    /// A destination made at the head (nothing to send), its secret handed to the receiver, then
+    /// reset to `from`: timed until its cursor reaches `until`, then deleted. The elapsed time,
+    /// the CPU, the deliveries verified and refused.
+    async fn deliver(
+        self,
+        from: i64,
+        until: i64,
+        lanes: usize,
+        batch: i32,
+    ) -> anyhow::Result<(Duration, super::stats::Cpu, u64, u64)> {
+        let made = create(self.admin, self.url, pb::EntityType::User, lanes, batch).await?;
+        *self.receiver.secret.write().expect("not poisoned") = Some(svix::webhooks::Webhook::new(&made.secret)?);
+        let id = made.name.trim_start_matches("destinations/").to_string();
+        let (verified, refused) = (
+            self.receiver.verified.load(Ordering::Relaxed),
+            self.receiver.refused.load(Ordering::Relaxed),
+        );
+        let started = Instant::now();
+        let cpu = self.probe.cpu();
+        self.admin
+            .reset_destination(pb::ResetDestinationRequest {
+                name: made.name.clone(),
+                cursor: crate::pb::cursor::Cursor::new(self.log_id, from).encode(),
+                ..Default::default()
+            })
+            .await
+            .context("ResetDestination")?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let cursor: i64 = sqlx::query_scalar("SELECT min(c) FROM destinations, unnest(lane_cursors) c WHERE id = $1")
+                .bind(&id)
+                .fetch_one(self.monitor)
+                .await?;
+            if cursor >= until {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{id} reached {cursor} of {until} in 10 minutes");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let (elapsed, cpu) = (started.elapsed(), self.probe.cpu() - cpu);
+        let ok = self.receiver.verified.load(Ordering::Relaxed) - verified;
+        let errors = self.receiver.refused.load(Ordering::Relaxed) - refused;
+        self.admin
+            .delete_destination(pb::DeleteDestinationRequest { name: made.name })
+            .await
+            .context("DeleteDestination")?;
+        Ok((elapsed, cpu, ok, errors))
+    }
+}
+
+/// A destination to `url` of changes of `entity_type`, in `lanes` lanes of `batch`-change
+/// deliveries, from the head.
 async fn create(
     admin: &mut AdminServiceClient<tonic::transport::Channel>,
     url: &str,
     entity_type: pb::EntityType,
     lanes: usize,
+    batch: i32,
 ) -> anyhow::Result<pb::Destination> {
     admin
         .create_destination(pb::CreateDestinationRequest {
@@ -275,6 +331,7 @@ async fn create(
                 url: url.to_string(),
                 entity_types: vec![entity_type as i32],
                 lanes: lanes as i32,
+                batch_size: batch,
                 ..Default::default()
             }),
         })
