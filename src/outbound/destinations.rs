@@ -318,6 +318,14 @@ pub async fn take_epoch(pool: &PgPool, holder: &str) -> Result<i64, sqlx::Error>
         .await
 }
 
+/// Whether a previous sender may still be in an attempt: one ever took an epoch, and there is a
+/// destination it could have been sending to.
+pub async fn another_may_be_sending(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT epoch > 0 AND EXISTS (SELECT 1 FROM destinations) FROM outbound_sender")
+        .fetch_one(pool)
+        .await
+}
+
 /// Whether `epoch` is still the sender's.
 pub async fn holds_epoch(pool: &PgPool, epoch: i64) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT epoch = $1 FROM outbound_sender")

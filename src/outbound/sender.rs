@@ -113,9 +113,14 @@ pub async fn run(
             r = leading.wait_for(|l| *l) => if r.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
-        // A sender that lost the lock may still be in an attempt: wait it out.
+        // A sender that lost the lock may still be in an attempt: wait it out (unless none ever
+        // sent, or there is nothing it could have been sending).
+        let takeover_wait = match store::another_may_be_sending(&pool).await {
+            Ok(false) => Duration::ZERO,
+            _ => config.takeover_wait,
+        };
         tokio::select! {
-            () = tokio::time::sleep(config.takeover_wait) => {}
+            () = tokio::time::sleep(takeover_wait) => {}
             _ = leading.wait_for(|l| !*l) => continue,
             _ = stop.wait_for(|s| *s) => return,
         }

@@ -998,3 +998,46 @@ async fn a_replica_with_another_destinations_key_sends_nothing_pauses_nothing_an
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_sender_waits_out_the_delivery_timeout_only_when_another_may_still_be_sending() {
+    let (cluster, name) = shared_database().await;
+    let long = |c: &mut clerk_mirror::Config| c.outbound.takeover_wait = Duration::from_secs(3600);
+    // No sender ever, nothing to send: the first one starts at once.
+    let first = spawn_app_on(cluster, &name, long).await;
+    let epoch = || async {
+        sqlx::query_scalar::<_, i64>("SELECT epoch FROM outbound_sender").fetch_one(&first.pool).await.unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while epoch().await != 1 {
+        assert!(Instant::now() < deadline, "the first sender never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let receiver = Receiver::start().await;
+    create(&first, &receiver, pb::Destination::default()).await;
+    first.stop().await;
+    // A sender before it and a destination it may have been sending to: the next one waits.
+    let second = spawn_app_on(cluster, &name, long).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM outbound_sender").fetch_one(&second.pool).await.unwrap();
+    assert_eq!(epoch, 1, "still waiting out the delivery timeout");
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_destination_failing_past_the_horizon_is_paused_with_its_last_answer_and_resumes_where_it_stopped() {
+    let app = spawn_app_with(|c| c.outbound.schedule.horizon = Duration::from_millis(400)).await;
+    let receiver = Receiver::start().await;
+    let d = create(&app, &receiver, pb::Destination::default()).await;
+    receiver.fail_all(500);
+    app.send_all_and_apply(&[user_event("created", "user_h1", T, T, "A")]).await;
+    let paused = wait_until(&app, &d.name, |d| d.state == pb::DestinationState::Paused as i32).await;
+    assert!(paused.paused_reason.contains("horizon") && paused.paused_reason.contains("HTTP 500"), "{paused:?}");
+    assert!(paused.failed_attempts >= 2 && paused.last_status == 500, "{paused:?}");
+    assert!(paused.next_attempt_time.is_none());
+    receiver.fail_all(0);
+    admin(&app).await.resume_destination(pb::ResumeDestinationRequest { name: d.name.clone() }).await.unwrap();
+    let delivered = receiver.wait_for(1).await;
+    assert_eq!(delivered[0].body["data"]["change"]["user"]["id"], "user_h1");
+    app.stop().await;
+}
