@@ -19,8 +19,6 @@ use crate::outbound::sender::DESTINATIONS_CHANNEL;
 use crate::outbound::sign::SigningSecret;
 use crate::outbound::{body, events};
 use crate::pb;
-use crate::store::Kind;
-use crate::store::kind::with_kind;
 
 /// The longest a rotated-out secret keeps signing.
 pub const MAX_TRANSITION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -160,23 +158,18 @@ impl Destinations {
                 nanos: d.subsec_nanos() as i32,
             }
         });
-        let entity_types = row
-            .entity_types
-            .iter()
-            .filter_map(|t| crate::store::EntityType::from_name(t))
-            .map(|t| with_kind!(t, K => K::WIRE_TYPE as i32))
-            .collect();
+        let entity_types = row.settings.wire_entity_types();
         Ok(pb::Destination {
             name: format!("destinations/{}", row.id),
-            url: row.url.clone(),
+            url: row.settings.url.clone(),
             entity_types,
-            filter: row.filter.clone(),
-            event_types: row.event_types.clone(),
-            field_mask: (!row.fields.is_empty()).then(|| prost_types::FieldMask {
-                paths: row.fields.clone(),
+            filter: row.settings.filter.clone(),
+            event_types: row.settings.event_types.clone(),
+            field_mask: (!row.settings.fields.is_empty()).then(|| prost_types::FieldMask {
+                paths: row.settings.fields.clone(),
             }),
-            lanes: row.lanes,
-            batch_size: row.batch_size,
+            lanes: row.settings.lanes,
+            batch_size: row.settings.batch_size,
             start_cursor: String::new(),
             start_from_oldest: false,
             secret: secret.map(SigningSecret::text).unwrap_or_default(),

@@ -13,13 +13,8 @@ pub const ATTEMPTS_KEPT: i64 = 500;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Destination {
     pub id: String,
-    pub url: String,
-    pub entity_types: Vec<String>,
-    pub filter: String,
-    pub event_types: Vec<String>,
-    pub fields: Vec<String>,
-    pub lanes: i32,
-    pub batch_size: i32,
+    #[sqlx(flatten)]
+    pub settings: Settings,
     pub secret: String,
     pub previous_secret: Option<String>,
     pub previous_until: Option<DateTime<Utc>>,
@@ -50,7 +45,7 @@ impl Destination {
 }
 
 /// What a destination is sent, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Settings {
     pub url: String,
     /// Entity type names (`user`, …).
@@ -60,6 +55,19 @@ pub struct Settings {
     pub fields: Vec<String>,
     pub lanes: i32,
     pub batch_size: i32,
+}
+
+impl Settings {
+    /// The entity types as wire values (`pb::EntityType`).
+    pub fn wire_entity_types(&self) -> Vec<i32> {
+        use crate::store::Kind;
+        use crate::store::kind::with_kind;
+        self.entity_types
+            .iter()
+            .filter_map(|t| crate::store::EntityType::from_name(t))
+            .map(|t| with_kind!(t, K => K::WIRE_TYPE as i32))
+            .collect()
+    }
 }
 
 /// Where deliveries start.

@@ -34,8 +34,7 @@ use crate::db::CHANGES_CHANNEL;
 use crate::filter::selection::Selection;
 use crate::pb;
 use crate::store::changes::{self, ChangeRow, Ends, RAW_EVENT, Scope};
-use crate::store::kind::with_kind;
-use crate::store::{EntityType, Kind};
+use crate::store::EntityType;
 
 /// Notified when a destination is created, changed or deleted.
 pub const DESTINATIONS_CHANNEL: &str = "clerk_mirror_destinations";
@@ -322,25 +321,20 @@ impl Prepared {
             (Some(sealed), Some(until)) => Some((open(sealed)?, until)),
             _ => None,
         };
-        let sender = client::Sender::new(&row.url, ctx.config.policy.clone(), ctx.config.timeout)
+        let sender = client::Sender::new(&row.settings.url, ctx.config.policy.clone(), ctx.config.timeout)
             .map_err(|e| Unsendable::Destination(e.to_string()))?;
-        let wire: Vec<i32> = row
-            .entity_types
-            .iter()
-            .filter_map(|t| EntityType::from_name(t))
-            .map(|t| with_kind!(t, K => K::WIRE_TYPE as i32))
-            .collect();
+        let wire = row.settings.wire_entity_types();
         let selection =
-            Selection::new(&wire, &row.filter, "", "").map_err(|e| Unsendable::Destination(e.to_string()))?;
+            Selection::new(&wire, &row.settings.filter, "", "").map_err(|e| Unsendable::Destination(e.to_string()))?;
         let mut scope = Scope::default();
-        let changes_selected = !row.entity_types.is_empty() || row.event_types.is_empty();
+        let changes_selected = !row.settings.entity_types.is_empty() || row.settings.event_types.is_empty();
         if changes_selected {
             scope.entity_types = selection.scope.entity_types.clone();
             if scope.entity_types.is_empty() {
                 scope.entity_types = EntityType::ALL.iter().map(|t| t.as_str().to_string()).collect();
             }
         }
-        if !row.event_types.is_empty() {
+        if !row.settings.event_types.is_empty() {
             scope.entity_types.push(RAW_EVENT.to_string());
         }
         Ok(Prepared {
@@ -357,7 +351,7 @@ impl Prepared {
     fn selects(&self, c: &ChangeRow) -> Option<bool> {
         if c.is_raw_event() {
             let t = c.state.get("type").and_then(|t| t.as_str()).unwrap_or("");
-            return super::events::selected(&self.row.event_types, t).then_some(false);
+            return super::events::selected(&self.row.settings.event_types, t).then_some(false);
         }
         if !self.scope.contains(c) {
             return None;
@@ -398,7 +392,7 @@ async fn destination(
     let made = std::time::Instant::now();
     let prepared = match Prepared::make(&ctx, row.clone()) {
         Ok(p) => {
-            debug!(lanes = row.lanes, made_ms = made.elapsed().as_secs_f64() * 1000.0, "sending");
+            debug!(lanes = row.settings.lanes, made_ms = made.elapsed().as_secs_f64() * 1000.0, "sending");
             Arc::new(p)
         }
         Err(Unsendable::Destination(why)) => {
@@ -413,7 +407,7 @@ async fn destination(
         }
     };
     let mut lanes = tokio::task::JoinSet::new();
-    for lane in 0..row.lanes.max(1) as usize {
+    for lane in 0..row.settings.lanes.max(1) as usize {
         let cursor = row.lane_cursors.get(lane).copied().unwrap_or(0);
         lanes.spawn(run_lane(ctx.clone(), prepared.clone(), lane, cursor, stop.clone(), tick.clone()).in_current_span());
     }
@@ -440,7 +434,7 @@ async fn run_lane(
     mut stop: watch::Receiver<bool>,
     mut tick: watch::Receiver<u64>,
 ) -> LaneEnd {
-    let lanes = d.row.lanes.max(1) as usize;
+    let lanes = d.row.settings.lanes.max(1) as usize;
     let mut failing_since = d.row.failing_since;
     loop {
         if *stop.borrow() {
@@ -479,7 +473,7 @@ async fn run_lane(
             .filter(|c| lane_of(c, lanes) == lane)
             .filter_map(|c| Some((c, d.selects(c)?)))
             .collect();
-        for batch in mine.chunks(d.row.batch_size.max(1) as usize) {
+        for batch in mine.chunks(d.row.settings.batch_size.max(1) as usize) {
             match deliver(&ctx, &d, lane, cursor, batch, &mut failing_since, &mut stop).await {
                 Delivery::Delivered => cursor = batch.last().expect("a chunk is never empty").0.seq,
                 Delivery::Ended(end) => return end,
@@ -538,7 +532,7 @@ async fn body_of(ctx: &Ctx, d: &Prepared, c: &ChangeRow, left_filter: bool) -> R
         return Ok(super::body::clerk_event(&cursor, t, raw.as_deref().unwrap_or(b"null")));
     }
     let change = crate::store::change_message::to_change(c, &ctx.log_id, left_filter, None)?;
-    Ok(super::body::change(&change, &d.row.fields))
+    Ok(super::body::change(&change, &d.row.settings.fields))
 }
 
 /// Sends `batch` (one change, or up to `batch_size` of them) until it is delivered (the lane's

@@ -877,6 +877,8 @@ async fn a_sigkilled_sender_fails_over_to_another_replica_and_the_receiver_sees_
     let second = crate::process::Served::start(&args).await;
     let pool = sqlx::PgPool::connect(&cluster.url(&name)).await.unwrap();
     let app_pool = pool.clone();
+    // Events the first replica acknowledged but had not applied are applied by the second.
+    wait_until_applied(&pool).await;
     let expected = {
         let after = clerk_mirror::grpc::cursor::Cursor::decode(&d.cursor).unwrap();
         let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM changes WHERE entity_type = 'user' AND seq > $1 ORDER BY seq")

@@ -174,6 +174,14 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         .context("PauseDestination")?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
+    let mut timed = Timed {
+        admin: &mut admin,
+        receiver: &receiver,
+        monitor: &monitor,
+        url: &url,
+        log_id: &log_id,
+        probe,
+    };
     let mut by_lanes: Vec<(usize, Duration, f64)> = Vec::new();
     for (delay, n) in [(Duration::ZERO, opts.changes), (opts.delay, opts.delayed_changes)] {
         receiver.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
@@ -196,14 +204,6 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 .cpu(cpu)
                 .baseline();
 
-            let timed = Timed {
-                admin: &mut admin,
-                receiver: &receiver,
-                monitor: &monitor,
-                url: &url,
-                log_id: &log_id,
-                probe,
-            };
             let (elapsed, cpu, ok, errors) = timed.deliver(head - n as i64, head, lanes, 1).await?;
             let mut row = Row::new(format!("mirror, {lanes} lane(s){label}"), lanes, ok, errors, elapsed)
                 .cpu(cpu)
@@ -218,14 +218,6 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         if delay.is_zero() && opts.batch > 1 {
             // Batches: the same changes, `batch` a delivery, one lane (changes/s).
             let base = report.rows.iter().find(|r| r.baseline && r.concurrency == 1).cloned();
-            let timed = Timed {
-                admin: &mut admin,
-                receiver: &receiver,
-                monitor: &monitor,
-                url: &url,
-                log_id: &log_id,
-                probe,
-            };
             let (elapsed, cpu, deliveries, errors) = timed.deliver(head - n as i64, head, 1, opts.batch).await?;
             let mut row = Row::new(format!("mirror, 1 lane, batches of {}", opts.batch), 1, n, errors, elapsed)
                 .cpu(cpu)
@@ -270,13 +262,13 @@ impl Timed<'_> {
     /// reset to `from`: timed until its cursor reaches `until`, then deleted. The elapsed time,
     /// the CPU, the deliveries verified and refused.
     async fn deliver(
-        self,
+        &mut self,
         from: i64,
         until: i64,
         lanes: usize,
         batch: i32,
     ) -> anyhow::Result<(Duration, super::stats::Cpu, u64, u64)> {
-        let made = create(self.admin, self.url, pb::EntityType::User, lanes, batch).await?;
+        let made = create(&mut *self.admin, self.url, pb::EntityType::User, lanes, batch).await?;
         *self.receiver.secret.write().expect("not poisoned") = Some(svix::webhooks::Webhook::new(&made.secret)?);
         let id = made.name.trim_start_matches("destinations/").to_string();
         let (verified, refused) = (
