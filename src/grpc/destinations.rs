@@ -147,10 +147,22 @@ impl Destinations {
         }
     }
 
-    /// `row` as the API shows it (its secret never; `secret` when just made).
+    /// `row` as the API shows it (its secret never; `secret` when just made), with its lag.
     async fn shown(&self, row: &Destination, secret: Option<&SigningSecret>) -> Result<pb::Destination, ApiError> {
+        let (head, oldest_after) = store::lags(&self.pool, &[row.cursor()]).await?;
+        Ok(self.message(row, secret, head, oldest_after[0]))
+    }
+
+    /// `row` as the API shows it, its lag from the log's `head` and the commit time of the
+    /// oldest change after its cursor.
+    fn message(
+        &self,
+        row: &Destination,
+        secret: Option<&SigningSecret>,
+        head: i64,
+        oldest_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> pb::Destination {
         let cursor = row.cursor();
-        let (head, oldest_after) = store::lag(&self.pool, cursor).await?;
         let lag_time = oldest_after.map(|t| {
             let d = (chrono::Utc::now() - t).to_std().unwrap_or_default();
             prost_types::Duration {
@@ -159,7 +171,7 @@ impl Destinations {
             }
         });
         let entity_types = row.settings.wire_entity_types();
-        Ok(pb::Destination {
+        pb::Destination {
             name: format!("destinations/{}", row.id),
             url: row.settings.url.clone(),
             entity_types,
@@ -189,7 +201,7 @@ impl Destinations {
             failed_attempts: row.failed_attempts,
             create_time: timestamp(Some(row.created_at)),
             update_time: timestamp(Some(row.updated_at)),
-        })
+        }
     }
 
     /// Tells the sender (on whichever replica) that destinations changed.
@@ -233,10 +245,13 @@ impl Destinations {
         let binding = list::binding("ListDestinations", "", "", false);
         let after = list::decode_token(&r.page_token, &binding)?;
         let rows = store::list(&self.pool, &after, size + 1).await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            items.push((row.id.clone(), self.shown(row, None).await?));
-        }
+        let cursors: Vec<i64> = rows.iter().map(Destination::cursor).collect();
+        let (head, oldest_after) = store::lags(&self.pool, &cursors).await?;
+        let items = rows
+            .iter()
+            .zip(oldest_after)
+            .map(|(row, oldest)| (row.id.clone(), self.message(row, None, head, oldest)))
+            .collect();
         let (destinations, next_page_token) = list::page(items, size, &binding);
         Ok(pb::ListDestinationsResponse {
             destinations,
@@ -259,7 +274,7 @@ impl Destinations {
             ));
         }
         // The stored settings as a request, with the masked fields taken from `d`.
-        let mut merged = self.shown(&row, None).await?;
+        let mut merged = self.message(&row, None, 0, None);
         for path in &paths {
             match path.as_str() {
                 "url" => merged.url = d.url.clone(),

@@ -97,17 +97,27 @@ pub fn change(change: &pb::Change, fields: &[String]) -> Vec<u8> {
         .commit_time
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    let body = json!({
-        "type": "clerkmirror.change",
-        "timestamp": timestamp,
-        "data": {"cursor": change.cursor, "change": serde_json::to_value(&dynamic).expect("canonical JSON")},
-    });
-    serde_json::to_vec(&body).expect("serialises")
+        .map(rfc3339);
+    let data = json!({"cursor": change.cursor, "change": serde_json::to_value(&dynamic).expect("canonical JSON")});
+    envelope("clerkmirror.change", timestamp, data)
 }
 
-/// The body delivering the raw Clerk event `event` (its `type` and `timestamp` in ms, as Clerk
-/// sent them) at `cursor`.
+/// The Standard Webhooks body every delivery has: `{"type", "timestamp", "data"}`.
+fn envelope(r#type: &str, timestamp: Option<String>, data: impl serde::Serialize) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a, D> {
+        r#type: &'a str,
+        timestamp: Option<String>,
+        data: D,
+    }
+    serde_json::to_vec(&Envelope { r#type, timestamp, data }).expect("serialises")
+}
+
+/// A time as a body's `timestamp`: RFC 3339, milliseconds, UTC.
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// The `webhook-id` of a batch: its first position and its size (the same on every attempt at
 /// that batch).
 pub fn batch_id(first_cursor: &str, size: usize) -> String {
@@ -117,12 +127,6 @@ pub fn batch_id(first_cursor: &str, size: usize) -> String {
 /// A batch's delivery body: `clerkmirror.batch` with the last cursor and each delivery as it
 /// would be sent alone (`deliveries`, in order; its `timestamp` is the last one's).
 pub fn batch(last_cursor: &str, deliveries: &[Vec<u8>]) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        r#type: &'static str,
-        timestamp: Option<String>,
-        data: Data<'a>,
-    }
     #[derive(serde::Serialize)]
     struct Data<'a> {
         cursor: &'a str,
@@ -140,15 +144,11 @@ pub fn batch(last_cursor: &str, deliveries: &[Vec<u8>]) -> Vec<u8> {
         .last()
         .and_then(|d| serde_json::from_slice::<Stamp>(d).ok())
         .and_then(|s| s.timestamp);
-    let body = Body {
-        r#type: "clerkmirror.batch",
-        timestamp,
-        data: Data {
-            cursor: last_cursor,
-            deliveries: items,
-        },
+    let data = Data {
+        cursor: last_cursor,
+        deliveries: items,
     };
-    serde_json::to_vec(&body).expect("serialises")
+    envelope("clerkmirror.batch", timestamp, data)
 }
 
 /// A raw Clerk event's delivery body: `event` is the body as received, byte for byte.
@@ -161,13 +161,7 @@ pub fn clerk_event(cursor: &str, event_type: &str, raw: &[u8]) -> Vec<u8> {
         .ok()
         .and_then(|e| e.timestamp)
         .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        r#type: String,
-        timestamp: Option<String>,
-        data: Data<'a>,
-    }
+        .map(rfc3339);
     #[derive(serde::Serialize)]
     struct Data<'a> {
         cursor: &'a str,
@@ -176,12 +170,7 @@ pub fn clerk_event(cursor: &str, event_type: &str, raw: &[u8]) -> Vec<u8> {
     let event = std::str::from_utf8(raw)
         .ok()
         .and_then(|text| serde_json::from_str::<&serde_json::value::RawValue>(text.trim()).ok());
-    let body = Body {
-        r#type: format!("clerk.{event_type}"),
-        timestamp,
-        data: Data { cursor, event },
-    };
-    serde_json::to_vec(&body).expect("serialises")
+    envelope(&format!("clerk.{event_type}"), timestamp, Data { cursor, event })
 }
 
 #[cfg(test)]

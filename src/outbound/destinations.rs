@@ -280,10 +280,13 @@ pub async fn rotate(
     .ok_or_else(|| StoreError::NotFound(id.to_string()))
 }
 
-/// The log's head and the commit time of the oldest change after `after` (for lag).
-pub async fn lag(pool: &PgPool, after: i64) -> Result<(i64, Option<DateTime<Utc>>), sqlx::Error> {
+/// The log's head, and for each cursor the commit time of the oldest change after it (for lag),
+/// in the cursors' order; one round trip.
+pub async fn lags(pool: &PgPool, after: &[i64]) -> Result<(i64, Vec<Option<DateTime<Utc>>>), sqlx::Error> {
     sqlx::query_as(
-        "SELECT h.head_seq, (SELECT commit_time FROM changes WHERE seq > $1 ORDER BY seq LIMIT 1) FROM log_head h",
+        "SELECT h.head_seq, array(SELECT (SELECT commit_time FROM changes WHERE seq > c ORDER BY seq LIMIT 1)
+                                    FROM unnest($1::bigint[]) WITH ORDINALITY AS u(c, o) ORDER BY o)
+           FROM log_head h",
     )
     .bind(after)
     .fetch_one(pool)
@@ -441,32 +444,34 @@ pub async fn failed(
 
 /// Pauses a destination for the sender (an expired cursor, a refused address), under its epoch.
 pub async fn pause_fenced(pool: &PgPool, epoch: i64, id: &str, why: &str) -> Result<bool, sqlx::Error> {
-    let paused = sqlx::query(
-        "UPDATE destinations d SET state = 'paused', paused_reason = $3, next_attempt_at = NULL,
-                last_error = $3, generation = d.generation + 1, updated_at = now()
-           FROM outbound_sender s WHERE d.id = $2 AND s.epoch = $1",
+    set_fenced(
+        pool,
+        epoch,
+        id,
+        why,
+        "state = 'paused', paused_reason = $3, next_attempt_at = NULL, last_error = $3,
+         generation = d.generation + 1, updated_at = now()",
     )
-    .bind(epoch)
-    .bind(id)
-    .bind(why)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(paused == 1)
+    .await
 }
 
 /// Records why this sender cannot send to a destination (without pausing it), under its epoch.
 pub async fn note_error(pool: &PgPool, epoch: i64, id: &str, why: &str) -> Result<bool, sqlx::Error> {
-    let noted = sqlx::query(
-        "UPDATE destinations d SET last_error = $3 FROM outbound_sender s WHERE d.id = $2 AND s.epoch = $1",
-    )
-    .bind(epoch)
-    .bind(id)
-    .bind(why)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(noted == 1)
+    set_fenced(pool, epoch, id, why, "last_error = $3").await
+}
+
+/// `UPDATE destinations d SET <set>` of destination `id` (`$3`: `why`), under `epoch`; `false`:
+/// fenced, nothing written.
+async fn set_fenced(pool: &PgPool, epoch: i64, id: &str, why: &str, set: &'static str) -> Result<bool, sqlx::Error> {
+    let sql = format!("UPDATE destinations d SET {set} FROM outbound_sender s WHERE d.id = $2 AND s.epoch = $1");
+    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(epoch)
+        .bind(id)
+        .bind(why)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(updated == 1)
 }
 
 /// Deletes all but the newest [`ATTEMPTS_KEPT`] attempts of destination `id`.

@@ -33,8 +33,8 @@ use super::sign::{self, SigningSecret};
 use crate::db::CHANGES_CHANNEL;
 use crate::filter::selection::Selection;
 use crate::pb;
-use crate::store::changes::{self, ChangeRow, Ends, RAW_EVENT, Scope};
 use crate::store::EntityType;
+use crate::store::changes::{self, ChangeRow, Ends, RAW_EVENT, Scope};
 
 /// Notified when a destination is created, changed or deleted.
 pub const DESTINATIONS_CHANNEL: &str = "clerk_mirror_destinations";
@@ -185,39 +185,52 @@ async fn lead(
     let (fenced_tx, mut fenced) = watch::channel(false);
     let fenced_tx = Arc::new(fenced_tx);
     let mut running: HashMap<String, Running> = HashMap::new();
+    // Destinations are read again when one changed (its NOTIFY) and at every poll; a change
+    // of the log only wakes the lanes.
+    let mut poll = tokio::time::interval(ctx.config.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reload = true;
     let result = loop {
-        match store::all(&ctx.pool).await {
-            Ok(rows) => {
-                if rows.is_empty() {
-                    listener = None;
-                } else if listener.is_none() {
-                    let mut l = match PgListener::connect_with(&ctx.pool).await {
-                        Ok(l) => l,
-                        Err(e) => break Err(e),
-                    };
-                    if let Err(e) = l.listen_all([CHANGES_CHANNEL, DESTINATIONS_CHANNEL]).await {
-                        break Err(e);
+        if std::mem::take(&mut reload) {
+            match store::all(&ctx.pool).await {
+                Ok(rows) => {
+                    if rows.is_empty() {
+                        listener = None;
+                    } else if listener.is_none() {
+                        let mut l = match PgListener::connect_with(&ctx.pool).await {
+                            Ok(l) => l,
+                            Err(e) => break Err(e),
+                        };
+                        if let Err(e) = l.listen_all([CHANGES_CHANNEL, DESTINATIONS_CHANNEL]).await {
+                            break Err(e);
+                        }
+                        listener = Some(l);
+                        // What was committed before it listened.
+                        tick.send_modify(|t| *t += 1);
                     }
-                    listener = Some(l);
-                    // What was committed before it listened.
-                    tick.send_modify(|t| *t += 1);
+                    reconcile(&ctx, &rows, &mut running, &tick, &fenced_tx);
                 }
-                reconcile(&ctx, &rows, &mut running, &tick, &fenced_tx);
+                Err(e) => break Err(e),
             }
-            Err(e) => break Err(e),
         }
         let notified = async {
             match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
+                Some(l) => l.recv().await.map(|n| n.channel() == DESTINATIONS_CHANNEL),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             n = notified => match n {
-                Ok(()) => tick.send_modify(|t| *t += 1),
+                Ok(destinations) => {
+                    reload = destinations;
+                    tick.send_modify(|t| *t += 1);
+                }
                 Err(e) => break Err(e),
             },
-            () = tokio::time::sleep(ctx.config.poll) => tick.send_modify(|t| *t += 1),
+            _ = poll.tick() => {
+                reload = true;
+                tick.send_modify(|t| *t += 1);
+            }
             _ = leading.wait_for(|l| !*l) => break Ok(()),
             _ = stop.wait_for(|s| *s) => break Ok(()),
             _ = fenced.wait_for(|f| *f) => {
@@ -266,9 +279,7 @@ fn reconcile(
             async move {
                 // The previous generation's lanes finish their attempts first: one sender per lane.
                 if let Some(before) = before {
-                    let waited = std::time::Instant::now();
                     let _ = before.await;
-                    debug!(waited_ms = waited.elapsed().as_secs_f64() * 1000.0, "the previous generation stopped");
                 }
                 destination(ctx, d, stop_rx, tick, fenced).await;
             }
@@ -315,7 +326,10 @@ impl Prepared {
                     .into(),
             )
         })?;
-        let open = |sealed: &str| key.open(&row.id, sealed).map_err(|e| Unsendable::Replica(e.to_string()));
+        let open = |sealed: &str| {
+            key.open(&row.id, sealed)
+                .map_err(|e| Unsendable::Replica(e.to_string()))
+        };
         let secret = open(&row.secret)?;
         let previous = match (&row.previous_secret, row.previous_until) {
             (Some(sealed), Some(until)) => Some((open(sealed)?, until)),
@@ -389,12 +403,8 @@ async fn destination(
     tick: watch::Receiver<u64>,
     fenced: Arc<watch::Sender<bool>>,
 ) {
-    let made = std::time::Instant::now();
     let prepared = match Prepared::make(&ctx, row.clone()) {
-        Ok(p) => {
-            debug!(lanes = row.settings.lanes, made_ms = made.elapsed().as_secs_f64() * 1000.0, "sending");
-            Arc::new(p)
-        }
+        Ok(p) => Arc::new(p),
         Err(Unsendable::Destination(why)) => {
             warn!(destination = %row.id, why, "the destination cannot be sent to: pausing it");
             let _ = store::pause_fenced(&ctx.pool, ctx.epoch, &row.id, &why).await;
@@ -409,7 +419,8 @@ async fn destination(
     let mut lanes = tokio::task::JoinSet::new();
     for lane in 0..row.settings.lanes.max(1) as usize {
         let cursor = row.lane_cursors.get(lane).copied().unwrap_or(0);
-        lanes.spawn(run_lane(ctx.clone(), prepared.clone(), lane, cursor, stop.clone(), tick.clone()).in_current_span());
+        lanes
+            .spawn(run_lane(ctx.clone(), prepared.clone(), lane, cursor, stop.clone(), tick.clone()).in_current_span());
     }
     while let Some(end) = lanes.join_next().await {
         if end.is_ok_and(|e| e == LaneEnd::Fenced) {
@@ -563,7 +574,10 @@ async fn deliver(
     let cursor = |c: &ChangeRow| pb::cursor::Cursor::text(&ctx.log_id, c.seq);
     let (body, webhook_id) = match bodies.len() {
         1 => (bodies.pop().expect("one"), super::body::webhook_id(&cursor(first))),
-        n => (super::body::batch(&cursor(last), &bodies), super::body::batch_id(&cursor(first), n)),
+        n => (
+            super::body::batch(&cursor(last), &bodies),
+            super::body::batch_id(&cursor(first), n),
+        ),
     };
     let body = bytes::Bytes::from(body);
     let c = last;
@@ -605,7 +619,9 @@ async fn deliver(
         };
         debug!(destination = %d.row.id, seq = c.seq, attempt, answer = %answer, "attempted");
         let written = match &next {
-            Next::Delivered => store::delivered(&ctx.pool, ctx.epoch, &d.row.id, lane, from, last.seq, &attempted).await,
+            Next::Delivered => {
+                store::delivered(&ctx.pool, ctx.epoch, &d.row.id, lane, from, last.seq, &attempted).await
+            }
             Next::Retry { after, .. } => {
                 let at = now + chrono::Duration::from_std(*after).unwrap_or_default();
                 store::failed(&ctx.pool, ctx.epoch, &d.row.id, &attempted, Some(at), None).await
