@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
 use super::event::{self, Action, InboxEvent};
@@ -113,7 +113,7 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         events: parsed.len(),
         ..Default::default()
     };
-    let mut statuses = Vec::with_capacity(parsed.len());
+    let mut statuses: (Vec<i64>, Vec<&str>, Vec<Option<String>>) = Default::default();
     // The raw event types some destination selects, read once a batch has a row not applied
     // (after `log_head` is locked: a destination created meanwhile starts after this batch).
     let mut selected: Option<Vec<String>> = None;
@@ -151,7 +151,9 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
                 ("failed", Some(e.0.replace('\0', "")))
             }
         };
-        statuses.push(json!({ "id": row.id, "status": status, "error": error }));
+        statuses.0.push(row.id);
+        statuses.1.push(status);
+        statuses.2.push(error);
         outcome.rows.push((
             row.event_type.clone().unwrap_or_else(|| "none".into()),
             status,
@@ -173,10 +175,12 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
     let written = started.elapsed();
     sqlx::query(
         "UPDATE inbox SET status = r.status, error = r.error, processed_at = now(), attempts = inbox.attempts + 1
-           FROM jsonb_to_recordset($1) AS r(id bigint, status text, error text)
+           FROM unnest($1::bigint[], $2::text[], $3::text[]) AS r(id, status, error)
           WHERE inbox.id = r.id",
     )
-    .bind(Json(Value::Array(statuses)))
+    .bind(statuses.0)
+    .bind(statuses.1)
+    .bind(statuses.2)
     .execute(&mut *tx)
     .await?;
     if ws.head != head {
@@ -278,30 +282,16 @@ async fn load(
     Ok(ws)
 }
 
-/// The JSON row of a versioned record for `jsonb_to_recordset`.
-fn row_of<T: serde::Serialize>(v: &Versioned<T>) -> Value {
-    let mut row = serde_json::to_value(&v.record).expect("records serialise");
-    let map = row.as_object_mut().expect("records are objects");
-    map.insert(
-        "version_updated_ms".into(),
-        json!(v.version.as_ref().map(|x| x.updated_ms)),
-    );
-    map.insert("version_event_ms".into(), json!(v.version.as_ref().map(|x| x.event_ms)));
-    map.insert("version_key".into(), json!(v.version.as_ref().map(|x| x.key.clone())));
-    map.insert("update_cursor".into(), json!(v.update_cursor));
-    row
-}
-
-fn dirty<T: serde::Serialize>(slots: &std::collections::BTreeMap<String, Slot<T>>) -> Vec<Value> {
+/// The dirty entities of one kind, each with its fields as JSON text (by `serde`, serialised
+/// once: no `Value` built).
+fn dirty<T: serde::Serialize>(slots: &std::collections::BTreeMap<String, Slot<T>>) -> Vec<(&Versioned<T>, String)> {
     slots
         .values()
         .filter(|s| s.dirty)
-        .filter_map(|s| s.current.as_ref().map(row_of))
+        .filter_map(|s| s.current.as_ref())
+        .map(|v| (v, serde_json::to_string(&v.record).expect("records serialise")))
         .collect()
 }
-
-const VERSION_COLUMNS: &str =
-    "version_updated_ms bigint, version_event_ms bigint, version_key text, update_cursor bigint";
 
 /// The raw event types selected by any destination (paused ones too: they resume where they
 /// stopped).
@@ -313,31 +303,52 @@ async fn selected_event_types(tx: &mut PgConnection) -> Result<Vec<String>, sqlx
 
 /// A raw event's row of the log (see `store::changes::RAW_EVENT`): keyed by the Clerk object it
 /// is about (`data.id`, else the delivery's key), naming the user and organization it concerns.
-fn raw_event(seq: i64, row: &super::event::InboxEvent, event_type: &str, body: &[u8]) -> Value {
+struct RawEvent {
+    seq: i64,
+    entity_id: String,
+    organization_id: Option<String>,
+    user_id: Option<String>,
+    state: String,
+    raw: Vec<u8>,
+    source: String,
+    inbox_id: i64,
+}
+
+fn raw_event(seq: i64, row: &super::event::InboxEvent, event_type: &str, body: &[u8]) -> RawEvent {
     let data = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("data").cloned());
     let field = |name: &str| data.as_ref().and_then(|d| d.get(name)).and_then(Value::as_str).map(str::to_string);
-    use base64::Engine as _;
-    json!({
-        "seq": seq, "entity_id": field("id").unwrap_or_else(|| row.event_key.clone()),
-        "organization_id": field("organization_id"), "user_id": field("user_id"),
-        "state": {"type": event_type, "key": row.event_key},
-        "raw": base64::engine::general_purpose::STANDARD.encode(body),
-        "source": row.change_source(), "inbox_id": row.id,
-    })
+    RawEvent {
+        seq,
+        entity_id: field("id").unwrap_or_else(|| row.event_key.clone()),
+        organization_id: field("organization_id"),
+        user_id: field("user_id"),
+        state: json!({"type": event_type, "key": row.event_key}).to_string(),
+        raw: body.to_vec(),
+        source: row.change_source(),
+        inbox_id: row.id,
+    }
 }
 
 /// Appends the batch's raw events (each marked with the batch's last seq, like its changes).
-async fn write_raw_events(tx: &mut PgConnection, rows: Vec<Value>, batch_last: i64) -> Result<(), sqlx::Error> {
+async fn write_raw_events(tx: &mut PgConnection, rows: Vec<RawEvent>, batch_last: i64) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
+    let column = |f: fn(&RawEvent) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, raw, source, inbox_id, batch_last)
-         SELECT seq, 'event', entity_id, 'received', organization_id, user_id, state, decode(raw, 'base64'), source, inbox_id, $2
-           FROM jsonb_to_recordset($1) AS r(seq bigint, entity_id text, organization_id text, user_id text, state jsonb,
-                raw text, source text, inbox_id bigint)",
+         SELECT seq, 'event', entity_id, 'received', organization_id, user_id, state::jsonb, raw, source, inbox_id, $9
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::bigint[])
+                AS r(seq, entity_id, organization_id, user_id, state, raw, source, inbox_id)",
     )
-    .bind(Json(Value::Array(rows)))
+    .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+    .bind(column(|r| Some(r.entity_id.clone())))
+    .bind(column(|r| r.organization_id.clone()))
+    .bind(column(|r| r.user_id.clone()))
+    .bind(column(|r| Some(r.state.clone())))
+    .bind(rows.iter().map(|r| r.raw.as_slice()).collect::<Vec<_>>())
+    .bind(column(|r| Some(r.source.clone())))
+    .bind(rows.iter().map(|r| r.inbox_id).collect::<Vec<_>>())
     .bind(batch_last)
     .execute(&mut *tx)
     .await?;
@@ -348,113 +359,141 @@ async fn write_raw_events(tx: &mut PgConnection, rows: Vec<Value>, batch_last: i
 async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(), sqlx::Error> {
     for_each_kind!(K => {
         if let Some(slots) = ws.slots::<K>() {
-            let rows = match K::STORES_MESSAGE {
-                true => dirty_with_messages(slots, log_id),
-                false => dirty(slots),
-            };
+            let rows = dirty(slots);
             if !rows.is_empty() {
-                upsert(tx, K::TABLE, K::COLUMNS, K::STORES_MESSAGE, rows).await?;
-                let written: Vec<&K> = slots
-                    .values()
-                    .filter(|s| s.dirty)
-                    .filter_map(|s| s.current.as_ref())
-                    .map(|v| &v.record)
-                    .collect();
+                upsert::<K>(tx, &rows, log_id).await?;
+                let written: Vec<&K> = rows.iter().map(|(v, _)| &v.record).collect();
                 K::after_write(tx, &written).await?;
             }
         }
     });
     if !ws.changes.is_empty() {
-        let rows: Vec<Value> = ws
-            .changes
-            .iter()
-            .map(|c| {
-                json!({
-                    "seq": c.seq, "entity_type": c.entity_type.as_str(), "entity_id": c.entity_id,
-                    "operation": c.operation.as_str(), "organization_id": c.organization_id,
-                    "user_id": c.user_id, "state": c.state, "previous": c.previous,
-                    "source": c.source, "inbox_id": c.inbox_id, "batch_last": ws.head,
-                })
-            })
-            .collect();
+        let changes = &ws.changes;
+        let text = |f: fn(&super::rules::Change) -> Option<String>| changes.iter().map(f).collect::<Vec<_>>();
         sqlx::query(
             "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, batch_last)
-             SELECT seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, batch_last
-               FROM jsonb_to_recordset($1) AS r(seq bigint, entity_type text, entity_id text, operation text,
-                    organization_id text, user_id text, state jsonb, previous jsonb, source text, inbox_id bigint,
-                    batch_last bigint)",
+             SELECT seq, entity_type, entity_id, operation, organization_id, user_id, state::jsonb, previous::jsonb, source, inbox_id, $11
+               FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                           $9::text[], $10::bigint[])
+                    AS r(seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id)",
         )
-        .bind(Json(Value::Array(rows)))
+        .bind(changes.iter().map(|c| c.seq).collect::<Vec<_>>())
+        .bind(text(|c| Some(c.entity_type.as_str().to_string())))
+        .bind(text(|c| Some(c.entity_id.clone())))
+        .bind(text(|c| Some(c.operation.as_str().to_string())))
+        .bind(text(|c| c.organization_id.clone()))
+        .bind(text(|c| c.user_id.clone()))
+        .bind(text(|c| Some(c.state.clone())))
+        .bind(text(|c| c.previous.clone()))
+        .bind(text(|c| Some(c.source.clone())))
+        .bind(changes.iter().map(|c| c.inbox_id).collect::<Vec<_>>())
+        .bind(ws.head)
         .execute(&mut *tx)
         .await?;
     }
     Ok(())
 }
 
-/// [`dirty`]'s rows, each with the message a read sends of it, encoded now (base64 in the
-/// JSON row; see `Kind::STORES_MESSAGE`), written by the same upsert.
-fn dirty_with_messages<K: Kind>(slots: &std::collections::BTreeMap<String, Slot<K>>, log_id: &str) -> Vec<Value> {
-    use base64::Engine;
-    use prost::Message;
-    slots
-        .values()
-        .filter(|s| s.dirty)
-        .filter_map(|s| s.current.as_ref())
-        .map(|v| {
-            let mut row = row_of(v);
-            let message = v.record.message(v.update_cursor, log_id).encode_to_vec();
-            let map = row.as_object_mut().expect("records are objects");
-            map.insert(
-                "message".into(),
-                json!(base64::engine::general_purpose::STANDARD.encode(message)),
-            );
-            map.insert("message_format".into(), json!(crate::store::kind::MESSAGE_FORMAT));
-            row
-        })
-        .collect()
+/// A record's field (its JSON text) as the text PostgreSQL casts to `column_type` (`None`: NULL,
+/// as JSON `null` is): strings unquoted, `jsonb` and arrays as JSON, other scalars as written.
+fn text_of(value: Option<&RawValue>, column_type: &str) -> Option<String> {
+    let json = value?.get();
+    match json {
+        "null" => None,
+        s if s.starts_with('"') && column_type != "jsonb" => serde_json::from_str(s).ok(),
+        s => Some(s.to_string()),
+    }
 }
 
-/// `INSERT … ON CONFLICT (id) DO UPDATE` of JSON rows into `table`, whose record columns are
-/// `columns` (name and type, as for `jsonb_to_recordset`), and with `messages` its stored
-/// message (base64 in the row).
-async fn upsert(
-    tx: &mut PgConnection,
-    table: &str,
-    columns: &str,
-    messages: bool,
-    rows: Vec<Value>,
-) -> Result<(), sqlx::Error> {
-    let mut definition = format!("{columns}, {VERSION_COLUMNS}");
-    if messages {
-        definition.push_str(", message text, message_format integer");
+/// How the statement reads a column sent as text: a cast, or for a `text[]` (sent as a JSON
+/// array) its elements.
+fn cast(name: &str, column_type: &str) -> String {
+    match column_type {
+        "text[]" => format!("CASE WHEN {name} IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text({name}::jsonb)) END"),
+        t => format!("{name}::{t}"),
     }
-    let names: Vec<&str> = definition
-        .split(',')
-        .map(|c| c.split_whitespace().next().unwrap_or_default())
-        .collect();
-    let list = names.join(", ");
-    let values = names
+}
+
+/// `INSERT … ON CONFLICT (id) DO UPDATE` of `K`'s dirty rows (each with its `serde` fields),
+/// sent as one array per column (binary, `unnest`ed: no JSON document for PostgreSQL to parse
+/// whole), with the stored message of kinds that keep one (`Kind::STORES_MESSAGE`), encoded now.
+async fn upsert<K: Kind>(
+    tx: &mut PgConnection,
+    rows: &[(&Versioned<K>, String)],
+    log_id: &str,
+) -> Result<(), sqlx::Error> {
+    let fields: Vec<BTreeMap<&str, &RawValue>> = rows
         .iter()
-        .map(|n| match *n {
-            "message" => "decode(message, 'base64')",
-            n => n,
+        .map(|(_, json)| serde_json::from_str(json).expect("a record's JSON is an object of plain names"))
+        .collect();
+    let columns: Vec<(&str, &str)> = K::COLUMNS
+        .split(',')
+        .filter_map(|c| {
+            let mut words = c.split_whitespace();
+            Some((words.next()?, words.next()?))
         })
-        .collect::<Vec<_>>()
-        .join(", ");
+        .collect();
+    let mut names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    let mut values: Vec<String> = columns.iter().map(|(n, t)| cast(n, t)).collect();
+    let mut arrays: Vec<String> = (1..=columns.len()).map(|i| format!("${i}::text[]")).collect();
+    let n = columns.len();
+    for (i, (name, t)) in [
+        ("version_updated_ms", "bigint"),
+        ("version_event_ms", "bigint"),
+        ("version_key", "text"),
+        ("update_cursor", "bigint"),
+        ("message", "bytea"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if name == "message" && !K::STORES_MESSAGE {
+            continue;
+        }
+        names.push(name);
+        values.push(name.to_string());
+        arrays.push(format!("${}::{t}[]", n + i + 1));
+    }
+    if K::STORES_MESSAGE {
+        names.push("message_format");
+        values.push(format!("${}::integer", n + 6));
+    }
     let updates: Vec<String> = names
         .iter()
         .filter(|n| **n != "id")
         .map(|n| format!("{n} = EXCLUDED.{n}"))
         .collect();
+    let aliases: Vec<&str> = names.iter().copied().filter(|n| *n != "message_format").collect();
     let sql = format!(
-        "INSERT INTO {table} ({list}) SELECT {values} FROM jsonb_to_recordset($1) AS r({definition})
+        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS r({})
          ON CONFLICT (id) DO UPDATE SET {}",
+        K::TABLE,
+        names.join(", "),
+        values.join(", "),
+        arrays.join(", "),
+        aliases.join(", "),
         updates.join(", ")
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(Json(Value::Array(rows)))
-        .execute(&mut *tx)
-        .await?;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (name, t) in &columns {
+        let column: Vec<Option<String>> = fields.iter().map(|f| text_of(f.get(*name).copied(), t)).collect();
+        query = query.bind(column);
+    }
+    let version = |f: fn(&Version) -> i64| rows.iter().map(|(v, _)| v.version.as_ref().map(f)).collect::<Vec<_>>();
+    query = query
+        .bind(version(|x| x.updated_ms))
+        .bind(version(|x| x.event_ms))
+        .bind(rows.iter().map(|(v, _)| v.version.as_ref().map(|x| x.key.clone())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(v, _)| v.update_cursor).collect::<Vec<_>>());
+    if K::STORES_MESSAGE {
+        use prost::Message;
+        let messages: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|(v, _)| v.record.message(v.update_cursor, log_id).encode_to_vec())
+            .collect();
+        query = query.bind(messages).bind(crate::store::kind::MESSAGE_FORMAT);
+    }
+    query.execute(&mut *tx).await?;
     Ok(())
 }
 

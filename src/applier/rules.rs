@@ -18,7 +18,6 @@ use std::any::Any;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::event::{Action, Derived};
 use crate::store::kind::{for_each_kind, match_record, with_kind};
@@ -51,8 +50,9 @@ pub struct Change {
     pub operation: Operation,
     pub organization_id: Option<String>,
     pub user_id: Option<String>,
-    pub state: Value,
-    pub previous: Option<Value>,
+    /// The entity after the change, as JSON text (serialised once, sent as is).
+    pub state: String,
+    pub previous: Option<String>,
     pub source: String,
     pub inbox_id: Option<i64>,
 }
@@ -92,8 +92,8 @@ pub struct Origin {
     pub inbox_id: Option<i64>,
 }
 
-fn state_of<T: serde::Serialize>(record: &T) -> Value {
-    serde_json::to_value(record).expect("records serialise")
+fn state_of<T: serde::Serialize>(record: &T) -> String {
+    serde_json::to_string(record).expect("records serialise")
 }
 
 impl WorkingSet {

@@ -2,9 +2,8 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgConnection;
-use sqlx::types::Json;
 
 /// The last-writer-wins order of upserts: Clerk's `updated_at`, then the envelope timestamp,
 /// then the event key (the `svix-id`), so every delivery order ends in the same state.
@@ -255,14 +254,17 @@ impl UserRecord {
 /// Rebuilds the email and phone lookup rows of every user in `written` from its new state.
 pub(super) async fn write_user_lookups(tx: &mut PgConnection, written: &[&UserRecord]) -> Result<(), sqlx::Error> {
     let ids: Vec<&str> = written.iter().map(|u| u.id.as_str()).collect();
-    let emails: Vec<Value> = written
-        .iter()
-        .flat_map(|u| u.email_addresses().into_iter().map(move |(id, a)| json!([u.id, id, a])))
-        .collect();
-    let phones: Vec<Value> = written
-        .iter()
-        .flat_map(|u| u.phone_numbers().into_iter().map(move |(id, n)| json!([u.id, id, n])))
-        .collect();
+    let mut emails: (Vec<&str>, Vec<String>, Vec<String>) = Default::default();
+    let mut phones: (Vec<&str>, Vec<String>, Vec<String>) = Default::default();
+    for u in written {
+        for (rows, items) in [(&mut emails, u.email_addresses()), (&mut phones, u.phone_numbers())] {
+            for (id, value) in items {
+                rows.0.push(&u.id);
+                rows.1.push(id);
+                rows.2.push(value);
+            }
+        }
+    }
     for (table, key, value, rows) in [
         ("user_email_addresses", "email_id", "email_address", emails),
         ("user_phone_numbers", "phone_id", "phone_number", phones),
@@ -273,12 +275,14 @@ pub(super) async fn write_user_lookups(tx: &mut PgConnection, written: &[&UserRe
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
-        if !rows.is_empty() {
+        if !rows.0.is_empty() {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO {table} (user_id, {key}, {value})
-                 SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements($1) AS r"
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
             )))
-            .bind(Json(Value::Array(rows)))
+            .bind(rows.0)
+            .bind(rows.1)
+            .bind(rows.2)
             .execute(&mut *tx)
             .await?;
         }
