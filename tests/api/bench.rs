@@ -49,6 +49,16 @@ async fn the_bench_command_runs_every_scenario_and_reports_rows_ratios_and_targe
     let applied = applied.expect("the applied count")[1].as_str().unwrap();
     let (a, b) = applied.split_once(" / ").unwrap();
     assert_eq!(a, b, "applied / acked");
+    // #27's rows: pgbench's INSERT per commit, acks with the applier paused, the rate sustained.
+    let ingest_rows: Vec<&str> = ingest["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for wanted in ["pgbench INSERT per commit", "applier paused", "applier alone", "sustained"] {
+        assert!(ingest_rows.iter().any(|n| n.contains(wanted)), "{wanted}: {ingest_rows:?}");
+    }
     // The point read's baseline is PostgreSQL's own C client, measured in the same run.
     let lookup_rows = reports[1]["rows"].as_array().unwrap();
     assert!(

@@ -11,9 +11,9 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 
-use super::env::{self, Postgres, Probe, Server};
+use super::env::{self, Database, Postgres, Probe, Server};
 use super::fixtures;
 use super::load::{Until, check, drive};
 use super::stats::{Latencies, Report, Row, Target};
@@ -24,18 +24,43 @@ pub struct Options {
     pub events: u64,
     /// The concurrencies measured (the targets are read at the highest).
     pub concurrency: Vec<usize>,
+    /// How long pgbench's baseline runs.
+    pub pgbench: Duration,
+    /// How long each try of the sustained rate runs, and the run that confirms the rate found.
+    pub sustained: (Duration, Duration),
 }
+
+/// How many rates the sustained row tries, from pgbench's INSERT per commit down.
+const SUSTAINED_TRIES: usize = 8;
+
+/// An event is applied "at once" if within this of its ack.
+const SUSTAINED_LAG: Duration = Duration::from_secs(1);
 
 pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     let mut report = Report::new("ingest");
-    let (db, server, probe) = pg.scenario("bench_ingest").await?;
+    let db = pg.fresh_database("bench_ingest").await?;
+    // The applier is paused for the first row: this connection holds its lock while the server
+    // starts (its applier waits, as a standby replica's does).
+    let mut held = sqlx::PgConnection::connect_with(&db.options)
+        .await
+        .context("cannot connect to the benchmark database")?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(crate::db::APPLIER_LOCK_KEY)
+        .execute(&mut held)
+        .await?;
+    let server = Server::start(&db, &[]).await?;
+    let probe = Probe {
+        server: Some(server.pid),
+        postgres: pg.is_private(),
+    };
     let top = opts.concurrency.iter().copied().max().unwrap_or(1);
     let pool = env::pool(&db.options, top as u32 + 2).await?;
     let monitor = env::monitor(&db.options).await?;
     sqlx::query("CREATE TABLE bench_inbox (LIKE inbox INCLUDING ALL)")
         .execute(&pool)
         .await?;
-    let total: u64 = opts.concurrency.iter().map(|&c| events_at(opts, c)).sum();
+    sqlx::query("CREATE SEQUENCE bench_keys").execute(&pool).await?;
+    let total: u64 = opts.concurrency.iter().map(|&c| events_at(opts, c)).sum::<u64>() + opts.events;
     let bodies: Arc<Vec<Bytes>> = Arc::new((0..total).map(|i| Bytes::from(fixtures::user_created(i))).collect());
     let mean = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len().max(1);
     report.setup(
@@ -47,16 +72,59 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         "`clerk-mirror serve` child process, default settings (group commit ≤ 500 rows)",
     );
     report.setup(
-        "baseline",
-        "the same rows inserted by sqlx into a copy of `inbox` (same indexes), one `INSERT` per autocommit transaction, same concurrency",
+        "baselines",
+        "into a copy of `inbox` (same indexes), one `INSERT` per autocommit transaction, same concurrency: \
+         `pgbench -M prepared` (PostgreSQL's C client) inserting a body of the mean size, and sqlx inserting the same bodies",
+    );
+    report.setup(
+        "applier paused",
+        "a connection of the bench holds the applier's lock while the server starts; released after the row, the applier drains the backlog alone",
+    );
+    report.setup(
+        "sustained",
+        format!(
+            "webhooks sent at a fixed rate (open loop, at most {top} in flight) with the applier running; a rate is kept when \
+             every event is applied within {} s of its ack and all are acked at the rate; tried from pgbench's rate down (a tenth lower a try, or just below the rate acked), \
+             {} s a try, then the rate found is run for {} s",
+            SUSTAINED_LAG.as_secs(),
+            opts.sustained.0.as_secs_f64(),
+            opts.sustained.1.as_secs_f64()
+        ),
     );
     report.setup("postgres", pg.settings().await?);
 
-    let mut offset = 0;
+    // The ceiling of acks: the applier paused, against pgbench.
+    let pgbench = pgbench_baseline(probe, &db, top, &bodies[..], opts.pgbench).await?;
+    let mut paused = ingest(probe, &server, &monitor, bodies.clone(), top, 0, opts.events, false).await?;
+    paused.name = format!("webhooks c={top}, applier paused");
+    paused.versus(&pgbench);
+    let released = Instant::now();
+    let before = probe.cpu();
+    held.close().await?;
+    env::drained(&monitor, Duration::from_millis(20)).await?;
+    let mut drain = Row::new(
+        format!("applier alone, draining the {} paused events", opts.events),
+        1,
+        opts.events,
+        0,
+        released.elapsed(),
+    )
+    .cpu(probe.cpu() - before);
+    drain.versus(&pgbench);
+    report.targets.push(Target::at_least(
+        format!("acked/s at c={top}, applier paused, vs pgbench INSERT per commit"),
+        paused.vs[0].1,
+        2.0,
+    ));
+    report.rows.push(pgbench.clone());
+    report.rows.push(paused);
+    report.rows.push(drain);
+
+    let mut offset = opts.events;
     for &c in &opts.concurrency {
         let n = events_at(opts, c);
         let baseline = baseline(probe, &pool, bodies.clone(), c, offset, n).await?;
-        let mut served = ingest(probe, &server, &monitor, bodies.clone(), c, offset, n).await?;
+        let mut served = ingest(probe, &server, &monitor, bodies.clone(), c, offset, n, true).await?;
         served.versus(&baseline);
         if c == top {
             let (t, p99) = report_ratio(&served);
@@ -70,15 +138,60 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 p99,
                 3.0,
             ));
+            served.versus(&pgbench);
+            report.targets.push(Target::at_most(
+                format!("ack p99 at c={c}, applier running, vs pgbench INSERT p99"),
+                served.vs[1].2,
+                2.0,
+            ));
         }
         report.rows.push(baseline);
         report.rows.push(served);
         offset += n;
     }
+
+    // The highest rate the applier keeps up with.
+    let mut found = None;
+    let mut start = total;
+    let mut rate = pgbench.per_second;
+    for _ in 0..SUSTAINED_TRIES {
+        let (row, kept) = sustained(probe, &server, &monitor, top, rate, opts.sustained.0, start).await?;
+        start += row.ops;
+        let acked = row.per_second;
+        report.rows.push(row);
+        if kept {
+            found = Some(rate);
+            break;
+        }
+        // Next, a tenth lower, or just below what was acked if the senders could not keep the rate.
+        rate = (rate * 0.9).min(acked * 0.95);
+    }
+    let mut confirmed = 0.0;
+    if let Some(rate) = found {
+        let (mut row, kept) = sustained(probe, &server, &monitor, top, rate, opts.sustained.1, start).await?;
+        start += row.ops;
+        row.name = format!("{} (confirming)", row.name);
+        if kept {
+            confirmed = row.per_second / pgbench.per_second;
+        }
+        report.rows.push(row);
+    }
+    for row in report.rows.iter_mut().filter(|r| r.name.starts_with("sustained")) {
+        row.versus(&pgbench);
+    }
+    report.targets.push(Target::at_least(
+        format!(
+            "sustained webhooks/s at c={top}, all applied within {} s, vs pgbench INSERT per commit",
+            SUSTAINED_LAG.as_secs()
+        ),
+        confirmed,
+        1.0,
+    ));
+
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE status = 'applied'")
         .fetch_one(&pool)
         .await?;
-    report.fact("applied inbox rows / events acked", format!("{stored} / {total}"));
+    report.fact("applied inbox rows / events acked", format!("{stored} / {start}"));
     pool.close().await;
     server.stop().await?;
     Ok(report)
@@ -135,7 +248,9 @@ async fn baseline(
     )
 }
 
-/// Webhooks to the server, with the backlog sampled (on the `monitor` pool) while they are sent.
+/// Webhooks to the server, with the backlog sampled (on the `monitor` pool) while they are sent;
+/// with `applied`, then waits until they are applied (else the applier is paused).
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     probe: Probe,
     server: &Server,
@@ -144,14 +259,8 @@ async fn ingest(
     c: usize,
     offset: u64,
     n: u64,
+    applied: bool,
 ) -> anyhow::Result<Row> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(c)
-        .build(connector);
-    let url: Arc<str> = server.webhook_url().into();
-    let secrets = server.secrets.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample_backlog(pool.clone(), stop_rx));
     let first_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM inbox")
@@ -159,28 +268,22 @@ async fn ingest(
         .await?;
     let started = Instant::now();
     let before = probe.cpu();
+    let sender = Sender::new(server, c);
     let m = drive(c, offset, Until::Count(n), move |i| {
-        let (client, url, secrets, bodies) = (client.clone(), url.clone(), secrets.clone(), bodies.clone());
-        async move {
-            let body = bodies[i as usize].clone();
-            let id = format!("msg_bench{i}");
-            let headers = crate::cli::send_event::svix_headers(&secrets, &id, chrono::Utc::now().timestamp(), &body)?;
-            let mut request = hyper::Request::post(&*url).header("content-type", "application/json");
-            for (k, v) in &headers {
-                request = request.header(k.as_str(), v.as_str());
-            }
-            let response = client.request(request.body(Full::new(body))?).await?;
-            let status = response.status();
-            // Read the (small) body so the connection is reused.
-            http_body_util::BodyExt::collect(response.into_body()).await?;
-            anyhow::ensure!(status.is_success(), "answered {status}");
-            Ok(())
-        }
+        let (sender, body) = (sender.clone(), bodies[i as usize].clone());
+        async move { sender.send(i, body).await }
     })
     .await;
     let acked_in = started.elapsed();
     let cpu = probe.cpu() - before;
     check("webhooks", &m)?;
+    if !applied {
+        let _ = stop_tx.send(true);
+        sampler.await.context("the backlog sampler failed")?;
+        return Ok(Row::new(format!("webhooks c={c}"), c, m.ops, m.errors, m.elapsed)
+            .latencies(m.latencies)
+            .cpu(cpu));
+    }
     // Applied: the backlog drains.
     let drained = loop {
         if env::pending(pool).await? == 0 {
@@ -220,6 +323,135 @@ async fn ingest(
             quarter(0.75),
             at_end
         )))
+}
+
+/// Signed webhooks to a server over pooled HTTP/1.1 connections.
+#[derive(Clone)]
+struct Sender {
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: Arc<str>,
+    secrets: crate::ingest::verify::WebhookSecrets,
+}
+
+impl Sender {
+    fn new(server: &Server, c: usize) -> Sender {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Sender {
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(c)
+                .build(connector),
+            url: server.webhook_url().into(),
+            secrets: server.secrets.clone(),
+        }
+    }
+
+    /// Sends `body` as the delivery `msg_bench{i}`; an error unless answered 2xx.
+    async fn send(&self, i: u64, body: Bytes) -> anyhow::Result<()> {
+        let id = format!("msg_bench{i}");
+        let headers = crate::cli::send_event::svix_headers(&self.secrets, &id, chrono::Utc::now().timestamp(), &body)?;
+        let mut request = hyper::Request::post(&*self.url).header("content-type", "application/json");
+        for (k, v) in &headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let response = self.client.request(request.body(Full::new(body))?).await?;
+        let status = response.status();
+        // Read the (small) body so the connection is reused.
+        http_body_util::BodyExt::collect(response.into_body()).await?;
+        anyhow::ensure!(status.is_success(), "answered {status}");
+        Ok(())
+    }
+}
+
+/// `pgbench -M prepared` inserting a body of the mean size (hex in the script: pgbench reads
+/// `:name` in a statement as a variable) into the copy of `inbox`, one autocommit `INSERT` each.
+async fn pgbench_baseline(probe: Probe, db: &Database, c: usize, bodies: &[Bytes], run: Duration) -> anyhow::Result<Row> {
+    let exe = super::pgbench::find()?;
+    let mean = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len().max(1);
+    let body = bodies.iter().min_by_key(|b| b.len().abs_diff(mean)).context("no bodies")?;
+    let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        "INSERT INTO bench_inbox (source, event_key, event_type, event_time, instance_id, body) \
+         VALUES ('webhook', 'msg_pgbench' || nextval('bench_keys'), 'user.created', now(), '{}', decode('{hex}', 'hex'));\n",
+        fixtures::INSTANCE
+    );
+    let warmup = (run / 5).max(Duration::from_secs(1));
+    let row = super::pgbench::run(
+        &exe,
+        db,
+        probe,
+        &format!("pgbench INSERT per commit c={c}"),
+        &script,
+        c,
+        warmup,
+        run,
+    )
+    .await?;
+    Ok(row.baseline())
+}
+
+/// Webhooks at `rate` for `run` (open loop: each sent at its time, at most `c` in flight), with
+/// the applier running: kept if all were acked at the rate and applied within [`SUSTAINED_LAG`].
+async fn sustained(
+    probe: Probe,
+    server: &Server,
+    pool: &PgPool,
+    c: usize,
+    rate: f64,
+    run: Duration,
+    offset: u64,
+) -> anyhow::Result<(Row, bool)> {
+    let first_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM inbox")
+        .fetch_one(pool)
+        .await?;
+    let sender = Sender::new(server, c);
+    let started = tokio::time::Instant::now();
+    let before = probe.cpu();
+    let m = drive(c, offset, Until::Time(run), move |i| {
+        let sender = sender.clone();
+        async move {
+            let at = started + Duration::from_secs_f64((i - offset) as f64 / rate);
+            if at >= started + run {
+                // Past the run: wait out its end (the loop then stops).
+                tokio::time::sleep_until(started + run).await;
+                return Ok(());
+            }
+            tokio::time::sleep_until(at).await;
+            sender.send(i, Bytes::from(fixtures::user_created(i))).await
+        }
+    })
+    .await;
+    let acked_in = started.elapsed();
+    check("webhooks", &m)?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE id > $1")
+        .bind(first_id)
+        .fetch_one(pool)
+        .await?;
+    let n = n as u64;
+    env::drained(pool, Duration::from_millis(20)).await?;
+    let drained_after = started.elapsed().saturating_sub(acked_in);
+    let cpu = probe.cpu() - before;
+    let lags: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM processed_at - received_at)::float8 FROM inbox WHERE id > $1 AND processed_at IS NOT NULL",
+    )
+    .bind(first_id)
+    .fetch_all(pool)
+    .await?;
+    let mut l = Latencies(lags.iter().map(|s| (s * 1e6).max(0.0) as u64).collect());
+    let (p50, p99, max) = l.summary();
+    // Acked at the rate: (almost) every event of the run was sent and acked within it.
+    let acked_rate = n as f64 / run.as_secs_f64();
+    let kept = max <= SUSTAINED_LAG.as_secs_f64() * 1000.0 && acked_rate >= rate * 0.97;
+    // Throughput is the rate acked; latencies are the apply lag (ack → applied).
+    let row = Row::new(format!("sustained {rate:.0}/s c={c}"), c, n, m.errors, run)
+        .latencies(l)
+        .cpu(cpu)
+        .note(format!(
+            "{}: acked {acked_rate:.0}/s of {rate:.0}/s; apply lag p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; drained {:.2} s after the last ack",
+            if kept { "kept up" } else { "fell behind" },
+            drained_after.as_secs_f64()
+        ));
+    Ok((row, kept))
 }
 
 /// The inbox backlog every 100 ms until told to stop.

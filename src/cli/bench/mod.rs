@@ -145,6 +145,11 @@ async fn run_all(args: &BenchArgs, scenarios: &[Scenario], pg: &env::Postgres) -
                     &ingest::Options {
                         events: if args.quick { 300 } else { args.events },
                         concurrency: args.concurrency.clone(),
+                        pgbench: Duration::from_secs(if args.quick { 1 } else { 5 }),
+                        sustained: match args.quick {
+                            true => (Duration::from_secs(1), Duration::from_secs(2)),
+                            false => (Duration::from_secs(5), Duration::from_secs(60)),
+                        },
                     },
                 )
                 .await?

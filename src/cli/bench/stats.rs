@@ -106,8 +106,18 @@ impl Row {
         self
     }
 
+    /// The CPU each process spent during the row, also noted per operation.
     pub fn cpu(mut self, cpu: Cpu) -> Row {
         self.cpu = cpu;
+        if self.ops > 0 {
+            let us = |s: f64| format!("{:.0}", s * 1e6 / self.ops as f64);
+            self.notes.push(format!(
+                "CPU per operation {}/{}/{} µs (bench/server/PostgreSQL)",
+                us(cpu.bench),
+                us(cpu.server),
+                cpu.postgres.map_or("-".into(), us)
+            ));
+        }
         self
     }
 
