@@ -63,7 +63,11 @@ fn served_service(fds: &prost_types::FileDescriptorSet, name: &str) -> Result<us
             .route_name(m.name())
             .input_type(format!("crate::pb::{input}"))
             .output_type(output)
-            .codec_path("tonic_prost::ProstCodec");
+            .codec_path(match m.server_streaming() {
+                // A stream holds its encode buffer while it lives: see src/pb/codec.rs.
+                true => "crate::pb::codec::StreamCodec",
+                false => "tonic_prost::ProstCodec",
+            });
         if m.client_streaming() {
             method = method.client_streaming();
         }

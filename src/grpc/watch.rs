@@ -181,7 +181,9 @@ fn initial_scope<K: Kind>(scope: &Scope) -> Option<(Option<String>, Option<Strin
 
 /// The stream handed to tonic: what the watcher task queued, then the error it ended with.
 pub struct ChangeStream {
-    rx: mpsc::Receiver<served::WatchChangesResponse>,
+    /// Boxed: a channel allocates its slots in blocks of 32 at once, and an idle stream should
+    /// hold 32 pointers, not 32 messages (#27).
+    rx: mpsc::Receiver<Box<served::WatchChangesResponse>>,
     end: Arc<Mutex<Option<Status>>>,
 }
 
@@ -190,7 +192,7 @@ impl tokio_stream::Stream for ChangeStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(m)) => Poll::Ready(Some(Ok(m))),
+            Poll::Ready(Some(m)) => Poll::Ready(Some(Ok(*m))),
             Poll::Ready(None) => Poll::Ready(self.end.lock().expect("not poisoned").take().map(Err)),
             Poll::Pending => Poll::Pending,
         }
@@ -307,7 +309,7 @@ struct Stream {
     selection: Selection,
     heartbeat: Duration,
     position: i64,
-    tx: mpsc::Sender<served::WatchChangesResponse>,
+    tx: mpsc::Sender<Box<served::WatchChangesResponse>>,
     last_sent: Instant,
     /// Send the current state first.
     initial: bool,
@@ -322,7 +324,7 @@ impl Stream {
     }
 
     async fn send(&mut self, event: Event) -> Result<(), End> {
-        let message = served::WatchChangesResponse { event: Some(event) };
+        let message = Box::new(served::WatchChangesResponse { event: Some(event) });
         match tokio::time::timeout(self.config.send_timeout, self.tx.send(message)).await {
             Ok(Ok(())) => {
                 self.last_sent = Instant::now();
@@ -466,9 +468,11 @@ impl Stream {
     }
 
     async fn run(mut self, mut feed: Feed, mut stop: watch::Receiver<bool>) -> Result<(), End> {
-        self.heartbeat().await?;
+        Box::pin(self.heartbeat()).await?;
         if self.initial {
-            self.send_initial_state().await?;
+            // Boxed: a future is as large as its largest state, and an idle stream lives in
+            // this one; only the wait for the feed should size it (#27).
+            Box::pin(self.send_initial_state()).await?;
         }
         // The backlog, from the database up to the head, then live: heartbeats only once caught
         // up, and never cancelling a read of the feed (a page from the database goes on).
@@ -484,17 +488,16 @@ impl Stream {
                             return Err(Some(ApiError::ShuttingDown { resume_cursor: self.cursor() }));
                         }
                         next = &mut next => break next,
-                        () = tokio::time::sleep_until(beat), if caught_up => self.heartbeat().await?,
+                        () = tokio::time::sleep_until(beat), if caught_up => Box::pin(self.heartbeat()).await?,
                     }
                 }
             };
             let batch = next.map_err(|e| self.feed_ended(e))?;
-            self.offer(&batch).await?;
+            Box::pin(self.offer(&batch)).await?;
             if batch.at_head && !caught_up {
                 caught_up = true;
                 let cursor = self.cursor();
-                self.send(Event::CaughtUp(pb::CaughtUp { cursor }))
-                    .await?;
+                Box::pin(self.send(Event::CaughtUp(pb::CaughtUp { cursor }))).await?;
             } else if batch.at_head {
                 debug!(position = batch.end, "caught up from the database");
             }

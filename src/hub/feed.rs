@@ -157,13 +157,15 @@ impl Feed {
             }
             if self.behind {
                 if !self.take_recent() {
-                    self.read_page().await?;
+                    // Boxed, like every read of the database here: a future is as large as its
+                    // largest state, and an idle watcher waits in this one (#27).
+                    Box::pin(self.read_page()).await?;
                 }
                 continue;
             }
             if self.confirm_head {
                 // The ring ends where the hub has read: the log may be further.
-                let (_, bounds) = changes::bounds(&self.pool).await?;
+                let (_, bounds) = Box::pin(changes::bounds(&self.pool)).await?;
                 self.confirm_head = false;
                 if bounds.head > self.received {
                     self.fall_behind();
@@ -180,7 +182,7 @@ impl Feed {
                 Some(idle) => match tokio::time::timeout(idle, self.live.recv()).await {
                     Ok(received) => received,
                     Err(_) => {
-                        if self.head_passed().await {
+                        if Box::pin(self.head_passed()).await {
                             self.fall_behind();
                             continue;
                         }

@@ -2,6 +2,7 @@
 //! sets reflection serves (this API's, and the `google.rpc` error details every error carries),
 //! cursor encoding ([`cursor`]) and JSON as protobuf values ([`json`]).
 
+pub mod codec;
 pub mod cursor;
 pub mod encoded;
 pub mod json;
