@@ -57,7 +57,15 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
     for &(watchers, rate) in &opts.phases {
         let events = ((rate * opts.seconds).round() as u64).max(1);
         let reads_before = server.metric(CHANGES_READ, "").await?;
-        let mut row = phase(probe, &server, watchers, rate, next_event, events, opts.connections).await?;
+        let (mut row, idle_kib) = phase(probe, &server, watchers, rate, next_event, events, opts.connections).await?;
+        let per_connection = watchers / watchers.min(opts.connections).max(1);
+        if per_connection >= 100 {
+            report.targets.push(Target::at_most(
+                format!("server memory per idle stream (KiB) at {watchers} watchers, {per_connection} per connection"),
+                idle_kib,
+                8.0,
+            ));
+        }
         next_event += events;
         let reads = server.metric(CHANGES_READ, "").await? - reads_before;
         let per_change = reads / events as f64;
@@ -74,6 +82,11 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                         "p99 ack→delivery with 1,000 watchers vs one watcher",
                         row.vs[0].2,
                         5.0,
+                    ));
+                    report.targets.push(Target::at_most(
+                        "p99 ack→delivery with 1,000 watchers minus one watcher's (ms)",
+                        row.p99_ms - base.p99_ms,
+                        10.0,
                     ));
                 }
             }
@@ -267,7 +280,7 @@ async fn phase(
     first: u64,
     events: u64,
     connections: usize,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<(Row, f64)> {
     let channels = {
         let mut out = Vec::new();
         for _ in 0..watchers.min(connections).max(1) {
@@ -369,6 +382,7 @@ async fn phase(
     let delivered = latencies.0.len() as u64;
     let catch_ups = server.metric(CATCH_UPS, "").await? - catch_ups_before;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let idle_kib = (rss_idle.saturating_sub(rss_before)) as f64 / 1024.0 / watchers as f64;
     let mut row = Row::new(format!("{watchers} watchers"), watchers, delivered, 0, elapsed)
         .latencies(latencies)
         .cpu(cpu)
@@ -378,13 +392,13 @@ async fn phase(
             mib(rss_before),
             mib(rss_idle),
             mib(peak.load(std::sync::atomic::Ordering::Relaxed)),
-            (rss_idle.saturating_sub(rss_before)) as f64 / 1024.0 / watchers as f64
+            idle_kib
         ))
         .note(format!("{catch_ups} times a stream read the database instead of the hub"));
     if early > 0 {
         row = row.note(format!("{early} deliveries arrived before their ack"));
     }
-    Ok(row)
+    Ok((row, idle_kib))
 }
 
 /// Sends webhook `i` (a `user.created` of ~1.5 KB, its svix-id `msg_watch{i}`); when it was acked.
