@@ -325,6 +325,16 @@ impl Stream {
 
     async fn send(&mut self, event: Event) -> Result<(), End> {
         let message = Box::new(served::WatchChangesResponse { event: Some(event) });
+        // With room in the channel (the usual case), no timer is set (#27: one per delivery
+        // showed in the fan-out's profile).
+        let message = match self.tx.try_send(message) {
+            Ok(()) => {
+                self.last_sent = Instant::now();
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(None),
+            Err(mpsc::error::TrySendError::Full(message)) => message,
+        };
         match tokio::time::timeout(self.config.send_timeout, self.tx.send(message)).await {
             Ok(Ok(())) => {
                 self.last_sent = Instant::now();

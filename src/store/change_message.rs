@@ -1,6 +1,7 @@
 //! A change of the log as the API shows it (`clerkmirror.v1.Change`): what a watch streams and
 //! an outbound webhook delivers.
 
+
 use super::access::{Access, Resolved};
 use super::changes::ChangeRow;
 use super::kind::with_kind;
@@ -29,13 +30,9 @@ fn change_of<K: Resolved>(
     access: Option<&Access>,
 ) -> Result<pb::Change, String> {
     let bad = |e: serde_json::Error| format!("change {} has an unreadable state: {e}", c.seq);
-    let now: K = serde_json::from_value(c.state.clone()).map_err(bad)?;
-    let before = c
-        .previous
-        .clone()
-        .map(serde_json::from_value::<K>)
-        .transpose()
-        .map_err(bad)?;
+    // Read from the stored values in place (a `from_value` would take a copy of each first).
+    let now = K::deserialize(&c.state).map_err(bad)?;
+    let before = c.previous.as_ref().map(K::deserialize).transpose().map_err(bad)?;
     let message = |r: &K, cursor: i64| match access {
         Some(a) => r.message_now(a, cursor, log_id),
         None => r.message(cursor, log_id),
