@@ -4,6 +4,7 @@
 //! `log_head` (each marked with the batch's last seq, so readers take the batch whole), mark
 //! each inbox row applied / skipped / failed, and NOTIFY.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::value::RawValue;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
 
 use super::event::{self, Action, InboxEvent};
-use super::rules::{Origin, Slot, WorkingSet};
+use super::rules::{Change, Origin, Slot, Slots, WorkingSet};
 use crate::db::CHANGES_CHANNEL;
 use crate::store::kind::{for_each_kind, match_record};
 use crate::store::{EntityType, Kind, Record, Version, Versioned};
@@ -282,14 +283,26 @@ async fn load(
     Ok(ws)
 }
 
-/// The dirty entities of one kind, each with its fields as JSON text (by `serde`, serialised
-/// once: no `Value` built).
-fn dirty<T: serde::Serialize>(slots: &std::collections::BTreeMap<String, Slot<T>>) -> Vec<(&Versioned<T>, String)> {
+/// The dirty entities of one kind, each with its fields as JSON text: the state of the change
+/// that made it, when this batch made one (the record a change states is the record its slot
+/// then holds, with the change's seq as its `update_cursor`), else serialised now.
+fn dirty<'a, T: Kind>(slots: &'a Slots<T>, changes: &'a [Change]) -> Vec<(&'a Versioned<T>, Cow<'a, str>)> {
+    let first = changes.first().map_or(0, |c| c.seq);
+    let made_by = |v: &Versioned<T>| {
+        let c = changes.get(usize::try_from(v.update_cursor - first).ok()?)?;
+        (c.seq == v.update_cursor && c.entity_type == T::TYPE && c.entity_id == v.record.id()).then_some(c)
+    };
     slots
         .values()
         .filter(|s| s.dirty)
         .filter_map(|s| s.current.as_ref())
-        .map(|v| (v, serde_json::to_string(&v.record).expect("records serialise")))
+        .map(|v| {
+            let json = match made_by(v) {
+                Some(c) => Cow::Borrowed(c.state.as_str()),
+                None => Cow::Owned(serde_json::to_string(&v.record).expect("records serialise")),
+            };
+            (v, json)
+        })
         .collect()
 }
 
@@ -359,7 +372,7 @@ async fn write_raw_events(tx: &mut PgConnection, rows: Vec<RawEvent>, batch_last
 async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(), sqlx::Error> {
     for_each_kind!(K => {
         if let Some(slots) = ws.slots::<K>() {
-            let rows = dirty(slots);
+            let rows = dirty(slots, &ws.changes);
             if !rows.is_empty() {
                 upsert::<K>(tx, &rows, log_id).await?;
                 let written: Vec<&K> = rows.iter().map(|(v, _)| &v.record).collect();
@@ -369,7 +382,7 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(
     });
     if !ws.changes.is_empty() {
         let changes = &ws.changes;
-        let text = |f: fn(&super::rules::Change) -> Option<String>| changes.iter().map(f).collect::<Vec<_>>();
+        let text = |f: fn(&Change) -> Option<&str>| changes.iter().map(f).collect::<Vec<_>>();
         sqlx::query(
             "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, batch_last)
              SELECT seq, entity_type, entity_id, operation, organization_id, user_id, state::jsonb, previous::jsonb, source, inbox_id, $11
@@ -378,14 +391,14 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(
                     AS r(seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id)",
         )
         .bind(changes.iter().map(|c| c.seq).collect::<Vec<_>>())
-        .bind(text(|c| Some(c.entity_type.as_str().to_string())))
-        .bind(text(|c| Some(c.entity_id.clone())))
-        .bind(text(|c| Some(c.operation.as_str().to_string())))
-        .bind(text(|c| c.organization_id.clone()))
-        .bind(text(|c| c.user_id.clone()))
-        .bind(text(|c| Some(c.state.clone())))
-        .bind(text(|c| c.previous.clone()))
-        .bind(text(|c| Some(c.source.clone())))
+        .bind(text(|c| Some(c.entity_type.as_str())))
+        .bind(text(|c| Some(&c.entity_id)))
+        .bind(text(|c| Some(c.operation.as_str())))
+        .bind(text(|c| c.organization_id.as_deref()))
+        .bind(text(|c| c.user_id.as_deref()))
+        .bind(text(|c| Some(&c.state)))
+        .bind(text(|c| c.previous.as_deref()))
+        .bind(text(|c| Some(&c.source)))
         .bind(changes.iter().map(|c| c.inbox_id).collect::<Vec<_>>())
         .bind(ws.head)
         .execute(&mut *tx)
@@ -419,7 +432,7 @@ fn cast(name: &str, column_type: &str) -> String {
 /// whole), with the stored message of kinds that keep one (`Kind::STORES_MESSAGE`), encoded now.
 async fn upsert<K: Kind>(
     tx: &mut PgConnection,
-    rows: &[(&Versioned<K>, String)],
+    rows: &[(&Versioned<K>, Cow<'_, str>)],
     log_id: &str,
 ) -> Result<(), sqlx::Error> {
     let fields: Vec<BTreeMap<&str, &RawValue>> = rows
