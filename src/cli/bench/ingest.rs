@@ -431,13 +431,7 @@ async fn sustained(
     env::drained(pool, Duration::from_millis(20)).await?;
     let drained_after = started.elapsed().saturating_sub(acked_in);
     let cpu = probe.cpu() - before;
-    let lags: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM processed_at - received_at)::float8 FROM inbox WHERE id > $1 AND processed_at IS NOT NULL",
-    )
-    .bind(first_id)
-    .fetch_all(pool)
-    .await?;
-    let mut l = Latencies(lags.iter().map(|s| (s * 1e6).max(0.0) as u64).collect());
+    let mut l = apply_lags(pool, first_id).await?;
     let (p50, p99, max) = l.summary();
     // Acked at the rate: (almost) every event of the run was sent and acked within it.
     let acked_rate = n as f64 / run.as_secs_f64();
@@ -469,9 +463,8 @@ async fn sample_backlog(pool: PgPool, mut stop: tokio::sync::watch::Receiver<boo
     }
 }
 
-/// Apply lag (the inbox row's commit → the applier's transaction) and rows per group commit,
-/// read from the inbox rows after `first_id`.
-async fn inbox_stats(pool: &PgPool, first_id: i64) -> anyhow::Result<(String, f64)> {
+/// Each applied inbox row's apply lag (its commit → the applier's transaction), after `first_id`.
+async fn apply_lags(pool: &PgPool, first_id: i64) -> anyhow::Result<Latencies> {
     let lags: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM processed_at - received_at)::float8 FROM inbox
           WHERE id > $1 AND processed_at IS NOT NULL",
@@ -479,8 +472,13 @@ async fn inbox_stats(pool: &PgPool, first_id: i64) -> anyhow::Result<(String, f6
     .bind(first_id)
     .fetch_all(pool)
     .await?;
-    let mut l = Latencies(lags.iter().map(|s| (s * 1e6).max(0.0) as u64).collect());
-    let (p50, p99, max) = l.summary();
+    Ok(Latencies(lags.iter().map(|s| (s * 1e6).max(0.0) as u64).collect()))
+}
+
+/// Apply lag (the inbox row's commit → the applier's transaction) and rows per group commit,
+/// read from the inbox rows after `first_id`.
+async fn inbox_stats(pool: &PgPool, first_id: i64) -> anyhow::Result<(String, f64)> {
+    let (p50, p99, max) = apply_lags(pool, first_id).await?.summary();
     let (rows, commits): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT received_at) FROM inbox WHERE id > $1")
             .bind(first_id)
