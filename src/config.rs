@@ -12,6 +12,7 @@ use crate::ingest::verify::WebhookSecrets;
 
 pub use crate::db::DatabaseConfig;
 pub use crate::secrets::Redacted;
+pub use crate::grpc::web::GrpcWebConfig;
 pub use crate::tls::TlsConfig;
 
 /// Everything `Application::build` needs.
@@ -50,6 +51,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Serve without tokens on a non-loopback address anyway.
     pub allow_unauthenticated: bool,
+    /// gRPC-Web (and HTTP/1.1) on the gRPC port, for runtimes without HTTP/2 trailers
+    /// (`None`: off, plain gRPC over HTTP/2 only).
+    pub grpc_web: Option<GrpcWebConfig>,
     /// Longest a unary RPC may take (and a stream until its first message).
     pub rpc_timeout: Duration,
     /// Largest gRPC message accepted.
@@ -115,6 +119,7 @@ impl Config {
             tokens: Default::default(),
             tls: None,
             allow_unauthenticated: false,
+            grpc_web: None,
             rpc_timeout: Self::DEFAULT_RPC_TIMEOUT,
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent_rpcs: Self::DEFAULT_MAX_CONCURRENT_RPCS,

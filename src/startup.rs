@@ -376,10 +376,17 @@ impl Server {
         routes: tonic::service::Routes,
         tokens: Arc<crate::grpc::auth::Tokens>,
     ) -> anyhow::Result<()> {
+        let web = self.config.grpc_web.as_ref();
         let grpc = grpc_builder(self.config.tls.as_ref())?
             // No tower-http TraceLayer here: it logs status messages, which may hold the key a
             // caller looked up (an email). Each RPC has a span of its own instead.
             .timeout(self.config.rpc_timeout)
+            // gRPC-Web, when on: HTTP/1.1 too, CORS (answered before authentication, as a
+            // preflight carries no token) for the origins named, then the translation to gRPC,
+            // so everything inside sees a gRPC request.
+            .accept_http1(web.is_some())
+            .layer(tower::util::option_layer(web.and_then(grpc::web::cors)))
+            .layer(tower::util::option_layer(web.map(|_| tonic_web::GrpcWebLayer::new())))
             .layer(RpcMetricsLayer(self.metrics.clone()))
             .layer(grpc::auth::AuthLayer(tokens))
             // Inside authentication: a request without a valid token never takes a slot.

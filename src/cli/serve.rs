@@ -70,6 +70,15 @@ pub(super) struct ServeArgs {
     /// else guards them).
     #[arg(long, env = "CLERK_MIRROR_ALLOW_UNAUTHENTICATED")]
     pub(super) allow_unauthenticated: bool,
+    /// Also serve gRPC-Web (and HTTP/1.1) on the gRPC port, for runtimes without HTTP/2
+    /// trailers (edge functions, some serverless platforms and proxies). The same tokens apply.
+    /// Not for browsers: a reader token reads every user's email and private metadata.
+    #[arg(long, env = "CLERK_MIRROR_GRPC_WEB")]
+    pub(super) grpc_web: bool,
+    /// With --grpc-web: answer CORS for this origin (`https://app.example.com`; repeatable,
+    /// comma-separated in the variable). None: no CORS headers.
+    #[arg(long, env = "CLERK_MIRROR_GRPC_WEB_CORS_ORIGINS", value_delimiter = ',', requires = "grpc_web", value_parser = cors_origin)]
+    pub(super) grpc_web_cors_origin: Vec<String>,
     /// Recent changes each replica keeps in memory for watchers that start behind or fall behind
     /// (a resume from a cursor within them reads no PostgreSQL).
     #[arg(long, env = "CLERK_MIRROR_RECENT_CHANGES", default_value_t = Config::DEFAULT_HUB_CAPACITY, value_parser = clap::value_parser!(usize))]
@@ -182,6 +191,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.shutdown_timeout = args.shutdown_timeout.0;
     config.tokens = tokens;
     config.allow_unauthenticated = args.allow_unauthenticated;
+    config.grpc_web = args.grpc_web.then(|| crate::config::GrpcWebConfig {
+        cors_origins: args.grpc_web_cors_origin.clone(),
+    });
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
         config.tls = Some(crate::config::TlsConfig {
@@ -260,4 +272,73 @@ fn destinations_key(args: &ServeArgs) -> anyhow::Result<Option<crate::outbound::
     SealingKey::parse(&text)
         .map(Some)
         .with_context(|| format!("{} holds no destinations key", path.display()))
+}
+
+/// A CORS origin as browsers send it: `scheme://host[:port]`, nothing after. `*` is refused:
+/// a token that reads the whole directory must not be usable from any page on the web.
+fn cors_origin(value: &str) -> Result<String, String> {
+    if value == "*" {
+        return Err("`*` would let any web page call the mirror with a token it holds; name each origin (https://app.example.com)".into());
+    }
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| format!("`{value}` is not an origin ({e}); expected scheme://host[:port], e.g. https://app.example.com"))?;
+    let plain = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some()
+        && uri.path_and_query().is_none_or(|p| p.as_str() == "/")
+        && !value.ends_with('/');
+    if !plain {
+        return Err(format!(
+            "`{value}` is not an origin; expected scheme://host[:port] with no path or trailing slash, e.g. https://app.example.com"
+        ));
+    }
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["serve", "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.serve)
+    }
+
+    #[test]
+    fn grpc_web_is_off_unless_asked_for_and_takes_named_origins() {
+        assert!(!parse(&[]).unwrap().grpc_web);
+        let args = parse(&[
+            "--grpc-web",
+            "--grpc-web-cors-origin",
+            "https://app.example.com,http://localhost:3000",
+        ])
+        .unwrap();
+        assert!(args.grpc_web);
+        assert_eq!(args.grpc_web_cors_origin, ["https://app.example.com", "http://localhost:3000"]);
+    }
+
+    #[test]
+    fn a_cors_origin_without_grpc_web_or_that_is_not_an_origin_is_refused_with_what_to_write() {
+        let e = parse(&["--grpc-web-cors-origin", "https://app.example.com"]).unwrap_err().to_string();
+        assert!(e.contains("--grpc-web"), "{e}");
+        for (bad, says) in [
+            ("*", "name each origin"),
+            ("https://app.example.com/", "no path or trailing slash"),
+            ("https://app.example.com/login", "no path"),
+            ("app.example.com", "scheme://host[:port]"),
+            ("ftp://app.example.com", "scheme://host[:port]"),
+        ] {
+            let e = parse(&["--grpc-web", "--grpc-web-cors-origin", bad]).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("--grpc-web-cors-origin"), "{bad}: {e}");
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod list;
 pub mod names;
 pub mod token_file;
 pub mod watch;
+pub mod web;
 
 /// Records as protobuf messages (kept with the records, re-exported for the handlers).
 pub use crate::store::convert;

@@ -17,6 +17,7 @@ mod examples;
 mod faults;
 mod feed;
 mod filters;
+mod grpc_web;
 mod helpers;
 mod hostile;
 mod inbox;
