@@ -16,6 +16,7 @@ mod events;
 mod examples;
 mod faults;
 mod feed;
+mod clients;
 mod filters;
 mod grpc_web;
 mod helpers;
