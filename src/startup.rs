@@ -382,10 +382,14 @@ impl Server {
             // caller looked up (an email). Each RPC has a span of its own instead.
             .timeout(self.config.rpc_timeout)
             // gRPC-Web, when on: HTTP/1.1 too, CORS (answered before authentication, as a
-            // preflight carries no token) for the origins named, then the translation to gRPC,
-            // so everything inside sees a gRPC request.
+            // preflight carries no token) for the origins named, an HTTP/1.1 request read whole
+            // (so an early refusal reaches the client), then the translation to gRPC, so
+            // everything inside sees a gRPC request.
             .accept_http1(web.is_some())
             .layer(tower::util::option_layer(web.and_then(grpc::web::cors)))
+            .layer(tower::util::option_layer(
+                web.map(|_| grpc::web::WholeRequestLayer::new(self.config.max_message_bytes)),
+            ))
             .layer(tower::util::option_layer(web.map(|_| tonic_web::GrpcWebLayer::new())))
             .layer(RpcMetricsLayer(self.metrics.clone()))
             .layer(grpc::auth::AuthLayer(tokens))

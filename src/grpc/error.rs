@@ -55,6 +55,13 @@ pub enum ApiError {
         "this replica is serving as many requests as it may (at most {limit} at once); retry with backoff or on another replica"
     )]
     TooManyRequests { limit: usize },
+    /// A request larger than `--max-message-bytes` allows (read whole before it is answered,
+    /// where the protocol needs that: gRPC-Web over HTTP/1.1).
+    #[error("the request is larger than this server accepts (at most {limit} bytes a message; see --max-message-bytes)")]
+    RequestTooLarge { limit: usize },
+    /// The request's body ended before it was complete (the client went away or broke off).
+    #[error("the request body could not be read whole: {why}")]
+    IncompleteRequest { why: String },
     /// The server is stopping; resume from `resume_cursor` on another replica or after restart.
     #[error("the server is shutting down; resume from the resume cursor")]
     ShuttingDown { resume_cursor: String },
@@ -219,6 +226,12 @@ impl ApiError {
                 &[("limit", &limit.to_string())],
             )
             .retry(Duration::from_millis(100)),
+            ApiError::RequestTooLarge { limit } => P::new(
+                Code::ResourceExhausted,
+                "REQUEST_TOO_LARGE",
+                &[("limitBytes", &limit.to_string())],
+            ),
+            ApiError::IncompleteRequest { .. } => P::new(Code::InvalidArgument, "INCOMPLETE_REQUEST", &[]),
             ApiError::ShuttingDown { resume_cursor } => {
                 P::new(Code::Unavailable, "SHUTTING_DOWN", &[("resumeCursor", resume_cursor)])
             }

@@ -1,10 +1,18 @@
 //! gRPC-Web on the gRPC port (off by default): the CORS policy for the origins an operator
-//! names. The translation itself is tonic-web's `GrpcWebLayer`, added in startup beside this.
+//! names, and reading an HTTP/1.1 request whole before anything answers it. The translation
+//! itself is tonic-web's `GrpcWebLayer`, added in startup beside these.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
 
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::error::ApiError;
 
 /// gRPC-Web on the gRPC port.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,4 +56,84 @@ pub fn cors(config: &GrpcWebConfig) -> Option<CorsLayer> {
             .expose_headers(EXPOSED.map(HeaderName::from_static))
             .max_age(Duration::from_secs(24 * 60 * 60)),
     )
+}
+
+/// Reads an HTTP/1.x request's body whole before passing the request on. Over HTTP/1.1 an
+/// answer given before the body was read (a refused token, load shedding) makes the server close
+/// the connection under a client still writing its body, which then reports a broken pipe
+/// instead of the answer. A gRPC-Web request is one message (no client streaming), at most
+/// `--max-message-bytes` (a third more as `grpc-web-text`'s base64), so reading it first costs
+/// nothing a call would not read anyway. HTTP/2 requests pass as they are.
+#[derive(Clone, Copy)]
+pub struct WholeRequestLayer {
+    /// Most body bytes read.
+    limit: usize,
+    /// The message limit, as errors name it.
+    max_message_bytes: usize,
+}
+
+impl WholeRequestLayer {
+    pub fn new(max_message_bytes: usize) -> Self {
+        WholeRequestLayer {
+            // A frame header (5 bytes), then base64's 4 bytes per 3.
+            limit: (max_message_bytes + 5).div_ceil(3) * 4,
+            max_message_bytes,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for WholeRequestLayer {
+    type Service = WholeRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WholeRequest { inner, layer: *self }
+    }
+}
+
+#[derive(Clone)]
+pub struct WholeRequest<S> {
+    inner: S,
+    layer: WholeRequestLayer,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for WholeRequest<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.version() >= http::Version::HTTP_2 {
+            return Box::pin(self.inner.call(request));
+        }
+        // The clone that was made ready is the one that serves (tower's rule for services
+        // called from a future).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer;
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let error = match Limited::new(body, layer.limit).collect().await {
+                Ok(whole) => {
+                    let body = tonic::body::Body::new(Full::new(whole.to_bytes()));
+                    return inner.call(http::Request::from_parts(parts, body)).await;
+                }
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => ApiError::RequestTooLarge {
+                    limit: layer.max_message_bytes,
+                },
+                Err(e) => ApiError::IncompleteRequest { why: e.to_string() },
+            };
+            Ok(tonic::Status::from(error).into_http())
+        })
+    }
 }

@@ -39,7 +39,7 @@ enum Language {
 }
 
 impl Language {
-    fn command(&self, grpc_addr: std::net::SocketAddr) -> Command {
+    fn command(&self, grpc_addr: std::net::SocketAddr, token: &str) -> Command {
         let (dir, program, script) = match self {
             Language::TypeScript { .. } => ("typescript", "node_modules/.bin/tsx", "examples/recipe.ts"),
             Language::Python => ("python", ".venv/bin/python", "examples/recipe.py"),
@@ -54,7 +54,7 @@ impl Language {
         command
             .arg(script)
             .current_dir(&dir)
-            .env("CLERK_MIRROR_TOKEN", READER)
+            .env("CLERK_MIRROR_TOKEN", token)
             .env("RECIPE_USER_ID", ADA)
             .env("RECIPE_ORG_ID", ORG)
             .env("RECIPE_PERMISSION", PERMISSION)
@@ -86,8 +86,8 @@ struct Recipe {
 }
 
 impl Recipe {
-    fn start(language: &Language, grpc_addr: std::net::SocketAddr) -> Recipe {
-        let mut child = language.command(grpc_addr).spawn().expect("start the recipe");
+    fn start(language: &Language, grpc_addr: std::net::SocketAddr, token: &str) -> Recipe {
+        let mut child = language.command(grpc_addr, token).spawn().expect("start the recipe");
         let stdout = child.stdout.take().expect("its stdout");
         Recipe {
             child,
@@ -115,6 +115,21 @@ impl Recipe {
                 Some(e) if e == event => return value,
                 Some("error") => self.fail(&format!("reported an error while waiting for `{event}`")).await,
                 _ => {}
+            }
+        }
+    }
+
+    /// Reads lines until the recipe reports an error; returns its message.
+    async fn expect_error(&mut self) -> String {
+        loop {
+            let line = match tokio::time::timeout(STEP, self.lines.next_line()).await {
+                Ok(Ok(Some(line))) => line,
+                _ => self.fail("did not report an error").await,
+            };
+            let value: Value = serde_json::from_str(&line).unwrap_or_default();
+            self.seen.push(value.clone());
+            if value["event"] == "error" {
+                return value["message"].as_str().unwrap_or_default().to_string();
             }
         }
     }
@@ -159,7 +174,7 @@ async fn run_recipe(language: Language) {
     ])
     .await;
 
-    let mut recipe = Recipe::start(&language, grpc_addr);
+    let mut recipe = Recipe::start(&language, grpc_addr, READER);
     let lookup = recipe.expect("lookup").await;
     assert_eq!((lookup["id"].as_str(), lookup["first_name"].as_str()), (Some(ADA), Some("Ada")));
     let missing = recipe.expect("not_found").await;
@@ -219,6 +234,32 @@ async fn the_typescript_client_runs_the_recipe_over_grpc_across_a_restart() {
 #[tokio::test]
 async fn the_typescript_client_runs_the_recipe_over_grpc_web_across_a_restart() {
     run_recipe(Language::TypeScript { protocol: "grpc-web" }).await;
+}
+
+/// A recipe with a token the server does not know stops at its first call, with the server's
+/// answer (over gRPC-Web on HTTP/1.1 too, where an answer given before the request's body was
+/// read used to reach the client as a broken pipe).
+async fn refused_without_a_valid_token(language: Language, says: &str) {
+    let app = spawn_app_with(configure).await;
+    for _ in 0..3 {
+        let mut recipe = Recipe::start(&language, app.grpc_addr, "not-the-reader-token-0000");
+        let message = recipe.expect_error().await;
+        assert!(message.contains(says), "{message}");
+        let status = tokio::time::timeout(STEP, recipe.child.wait()).await.expect("it exits").expect("wait");
+        assert_eq!(status.code(), Some(1));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_typescript_client_with_a_wrong_token_is_told_unauthenticated_over_grpc_and_grpc_web() {
+    refused_without_a_valid_token(Language::TypeScript { protocol: "grpc" }, "[unauthenticated]").await;
+    refused_without_a_valid_token(Language::TypeScript { protocol: "grpc-web" }, "[unauthenticated]").await;
+}
+
+#[tokio::test]
+async fn a_python_client_with_a_wrong_token_is_told_unauthenticated() {
+    refused_without_a_valid_token(Language::Python, "UNAUTHENTICATED").await;
 }
 
 #[tokio::test]

@@ -282,3 +282,41 @@ async fn cors_is_answered_only_for_the_origins_named() {
     assert!(headers.get("access-control-allow-origin").is_none(), "{headers:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_grpc_web_request_over_the_message_limit_is_refused_with_the_limit_and_the_flag() {
+    let app = spawn_app_with(|c| {
+        web_app_config(c, &[]);
+        c.max_message_bytes = 1024;
+    })
+    .await;
+    let (_, status) = unary(request(
+        &app,
+        "/clerkmirror.v1.DirectoryService/GetUser",
+        Some(READER),
+        &pb::GetUserRequest {
+            name: format!("users/{}", "x".repeat(4096)),
+            ..Default::default()
+        },
+    ))
+    .await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("--max-message-bytes"), "{}", status.message());
+    let info = status.get_error_details().error_info().cloned().expect("an ErrorInfo");
+    assert_eq!(info.reason, "REQUEST_TOO_LARGE");
+    assert_eq!(info.metadata["limitBytes"], "1024");
+
+    // Under the limit the same call is served.
+    let (_, status) = unary(request(
+        &app,
+        "/clerkmirror.v1.DirectoryService/GetUser",
+        Some(READER),
+        &pb::GetUserRequest {
+            name: "users/user_small".into(),
+            ..Default::default()
+        },
+    ))
+    .await;
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    app.stop().await;
+}
