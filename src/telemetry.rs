@@ -1,11 +1,21 @@
-//! Logging: `tracing` to stderr, as text or JSON lines, filtered by `RUST_LOG` (default: `info`
-//! for `serve`, `warn` for the one-shot commands). Text is coloured only on a terminal and only
-//! while `NO_COLOR` is unset or empty, so a log written to a file or a pipe holds no escape codes.
+//! Logging and traces: `tracing` to stderr, as text or JSON lines, filtered by `RUST_LOG`
+//! (default: `info` for `serve`, `warn` for the one-shot commands). Text is coloured only on a
+//! terminal and only while `NO_COLOR` is unset or empty, so a log written to a file or a pipe
+//! holds no escape codes. With an OTLP endpoint (`serve --otlp-endpoint`, or the standard
+//! `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`), the server's own spans (`clerk_mirror` at `info`,
+//! whatever `RUST_LOG` says) are also exported over OTLP/gRPC, through the tonic the server is
+//! built with. What a span holds is what the log holds: ids, never emails, tokens or payloads.
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,18 +67,158 @@ fn filter(default: &str) -> EnvFilter {
     }
 }
 
+/// The W3C `traceparent` of the current span, when spans are exported and it is sampled (kept
+/// with the inbox row, so the applier and the hub continue the webhook's trace).
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let sc = span.span_context();
+    sc.is_valid()
+        .then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+}
+
+/// The remote span context a `traceparent` names (`None`: not one).
+fn parse_traceparent(text: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let mut parts = text.split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00" || parts.next().is_some() || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let context = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
+        true,
+        TraceState::default(),
+    );
+    context.is_valid().then_some(context)
+}
+
+/// Links `span` to the span `traceparent` names (the SDK keeps a span's first 128 links).
+pub fn link_to(span: &tracing::Span, traceparent: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if let Some(context) = parse_traceparent(traceparent) {
+        span.add_link(context);
+    }
+}
+
+/// Makes the span `traceparent` names the parent of `span` (its trace continues there).
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if let Some(context) = parse_traceparent(traceparent) {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+    }
+}
+
 /// Installs the global subscriber once; later calls are ignored (tests call it many times).
 pub fn init(logging: Logging) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(logging.default_filter))
-        .with_writer(std::io::stderr);
-    let _ = match logging.format {
-        Format::Json => builder.with_ansi(false).json().try_init(),
+    let _ = install(logging, None);
+}
+
+/// Where traces go: an OTLP/gRPC collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traces {
+    /// The collector's URL (`http://collector:4317`); `None`: the exporter reads
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+}
+
+impl Traces {
+    /// Traces for `flag` (the command line's `--otlp-endpoint`, which also reads
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), or for `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; none when
+    /// neither is set or `OTEL_SDK_DISABLED=true`.
+    pub fn from_settings(flag: Option<&str>) -> Option<Traces> {
+        Traces::from(flag, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Traces::from_settings`], with the environment read through `env`.
+    fn from(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Option<Traces> {
+        let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return None;
+        }
+        match flag.filter(|f| !f.trim().is_empty()) {
+            Some(url) => Some(Traces {
+                endpoint: Some(url.trim().to_string()),
+            }),
+            None if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") => Some(Traces { endpoint: None }),
+            None => None,
+        }
+    }
+}
+
+/// Exports spans until [`Exporting::shutdown`], which sends what is still buffered.
+pub struct Exporting(SdkTracerProvider);
+
+impl Exporting {
+    /// Sends the spans still buffered (waiting at most a few seconds) and stops exporting.
+    pub fn shutdown(self) {
+        if let Err(e) = self.0.shutdown_with_timeout(std::time::Duration::from_secs(5)) {
+            tracing::warn!(error = %e, "could not send the last spans to the OTLP collector");
+        }
+    }
+}
+
+/// Why traces cannot be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error(
+        "cannot export traces to `{endpoint}`: {source}; give --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT) as a URL such as http://127.0.0.1:4317"
+    )]
+    Exporter {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+}
+
+/// Installs the global subscriber once, with `logging`, and, with `traces`, an OTLP exporter of
+/// this process's spans (built on the current tokio runtime: call it inside one). Returns the
+/// exporter, to shut down at exit.
+pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Exporting>, TelemetryError> {
+    let env_filter = filter(logging.default_filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match logging.format {
+        Format::Json => fmt.with_ansi(false).json().boxed(),
         Format::Pretty => {
             let ansi = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-            builder.with_ansi(ansi).try_init()
+            fmt.with_ansi(ansi).boxed()
         }
     };
+    let Some(traces) = traces else {
+        let _ = tracing_subscriber::registry().with(fmt.with_filter(env_filter)).try_init();
+        return Ok(None);
+    };
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(endpoint) = &traces.endpoint {
+        exporter = exporter.with_endpoint(endpoint.clone());
+    }
+    let exporter = exporter.build().map_err(|source| TelemetryError::Exporter {
+        endpoint: traces.endpoint.clone().unwrap_or_else(|| "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into()),
+        source,
+    })?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("clerk-mirror");
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("clerk-mirror"))
+        .with_filter(tracing_subscriber::filter::Targets::new().with_target("clerk_mirror", tracing::Level::INFO));
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(env_filter))
+        .with(spans)
+        .try_init();
+    Ok(Some(Exporting(provider)))
 }
 
 /// For tests: the same subscriber, writing through libtest's capture (shown only on failure).
@@ -83,6 +233,32 @@ pub fn init_for_tests() {
 mod tests {
     use super::*;
 
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn traces_are_off_unless_an_endpoint_is_given_and_otel_sdk_disabled_turns_them_off() {
+        assert_eq!(Traces::from(None, env(&[])), None);
+        assert_eq!(Traces::from(Some("  "), env(&[])), None);
+        let flag = Some(Traces {
+            endpoint: Some("http://collector:4317".into()),
+        });
+        assert_eq!(Traces::from(Some("http://collector:4317"), env(&[])), flag);
+        assert_eq!(
+            Traces::from(None, env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")])),
+            Some(Traces { endpoint: None })
+        );
+        assert_eq!(
+            Traces::from(Some("http://collector:4317"), env(&[("OTEL_SDK_DISABLED", "TRUE")])),
+            None
+        );
+        assert_eq!(
+            Traces::from(Some("http://collector:4317"), env(&[("OTEL_SDK_DISABLED", "false")])),
+            flag
+        );
+    }
+
     #[test]
     fn text_logs_are_coloured_only_on_a_terminal_without_no_color() {
         assert!(colour(true, None));
@@ -92,3 +268,4 @@ mod tests {
         assert!(!colour(false, Some(OsStr::new("1"))));
     }
 }
+

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
+use tracing::Instrument;
 
 use super::event::{self, Action, InboxEvent};
 use super::rules::{Change, Origin, Slot, Slots, WorkingSet};
@@ -98,115 +99,130 @@ pub async fn apply_batch(conn: &mut PgConnection, limit: i64) -> Result<BatchOut
         tx.rollback().await?;
         return Ok(BatchOutcome::default());
     }
-    let read = started.elapsed();
-    let parsed: Vec<(InboxEvent, Result<Action, event::ParseError>)> = rows
-        .into_iter()
-        .map(|row| {
-            let action = event::parse(&row);
-            (row, action)
-        })
-        .collect();
-
-    let parse = started.elapsed();
-    let mut ws = load(&mut tx, &parsed, head).await?;
-    let loaded = started.elapsed();
-    let mut outcome = BatchOutcome {
-        events: parsed.len(),
-        ..Default::default()
-    };
-    let mut statuses: (Vec<i64>, Vec<&str>, Vec<Option<String>>) = Default::default();
-    // The raw event types some destination selects, read once a batch has a row not applied
-    // (after `log_head` is locked: a destination created meanwhile starts after this batch).
-    let mut selected: Option<Vec<String>> = None;
-    let mut raw_events = Vec::new();
-    for (row, action) in parsed {
-        let (status, error) = match action {
-            Ok(Action::Skip) => {
-                outcome.skipped += 1;
-                if let (Some(t), Some(body)) = (row.event_type.as_deref(), row.body.as_deref()) {
-                    let selections = match &selected {
-                        Some(s) => s,
-                        None => selected.insert(selected_event_types(&mut tx).await?),
-                    };
-                    if crate::outbound::events::selected(selections, t) {
-                        ws.head += 1;
-                        raw_events.push(raw_event(ws.head, &row, t, body));
-                    }
-                }
-                ("skipped", None)
-            }
-            Ok(action) => {
-                ws.apply(
-                    action,
-                    &Origin {
-                        source: row.change_source(),
-                        inbox_id: Some(row.id),
-                    },
-                );
-                outcome.applied += 1;
-                ("applied", None)
-            }
-            Err(e) => {
-                tracing::warn!(inbox_id = row.id, error = %e, "dead letter");
-                outcome.failed += 1;
-                ("failed", Some(e.0.replace('\0', "")))
-            }
-        };
-        statuses.0.push(row.id);
-        statuses.1.push(status);
-        statuses.2.push(error);
-        outcome.rows.push((
-            row.event_type.clone().unwrap_or_else(|| "none".into()),
-            status,
-            row.event_time,
-        ));
-    }
-    outcome.changes = ws.changes.len();
-    for_each_kind!(K => {
-        if let Some(slots) = ws.slots::<K>() {
-            let written = slots.values().filter(|s| s.dirty).filter_map(|s| s.current.as_ref());
-            for value in written.filter_map(|v| v.record.unrecognised()) {
-                outcome.unrecognised.push((K::TYPE, value.to_string()));
-            }
+    // A span for batches that apply something (an empty look at the inbox is not traced).
+    let span = tracing::info_span!("apply_batch", otel.name = "apply batch", events = rows.len());
+    // Linked to each traced webhook it applies (not their child: one batch serves many traces);
+    // each change keeps its webhook's trace context, which the hub's fan-out continues.
+    let mut traces = std::collections::HashMap::new();
+    for row in &rows {
+        if let Some(t) = &row.trace_context {
+            crate::telemetry::link_to(&span, t);
+            traces.insert(row.id, t.clone());
         }
-    });
-    let ruled = started.elapsed();
-    write(&mut tx, &ws, &log_id).await?;
-    write_raw_events(&mut tx, raw_events, ws.head).await?;
-    let written = started.elapsed();
-    sqlx::query(
-        "UPDATE inbox SET status = r.status, error = r.error, processed_at = now(), attempts = inbox.attempts + 1
-           FROM unnest($1::bigint[], $2::text[], $3::text[]) AS r(id, status, error)
-          WHERE inbox.id = r.id",
-    )
-    .bind(statuses.0)
-    .bind(statuses.1)
-    .bind(statuses.2)
-    .execute(&mut *tx)
-    .await?;
-    if ws.head != head {
-        sqlx::query("UPDATE log_head SET head_seq = $1")
-            .bind(ws.head)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANGES_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
     }
-    tx.commit().await?;
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    tracing::debug!(
-        events = outcome.events,
-        read_ms = ms(read),
-        parse_ms = ms(parse - read),
-        load_ms = ms(loaded - parse),
-        rules_ms = ms(ruled - loaded),
-        write_ms = ms(written - ruled),
-        finish_ms = ms(started.elapsed() - written),
-        "batch applied"
-    );
-    Ok(outcome)
+    async move {
+        let read = started.elapsed();
+        let parsed: Vec<(InboxEvent, Result<Action, event::ParseError>)> = rows
+            .into_iter()
+            .map(|row| {
+                let action = event::parse(&row);
+                (row, action)
+            })
+            .collect();
+
+        let parse = started.elapsed();
+        let mut ws = load(&mut tx, &parsed, head).await?;
+        let loaded = started.elapsed();
+        let mut outcome = BatchOutcome {
+            events: parsed.len(),
+            ..Default::default()
+        };
+        let mut statuses: (Vec<i64>, Vec<&str>, Vec<Option<String>>) = Default::default();
+        // The raw event types some destination selects, read once a batch has a row not applied
+        // (after `log_head` is locked: a destination created meanwhile starts after this batch).
+        let mut selected: Option<Vec<String>> = None;
+        let mut raw_events = Vec::new();
+        for (row, action) in parsed {
+            let (status, error) = match action {
+                Ok(Action::Skip) => {
+                    outcome.skipped += 1;
+                    if let (Some(t), Some(body)) = (row.event_type.as_deref(), row.body.as_deref()) {
+                        let selections = match &selected {
+                            Some(s) => s,
+                            None => selected.insert(selected_event_types(&mut tx).await?),
+                        };
+                        if crate::outbound::events::selected(selections, t) {
+                            ws.head += 1;
+                            raw_events.push(raw_event(ws.head, &row, t, body));
+                        }
+                    }
+                    ("skipped", None)
+                }
+                Ok(action) => {
+                    ws.apply(
+                        action,
+                        &Origin {
+                            source: row.change_source(),
+                            inbox_id: Some(row.id),
+                        },
+                    );
+                    outcome.applied += 1;
+                    ("applied", None)
+                }
+                Err(e) => {
+                    tracing::warn!(inbox_id = row.id, error = %e, "dead letter");
+                    outcome.failed += 1;
+                    ("failed", Some(e.0.replace('\0', "")))
+                }
+            };
+            statuses.0.push(row.id);
+            statuses.1.push(status);
+            statuses.2.push(error);
+            outcome.rows.push((
+                row.event_type.clone().unwrap_or_else(|| "none".into()),
+                status,
+                row.event_time,
+            ));
+        }
+        outcome.changes = ws.changes.len();
+        for_each_kind!(K => {
+            if let Some(slots) = ws.slots::<K>() {
+                let written = slots.values().filter(|s| s.dirty).filter_map(|s| s.current.as_ref());
+                for value in written.filter_map(|v| v.record.unrecognised()) {
+                    outcome.unrecognised.push((K::TYPE, value.to_string()));
+                }
+            }
+        });
+        let ruled = started.elapsed();
+        write(&mut tx, &ws, &log_id, &traces).await?;
+        write_raw_events(&mut tx, raw_events, ws.head).await?;
+        let written = started.elapsed();
+        sqlx::query(
+            "UPDATE inbox SET status = r.status, error = r.error, processed_at = now(), attempts = inbox.attempts + 1
+               FROM unnest($1::bigint[], $2::text[], $3::text[]) AS r(id, status, error)
+              WHERE inbox.id = r.id",
+        )
+        .bind(statuses.0)
+        .bind(statuses.1)
+        .bind(statuses.2)
+        .execute(&mut *tx)
+        .await?;
+        if ws.head != head {
+            sqlx::query("UPDATE log_head SET head_seq = $1")
+                .bind(ws.head)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANGES_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        tracing::debug!(
+            events = outcome.events,
+            read_ms = ms(read),
+            parse_ms = ms(parse - read),
+            load_ms = ms(loaded - parse),
+            rules_ms = ms(ruled - loaded),
+            write_ms = ms(written - ruled),
+            finish_ms = ms(started.elapsed() - written),
+            "batch applied"
+        );
+        Ok(outcome)
+    }
+    .instrument(span)
+    .await
 }
 
 /// The ids a batch names, by kind: the entities its events name and their parents, and which
@@ -369,7 +385,13 @@ async fn write_raw_events(tx: &mut PgConnection, rows: Vec<RawEvent>, batch_last
 }
 
 /// Writes the dirty entities and the changes.
-async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(), sqlx::Error> {
+/// `traces`: the trace context of each traced inbox row, by id, kept with its changes.
+async fn write(
+    tx: &mut PgConnection,
+    ws: &WorkingSet,
+    log_id: &str,
+    traces: &std::collections::HashMap<i64, String>,
+) -> Result<(), sqlx::Error> {
     for_each_kind!(K => {
         if let Some(slots) = ws.slots::<K>() {
             let rows = dirty(slots, &ws.changes);
@@ -384,11 +406,11 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(
         let changes = &ws.changes;
         let text = |f: fn(&Change) -> Option<&str>| changes.iter().map(f).collect::<Vec<_>>();
         sqlx::query(
-            "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, batch_last)
-             SELECT seq, entity_type, entity_id, operation, organization_id, user_id, state::jsonb, previous::jsonb, source, inbox_id, $11
+            "INSERT INTO changes (seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, batch_last, trace_context)
+             SELECT seq, entity_type, entity_id, operation, organization_id, user_id, state::jsonb, previous::jsonb, source, inbox_id, $11, trace
                FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                           $9::text[], $10::bigint[])
-                    AS r(seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id)",
+                           $9::text[], $10::bigint[], $12::text[])
+                    AS r(seq, entity_type, entity_id, operation, organization_id, user_id, state, previous, source, inbox_id, trace)",
         )
         .bind(changes.iter().map(|c| c.seq).collect::<Vec<_>>())
         .bind(text(|c| Some(c.entity_type.as_str())))
@@ -401,6 +423,12 @@ async fn write(tx: &mut PgConnection, ws: &WorkingSet, log_id: &str) -> Result<(
         .bind(text(|c| Some(&c.source)))
         .bind(changes.iter().map(|c| c.inbox_id).collect::<Vec<_>>())
         .bind(ws.head)
+        .bind(
+            changes
+                .iter()
+                .map(|c| c.inbox_id.and_then(|id| traces.get(&id)).map(String::as_str))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
     }

@@ -207,6 +207,7 @@ mod tests {
             event_time: None,
             received_at: Utc::now(),
             body: Some(body.to_string().into_bytes()),
+            trace_context: None,
         }
     }
 

@@ -106,6 +106,7 @@ impl Due {
             event_time: envelope::event_time(&json!(self.at_ms)),
             instance_id: None,
             body: Some(serde_json::to_vec(&body).expect("serialises").into()),
+            trace_context: None,
         }
     }
 }

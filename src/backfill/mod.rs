@@ -167,6 +167,7 @@ fn row(resource: &Resource, instance: &str, object: &Value) -> Option<InboxRow> 
         event_time: envelope::event_time(&json!(updated)),
         instance_id: Some(instance.into()),
         body: Some(serde_json::to_vec(&body).expect("serialises").into()),
+        trace_context: None,
     })
 }
 

@@ -120,6 +120,7 @@ fn row(id: &str, plan: &Value, listed_ms: i64) -> InboxRow {
         event_time: envelope::event_time(&json!(listed_ms)),
         instance_id: None,
         body: Some(serde_json::to_vec(&body).expect("serialises").into()),
+        trace_context: None,
     }
 }
 

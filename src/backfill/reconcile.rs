@@ -182,6 +182,7 @@ fn repair_row(
         event_time: envelope::event_time(&json!(time_ms)),
         instance_id: Some(instance.into()),
         body: Some(serde_json::to_vec(&body).expect("serialises").into()),
+        trace_context: None,
     }
 }
 

@@ -87,15 +87,32 @@ pub fn main() -> ExitCode {
         }),
         _ => telemetry::Logging::command(),
     };
-    telemetry::init(logging);
+    let traces = match &cli.command {
+        Command::Serve(args) => telemetry::Traces::from_settings(args.otlp_endpoint.as_deref()),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
+            telemetry::init(logging);
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // The OTLP exporter's channel lives on the runtime.
+    let exporting = match runtime.block_on(async { telemetry::install(logging, traces.as_ref()) }) {
+        Ok(exporting) => exporting,
+        Err(e) => {
+            telemetry::init(logging);
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    if let Some(exporting) = exporting {
+        exporting.shutdown();
+    }
+    match result {
         Ok(code) => code,
         // Said once: as a log line where logs are JSON (a log shipper reads every line), else
         // as a plain `error:` line.

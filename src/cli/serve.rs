@@ -70,6 +70,12 @@ pub(super) struct ServeArgs {
     /// else guards them).
     #[arg(long, env = "CLERK_MIRROR_ALLOW_UNAUTHENTICATED")]
     pub(super) allow_unauthenticated: bool,
+    /// Export the server's spans to this OTLP/gRPC collector (`http://collector:4317`): a
+    /// webhook's ingest, the applier's batches, each RPC. Off by default. `OTEL_SERVICE_NAME`,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*` apply;
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` works too, `OTEL_SDK_DISABLED=true` turns it off.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub(super) otlp_endpoint: Option<String>,
     /// Also serve gRPC-Web (and HTTP/1.1) on the gRPC port, for runtimes without HTTP/2
     /// trailers (edge functions, some serverless platforms and proxies). The same tokens apply.
     /// Not for browsers: a reader token reads every user's email and private metadata.

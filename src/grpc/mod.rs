@@ -41,7 +41,7 @@ pub(crate) async fn traced<T>(
     f: impl Future<Output = Result<T, error::ApiError>>,
 ) -> Result<tonic::Response<T>, tonic::Status> {
     use tracing::Instrument;
-    f.instrument(tracing::info_span!("rpc", rpc))
+    f.instrument(tracing::info_span!("rpc", otel.name = rpc, otel.kind = "server", rpc))
         .await
         .map(tonic::Response::new)
         .map_err(tonic::Status::from)

@@ -205,7 +205,7 @@ impl WatchService for Watcher {
 
     async fn watch_changes(&self, request: Request<pb::WatchChangesRequest>) -> Result<Response<ChangeStream>, Status> {
         let r = request.into_inner();
-        let span = tracing::info_span!("rpc", rpc = "WatchChanges");
+        let span = tracing::info_span!("rpc", otel.name = "WatchChanges", otel.kind = "server", rpc = "WatchChanges");
         let start = async {
             let selection = Selection::new(&r.entity_types, &r.filter, &r.organization_id, &r.user_id)?;
             let heartbeat = heartbeat_interval(r.heartbeat_interval.as_ref())?;

@@ -121,10 +121,28 @@ async fn run(
                     let at_head = page.at_head();
                     for row in page.changes {
                         last = row.seq;
+                        // One span per traced change per replica (not one per watcher), in the
+                        // trace of the webhook that made it.
+                        let span = match &row.trace_context {
+                            Some(t) => {
+                                let span = tracing::info_span!(
+                                    "fan_out",
+                                    otel.name = "fan out change",
+                                    seq = row.seq,
+                                    entity_type = %row.entity_type,
+                                    receivers = tracing::field::Empty,
+                                );
+                                crate::telemetry::continue_trace(&span, t);
+                                span
+                            }
+                            None => tracing::Span::none(),
+                        };
+                        let _entered = span.enter();
                         let row = Arc::new(row);
                         recent.push(row.clone());
                         // No receivers is fine: nobody is following.
-                        let _ = tx.send(row);
+                        let receivers = tx.send(row).unwrap_or(0);
+                        span.record("receivers", receivers);
                     }
                     latest.send_replace(last);
                     if at_head {

@@ -68,6 +68,7 @@ mod tests {
             source: "webhook".into(),
             commit_time: chrono::DateTime::UNIX_EPOCH,
             batch_last: None,
+            trace_context: None,
             wire: Default::default(),
         })
     }

@@ -26,7 +26,9 @@ pub async fn insert_in(conn: &mut PgConnection, rows: &[&InboxRow]) -> Result<Ve
     let mut instance = Vec::with_capacity(rows.len());
     let mut body = Vec::with_capacity(rows.len());
     let mut redacted = Vec::with_capacity(rows.len());
+    let mut trace = Vec::with_capacity(rows.len());
     for row in rows {
+        trace.push(row.trace_context.as_deref());
         source.push(row.source.as_str());
         key.push(row.event_key.clone());
         event_type.push(row.event_type.as_deref().map(text));
@@ -37,10 +39,10 @@ pub async fn insert_in(conn: &mut PgConnection, rows: &[&InboxRow]) -> Result<Ve
         redacted.push(was_redacted);
     }
     let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO inbox (source, event_key, event_type, event_time, instance_id, body, body_redacted)
-         SELECT source, event_key, event_type, event_time, instance_id, body, redacted
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::boolean[])
-             AS r(source, event_key, event_type, event_time, instance_id, body, redacted)
+        "INSERT INTO inbox (source, event_key, event_type, event_time, instance_id, body, body_redacted, trace_context)
+         SELECT source, event_key, event_type, event_time, instance_id, body, redacted, trace
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::boolean[], $8::text[])
+             AS r(source, event_key, event_type, event_time, instance_id, body, redacted, trace)
          ON CONFLICT (source, event_key) DO NOTHING
          RETURNING source, event_key",
     )
@@ -51,6 +53,7 @@ pub async fn insert_in(conn: &mut PgConnection, rows: &[&InboxRow]) -> Result<Ve
     .bind(&instance)
     .bind(&body)
     .bind(&redacted)
+    .bind(&trace)
     .fetch_all(&mut *conn)
     .await?;
     if !inserted.is_empty() {

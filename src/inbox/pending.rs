@@ -13,6 +13,8 @@ pub struct InboxEvent {
     pub event_time: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
     pub body: Option<Vec<u8>>,
+    /// The webhook's `traceparent`, when it was traced.
+    pub trace_context: Option<String>,
 }
 
 impl InboxEvent {
@@ -25,7 +27,7 @@ impl InboxEvent {
 /// Up to `limit` pending rows in arrival order, locked `FOR UPDATE` in the transaction on `conn`.
 pub async fn pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<InboxEvent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, source, event_key, event_type, event_time, received_at, body
+        "SELECT id, source, event_key, event_type, event_time, received_at, body, trace_context
            FROM inbox WHERE status = 'pending' ORDER BY id LIMIT $1 FOR UPDATE",
     )
     .bind(limit)

@@ -75,6 +75,8 @@ pub async fn replay(pool: &PgPool, what: &Replay) -> Result<(i64, Vec<String>), 
                 event_time: c.event_time,
                 instance_id: c.instance_id,
                 body: c.body.map(Into::into),
+                // A replay is an operator's act, not the webhook's trace.
+                trace_context: None,
             })
             .collect();
         let refs: Vec<&InboxRow> = rows.iter().collect();

@@ -16,4 +16,6 @@ pub struct InboxRow {
     pub instance_id: Option<String>,
     /// The raw body (`None`: none to keep). The inbox stores it as `inbox::redact` keeps it.
     pub body: Option<Bytes>,
+    /// The W3C `traceparent` of the webhook's span, when traces are exported.
+    pub trace_context: Option<String>,
 }

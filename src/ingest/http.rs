@@ -99,6 +99,8 @@ async fn receive(State(state): State<IngestState>, request: Request) -> Response
     let (parts, body) = request.into_parts();
     let span = tracing::info_span!(
         "webhook",
+        otel.name = "POST /webhooks/clerk",
+        otel.kind = "server",
         svix_id = tracing::field::Empty,
         event_type = tracing::field::Empty,
         status = tracing::field::Empty,
@@ -145,7 +147,7 @@ async fn ingest(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<
         }
     })?;
     // Verify before parsing anything.
-    let delivery = state.secrets.verify(headers, &body)?;
+    let delivery = tracing::info_span!("verify").in_scope(|| state.secrets.verify(headers, &body))?;
     let span = tracing::Span::current();
     span.record("svix_id", delivery.id.as_str());
     let envelope = envelope::parse(&body)?;
@@ -160,8 +162,10 @@ async fn ingest(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<
         instance_id: envelope.instance_id,
         // What of it is kept (not one-time codes, not invitation tokens) is the inbox's call.
         body: Some(body),
+        trace_context: crate::telemetry::current_traceparent(),
     };
-    match state.writer.write(row).await {
+    // The wait for the group commit that holds the row (its own span links back here).
+    match state.writer.write(row).instrument(tracing::info_span!("inbox_write")).await {
         Ok(stored) => Ok((stored, delivery.id)),
         Err(WriteError::Unavailable(e)) => {
             warn!(error = %e, "database unavailable");

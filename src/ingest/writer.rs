@@ -4,7 +4,9 @@
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::{Instrument, debug, error, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::db::is_unavailable;
 use crate::inbox::{self, InboxRow};
@@ -70,7 +72,14 @@ impl InboxWriter {
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let span = tracing::debug_span!("inbox_commit", rows = batch.len());
+        let span = tracing::info_span!("inbox_commit", otel.name = "inbox group commit", rows = batch.len());
+        // Linked (not parented) to every webhook it commits: one commit serves many traces.
+        for request in &batch {
+            let linked = request.span.context().span().span_context().clone();
+            if linked.is_valid() {
+                span.add_link(linked);
+            }
+        }
         write_batch(&pool, std::mem::take(&mut batch)).instrument(span).await;
     }
 }

@@ -29,6 +29,10 @@ pub struct ChangeRow {
     /// The seq of the last change of the applier batch that appended this one (`None`: written
     /// before batches were recorded, or by hand: a batch of its own).
     pub batch_last: Option<i64>,
+    /// The W3C `traceparent` of the webhook that made it, when it was traced (the hub's fan-out
+    /// span continues that trace).
+    #[sqlx(default)]
+    pub trace_context: Option<String>,
     /// The change as the API shows it, made once by the first watch stream that sends it and
     /// shared by every other stream of the replica (the hub hands each change out once, behind
     /// `Arc`). Not part of the change: a copy starts empty, and equality ignores it.

@@ -109,6 +109,7 @@ async fn an_insert_that_stores_nothing_new_wakes_nobody() {
         event_time: None,
         instance_id: None,
         body: Some(user_event("created", "user_once", T, T, "Once").into_bytes().into()),
+        trace_context: None,
     };
     let first = inbox::insert(&app.pool, &[&row]).await.unwrap();
     assert_eq!(first, [("backfill".to_string(), "users:user_once:1".to_string())]);

@@ -25,7 +25,7 @@ fn bearer(token: &'static str) -> impl FnMut(tonic::Request<()>) -> Result<tonic
 }
 
 #[tokio::test]
-async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
+async fn a_servers_debug_log_and_its_exported_spans_hold_no_email_name_metadata_body_or_secret() {
     let (cluster, name) = shared_database().await;
     let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
         .await
@@ -41,6 +41,8 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
         std::ffi::OsString::from(path)
     };
     let (api_url, _fake) = crate::backfill::fake_api(8).await;
+    // Its spans go to an OTLP collector too: they are scanned like the log.
+    let (otlp_url, spans) = crate::traces::Receiver::start().await;
     let args: Vec<std::ffi::OsString> = vec![
         "--database-url".into(),
         cluster.url(&name).into(),
@@ -62,6 +64,8 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
         api_url.into(),
         "--api-rate".into(),
         "1000".into(),
+        "--otlp-endpoint".into(),
+        otlp_url.into(),
     ];
     let served = Served::start_logging(&args, "debug,h2=info,hyper=info,tower=info").await;
     let mut person = user("user_private", T, "Zelda");
@@ -198,6 +202,11 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
     let metrics = pki.https_get(admin_addr, "/metrics", false, Some(WRONG)).await.unwrap();
     assert_eq!(metrics.status, hyper::StatusCode::UNAUTHORIZED);
     let log = served.terminate().await.join("\n");
+    // Every attribute, event and link of every exported span, and their resources.
+    let exported = spans.dump();
+    for path in ["msg_private", "webhook stored", "webhook rejected", "LookupUser", "ListInvitations", "WatchChanges", "apply batch"] {
+        assert!(exported.contains(path), "the exported spans show `{path}`: the path ran");
+    }
     assert!(log.contains("msg_private"), "ids are logged: the log is not empty");
     for path in ["periodic reconcile done", "a reader token was used on AdminService"] {
         assert!(log.contains(path), "the log shows `{path}`: the path ran");
@@ -224,6 +233,7 @@ async fn a_servers_debug_log_holds_no_email_name_metadata_body_or_secret() {
     {
         let line = log.lines().find(|l| l.contains(secret)).unwrap_or_default();
         assert!(!log.contains(secret), "`{secret}` appears in the server's log: {line}");
+        assert!(!exported.contains(secret), "`{secret}` appears in an exported span");
     }
     pool.close().await;
 }

@@ -36,4 +36,5 @@ mod roles;
 mod security;
 mod structure;
 mod supervise;
+mod traces;
 mod watch;

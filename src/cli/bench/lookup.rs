@@ -572,6 +572,7 @@ fn row(source_key: String, kind: &str, data: &serde_json::Value, t: i64) -> Inbo
         event_time: crate::store::records::time_from_ms(t),
         instance_id: Some(fixtures::INSTANCE.into()),
         body: Some(body.into()),
+        trace_context: None,
     }
 }
 
