@@ -485,7 +485,11 @@ async fn run_lane(
             .filter_map(|c| Some((c, d.selects(c)?)))
             .collect();
         for batch in mine.chunks(d.row.settings.batch_size.max(1) as usize) {
-            match deliver(&ctx, &d, lane, cursor, batch, &mut failing_since, &mut stop).await {
+            let span = delivery_span(&d.row.id, batch);
+            match deliver(&ctx, &d, lane, cursor, batch, &mut failing_since, &mut stop)
+                .instrument(span)
+                .await
+            {
                 Delivery::Delivered => cursor = batch.last().expect("a chunk is never empty").0.seq,
                 Delivery::Ended(end) => return end,
             }
@@ -549,6 +553,26 @@ async fn body_of(ctx: &Ctx, d: &Prepared, c: &ChangeRow, left_filter: bool) -> R
 /// Sends `batch` (one change, or up to `batch_size` of them) until it is delivered (the lane's
 /// cursor moves from `from` to its last), or the lane ends: stopped, paused (410, the horizon),
 /// or fenced.
+/// The span of one delivery (every attempt of it): in the trace of its first traced change (the
+/// webhook that made it), linked to the others' when it carries several.
+fn delivery_span(destination: &str, batch: &[(&ChangeRow, bool)]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "deliver",
+        otel.name = "deliver to destination",
+        otel.kind = "client",
+        destination,
+        changes = batch.len(),
+    );
+    let mut traced = batch.iter().filter_map(|(c, _)| c.trace_context.as_deref());
+    if let Some(first) = traced.next() {
+        crate::telemetry::continue_trace(&span, first);
+        for other in traced {
+            crate::telemetry::link_to(&span, other);
+        }
+    }
+    span
+}
+
 async fn deliver(
     ctx: &Ctx,
     d: &Prepared,

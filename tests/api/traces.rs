@@ -1,7 +1,8 @@
 //! OpenTelemetry: `serve --otlp-endpoint` exports its spans over OTLP/gRPC to a collector (an
 //! in-test receiver here): a webhook's ingest with its verification and its wait for the group
 //! commit as children, the group commit and the applier's batch linked to every webhook they
-//! serve, the hub's fan-out of each change continuing its webhook's trace, each RPC. A bad endpoint stops `serve` with what to give. (That no exported attribute
+//! serve, the hub's fan-out of each change and its delivery to an outbound webhook destination
+//! continuing its webhook's trace, each RPC. A bad endpoint stops `serve` with what to give. (That no exported attribute
 //! holds an email, a token or a payload is checked by the log scan, `logs.rs`.)
 
 use std::sync::{Arc, Mutex};
@@ -103,13 +104,34 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
 }
 
 #[tokio::test]
-async fn serve_exports_one_trace_from_a_webhook_to_its_fan_out_with_the_commit_and_batch_linked_and_each_rpc() {
+async fn serve_exports_one_trace_from_a_webhook_to_its_fan_out_and_outbound_delivery_with_the_commit_and_batch_linked_and_each_rpc() {
     let (cluster, name) = shared_database().await;
     let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name)).await.unwrap();
     let (url, receiver) = Receiver::start().await;
     let mut args = serve_args(cluster, &name);
-    args.extend(["--otlp-endpoint".into(), url.into()]);
+    let key = clerk_mirror::outbound::sealed::SealingKey::generate_text();
+    args.extend(
+        ["--otlp-endpoint", &url, "--destinations-key", &key, "--allow-private-destinations"].map(std::ffi::OsString::from),
+    );
     let served = Served::start(&args).await;
+    // An outbound webhook destination, which the change reaches too.
+    let destination = crate::outbound::Receiver::start().await;
+    let made = pb::admin_service_client::AdminServiceClient::connect(format!("http://{}", served.grpc_addr))
+        .await
+        .unwrap()
+        .create_destination(pb::CreateDestinationRequest {
+            destination: Some(pb::Destination {
+                url: destination.url(),
+                entity_types: vec![pb::EntityType::User as i32],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .destination
+        .unwrap();
+    destination.verify_with(&made.secret);
     // A watcher, which the change reaches.
     let mut watch = pb::watch_service_client::WatchServiceClient::connect(format!("http://{}", served.grpc_addr))
         .await
@@ -130,6 +152,7 @@ async fn serve_exports_one_trace_from_a_webhook_to_its_fan_out_with_the_commit_a
         }
     }
     drop(stream);
+    destination.wait_for(1).await;
     let mut directory =
         pb::directory_service_client::DirectoryServiceClient::connect(format!("http://{}", served.grpc_addr))
             .await
@@ -186,6 +209,9 @@ async fn serve_exports_one_trace_from_a_webhook_to_its_fan_out_with_the_commit_a
         "the watcher's feed received it"
     );
     assert_eq!(named(&spans, "fan out change").len(), 1, "one per change per replica: {names:?}");
+    let delivery = child("deliver to destination");
+    assert_eq!(delivery.kind, SpanKind::Client as i32);
+    assert_eq!(attribute(delivery, "changes").as_deref(), Some("1"));
     let stored: Option<String> =
         sqlx::query_scalar("SELECT trace_context FROM changes WHERE source = 'webhook:msg_traced'")
             .fetch_one(&pool)
