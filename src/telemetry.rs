@@ -67,9 +67,26 @@ fn filter(default: &str) -> EnvFilter {
     }
 }
 
+/// Whether this process exports spans (set once, by [`install`]).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported: spans only a trace shows (never the log) are made only then, so
+/// a server without `--otlp-endpoint` pays nothing for them.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The span `make` makes when spans are exported, else a disabled one (see [`exporting`]).
+pub fn trace_only(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if exporting() { make() } else { tracing::Span::none() }
+}
+
 /// The W3C `traceparent` of the current span, when spans are exported and it is sampled (kept
 /// with the inbox row, so the applier and the hub continue the webhook's trace).
 pub fn current_traceparent() -> Option<String> {
+    if !exporting() {
+        return None;
+    }
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let context = tracing::Span::current().context();
@@ -214,10 +231,14 @@ pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Expor
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("clerk-mirror"))
         .with_filter(tracing_subscriber::filter::Targets::new().with_target("clerk_mirror", tracing::Level::INFO));
-    let _ = tracing_subscriber::registry()
+    if tracing_subscriber::registry()
         .with(fmt.with_filter(env_filter))
         .with(spans)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(Some(Exporting(provider)))
 }
 
