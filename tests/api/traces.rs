@@ -250,3 +250,24 @@ async fn a_bad_otlp_endpoint_stops_serve_with_what_to_give() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn with_its_collector_unreachable_serve_keeps_serving_and_logs_that_spans_are_lost() {
+    let (cluster, name) = shared_database().await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut args = serve_args(cluster, &name);
+    args.extend(["--otlp-endpoint".into(), format!("http://{closed}").into()]);
+    let served = Served::start(&args).await;
+    let body = user_event("created", "user_untraced", T, T, "Ada");
+    assert_eq!(served.send_as("msg_untraced", &body).await.status, hyper::StatusCode::OK);
+    // Stopping tries to send the buffered spans, and says it could not.
+    let log = served.terminate().await.join("\n");
+    let line = log
+        .lines()
+        .find(|l| l.contains("BatchSpanProcessor.ExportError"))
+        .unwrap_or_else(|| panic!("a log line saying the spans were lost:\n{log}"));
+    assert!(line.contains("Connection refused") || line.contains("Unavailable"), "{line}");
+}
