@@ -147,7 +147,8 @@ async fn ingest(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<
         }
     })?;
     // Verify before parsing anything.
-    let delivery = crate::telemetry::trace_only(|| tracing::info_span!("verify")).in_scope(|| state.secrets.verify(headers, &body))?;
+    let verifying = crate::telemetry::trace_only(|| tracing::info_span!("verify"));
+    let delivery = verifying.in_scope(|| state.secrets.verify(headers, &body))?;
     let span = tracing::Span::current();
     span.record("svix_id", delivery.id.as_str());
     let envelope = envelope::parse(&body)?;
@@ -165,7 +166,8 @@ async fn ingest(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<
         trace_context: crate::telemetry::current_traceparent(),
     };
     // The wait for the group commit that holds the row (its own span links back here).
-    match state.writer.write(row).instrument(crate::telemetry::trace_only(|| tracing::info_span!("inbox_write"))).await {
+    let waiting = crate::telemetry::trace_only(|| tracing::info_span!("inbox_write"));
+    match state.writer.write(row).instrument(waiting).await {
         Ok(stored) => Ok((stored, delivery.id)),
         Err(WriteError::Unavailable(e)) => {
             warn!(error = %e, "database unavailable");

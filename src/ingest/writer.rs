@@ -74,10 +74,12 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let span = tracing::info_span!("inbox_commit", otel.name = "inbox group commit", rows = batch.len());
         // Linked (not parented) to every webhook it commits: one commit serves many traces.
-        for request in batch.iter().filter(|_| crate::telemetry::exporting()) {
-            let linked = request.span.context().span().span_context().clone();
-            if linked.is_valid() {
-                span.add_link(linked);
+        if crate::telemetry::exporting() {
+            for request in &batch {
+                let linked = request.span.context().span().span_context().clone();
+                if linked.is_valid() {
+                    span.add_link(linked);
+                }
             }
         }
         write_batch(&pool, std::mem::take(&mut batch)).instrument(span).await;

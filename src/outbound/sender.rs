@@ -550,9 +550,6 @@ async fn body_of(ctx: &Ctx, d: &Prepared, c: &ChangeRow, left_filter: bool) -> R
     Ok(super::body::change(&change, &d.row.settings.fields))
 }
 
-/// Sends `batch` (one change, or up to `batch_size` of them) until it is delivered (the lane's
-/// cursor moves from `from` to its last), or the lane ends: stopped, paused (410, the horizon),
-/// or fenced.
 /// The span of one delivery (every attempt of it): in the trace of its first traced change (the
 /// webhook that made it), linked to the others' when it carries several.
 fn delivery_span(destination: &str, batch: &[(&ChangeRow, bool)]) -> tracing::Span {
@@ -573,6 +570,9 @@ fn delivery_span(destination: &str, batch: &[(&ChangeRow, bool)]) -> tracing::Sp
     span
 }
 
+/// Sends `batch` (one change, or up to `batch_size` of them) until it is delivered (the lane's
+/// cursor moves from `from` to its last), or the lane ends: stopped, paused (410, the horizon),
+/// or fenced.
 async fn deliver(
     ctx: &Ctx,
     d: &Prepared,
