@@ -78,7 +78,11 @@ pub fn exporting() -> bool {
 
 /// The span `make` makes when spans are exported, else a disabled one (see [`exporting`]).
 pub fn trace_only(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if exporting() { make() } else { tracing::Span::none() }
+    if exporting() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// The W3C `traceparent` of the current span, when spans are exported and it is sampled (kept

@@ -96,21 +96,28 @@ impl Recipe {
         }
     }
 
-    /// Reads lines until one whose `event` is `event`; panics (with the recipe's stderr) on an
-    /// `error` line, the end of its output, or a step longer than [`STEP`].
+    /// The next line, as JSON, kept in `seen`; panics (with the recipe's stderr) at the end of
+    /// its output, on a line that is not JSON, or after [`STEP`] without one (`waiting`: for what).
+    async fn next_value(&mut self, waiting: &str) -> Value {
+        let line = match tokio::time::timeout(STEP, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => self.fail(&format!("its output ended while waiting for {waiting}")).await,
+            Ok(Err(e)) => self.fail(&format!("its output could not be read: {e}")).await,
+            Err(_) => self.fail(&format!("no {waiting} within {STEP:?}")).await,
+        };
+        let value: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => self.fail(&format!("printed a line that is not JSON ({e}): {line}")).await,
+        };
+        self.seen.push(value.clone());
+        value
+    }
+
+    /// Reads lines until one whose `event` is `event`; panics on an `error` line (or as
+    /// [`Recipe::next_value`] does).
     async fn expect(&mut self, event: &str) -> Value {
         loop {
-            let line = match tokio::time::timeout(STEP, self.lines.next_line()).await {
-                Ok(Ok(Some(line))) => line,
-                Ok(Ok(None)) => self.fail(&format!("its output ended while waiting for `{event}`")).await,
-                Ok(Err(e)) => self.fail(&format!("its output could not be read: {e}")).await,
-                Err(_) => self.fail(&format!("no `{event}` within {STEP:?}")).await,
-            };
-            let value: Value = match serde_json::from_str(&line) {
-                Ok(v) => v,
-                Err(e) => self.fail(&format!("printed a line that is not JSON ({e}): {line}")).await,
-            };
-            self.seen.push(value.clone());
+            let value = self.next_value(&format!("`{event}`")).await;
             match value["event"].as_str() {
                 Some(e) if e == event => return value,
                 Some("error") => self.fail(&format!("reported an error while waiting for `{event}`")).await,
@@ -122,12 +129,7 @@ impl Recipe {
     /// Reads lines until the recipe reports an error; returns its message.
     async fn expect_error(&mut self) -> String {
         loop {
-            let line = match tokio::time::timeout(STEP, self.lines.next_line()).await {
-                Ok(Ok(Some(line))) => line,
-                _ => self.fail("did not report an error").await,
-            };
-            let value: Value = serde_json::from_str(&line).unwrap_or_default();
-            self.seen.push(value.clone());
+            let value = self.next_value("an `error`").await;
             if value["event"] == "error" {
                 return value["message"].as_str().unwrap_or_default().to_string();
             }
