@@ -14,6 +14,8 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -78,11 +80,7 @@ pub fn exporting() -> bool {
 
 /// The span `make` makes when spans are exported, else a disabled one (see [`exporting`]).
 pub fn trace_only(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if exporting() {
-        make()
-    } else {
-        tracing::Span::none()
-    }
+    if exporting() { make() } else { tracing::Span::none() }
 }
 
 /// The W3C `traceparent` of the current span, when spans are exported and it is sampled (kept
@@ -197,21 +195,31 @@ pub enum TelemetryError {
     },
 }
 
-/// Installs the global subscriber once, with `logging`, and, with `traces`, an OTLP exporter of
-/// this process's spans (built on the current tokio runtime: call it inside one). Returns the
-/// exporter, to shut down at exit.
-pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Exporting>, TelemetryError> {
-    let env_filter = filter(logging.default_filter);
+/// The layer that writes log lines to stderr in `format`.
+fn log_lines<S>(format: Format) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = match logging.format {
+    match format {
         Format::Json => fmt.with_ansi(false).json().boxed(),
         Format::Pretty => {
             let ansi = colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
             fmt.with_ansi(ansi).boxed()
         }
-    };
+    }
+}
+
+/// Installs the global subscriber once, with `logging`, and, with `traces`, an OTLP exporter of
+/// this process's spans (built on the current tokio runtime: call it inside one). Returns the
+/// exporter, to shut down at exit.
+pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Exporting>, TelemetryError> {
+    let env_filter = filter(logging.default_filter);
     let Some(traces) = traces else {
-        let _ = tracing_subscriber::registry().with(fmt.with_filter(env_filter)).try_init();
+        let _ = tracing_subscriber::registry()
+            .with(env_filter)
+            .with(log_lines(logging.format))
+            .try_init();
         return Ok(None);
     };
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -219,7 +227,10 @@ pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Expor
         exporter = exporter.with_endpoint(endpoint.clone());
     }
     let exporter = exporter.build().map_err(|source| TelemetryError::Exporter {
-        endpoint: traces.endpoint.clone().unwrap_or_else(|| "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into()),
+        endpoint: traces
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into()),
         source,
     })?;
     let mut resource = opentelemetry_sdk::Resource::builder();
@@ -232,18 +243,166 @@ pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Expor
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build();
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("clerk-mirror"))
-        .with_filter(tracing_subscriber::filter::Targets::new().with_target("clerk_mirror", tracing::Level::INFO));
+    let exported = tracing_subscriber::filter::Targets::new().with_target("clerk_mirror", tracing::Level::INFO);
+    // Each layer sees only what its own filter keeps, through `Only`, not tracing-subscriber's
+    // per-layer filters: those drop events for good on a thread where one tracing call runs
+    // inside another's (tokio-rs/tracing#2704), and with a target directive in RUST_LOG
+    // (`info,clerk_mirror::applier=debug`) every line after startup went missing.
+    let most = LevelFilter::max(
+        env_filter.max_level_hint().unwrap_or(LevelFilter::TRACE),
+        LevelFilter::INFO,
+    );
+    let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("clerk-mirror"));
     if tracing_subscriber::registry()
-        .with(fmt.with_filter(env_filter))
-        .with(spans)
+        .with(most)
+        .with(Only::events(log_lines(logging.format), env_filter))
+        .with(Only::spans_and_events(spans, exported))
         .try_init()
         .is_ok()
     {
         EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Some(Exporting(provider)))
+}
+
+/// `layer`, seeing only the events `keep` enables, and either every span or only those `keep`
+/// enables (with their records, entries, exits and closes); to the rest of the subscriber it
+/// filters nothing.
+struct Only<L, F> {
+    layer: L,
+    keep: F,
+    every_span: bool,
+}
+
+impl<L, F> Only<L, F> {
+    /// The log: its lines show the spans they happen in, so it sees every span (the fmt layer
+    /// formats an event's whole scope).
+    fn events(layer: L, keep: F) -> Only<L, F> {
+        Only {
+            layer,
+            keep,
+            every_span: true,
+        }
+    }
+
+    /// The exported spans: only those `keep` enables.
+    fn spans_and_events(layer: L, keep: F) -> Only<L, F> {
+        Only {
+            layer,
+            keep,
+            every_span: false,
+        }
+    }
+}
+
+impl<S, L, F> tracing_subscriber::Layer<S> for Only<L, F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    L: tracing_subscriber::Layer<S>,
+    F: tracing_subscriber::Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.layer.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.layer.on_layer(subscriber);
+    }
+
+    fn register_callsite(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        // Both are told (a filter of span names, `[span]=debug`, learns the span's callsite
+        // here); what they answer is left to `on_*`: the stack's filter is the level alone.
+        let _ = self.keep.register_callsite(meta);
+        let _ = self.layer.register_callsite(meta);
+        tracing::subscriber::Interest::always()
+    }
+
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let kept = self.keep.enabled(attrs.metadata(), ctx.clone());
+        if kept {
+            self.keep.on_new_span(attrs, id, ctx.clone());
+        }
+        if kept || self.every_span {
+            self.layer.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        let kept = self.kept(id, &ctx);
+        if kept {
+            self.keep.on_record(id, values, ctx.clone());
+        }
+        if kept || self.every_span {
+            self.layer.on_record(id, values, ctx);
+        }
+    }
+
+    fn on_follows_from(&self, id: &tracing::span::Id, follows: &tracing::span::Id, ctx: Context<'_, S>) {
+        if self.every_span || (self.kept(id, &ctx) && self.kept(follows, &ctx)) {
+            self.layer.on_follows_from(id, follows, ctx);
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        if self.keep.enabled(event.metadata(), ctx.clone()) {
+            self.layer.on_event(event, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let kept = self.kept(id, &ctx);
+        if kept {
+            self.keep.on_enter(id, ctx.clone());
+        }
+        if kept || self.every_span {
+            self.layer.on_enter(id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let kept = self.kept(id, &ctx);
+        if kept {
+            self.keep.on_exit(id, ctx.clone());
+        }
+        if kept || self.every_span {
+            self.layer.on_exit(id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
+        let kept = self.kept(&id, &ctx);
+        if kept {
+            self.keep.on_close(id.clone(), ctx.clone());
+        }
+        if kept || self.every_span {
+            self.layer.on_close(id, ctx);
+        }
+    }
+
+    // What `Filtered` does: `OpenTelemetrySpanExt` (a span's context, links, parents) finds the
+    // OpenTelemetry layer inside by its type.
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            Some(self as *const _ as *const ())
+        } else if id == std::any::TypeId::of::<L>() {
+            Some(&self.layer as *const _ as *const ())
+        } else {
+            // SAFETY: the inner layer answers for its own types, as `Filtered` lets it.
+            unsafe { self.layer.downcast_raw(id) }
+        }
+    }
+}
+
+impl<L, F> Only<L, F> {
+    /// Whether the span `id` is one `keep` enables (checked again from its metadata).
+    fn kept<S>(&self, id: &tracing::span::Id, ctx: &Context<'_, S>) -> bool
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        F: tracing_subscriber::Layer<S>,
+    {
+        ctx.metadata(id)
+            .is_some_and(|meta| self.keep.enabled(meta, ctx.clone()))
+    }
 }
 
 /// For tests: the same subscriber, writing through libtest's capture (shown only on failure).
@@ -293,4 +452,3 @@ mod tests {
         assert!(!colour(false, Some(OsStr::new("1"))));
     }
 }
-

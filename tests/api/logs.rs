@@ -9,7 +9,7 @@ use tonic::metadata::MetadataValue;
 
 use crate::events::*;
 use crate::helpers::*;
-use crate::process::Served;
+use crate::process::{Served, serve_args};
 
 const READER: &str = "log-scan-reader-token-0123456789";
 const ADMIN: &str = "log-scan-admin-token-0123456789";
@@ -99,10 +99,20 @@ async fn a_servers_debug_log_and_its_exported_spans_hold_no_email_name_metadata_
         .await;
     // An invitation whose acceptance URL carries a token, and whose expiry has passed (the
     // mirror expires it: its own row and change are logged too).
-    let mut invited = invitation("orginv_private", "org_private", "zelda.private@example.com", "pending", Some(T), T);
+    let mut invited = invitation(
+        "orginv_private",
+        "org_private",
+        "zelda.private@example.com",
+        "pending",
+        Some(T),
+        T,
+    );
     invited["public_metadata"] = json!({"secret_plan": "moonshot-7"});
     let invited = envelope("organizationInvitation.created", T, invited);
-    assert_eq!(served.send_as("msg_private_invitation", &invited).await.status, hyper::StatusCode::OK);
+    assert_eq!(
+        served.send_as("msg_private_invitation", &invited).await.status,
+        hyper::StatusCode::OK
+    );
     wait_until_applied(&pool).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM invitations WHERE status = 'expired'")
@@ -204,8 +214,19 @@ async fn a_servers_debug_log_and_its_exported_spans_hold_no_email_name_metadata_
     let log = served.terminate().await.join("\n");
     // Every attribute, event and link of every exported span, and their resources.
     let exported = spans.dump();
-    for path in ["msg_private", "webhook stored", "webhook rejected", "LookupUser", "ListInvitations", "WatchChanges", "apply batch"] {
-        assert!(exported.contains(path), "the exported spans show `{path}`: the path ran");
+    for path in [
+        "msg_private",
+        "webhook stored",
+        "webhook rejected",
+        "LookupUser",
+        "ListInvitations",
+        "WatchChanges",
+        "apply batch",
+    ] {
+        assert!(
+            exported.contains(path),
+            "the exported spans show `{path}`: the path ran"
+        );
     }
     assert!(log.contains("msg_private"), "ids are logged: the log is not empty");
     for path in ["periodic reconcile done", "a reader token was used on AdminService"] {
@@ -351,4 +372,75 @@ async fn a_servers_text_log_is_coloured_on_a_terminal_unless_no_color_is_set() {
     let plain = text_log_of_serve_on_a_terminal(Some("1")).await;
     assert!(plain.contains("serving"), "{plain}");
     assert!(!plain.contains('\x1b'), "escape codes despite NO_COLOR:\n{plain:?}");
+}
+
+/// `serve`'s JSON log lines with `RUST_LOG=filter` (exporting spans to `otlp` when given), from
+/// its start until it stops, one webhook applied in between.
+async fn json_log_while_applying(filter: &str, otlp: Option<&str>) -> Vec<serde_json::Value> {
+    let (cluster, name) = shared_database().await;
+    let pool = sqlx::PgPool::connect_with(cluster.connect_options(&name))
+        .await
+        .unwrap();
+    let mut args = serve_args(cluster, &name);
+    if let Some(url) = otlp {
+        args.extend(["--otlp-endpoint".into(), url.into()]);
+    }
+    let served = Served::start_logging(&args, filter).await;
+    let body = user_event("created", "user_filtered", T, T, "Ada");
+    assert_eq!(
+        served.send_as("msg_filtered", &body).await.status,
+        hyper::StatusCode::OK
+    );
+    wait_until_applied(&pool).await;
+    pool.close().await;
+    let log = served.terminate().await;
+    log.iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_target_directive_in_rust_log_raises_that_target_and_keeps_every_other_line_with_or_without_traces() {
+    let (url, receiver) = crate::traces::Receiver::start().await;
+    for otlp in [None, Some(url.as_str())] {
+        let log = json_log_while_applying("info,clerk_mirror::applier=debug", otlp).await;
+        let said = |level: &str, target: &str, message: &str| {
+            log.iter()
+                .any(|l| l["level"] == level && l["target"] == target && l["fields"]["message"] == message)
+        };
+        let all = || log.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n");
+        // Served::start_logging waited for `serving`; what follows it is there too.
+        assert!(
+            said("INFO", "clerk_mirror::cache::follow", "the read cache is loaded"),
+            "{otlp:?}:\n{}",
+            all()
+        );
+        assert!(
+            said("INFO", "clerk_mirror::ingest::http", "webhook stored"),
+            "{otlp:?}:\n{}",
+            all()
+        );
+        assert!(
+            said("DEBUG", "clerk_mirror::applier::batch", "batch applied"),
+            "{otlp:?}:\n{}",
+            all()
+        );
+        assert!(said("INFO", "clerk_mirror::startup", "stopped"), "{otlp:?}:\n{}", all());
+        let other_debug = log
+            .iter()
+            .filter(|l| l["level"] == "DEBUG" || l["level"] == "TRACE")
+            .find(|l| {
+                !l["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("clerk_mirror::applier")
+            });
+        assert!(other_debug.is_none(), "only the applier logs at debug: {other_debug:?}");
+    }
+    let names: Vec<String> = receiver.spans().into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == "apply batch"),
+        "spans exported meanwhile: {names:?}"
+    );
+    assert!(names.iter().any(|n| n == "POST /webhooks/clerk"), "{names:?}");
 }

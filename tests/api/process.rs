@@ -59,18 +59,24 @@ impl Served {
             .expect("spawn clerk-mirror serve");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut seen = Vec::new();
-        let (http_addr, grpc_addr, admin_addr) = loop {
-            let Some(line) = lines.next_line().await.expect("read the server's log") else {
-                panic!("serve exited before serving; its log:\n{}", seen.join("\n"));
-            };
-            seen.push(line.clone());
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["fields"]["message"] == "serving"
-            {
-                let field = |k: &str| v["fields"][k].as_str().expect("an address").to_string();
-                break (field("http"), field("grpc"), field("admin"));
+        // A server that never says `serving` fails the test (after a minute) instead of hanging it.
+        let serving = async {
+            loop {
+                let Some(line) = lines.next_line().await.expect("read the server's log") else {
+                    panic!("serve exited before serving; its log:\n{}", seen.join("\n"));
+                };
+                seen.push(line.clone());
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["fields"]["message"] == "serving"
+                {
+                    let field = |k: &str| v["fields"][k].as_str().expect("an address").to_string();
+                    break (field("http"), field("grpc"), field("admin"));
+                }
             }
         };
+        let (http_addr, grpc_addr, admin_addr) = tokio::time::timeout(std::time::Duration::from_secs(60), serving)
+            .await
+            .unwrap_or_else(|_| panic!("serve (RUST_LOG={filter}) logged no `serving` line within 60 s"));
         // Keep draining the log so the server never blocks on a full pipe.
         let log = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {

@@ -55,7 +55,9 @@ impl Postgres {
         // Room for two servers' pools, the bench's own and pgbench's 64 clients at once (the
         // default is 100), then a restart to apply it.
         let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
-        sqlx::query("ALTER SYSTEM SET max_connections = 300").execute(&mut conn).await?;
+        sqlx::query("ALTER SYSTEM SET max_connections = 300")
+            .execute(&mut conn)
+            .await?;
         conn.close().await?;
         cluster.stop().await?;
         let cluster = Cluster::start(options)
@@ -157,6 +159,19 @@ fn with_database(url: &str, name: &str) -> String {
     out
 }
 
+/// The server's `RUST_LOG`: warnings, and the startup's `serving` line the bench waits for, kept
+/// under any filter given in CLERK_MIRROR_BENCH_SERVER_LOG (without it the bench would wait
+/// forever).
+fn server_log_filter(given: Option<String>) -> String {
+    const SERVING: &str = "clerk_mirror::startup=info";
+    match given {
+        Some(f) if f.contains("clerk_mirror::startup") => f,
+        Some(f) if f.trim().is_empty() => format!("warn,{SERVING}"),
+        Some(f) => format!("{f},{SERVING}"),
+        None => format!("warn,{SERVING}"),
+    }
+}
+
 /// A pool on `options` with `size` connections.
 pub async fn pool(options: &PgConnectOptions, size: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
@@ -236,8 +251,7 @@ impl Server {
             .args(extra)
             .env(
                 "RUST_LOG",
-                std::env::var("CLERK_MIRROR_BENCH_SERVER_LOG")
-                    .unwrap_or_else(|_| "warn,clerk_mirror::startup=info".into()),
+                server_log_filter(std::env::var("CLERK_MIRROR_BENCH_SERVER_LOG").ok()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -456,7 +470,20 @@ pub fn machine() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{server_log_filter, with_database};
+
+    #[test]
+    fn a_server_log_filter_keeps_the_line_the_bench_waits_for() {
+        assert_eq!(server_log_filter(None), "warn,clerk_mirror::startup=info");
+        assert_eq!(
+            server_log_filter(Some("warn,clerk_mirror::applier::batch=debug".into())),
+            "warn,clerk_mirror::applier::batch=debug,clerk_mirror::startup=info"
+        );
+        assert_eq!(
+            server_log_filter(Some("clerk_mirror::startup=debug".into())),
+            "clerk_mirror::startup=debug"
+        );
+    }
 
     #[test]
     fn a_url_is_pointed_at_another_database() {
