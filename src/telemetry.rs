@@ -80,7 +80,11 @@ pub fn exporting() -> bool {
 
 /// The span `make` makes when spans are exported, else a disabled one (see [`exporting`]).
 pub fn trace_only(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if exporting() { make() } else { tracing::Span::none() }
+    if exporting() {
+        make()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// The W3C `traceparent` of the current span, when spans are exported and it is sampled (kept
@@ -216,10 +220,7 @@ where
 pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Exporting>, TelemetryError> {
     let env_filter = filter(logging.default_filter);
     let Some(traces) = traces else {
-        let _ = tracing_subscriber::registry()
-            .with(env_filter)
-            .with(log_lines(logging.format))
-            .try_init();
+        let _ = tracing_subscriber::registry().with(env_filter).with(log_lines(logging.format)).try_init();
         return Ok(None);
     };
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -227,10 +228,7 @@ pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Expor
         exporter = exporter.with_endpoint(endpoint.clone());
     }
     let exporter = exporter.build().map_err(|source| TelemetryError::Exporter {
-        endpoint: traces
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into()),
+        endpoint: traces.endpoint.clone().unwrap_or_else(|| "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into()),
         source,
     })?;
     let mut resource = opentelemetry_sdk::Resource::builder();
@@ -248,10 +246,7 @@ pub fn install(logging: Logging, traces: Option<&Traces>) -> Result<Option<Expor
     // per-layer filters: those drop events for good on a thread where one tracing call runs
     // inside another's (tokio-rs/tracing#2704), and with a target directive in RUST_LOG
     // (`info,clerk_mirror::applier=debug`) every line after startup went missing.
-    let most = LevelFilter::max(
-        env_filter.max_level_hint().unwrap_or(LevelFilter::TRACE),
-        LevelFilter::INFO,
-    );
+    let most = LevelFilter::max(env_filter.max_level_hint().unwrap_or(LevelFilter::TRACE), LevelFilter::INFO);
     let spans = tracing_opentelemetry::layer().with_tracer(provider.tracer("clerk-mirror"));
     if tracing_subscriber::registry()
         .with(most)

@@ -99,20 +99,10 @@ async fn a_servers_debug_log_and_its_exported_spans_hold_no_email_name_metadata_
         .await;
     // An invitation whose acceptance URL carries a token, and whose expiry has passed (the
     // mirror expires it: its own row and change are logged too).
-    let mut invited = invitation(
-        "orginv_private",
-        "org_private",
-        "zelda.private@example.com",
-        "pending",
-        Some(T),
-        T,
-    );
+    let mut invited = invitation("orginv_private", "org_private", "zelda.private@example.com", "pending", Some(T), T);
     invited["public_metadata"] = json!({"secret_plan": "moonshot-7"});
     let invited = envelope("organizationInvitation.created", T, invited);
-    assert_eq!(
-        served.send_as("msg_private_invitation", &invited).await.status,
-        hyper::StatusCode::OK
-    );
+    assert_eq!(served.send_as("msg_private_invitation", &invited).await.status, hyper::StatusCode::OK);
     wait_until_applied(&pool).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM invitations WHERE status = 'expired'")
@@ -214,19 +204,8 @@ async fn a_servers_debug_log_and_its_exported_spans_hold_no_email_name_metadata_
     let log = served.terminate().await.join("\n");
     // Every attribute, event and link of every exported span, and their resources.
     let exported = spans.dump();
-    for path in [
-        "msg_private",
-        "webhook stored",
-        "webhook rejected",
-        "LookupUser",
-        "ListInvitations",
-        "WatchChanges",
-        "apply batch",
-    ] {
-        assert!(
-            exported.contains(path),
-            "the exported spans show `{path}`: the path ran"
-        );
+    for path in ["msg_private", "webhook stored", "webhook rejected", "LookupUser", "ListInvitations", "WatchChanges", "apply batch"] {
+        assert!(exported.contains(path), "the exported spans show `{path}`: the path ran");
     }
     assert!(log.contains("msg_private"), "ids are logged: the log is not empty");
     for path in ["periodic reconcile done", "a reader token was used on AdminService"] {

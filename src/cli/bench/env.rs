@@ -55,9 +55,7 @@ impl Postgres {
         // Room for two servers' pools, the bench's own and pgbench's 64 clients at once (the
         // default is 100), then a restart to apply it.
         let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
-        sqlx::query("ALTER SYSTEM SET max_connections = 300")
-            .execute(&mut conn)
-            .await?;
+        sqlx::query("ALTER SYSTEM SET max_connections = 300").execute(&mut conn).await?;
         conn.close().await?;
         cluster.stop().await?;
         let cluster = Cluster::start(options)
