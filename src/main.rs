@@ -1,5 +1,8 @@
 //! The `clerk-mirror` binary: parses the command line and hands over to the library.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     clerk_mirror::cli::main()
 }
