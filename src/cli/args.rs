@@ -192,21 +192,25 @@ pub fn raise_open_file_limit() {
     }
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled: call it before the server says `serving`, so that a SIGTERM
+/// sent the moment it is ready is a clean shutdown rather than the default disposition's kill.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    let terminate = signal(SignalKind::terminate()).ok();
+    let received = |s: Option<tokio::signal::unix::Signal>| async move {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
     };
-    tokio::select! {
-        () = ctrl_c => info!("SIGINT received, shutting down"),
-        () = term => info!("SIGTERM received, shutting down"),
+    async move {
+        tokio::select! {
+            () = received(interrupt) => info!("SIGINT received, shutting down"),
+            () = received(terminate) => info!("SIGTERM received, shutting down"),
+        }
     }
 }

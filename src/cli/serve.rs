@@ -181,6 +181,9 @@ pub(super) struct ServeArgs {
 }
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // SIGTERM and SIGINT are handled from here on: one sent while the database starts, or the
+    // moment the server says `serving`, is a clean shutdown, not the default disposition's kill.
+    let stop = shutdown_signal();
     raise_open_file_limit();
     let webhook_secrets: Vec<&str> = args.webhook_secret.iter().map(|s| s.0.as_str()).collect();
     let secrets = WebhookSecrets::parse(&webhook_secrets)?;
@@ -241,7 +244,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let result = async {
         let app = Application::build(config).await?;
-        app.run_until_stopped(shutdown_signal()).await
+        app.run_until_stopped(stop).await
     }
     .await;
     // The database stops last, after in-flight webhooks have committed.

@@ -185,3 +185,43 @@ async fn send_event_signs_and_posts_a_file_and_reports_the_status() {
     app.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_sigterm_while_the_embedded_database_starts_stops_serve_cleanly_with_its_database() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = temp_dir("sigterm-early");
+    let _cleanup = Cleanup(dir.clone());
+    let mut child = Command::new(binary())
+        .args(["serve", "--log-format", "json", "--data-dir"])
+        .arg(&dir)
+        .args(["--webhook-secret", SECRET])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn clerk-mirror serve");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    // The first line `serve` logs once its database is up, long before it serves.
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push(line.clone());
+        if line.contains("using the embedded PostgreSQL") {
+            break;
+        }
+    }
+    assert!(!log.iter().any(|l| l.contains("\"serving\"")), "{log:?}");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGTERM) }, 0);
+    while let Some(line) = lines.next_line().await.unwrap() {
+        log.push(line);
+    }
+    let status = child.wait().await.unwrap();
+    let log = log.join("\n");
+    assert!(status.success(), "a SIGTERM is a clean shutdown, not a kill: {status}\n{log}");
+    assert!(log.contains("SIGTERM received, shutting down"), "{log}");
+    assert!(log.contains("embedded PostgreSQL stopped"), "{log}");
+    assert!(postmaster_pid(&dir).is_none_or(|pid| !alive(pid)), "its database stopped too");
+}
