@@ -453,11 +453,14 @@ impl Server {
             );
             let options = db::connect_options(&self.config.database).context("the applier cannot connect")?;
             // It finishes the batch it is in when asked to stop.
-            supervisor.spawn(
+            // On a thread of its own: its stretches of CPU (parsing and ruling a batch of 500
+            // events takes tens of milliseconds) would otherwise hold up the webhooks and reads
+            // queued on the same worker of the shared runtime, which is what made the acks' p99
+            // with the applier running twice pgbench's (#27).
+            supervisor.spawn_on_thread(
                 "applier",
                 applier::run(
                     options,
-                    self.pool.clone(),
                     applier_config,
                     stop.clone(),
                     self.metrics.clone(),

@@ -117,6 +117,50 @@ impl Supervisor {
         });
     }
 
+    /// Like [`Supervisor::spawn`], but runs `task` on an OS thread of its own (named `name`,
+    /// with a one-thread runtime), for a task whose stretches of CPU must not hold up the
+    /// shared runtime's other tasks: the kernel shares the cores between it and the runtime's
+    /// workers. Its panics are reported as a spawned task's are.
+    pub fn spawn_on_thread<F>(&self, name: &'static str, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Outcome,
+    {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        // Held by the supervising task: once it is dropped (its runtime shut down), the thread
+        // drops `task` too, as a runtime drops its tasks, instead of running on unsupervised.
+        let (owner_tx, owner_gone) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("clerk-mirror {name}"))
+            .spawn(move || {
+                let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    Ok::<_, std::io::Error>(runtime.block_on(async move {
+                        tokio::select! {
+                            biased;
+                            output = task => Some(output),
+                            _ = owner_gone => None,
+                        }
+                    }))
+                }));
+                let _ = done_tx.send(ended);
+            });
+        self.spawn(name, async move {
+            let _owner = owner_tx;
+            if let Err(e) = thread {
+                return Err(format!("could not start its thread: {e}"));
+            }
+            match done_rx.await {
+                Ok(Ok(Ok(Some(output)))) => output.into_result(),
+                Ok(Ok(Ok(None))) => Err("was dropped".to_string()),
+                Ok(Ok(Err(e))) => Err(format!("could not start its runtime: {e}")),
+                // Reported by `spawn` as this task's panic.
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => Err("its thread ended without a word".to_string()),
+            }
+        });
+    }
+
     /// Waits until `shutdown` completes or a task ends early, whichever is first, and returns
     /// the task that ended early, if one did. [`Supervisor::drain`] then stops the others.
     pub async fn run_until(&mut self, shutdown: impl Future<Output = ()>) -> Option<Ended> {
@@ -244,5 +288,83 @@ mod tests {
         assert!(!failures[0].early);
         // Stopping on request is not a failure of readiness.
         assert_eq!(s.readiness.failure(), None);
+    }
+
+    #[tokio::test]
+    async fn a_task_on_its_own_thread_runs_while_it_blocks_and_stops_panics_and_fails_like_any_other() {
+        // It blocks its thread until a task of this (one-thread) runtime answers: on the shared
+        // runtime that would never happen.
+        let mut s = supervisor();
+        let (ask_tx, ask_rx) = std::sync::mpsc::channel::<()>();
+        let (answer_tx, answer_rx) = std::sync::mpsc::channel::<String>();
+        let mut stop = s.stop_signal();
+        s.spawn_on_thread("blocking task", async move {
+            ask_tx.send(()).map_err(|e| e.to_string())?;
+            let answer = answer_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .map_err(|e| format!("no answer: {e}"))?;
+            assert_eq!(answer, "answered");
+            let here = std::thread::current().name().map(str::to_string);
+            assert_eq!(here.as_deref(), Some("clerk-mirror blocking task"));
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<_, String>(())
+        });
+        let answered = tokio::task::spawn_blocking(move || ask_rx.recv());
+        tokio::time::timeout(std::time::Duration::from_secs(30), answered)
+            .await
+            .expect("the task on its own thread never asked")
+            .expect("the waiter panicked")
+            .expect("the task's channel closed");
+        answer_tx.send("answered".into()).expect("the task is waiting");
+        assert_eq!(s.run_until(async {}).await, None);
+        assert_eq!(s.drain().await, vec![], "a clean stop is no failure");
+
+        let mut s = supervisor();
+        s.spawn_on_thread("panicking thread", async {
+            if true {
+                panic!("boom on the thread");
+            }
+            Ok::<_, String>(())
+        });
+        let early = s.run_until(std::future::pending()).await.expect("an early end");
+        assert_eq!(early.to_string(), "the panicking thread panicked: boom on the thread");
+        assert!(s.readiness.failure().is_some());
+
+        let mut s = supervisor();
+        s.spawn_on_thread("failing thread", async { Err::<(), _>("lost the lock") });
+        let early = s.run_until(std::future::pending()).await.expect("an early end");
+        assert_eq!(early.to_string(), "the failing thread failed: lost the lock");
+    }
+
+    #[test]
+    fn a_task_on_its_own_thread_is_dropped_with_the_runtime_that_supervises_it() {
+        struct Guard(std::sync::mpsc::Sender<&'static str>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.0.send("dropped");
+            }
+        }
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let s = supervisor();
+            s.spawn_on_thread("forever", async move {
+                let _guard = Guard(dropped_tx);
+                started_tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+            });
+            // The runtime goes away without stopping the supervisor (a test's end, a crash).
+            std::mem::forget(s);
+        });
+        started_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the task started on its thread");
+        drop(runtime);
+        assert_eq!(
+            dropped_rx.recv_timeout(std::time::Duration::from_secs(30)),
+            Ok("dropped"),
+            "the task on its own thread outlived the runtime that supervised it"
+        );
     }
 }

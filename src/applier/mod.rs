@@ -11,8 +11,8 @@ pub mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener};
-use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, warn};
 
@@ -55,7 +55,6 @@ impl Default for ApplierConfig {
 /// as they arrive. Any replica may run it; only the lock holder writes.
 pub async fn run(
     options: PgConnectOptions,
-    pool: PgPool,
     config: ApplierConfig,
     mut stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
@@ -63,7 +62,7 @@ pub async fn run(
 ) {
     loop {
         let span = tracing::info_span!("applier");
-        let led = lead(&options, &pool, &config, &mut stop, &metrics, &leading)
+        let led = lead(&options, &config, &mut stop, &metrics, &leading)
             .instrument(span)
             .await;
         leading.send_replace(false);
@@ -96,7 +95,6 @@ fn hostname() -> String {
 /// Takes the lock, then applies until stopped. Returns Err when the connection fails.
 async fn lead(
     options: &PgConnectOptions,
-    pool: &PgPool,
     config: &ApplierConfig,
     stop: &mut watch::Receiver<bool>,
     metrics: &Metrics,
@@ -134,7 +132,13 @@ async fn lead(
     info!("holding the applier lock");
     leading.send_replace(true);
 
-    let mut listener = PgListener::connect_with(pool).await?;
+    // Its notifications on a connection of its own too, not one of the server's pool: the
+    // applier runs on a runtime of its own, and a socket opened on it must not serve others.
+    let listening = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&listening).await?;
     let mut next_prune = tokio::time::Instant::now();
     // Expiries that passed while no replica led are enqueued at once.
     let mut next_expiry = tokio::time::Instant::now();
@@ -177,7 +181,13 @@ async fn lead(
         tokio::select! {
             n = listener.try_recv() => { n?; }
             () = tokio::time::sleep_until(wake) => {}
-            _ = stop.changed() => {}
+            changed = stop.changed() => {
+                // No one left to say stop: the server is gone.
+                if changed.is_err() {
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+            }
         }
     }
 }

@@ -88,9 +88,11 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
 
 async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
     let rows: Vec<&InboxRow> = batch.iter().map(|r| &r.row).collect();
+    let started = std::time::Instant::now();
     match inbox::insert(pool, &rows).await {
         Ok(inserted) => {
-            debug!(rows = rows.len(), inserted = inserted.len(), "inbox batch committed");
+            let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
+            debug!(rows = rows.len(), inserted = inserted.len(), commit_ms, "inbox batch committed");
             let mut fresh = inserted;
             for request in batch {
                 let key = (request.row.source.as_str(), request.row.event_key.as_str());
