@@ -26,4 +26,5 @@ pub use binaries::{BinDirSources, find_bin_dir};
 pub use cluster::{Cluster, ClusterOptions};
 pub use error::ClusterError;
 pub use layout::{INITDB_MARKER, LOCK_FILE, LOG_FILE, PGDATA_DIR, PORT};
+pub use setup::{memory_bytes, shared_buffers_mb};
 pub use throwaway::stop_throwaway_clusters;

@@ -230,7 +230,10 @@ pub(super) fn postgres_command(prepared: &Prepared, pgdata: &Path, durable: bool
         .arg("-k")
         .arg(&prepared.socket_dir)
         .args(["-c", "listen_addresses="]);
-    if !durable {
+    if durable {
+        // The user's database: its buffers sized to the machine (PostgreSQL's default is 128 MB).
+        cmd.args(["-c", &format!("shared_buffers={}MB", shared_buffers_mb(memory_bytes()))]);
+    } else {
         cmd.args([
             "-c",
             "fsync=off",
@@ -246,6 +249,43 @@ pub(super) fn postgres_command(prepared: &Prepared, pgdata: &Path, durable: bool
     // Own process group: a terminal's Ctrl-C reaches clerk-mirror, which stops the database last.
     cmd.process_group(0).stdout(log.try_clone()?).stderr(log.try_clone()?);
     Ok(cmd)
+}
+
+/// The embedded (durable) database's `shared_buffers` in MB: a quarter of the memory this
+/// process may use (see [`memory_bytes`]), at least PostgreSQL's default of 128 MB and at most
+/// 1 GB. With 128 MB a mirror of a few hundred thousand users outgrew PostgreSQL's buffers: the
+/// applier's batches then read each index page they touched back in from the OS and wrote dirty
+/// ones out themselves, and PostgreSQL's CPU per applied event grew from ~220 to ~350 µs within
+/// a minute of sustained webhooks (#27, `bench ingest`).
+pub fn shared_buffers_mb(memory: Option<u64>) -> u64 {
+    let quarter = memory.map_or(0, |bytes| bytes / 4 / (1 << 20));
+    quarter.clamp(128, 1024)
+}
+
+/// The memory this process may use: the machine's (`MemTotal`), or its control group's limit
+/// when that is lower (a container's). `None` when neither can be read.
+pub fn memory_bytes() -> Option<u64> {
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| mem_total(&m));
+    let group = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok().and_then(|l| cgroup_limit(&l)));
+    match (machine, group) {
+        (Some(m), Some(g)) => Some(m.min(g)),
+        (m, g) => m.or(g),
+    }
+}
+
+/// `MemTotal` in bytes, from /proc/meminfo's text.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A control group's memory limit in bytes; `None` for "max" (none) or v1's "no limit" value.
+fn cgroup_limit(text: &str) -> Option<u64> {
+    let bytes: u64 = text.trim().parse().ok()?;
+    (bytes < 1 << 60).then_some(bytes)
 }
 
 /// Creates `dir` with mode 0700 if missing, and gives it to `run_as` (when root).
@@ -379,6 +419,28 @@ pub(super) fn user_name(run_as: Option<&RunAs>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_buffers_are_a_quarter_of_the_memory_between_128_mb_and_1_gb() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(shared_buffers_mb(None), 128);
+        assert_eq!(shared_buffers_mb(Some(256 << 20)), 128);
+        assert_eq!(shared_buffers_mb(Some(2 * GIB)), 512);
+        assert_eq!(shared_buffers_mb(Some(3 * GIB)), 768);
+        assert_eq!(shared_buffers_mb(Some(24 * GIB)), 1024);
+    }
+
+    #[test]
+    fn the_memory_is_read_from_meminfo_and_a_cgroup_limit_when_there_is_one() {
+        let meminfo = "MemTotal:       24683736 kB\nMemFree:        19941224 kB\n";
+        assert_eq!(mem_total(meminfo), Some(24683736 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(cgroup_limit("max\n"), None);
+        assert_eq!(cgroup_limit("2147483648\n"), Some(2147483648));
+        // cgroup v1 writes a huge number for "no limit".
+        assert_eq!(cgroup_limit("9223372036854771712\n"), None);
+        assert!(memory_bytes().is_some_and(|b| b > 0), "this machine's memory is readable");
+    }
 
     #[test]
     fn the_socket_dir_hash_is_twelve_stable_hex_digits() {

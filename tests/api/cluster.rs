@@ -292,6 +292,16 @@ async fn a_durable_cluster_keeps_postgresql_durability_defaults() {
     assert_eq!(show(&mut conn, "SHOW fsync").await, "on");
     assert_eq!(show(&mut conn, "SHOW synchronous_commit").await, "on");
     assert_eq!(show(&mut conn, "SHOW full_page_writes").await, "on");
+    // Its buffers sized to the machine, not PostgreSQL's 128 MB default (on a machine with
+    // at least 512 MB, as this one).
+    let buffers_mb: i64 =
+        sqlx::query_scalar("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("read shared_buffers");
+    let want = pg::shared_buffers_mb(pg::memory_bytes());
+    assert_eq!(buffers_mb as u64, want);
+    assert!(want > 128, "this machine has {:?} bytes", pg::memory_bytes());
     conn.close().await.expect("close");
     cluster.stop().await.expect("stop");
 }
