@@ -33,6 +33,9 @@ pub struct Options {
 /// How many rates the sustained row tries, from pgbench's INSERT per commit down.
 const SUSTAINED_TRIES: usize = 8;
 
+/// How many (pgbench, webhooks) pairs the ack p99 target is the median of.
+const P99_PAIRS: usize = 3;
+
 /// An event is applied "at once" if within this of its ack.
 const SUSTAINED_LAG: Duration = Duration::from_secs(1);
 
@@ -60,7 +63,8 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
         .execute(&pool)
         .await?;
     sqlx::query("CREATE SEQUENCE bench_keys").execute(&pool).await?;
-    let total: u64 = opts.concurrency.iter().map(|&c| events_at(opts, c)).sum::<u64>() + opts.events;
+    let total: u64 =
+        opts.concurrency.iter().map(|&c| events_at(opts, c)).sum::<u64>() + opts.events * (1 + P99_PAIRS as u64);
     let bodies: Arc<Vec<Bytes>> = Arc::new((0..total).map(|i| Bytes::from(fixtures::user_created(i))).collect());
     let mean = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len().max(1);
     report.setup(
@@ -89,6 +93,13 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
             SUSTAINED_LAG.as_secs(),
             opts.sustained.0.as_secs_f64(),
             opts.sustained.1.as_secs_f64()
+        ),
+    );
+    report.setup(
+        "ack p99 pairs",
+        format!(
+            "{P99_PAIRS} pairs of a pgbench run and, right after it, {} webhooks at c={top} with the applier running; the ack p99 target is the median of their p99 ratios",
+            opts.events
         ),
     );
     report.setup("postgres", pg.settings().await?);
@@ -139,16 +150,36 @@ pub async fn run(pg: &Postgres, opts: &Options) -> anyhow::Result<Report> {
                 3.0,
             ));
             served.versus(&pgbench);
-            report.targets.push(Target::at_most(
-                format!("ack p99 at c={c}, applier running, vs pgbench INSERT p99"),
-                served.vs[1].2,
-                2.0,
-            ));
         }
         report.rows.push(baseline);
         report.rows.push(served);
         offset += n;
     }
+
+    // The ack p99 with the applier running against pgbench's: pgbench's runs drift by a third
+    // from one minute to the next on a shared machine, so each webhook run is paired with a
+    // pgbench run just before it, and the target is the median of the pairs' ratios.
+    let mut ratios = Vec::new();
+    for pair in 1..=P99_PAIRS {
+        let mut pg = pgbench_baseline(probe, &db, top, &bodies[..], opts.pgbench).await?;
+        pg.name = format!("{}, pair {pair}", pg.name);
+        let mut served = ingest(probe, &server, &monitor, bodies.clone(), top, offset, opts.events, true).await?;
+        offset += opts.events;
+        served.name = format!("webhooks c={top}, pair {pair}");
+        served.versus(&pg);
+        ratios.push(served.vs[0].2);
+        report.rows.push(pg);
+        report.rows.push(served);
+    }
+    ratios.sort_by(f64::total_cmp);
+    report.targets.push(Target::at_most(
+        format!(
+            "ack p99 at c={top}, applier running, vs pgbench INSERT p99 just before (median of {P99_PAIRS} pairs: {})",
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+        ),
+        ratios[ratios.len() / 2],
+        2.0,
+    ));
 
     // The highest rate the applier keeps up with.
     let mut found = None;
