@@ -117,10 +117,10 @@ impl Supervisor {
         });
     }
 
-    /// Like [`Supervisor::spawn`], but runs `task` on an OS thread of its own (named `name`,
-    /// with a one-thread runtime), for a task whose stretches of CPU must not hold up the
-    /// shared runtime's other tasks: the kernel shares the cores between it and the runtime's
-    /// workers. Its panics are reported as a spawned task's are.
+    /// Like [`Supervisor::spawn`], but runs `task` on an OS thread of its own (named `name`, as
+    /// `top -H` shows it; with a one-thread runtime), for a task whose stretches of CPU must not
+    /// hold up the shared runtime's other tasks: the kernel shares the cores between it and the
+    /// runtime's workers. Its panics are reported as a spawned task's are.
     pub fn spawn_on_thread<F>(&self, name: &'static str, task: F)
     where
         F: Future + Send + 'static,
@@ -131,7 +131,7 @@ impl Supervisor {
         // drops `task` too, as a runtime drops its tasks, instead of running on unsupervised.
         let (owner_tx, owner_gone) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name(format!("clerk-mirror {name}"))
+            .name(name.to_string())
             .spawn(move || {
                 let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -305,7 +305,7 @@ mod tests {
                 .map_err(|e| format!("no answer: {e}"))?;
             assert_eq!(answer, "answered");
             let here = std::thread::current().name().map(str::to_string);
-            assert_eq!(here.as_deref(), Some("clerk-mirror blocking task"));
+            assert_eq!(here.as_deref(), Some("blocking task"));
             let _ = stop.wait_for(|s| *s).await;
             Ok::<_, String>(())
         });
