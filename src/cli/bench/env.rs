@@ -211,12 +211,18 @@ pub async fn pending(monitor: &PgPool) -> anyhow::Result<i64> {
     )
 }
 
-/// Waits until every inbox row is applied, polling every `every`.
+/// Waits until every inbox row is applied, polling every `every` for one pending row: counting
+/// a backlog of 100,000 rows every 20 ms took a core of PostgreSQL from the applier it waits for.
 pub async fn drained(monitor: &PgPool, every: std::time::Duration) -> anyhow::Result<()> {
-    while pending(monitor).await? > 0 {
+    loop {
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE status = 'pending')")
+            .fetch_one(monitor)
+            .await?;
+        if !any {
+            return Ok(());
+        }
         tokio::time::sleep(every).await;
     }
-    Ok(())
 }
 
 /// A running `clerk-mirror serve` child.

@@ -316,12 +316,8 @@ async fn ingest(
             .cpu(cpu));
     }
     // Applied: the backlog drains.
-    let drained = loop {
-        if env::pending(pool).await? == 0 {
-            break started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    env::drained(pool, Duration::from_millis(20)).await?;
+    let drained = started.elapsed();
     let _ = stop_tx.send(true);
     let samples = sampler.await.context("the backlog sampler failed")?;
     let max = samples.iter().map(|(_, b)| *b).max().unwrap_or(0);
