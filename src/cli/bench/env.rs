@@ -211,6 +211,45 @@ pub async fn pending(monitor: &PgPool) -> anyhow::Result<i64> {
     )
 }
 
+/// The cluster's write-ahead log and checkpoint counters (cumulative, for differences).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wal {
+    pub bytes: f64,
+    pub full_page_images: i64,
+    pub checkpoints: i64,
+    pub backend_writes: i64,
+}
+
+impl Wal {
+    pub async fn read(monitor: &PgPool) -> anyhow::Result<Wal> {
+        let (bytes, full_page_images, checkpoints, backend_writes): (f64, i64, i64, i64) = sqlx::query_as(
+            "SELECT w.wal_bytes::float8, w.wal_fpi, b.checkpoints_timed + b.checkpoints_req, b.buffers_backend
+               FROM pg_stat_wal w, pg_stat_bgwriter b",
+        )
+        .fetch_one(monitor)
+        .await?;
+        Ok(Wal {
+            bytes,
+            full_page_images,
+            checkpoints,
+            backend_writes,
+        })
+    }
+
+    /// What happened since `before`, per event of `events`: WAL bytes, full-page images, and the
+    /// checkpoints and buffers written by backends in all.
+    pub fn since(&self, before: &Wal, events: u64) -> String {
+        let n = events.max(1) as f64;
+        format!(
+            "WAL {:.1} KB and {:.2} full-page images an event, {} checkpoints, {} buffers written by backends",
+            (self.bytes - before.bytes) / n / 1024.0,
+            (self.full_page_images - before.full_page_images) as f64 / n,
+            self.checkpoints - before.checkpoints,
+            self.backend_writes - before.backend_writes
+        )
+    }
+}
+
 /// Waits until every inbox row is applied, polling every `every` for one pending row: counting
 /// a backlog of 100,000 rows every 20 ms took a core of PostgreSQL from the applier it waits for.
 pub async fn drained(monitor: &PgPool, every: std::time::Duration) -> anyhow::Result<()> {
