@@ -113,6 +113,30 @@ pub const INBOX_CHANNEL: &str = "clerk_mirror_inbox";
 /// The channel the applier notifies when a batch appended changes: it wakes every replica's hub.
 pub const CHANGES_CHANNEL: &str = "clerk_mirror_changes";
 
+/// Takes every notification `listener` has already been sent, without waiting for more: how
+/// many, or `None` when its connection was lost (the next wait reconnects).
+///
+/// A listener that takes one notification per round while more arrive falls behind them, and
+/// PostgreSQL's backend then blocks writing to its full socket in the middle of reading the
+/// notification queue, holding a snapshot: no dead row anywhere can be cleaned up, and the
+/// queue itself cannot advance, until it is read (#27: the applier's batches slowed five-fold
+/// within a minute of sustained webhooks).
+pub fn drain_notifications(listener: &mut sqlx::postgres::PgListener) -> Result<Option<usize>, sqlx::Error> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut taken = 0;
+    loop {
+        // Polled once: ready only with what the socket already holds.
+        let next = std::pin::pin!(listener.try_recv()).poll(&mut Context::from_waker(Waker::noop()));
+        match next {
+            Poll::Pending => return Ok(Some(taken)),
+            Poll::Ready(Ok(Some(_))) => taken += 1,
+            Poll::Ready(Ok(None)) => return Ok(None),
+            Poll::Ready(Err(e)) => return Err(e),
+        }
+    }
+}
+
 /// The advisory lock key of the applier (`clkm` in ASCII): one holder per database writes.
 pub const APPLIER_LOCK_KEY: i64 = 0x636c_6b6d;
 

@@ -148,6 +148,9 @@ async fn lead(
             let _ = conn.close().await;
             return Ok(());
         }
+        // What the notifications said is what this batch reads: take them all, every round, or
+        // PostgreSQL blocks sending them while holding back every cleanup (see the function).
+        crate::db::drain_notifications(&mut listener)?;
         // Catch up before waiting: rows may have arrived while no applier ran.
         let outcome = apply_once(&mut conn, config.batch_size).await?;
         record(metrics, &outcome);

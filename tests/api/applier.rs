@@ -1097,3 +1097,28 @@ async fn collect_changes(
     }
     seqs
 }
+
+#[tokio::test]
+async fn a_listener_is_drained_of_every_notification_already_sent_without_waiting_for_more() {
+    let app = spawn_app().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool).await.unwrap();
+    listener.listen("drain_test").await.unwrap();
+    // Nothing sent yet: it returns at once, with none.
+    assert_eq!(clerk_mirror::db::drain_notifications(&mut listener).unwrap(), Some(0));
+    sqlx::query("SELECT pg_notify('drain_test', g::text) FROM generate_series(1, 500) g")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // The first is waited for; the others come in the same burst or just after it.
+    listener.recv().await.unwrap();
+    let mut taken = 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while taken < 500 {
+        taken += clerk_mirror::db::drain_notifications(&mut listener).unwrap().unwrap();
+        assert!(std::time::Instant::now() < deadline, "drained {taken} of 500 notifications");
+        // Lets the runtime see the socket's new data.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(taken, 500, "each notification once");
+    assert_eq!(clerk_mirror::db::drain_notifications(&mut listener).unwrap(), Some(0));
+}
