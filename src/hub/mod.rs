@@ -165,13 +165,12 @@ async fn run(
             r = notified => match r {
                 // The next round reads everything committed: the notifications already sent
                 // for it are taken now, not one per round.
-                Ok(true) => match listener.as_mut().map(crate::db::drain_notifications) {
-                    Some(Err(e)) => {
+                Ok(true) => {
+                    if let Some(Err(e)) = listener.as_mut().map(crate::db::drain_notifications) {
                         warn!(error = %e, "the change hub's LISTEN failed");
                         listener = None;
                     }
-                    _ => {}
-                },
+                }
                 // Ok(None): the connection was lost (notifications in between are lost too);
                 // the next round re-reads from the database anyway.
                 Ok(false) => debug!("the change hub's LISTEN connection was lost"),
