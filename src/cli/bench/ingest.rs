@@ -251,12 +251,8 @@ fn next_rate(rate: f64, pace: f64) -> f64 {
 /// What bounds a sustained rate on this machine: the CPU an event took from every process (the
 /// bench's senders, the server, PostgreSQL), and the rate `cores` give at that cost, ÷ pgbench's.
 fn cpu_bound(row: &Row, pgbench: &Row, cores: usize) -> String {
-    let per_event = |s: f64| s * 1e6 / row.ops.max(1) as f64;
-    let (bench, server, postgres) = (
-        per_event(row.cpu.bench),
-        per_event(row.cpu.server),
-        per_event(row.cpu.postgres.unwrap_or(0.0)),
-    );
+    let per_event = row.cpu_per_op();
+    let (bench, server, postgres) = (per_event.bench, per_event.server, per_event.postgres.unwrap_or(0.0));
     let total = bench + server + postgres;
     let most = cores as f64 * 1e6 / total.max(1.0);
     format!(

@@ -110,15 +110,26 @@ impl Row {
     pub fn cpu(mut self, cpu: Cpu) -> Row {
         self.cpu = cpu;
         if self.ops > 0 {
-            let us = |s: f64| format!("{:.0}", s * 1e6 / self.ops as f64);
+            let per_op = self.cpu_per_op();
+            let us = |s: f64| format!("{s:.0}");
             self.notes.push(format!(
                 "CPU per operation {}/{}/{} µs (bench/server/PostgreSQL)",
-                us(cpu.bench),
-                us(cpu.server),
-                cpu.postgres.map_or("-".into(), us)
+                us(per_op.bench),
+                us(per_op.server),
+                per_op.postgres.map_or("-".into(), us)
             ));
         }
         self
+    }
+
+    /// The CPU each process spent per operation, in microseconds.
+    pub fn cpu_per_op(&self) -> Cpu {
+        let us = |s: f64| s * 1e6 / self.ops.max(1) as f64;
+        Cpu {
+            bench: us(self.cpu.bench),
+            server: us(self.cpu.server),
+            postgres: self.cpu.postgres.map(us),
+        }
     }
 
     pub fn note(mut self, note: impl Into<String>) -> Row {
